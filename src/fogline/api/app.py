@@ -1,0 +1,28 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from fogline import __version__
+from fogline.api import problems
+from fogline.api.deps import ApiServices
+from fogline.api.routes import registry, system, telemetry, tenants
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(services: ApiServices) -> FastAPI:
+    app = FastAPI(
+        title="Fogline",
+        version=__version__,
+        description="Telemetry, assets and devices of IoT fleets, and the models that serve them.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    problems.install(app)
+    for module in (system, tenants, registry, telemetry):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

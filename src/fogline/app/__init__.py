@@ -1,0 +1,1 @@
+"""The composition root: settings, and the platform process that wires the contexts together."""

@@ -1,0 +1,333 @@
+"""The platform process: one embedded (or external) NATS, one database, the historian, the
+MQTT bridge when asked for, and the HTTP API, started in order and stopped in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from fogline import __version__
+from fogline.api.app import create_app
+from fogline.api.deps import ApiServices
+from fogline.app.settings import Settings
+from fogline.bus.bridge import MqttBridge, MqttEndpoint
+from fogline.bus.connection import Bus, HotStoreSettings, redact_url
+from fogline.bus.errors import PortInUse
+from fogline.bus.server import PLATFORM_USER, BrokerUser, EmbeddedNats, EmbeddedNatsSettings
+from fogline.bus.subjects import Subjects
+from fogline.domain.access import Role
+from fogline.domain.errors import ConfigurationError
+from fogline.fleet.devices import BrokerAuth, DeviceRegistry, UnmanagedBrokerAuth
+from fogline.ingest.cache import RegistryCache
+from fogline.ingest.historian import Historian
+from fogline.ingest.intake import HttpIntake
+from fogline.ingest.queries import TelemetryQueries
+from fogline.ingest.registry import AssetRegistry
+from fogline.ingest.validation import IngestLimits
+from fogline.store.database import Database
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+
+
+class EmbeddedBrokerAuth:
+    """Device credentials enforced by our own nats-server."""
+
+    enforced = True
+
+    def __init__(self, server: EmbeddedNats) -> None:
+        self.server = server
+
+    async def apply(self, users: list[BrokerUser]) -> None:
+        await self.server.reload(users)
+
+    async def wait_accepted(self, username: str, password: str) -> None:
+        await self.server.wait_user_accepted(username, password)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the platform decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """What a first start created: the admin key is shown once, then kept in client.json."""
+
+    admin_key: str | None
+
+
+def ensure_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"the data dir {path} is not writable: {exc.strerror or exc}; "
+            "choose another with --data-dir or FOGLINE_DATA_DIR"
+        ) from None
+
+
+def bind_http(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"HTTP port {host}:{port} is already in use; stop what holds it or choose "
+                "another port with --http-port or FOGLINE_HTTP_PORT"
+            ) from None
+        raise PortInUse(f"cannot listen on {host}:{port} for HTTP: {exc}") from None
+    sock.listen(512)
+    sock.set_inheritable(False)
+    return sock
+
+
+class Platform:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.subjects = Subjects(settings.subject_root)
+        self.db: Database | None = None
+        self.nats: EmbeddedNats | None = None
+        self.bus: Bus | None = None
+        self.historian: Historian | None = None
+        self.bridge: MqttBridge | None = None
+        self.devices: DeviceRegistry | None = None
+        self.bootstrap = Bootstrap(None)
+        self._http: _Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._http_socket: socket.socket | None = None
+        self.started_at = time.time()
+
+    # -- addresses ------------------------------------------------------------------------
+
+    @property
+    def http_url(self) -> str:
+        host = self.settings.http_host
+        port = self._http_socket.getsockname()[1] if self._http_socket else self.settings.http_port
+        return f"http://{host}:{port}"
+
+    @property
+    def mqtt_url(self) -> str | None:
+        if self.settings.mqtt_url:
+            return redact_url(self.settings.mqtt_url)
+        if self.nats is not None:
+            host, port = self.nats.mqtt_address
+            return f"mqtt://{host}:{port}"
+        return None
+
+    @property
+    def nats_url(self) -> str:
+        if self.settings.nats_url:
+            return redact_url(self.settings.nats_url)
+        return self.nats.client_url if self.nats else ""
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        ensure_data_dir(s.data_dir)
+        self._http_socket = bind_http(s.http_host, s.http_port)  # fail fast on a taken port
+        try:
+            await self._start_services()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_services(self) -> None:
+        s = self.settings
+        self.db = await asyncio.to_thread(Database.open, s.effective_database_url)
+        self.bootstrap = await asyncio.to_thread(self._bootstrap, self.db)
+        broker: BrokerAuth
+        if s.nats_url:
+            self.bus = await Bus.connect(s.nats_url, self.subjects)
+            broker = UnmanagedBrokerAuth()
+        else:
+            self.nats = EmbeddedNats(
+                EmbeddedNatsSettings(
+                    directory=s.data_dir / "nats",
+                    client_port=s.nats_port,
+                    mqtt_port=s.mqtt_port,
+                    max_payload=1024 * 1024,
+                ),
+                self.subjects,
+            )
+            users = [
+                BrokerUser(c.username, c.password_hash)
+                for c in await asyncio.to_thread(self.db.registry.device_credentials)
+            ]
+            await self.nats.start(users)
+            self.bus = await Bus.connect(
+                self.nats.client_url, self.subjects, PLATFORM_USER, self.nats.platform_password
+            )
+            broker = EmbeddedBrokerAuth(self.nats)
+        await self.bus.ensure_streams(HotStoreSettings(s.hot_retention_seconds, s.hot_max_bytes))
+
+        cache = RegistryCache(self.db.registry)
+
+        async def on_registry_change(_msg: Any) -> None:
+            cache.invalidate()
+
+        await self.bus.nc.subscribe(self.subjects.registry_changed, cb=on_registry_change)
+
+        async def notify_registry_change() -> None:
+            assert self.bus is not None
+            cache.invalidate()
+            await self.bus.nc.publish(self.subjects.registry_changed, b"")
+
+        limits = IngestLimits(max_message_bytes=s.max_message_bytes)
+        self.historian = Historian(self.bus, self.db.telemetry, cache, limits)
+        await self.historian.start()
+        if s.mqtt_url:
+            self.bridge = MqttBridge(
+                MqttEndpoint.parse(s.mqtt_url), self.bus, f"fogline-bridge-{self.subjects.root}"
+            )
+            await self.bridge.start()
+
+        self.devices = DeviceRegistry(self.db.registry, broker)
+        services = ApiServices(
+            registry=self.db.registry,
+            assets=AssetRegistry(self.db.registry, notify_registry_change),
+            devices=self.devices,
+            queries=TelemetryQueries(self.db.registry, self.db.telemetry),
+            telemetry=self.db.telemetry,
+            intake=HttpIntake(self.bus, cache, self.db.telemetry, limits),
+            bus=self.bus,
+            system_info=self.system_info,
+        )
+        config = uvicorn.Config(
+            create_app(services),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=3,
+        )
+        self._http = _Server(config)
+        assert self._http_socket is not None
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[self._http_socket]))
+        deadline = time.monotonic() + 10
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()
+                raise ConfigurationError("the HTTP server stopped while starting")
+            if time.monotonic() > deadline:
+                raise ConfigurationError("the HTTP server did not start in 10s")
+            await asyncio.sleep(0.02)
+        log.info(
+            "platform.started", extra={"fields": {"http": self.http_url, "nats": self.nats_url}}
+        )
+
+    def _bootstrap(self, db: Database) -> Bootstrap:
+        """A fresh platform gets a default tenant and an admin key, shown once and kept for the
+        local CLI in client.json (readable by this user only)."""
+        if db.registry.list_api_keys(None):
+            return Bootstrap(None)
+        if not db.registry.tenant_exists(DEFAULT_TENANT):
+            db.registry.create_tenant(DEFAULT_TENANT, "Default tenant")
+        _, secret = db.registry.create_api_key(None, "first admin key", Role.ADMIN)
+        self.write_client_file(secret)
+        return Bootstrap(secret)
+
+    def write_client_file(self, api_key: str) -> None:
+        path = self.settings.client_file
+        document = {"url": self.http_url, "api_key": api_key, "tenant": DEFAULT_TENANT}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(document, f, indent=2)
+
+    def refresh_client_file(self) -> None:
+        """Keep the CLI pointed at this run's address (the port may differ between runs)."""
+        path = self.settings.client_file
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if document.get("url") != self.http_url and document.get("api_key"):
+            self.write_client_file(document["api_key"])
+
+    async def stop(self) -> None:
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            with contextlib.suppress(Exception):
+                await self._http_task
+        self._http = self._http_task = None
+        if self._http_socket is not None:
+            self._http_socket.close()
+            self._http_socket = None
+        if self.bridge is not None:
+            await self.bridge.stop()
+            self.bridge = None
+        if self.historian is not None:
+            await self.historian.stop()
+            self.historian = None
+        if self.bus is not None:
+            await self.bus.close()
+            self.bus = None
+        if self.nats is not None:
+            await self.nats.stop()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        log.info("platform.stopped")
+
+    def system_info(self) -> dict[str, Any]:
+        h = self.historian.stats if self.historian else None
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "rss_mb": _rss_mb(os.getpid()),
+            "http": self.http_url,
+            "mqtt": self.mqtt_url,
+            "nats": self.nats_url,
+            "nats_pid": self.nats.pid if self.nats else None,
+            "nats_rss_mb": _rss_mb(self.nats.pid) if self.nats and self.nats.pid else None,
+            "database": self.db.dialect if self.db else None,
+            "device_auth_enforced": self.nats is not None,
+            "bridge": None
+            if self.bridge is None
+            else {"forwarded": self.bridge.forwarded, "refused": self.bridge.refused},
+            "historian": None
+            if h is None
+            else {
+                "messages": h.messages,
+                "values": h.values,
+                "dead_letters": h.dead_letters,
+                "batches": h.batches,
+                "skipped_redeliveries": h.skipped_redeliveries,
+                "last_commit_ms": h.last_commit_ms,
+                "last_error": h.last_error,
+            },
+        }
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None

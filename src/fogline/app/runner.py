@@ -1,0 +1,56 @@
+"""Running the platform in the foreground until a signal says stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from fogline import __version__
+from fogline.app.platform import Platform
+from fogline.app.settings import Settings
+
+
+def banner(platform: Platform) -> str:
+    s = platform.settings
+    info = platform.system_info()
+    lines = [
+        f"Fogline {__version__} is up",
+        f"  HTTP API   {platform.http_url}/api/v1   (OpenAPI docs: {platform.http_url}/api/v1/docs)",
+        f"  MQTT       {platform.mqtt_url or 'none (no MQTT listener and no bridge)'}",
+        f"  NATS       {platform.nats_url}",
+        f"  Database   {info['database']}"
+        + (f" at {s.data_dir / 'fogline.db'}" if not s.database_url else ""),
+        f"  Data dir   {s.data_dir}",
+    ]
+    if platform.bootstrap.admin_key:
+        lines.append(
+            f"  API key    {platform.bootstrap.admin_key}   "
+            f"(admin; shown once, saved for the CLI in {s.client_file})"
+        )
+    else:
+        lines.append(f"  API key    saved for the CLI in {s.client_file}")
+    if not info["device_auth_enforced"]:
+        lines.append("  Note       external NATS: its operator manages device credentials")
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)
+
+
+async def serve(settings: Settings) -> None:
+    platform = Platform(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await platform.start()
+    try:
+        platform.refresh_client_file()
+        sys.stdout.write(banner(platform) + "\n")
+        sys.stdout.flush()
+        await stop.wait()
+        sys.stdout.write("stopping...\n")
+        sys.stdout.flush()
+    finally:
+        await platform.stop()
+    sys.stdout.write("stopped\n")
+    sys.stdout.flush()

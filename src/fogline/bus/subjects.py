@@ -1,0 +1,79 @@
+"""Names on the bus. MQTT topic `fogline/<tenant>/devices/<device>/telemetry` is NATS subject
+`fogline.<tenant>.devices.<device>.telemetry` (nats-server's MQTT listener swaps `/` and `.`).
+
+The root token is `fogline`; it can be changed so that several Fogline installations (or test
+runs) share one NATS server without their streams overlapping.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fogline.bus.errors import BrokerConfigInvalid
+from fogline.domain.errors import Problem
+from fogline.domain.ids import is_slug
+
+
+@dataclass(frozen=True)
+class Subjects:
+    root: str = "fogline"
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.root):
+            raise BrokerConfigInvalid(
+                "invalid subject root",
+                [Problem("subject_root", f"{self.root!r}: lowercase letters, digits and '_'")],
+            )
+
+    @property
+    def telemetry_stream(self) -> str:
+        return f"{self.root.upper()}_TELEMETRY"
+
+    @property
+    def telemetry_filter(self) -> str:
+        return f"{self.root}.*.devices.*.telemetry"
+
+    def telemetry(self, tenant: str, device: str) -> str:
+        return f"{self.root}.{tenant}.devices.{device}.telemetry"
+
+    def device_scope(self, tenant: str, device: str) -> str:
+        """Everything a device may publish and subscribe to: its own subtree, nothing else."""
+        return f"{self.root}.{tenant}.devices.{device}.>"
+
+    def live(self, tenant: str, asset: str) -> str:
+        return f"{self.root}.{tenant}.assets.{asset}.live"
+
+    def live_of_tenant(self, tenant: str) -> str:
+        return f"{self.root}.{tenant}.assets.*.live"
+
+    @property
+    def registry_changed(self) -> str:
+        return f"{self.root}._platform.registry.changed"
+
+    def mqtt_topic(self, subject: str) -> str:
+        return subject.replace(".", "/")
+
+    @property
+    def mqtt_telemetry_filter(self) -> str:
+        return f"{self.root}/+/devices/+/telemetry"
+
+    def parse_telemetry(self, subject: str) -> tuple[str, str] | None:
+        """(tenant, device) of a telemetry subject, or None when it is not one."""
+        parts = subject.split(".")
+        if (
+            len(parts) != 5
+            or parts[0] != self.root
+            or parts[2] != "devices"
+            or parts[4] != "telemetry"
+            or not is_slug(parts[1])
+            or not is_slug(parts[3])
+        ):
+            return None
+        return parts[1], parts[3]
+
+    def subject_from_topic(self, topic: str) -> str | None:
+        """The NATS subject of a bridged MQTT topic, or None for a topic that has no place here."""
+        if any(c in topic for c in ".*> ") or topic.startswith("/") or topic.endswith("/"):
+            return None
+        return topic.replace("/", ".")

@@ -1,0 +1,640 @@
+"""`fogline`: run the platform, and manage tenants, assets, devices and telemetry through its API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from fogline import __version__
+from fogline.cli import output
+from fogline.cli.output import console, emit_json, table
+from fogline.client.http import FoglineClient, resolve_connection
+from fogline.domain.errors import FoglineError, InvalidInput, Problem
+
+app = typer.Typer(
+    name="fogline",
+    help="Fogline: ML models on IoT fleets, from device telemetry to deployed models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+tenant_app = typer.Typer(help="Tenants (admin key).", no_args_is_help=True)
+key_app = typer.Typer(help="API keys of a tenant.", no_args_is_help=True)
+type_app = typer.Typer(
+    help="Asset types: telemetry definitions and attributes.", no_args_is_help=True
+)
+asset_app = typer.Typer(help="Assets.", no_args_is_help=True)
+device_app = typer.Typer(help="Devices and their MQTT credentials.", no_args_is_help=True)
+telemetry_app = typer.Typer(help="Send and read telemetry.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(key_app, name="key")
+app.add_typer(type_app, name="asset-type")
+app.add_typer(asset_app, name="asset")
+app.add_typer(device_app, name="device")
+app.add_typer(telemetry_app, name="telemetry")
+app.add_typer(bench_app, name="bench")
+
+
+@dataclass
+class Context:
+    url: str | None
+    api_key: str | None
+    tenant: str | None
+    data_dir: Path | None
+    as_json: bool
+    _client: FoglineClient | None = None
+    _tenant: str | None = None
+
+    def client(self) -> FoglineClient:
+        if self._client is None:
+            url, key, saved_tenant = resolve_connection(self.url, self.api_key, self.data_dir)
+            self._client = FoglineClient(url, key)
+            self._tenant = self.tenant or saved_tenant or "default"
+        return self._client
+
+    def t(self) -> str:
+        self.client()
+        assert self._tenant is not None
+        return self._tenant
+
+    def show(self, value: Any, human: Any = None) -> None:
+        if self.as_json or human is None:
+            emit_json(value)
+        else:
+            human()
+
+
+def ctx_of(ctx: typer.Context) -> Context:
+    obj: Context = ctx.obj
+    return obj
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    url: Annotated[str | None, typer.Option(help="Fogline API URL [env: FOGLINE_URL]")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key [env: FOGLINE_API_KEY]", show_default=False)
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="tenant [env: FOGLINE_TENANT]")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="data dir of a local platform [env: FOGLINE_DATA_DIR]")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    ctx.obj = Context(url, api_key, tenant, data_dir, as_json)
+
+
+@app.command()
+def version() -> None:
+    """Print Fogline's version."""
+    console.print(__version__)
+
+
+# -- the platform ---------------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(help="YAML config file")] = None,
+    http_host: Annotated[str | None, typer.Option(help="HTTP address")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port [default: 8470]")] = None,
+    nats_port: Annotated[
+        int | None, typer.Option(help="embedded NATS port [default: 42220]")
+    ] = None,
+    mqtt_port: Annotated[
+        int | None, typer.Option(help="embedded MQTT port [default: 18830]")
+    ] = None,
+) -> None:
+    """Start the platform in the foreground; Ctrl-C stops it."""
+    from fogline.app.logs import configure
+    from fogline.app.runner import serve
+    from fogline.app.settings import load_settings
+
+    settings = load_settings(
+        config,
+        data_dir=ctx_of(ctx).data_dir,
+        http_host=http_host,
+        http_port=http_port,
+        nats_port=nats_port,
+        mqtt_port=mqtt_port,
+    )
+    configure(settings.log_level)
+    asyncio.run(serve(settings))
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    duration: Annotated[float, typer.Option(help="seconds the fleet publishes")] = 30.0,
+    motors: Annotated[int, typer.Option(help="virtual induction motors")] = 20,
+    keep_running: Annotated[
+        bool, typer.Option(help="leave the platform up after the summary, until Ctrl-C")
+    ] = False,
+    demo_dir: Annotated[Path, typer.Option(help="data dir of the demo")] = Path(".fogline-demo"),
+) -> None:
+    """Start the platform with a virtual fleet of motors over real MQTT, show it live, and end
+    with a summary."""
+    from fogline.app.demo import run_demo
+    from fogline.app.logs import configure
+
+    configure("warning")
+    asyncio.run(run_demo(demo_dir, duration, motors, keep_running))
+
+
+# -- tenants and keys -----------------------------------------------------------------------------
+
+
+@tenant_app.command("create")
+def tenant_create(
+    ctx: typer.Context,
+    tenant_id: Annotated[str, typer.Argument(metavar="ID")],
+    name: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Create a tenant; prints its first API key (shown once)."""
+    c = ctx_of(ctx)
+    created = c.client().post("/tenants", {"id": tenant_id, "name": name})
+    c.show(
+        created,
+        lambda: console.print(
+            f"tenant [bold]{created['id']}[/] created\nAPI key (shown once): {created['api_key']}"
+        ),
+    )
+
+
+@tenant_app.command("ls")
+def tenant_ls(ctx: typer.Context) -> None:
+    """List tenants."""
+    c = ctx_of(ctx)
+    rows = c.client().get("/tenants")
+    c.show(rows, lambda: table(rows, ["id", "name"]))
+
+
+@key_app.command("create")
+def key_create(ctx: typer.Context, name: str) -> None:
+    """Create an API key for the tenant; prints it (shown once)."""
+    c = ctx_of(ctx)
+    created = c.client().post(f"/tenants/{c.t()}/api-keys", {"name": name})
+    c.show(created, lambda: console.print(f"API key (shown once): {created['api_key']}"))
+
+
+@key_app.command("ls")
+def key_ls(ctx: typer.Context) -> None:
+    """List the tenant's API keys (never their secrets)."""
+    c = ctx_of(ctx)
+    rows = c.client().get(f"/tenants/{c.t()}/api-keys")
+    c.show(rows, lambda: table(rows, ["id", "name", "role", "created_at", "revoked"]))
+
+
+@key_app.command("revoke")
+def key_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Revoke an API key."""
+    c = ctx_of(ctx)
+    c.client().delete(f"/tenants/{c.t()}/api-keys/{key_id}")
+    console.print(f"API key {key_id} revoked")
+
+
+# -- asset types and assets -----------------------------------------------------------------------
+
+
+def read_document(path: Path) -> Any:
+    """JSON or YAML from a file, or from stdin for '-'."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        raise InvalidInput.of([Problem(str(path), exc.strerror or str(exc))], "file") from None
+    try:
+        return yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        raise InvalidInput.of([Problem(str(path), f"not JSON or YAML: {exc}")], "file") from None
+
+
+@type_app.command("apply")
+def type_apply(ctx: typer.Context, file: Path) -> None:
+    """Create or replace an asset type from a JSON or YAML file (with an `id`)."""
+    c = ctx_of(ctx)
+    document = read_document(file)
+    if not isinstance(document, dict) or not isinstance(document.get("id"), str):
+        raise InvalidInput.of([Problem("id", "the file must be a mapping with an 'id'")])
+    type_id = document.pop("id")
+    result = c.client().put(f"/tenants/{c.t()}/asset-types/{type_id}", document)
+    c.show(result, lambda: console.print(f"asset type [bold]{type_id}[/] applied"))
+
+
+@type_app.command("ls")
+def type_ls(ctx: typer.Context) -> None:
+    """List asset types."""
+    c = ctx_of(ctx)
+    rows = c.client().get(f"/tenants/{c.t()}/asset-types")
+    view = [{**r, "telemetry": ", ".join(d["name"] for d in r["telemetry"])} for r in rows]
+    c.show(rows, lambda: table(view, ["id", "name", "telemetry"]))
+
+
+@type_app.command("show")
+def type_show(ctx: typer.Context, type_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Show an asset type."""
+    c = ctx_of(ctx)
+    emit_json(c.client().get(f"/tenants/{c.t()}/asset-types/{type_id}"))
+
+
+@type_app.command("rm")
+def type_rm(ctx: typer.Context, type_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Delete an asset type that no asset uses."""
+    c = ctx_of(ctx)
+    c.client().delete(f"/tenants/{c.t()}/asset-types/{type_id}")
+    console.print(f"asset type {type_id} deleted")
+
+
+def pairs(values: list[str] | None, what: str) -> dict[str, Any]:
+    """`k=v` options to a dict; values that parse as JSON numbers or booleans become them."""
+    result: dict[str, Any] = {}
+    problems = []
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            problems.append(Problem(what, f"{item!r} is not key=value"))
+            continue
+        try:
+            parsed = json.loads(value)
+            result[key] = parsed if isinstance(parsed, int | float | bool) else value
+        except ValueError:
+            result[key] = value
+    if problems:
+        raise InvalidInput.of(problems)
+    return result
+
+
+@asset_app.command("create")
+def asset_create(
+    ctx: typer.Context,
+    asset_id: Annotated[str, typer.Argument(metavar="ID")],
+    asset_type: Annotated[str, typer.Option("--type", help="asset type id")],
+    name: Annotated[str | None, typer.Option()] = None,
+    site: Annotated[str | None, typer.Option()] = None,
+    label: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
+    attr: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
+    lat: Annotated[float | None, typer.Option(help="latitude")] = None,
+    lon: Annotated[float | None, typer.Option(help="longitude")] = None,
+) -> None:
+    """Create an asset of an asset type."""
+    c = ctx_of(ctx)
+    body: dict[str, Any] = {
+        "id": asset_id,
+        "asset_type": asset_type,
+        "name": name,
+        "site": site,
+        "labels": {k: str(v) for k, v in pairs(label, "label").items()},
+        "attributes": pairs(attr, "attr"),
+    }
+    if lat is not None or lon is not None:
+        body["location"] = {"latitude": lat, "longitude": lon}
+    created = c.client().post(f"/tenants/{c.t()}/assets", body)
+    c.show(created, lambda: console.print(f"asset [bold]{asset_id}[/] created"))
+
+
+@asset_app.command("ls")
+def asset_ls(
+    ctx: typer.Context, asset_type: Annotated[str | None, typer.Option("--type")] = None
+) -> None:
+    """List assets."""
+    c = ctx_of(ctx)
+    rows = c.client().get(f"/tenants/{c.t()}/assets", type=asset_type)
+    c.show(rows, lambda: table(rows, ["id", "asset_type", "name", "site", "labels"]))
+
+
+@asset_app.command("show")
+def asset_show(ctx: typer.Context, asset_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Show an asset."""
+    c = ctx_of(ctx)
+    emit_json(c.client().get(f"/tenants/{c.t()}/assets/{asset_id}"))
+
+
+@asset_app.command("rm")
+def asset_rm(ctx: typer.Context, asset_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Delete an asset and its telemetry history."""
+    c = ctx_of(ctx)
+    c.client().delete(f"/tenants/{c.t()}/assets/{asset_id}")
+    console.print(f"asset {asset_id} deleted")
+
+
+# -- devices --------------------------------------------------------------------------------------
+
+
+@device_app.command("create")
+def device_create(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    name: Annotated[str | None, typer.Option()] = None,
+    cpu: Annotated[str | None, typer.Option()] = None,
+    cores: Annotated[int | None, typer.Option(help="CPU cores")] = None,
+    memory_mb: Annotated[int | None, typer.Option()] = None,
+    accelerator: Annotated[str | None, typer.Option()] = None,
+    connectivity: Annotated[str | None, typer.Option(help="ethernet, wifi, lte, ...")] = None,
+    power: Annotated[str | None, typer.Option(help="mains, battery, solar, ...")] = None,
+    firmware: Annotated[str | None, typer.Option()] = None,
+    label: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
+) -> None:
+    """Register a device; prints its MQTT credentials (the password is shown once)."""
+    c = ctx_of(ctx)
+    hardware = {
+        "cpu": cpu,
+        "cpu_cores": cores,
+        "memory_mb": memory_mb,
+        "accelerator": accelerator,
+        "connectivity": connectivity,
+        "power_source": power,
+    }
+    created = c.client().post(
+        f"/tenants/{c.t()}/devices",
+        {
+            "id": device_id,
+            "name": name,
+            "firmware": firmware,
+            "hardware": {k: v for k, v in hardware.items() if v is not None},
+            "labels": {k: str(v) for k, v in pairs(label, "label").items()},
+        },
+    )
+    creds = created["credentials"]
+
+    def human() -> None:
+        console.print(f"device [bold]{device_id}[/] registered")
+        console.print(f"  MQTT broker  {creds['mqtt']}")
+        console.print(f"  username     {creds['username']}")
+        console.print(f"  password     {creds['password']}   (shown once)")
+        console.print(f"  topic        {creds['topic']}")
+
+    c.show(created, human)
+
+
+@device_app.command("ls")
+def device_ls(ctx: typer.Context) -> None:
+    """List devices with their ingest counters."""
+    c = ctx_of(ctx)
+    rows = c.client().get(f"/tenants/{c.t()}/devices")
+    view = [
+        {
+            **r,
+            "messages": (r.get("stats") or {}).get("messages"),
+            "dead_letters": (r.get("stats") or {}).get("dead_letters"),
+            "last_seen": (r.get("stats") or {}).get("last_seen"),
+        }
+        for r in rows
+    ]
+    c.show(
+        rows,
+        lambda: table(view, ["id", "firmware", "labels", "messages", "dead_letters", "last_seen"]),
+    )
+
+
+@device_app.command("show")
+def device_show(
+    ctx: typer.Context, device_id: Annotated[str, typer.Argument(metavar="ID")]
+) -> None:
+    """Show a device."""
+    c = ctx_of(ctx)
+    emit_json(c.client().get(f"/tenants/{c.t()}/devices/{device_id}"))
+
+
+@device_app.command("rotate")
+def device_rotate(
+    ctx: typer.Context, device_id: Annotated[str, typer.Argument(metavar="ID")]
+) -> None:
+    """Give a device a new MQTT password; the old one stops working."""
+    c = ctx_of(ctx)
+    creds = c.client().post(f"/tenants/{c.t()}/devices/{device_id}/credentials")
+    c.show(creds, lambda: console.print(f"new password (shown once): {creds['password']}"))
+
+
+@device_app.command("rm")
+def device_rm(ctx: typer.Context, device_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Delete a device; its credentials stop working."""
+    c = ctx_of(ctx)
+    c.client().delete(f"/tenants/{c.t()}/devices/{device_id}")
+    console.print(f"device {device_id} deleted")
+
+
+# -- telemetry ------------------------------------------------------------------------------------
+
+
+@telemetry_app.command("send")
+def telemetry_send(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(metavar="DEVICE")],
+    file: Annotated[Path, typer.Argument(help="JSON file of readings, or - for stdin")],
+) -> None:
+    """Send telemetry over HTTP on a device's behalf."""
+    c = ctx_of(ctx)
+    payload = sys.stdin.buffer.read() if str(file) == "-" else _read_bytes(file)
+    receipt = c.client().send_telemetry(c.t(), device_id, payload)
+
+    def human() -> None:
+        console.print(
+            f"accepted {receipt['accepted_values']} value(s) (stream seq {receipt['stream_seq']})"
+        )
+        for r in receipt["rejected"]:
+            console.print(f"  rejected: {r['reason']}")
+
+    c.show(receipt, human)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput.of([Problem(str(path), exc.strerror or str(exc))], "file") from None
+
+
+@telemetry_app.command("latest")
+def telemetry_latest(
+    ctx: typer.Context,
+    asset: str,
+    keys: Annotated[str | None, typer.Option(help="comma-separated telemetry names")] = None,
+) -> None:
+    """Latest value of each telemetry of an asset."""
+    c = ctx_of(ctx)
+    result = c.client().get(f"/tenants/{c.t()}/assets/{asset}/telemetry/latest", keys=keys)
+    rows = [{"telemetry": k, **v} for k, v in result["values"].items()]
+    c.show(result, lambda: table(rows, ["telemetry", "value", "time"], title=asset))
+
+
+@telemetry_app.command("history")
+def telemetry_history(
+    ctx: typer.Context,
+    asset: str,
+    keys: Annotated[str | None, typer.Option(help="comma-separated telemetry names")] = None,
+    start: Annotated[str, typer.Option("--from", help="epoch ms, ISO 8601 or -15m")] = "-1h",
+    end: Annotated[str, typer.Option("--to")] = "now",
+    bucket: Annotated[str | None, typer.Option(help="downsample: 10s, 1m, 1h")] = None,
+    limit: Annotated[int, typer.Option(help="raw points per telemetry")] = 1000,
+) -> None:
+    """Telemetry history of an asset, raw or in buckets (avg/min/max/count)."""
+    from fogline.domain.timeseries import iso_from_ms
+
+    c = ctx_of(ctx)
+    result = c.client().get(
+        f"/tenants/{c.t()}/assets/{asset}/telemetry/history",
+        keys=keys,
+        **{"from": start, "to": end},
+        bucket=bucket,
+        limit=limit,
+    )
+
+    def human() -> None:
+        for name, s in result["series"].items():
+            if bucket:
+                rows = [{**b, "time": iso_from_ms(b["ts"])} for b in s["buckets"]]
+                table(rows, ["time", "avg", "min", "max", "count"], title=f"{name} ({s['unit']})")
+            else:
+                rows = [{"time": iso_from_ms(p[0]), "value": p[1]} for p in s["points"]]
+                table(rows, ["time", "value"], title=f"{name} ({s['unit']})")
+
+    c.show(result, human)
+
+
+@telemetry_app.command("live")
+def telemetry_live(
+    ctx: typer.Context,
+    asset: str,
+    count: Annotated[int, typer.Option(help="stop after this many events (0: never)")] = 0,
+) -> None:
+    """Follow an asset's telemetry as it is committed (Server-Sent Events)."""
+    c = ctx_of(ctx)
+    seen = 0
+    for event, data in c.client().live(c.t(), asset):
+        if event != "readings":
+            continue
+        sys.stdout.write(data + "\n")
+        sys.stdout.flush()
+        seen += 1
+        if count and seen >= count:
+            return
+
+
+@app.command("dead-letters")
+def dead_letters(
+    ctx: typer.Context,
+    device: Annotated[str | None, typer.Option()] = None,
+    since: Annotated[str | None, typer.Option(help="epoch ms, ISO 8601 or -15m")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+) -> None:
+    """Telemetry that was refused, newest first, with the reason."""
+    c = ctx_of(ctx)
+    result = c.client().get(
+        f"/tenants/{c.t()}/dead-letters", device=device, since=since, limit=limit
+    )
+
+    def human() -> None:
+        console.print(f"{result['total']} dead letter(s): {result['by_reason']}")
+        table(result["items"], ["received_at", "device", "reason_code", "reason"])
+
+    c.show(result, human)
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """The platform's state and the tenant's ingest counters."""
+    c = ctx_of(ctx)
+    system = c.client().get("/system")
+    stats = c.client().get(f"/tenants/{c.t()}/ingest/stats")
+    c.show(
+        {"system": system, "ingest": stats},
+        lambda: emit_json(
+            {"system": system, "ingest": {k: v for k, v in stats.items() if k != "devices"}}
+        ),
+    )
+
+
+# -- benchmarks -----------------------------------------------------------------------------------
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    ctx: typer.Context,
+    devices: Annotated[int, typer.Option(help="MQTT clients, one per device")] = 20,
+    duration: Annotated[float, typer.Option(help="seconds of load per phase")] = 30.0,
+    batch: Annotated[int, typer.Option(help="readings per message")] = 10,
+    rate: Annotated[
+        float, typer.Option(help="readings/s to offer in total (0: as fast as possible)")
+    ] = 0.0,
+    processes: Annotated[int, typer.Option(help="publisher processes")] = 2,
+) -> None:
+    """Readings/s committed end to end against a running platform, latency publish to commit,
+    and the raw MQTT-to-NATS rate of the same publishers for comparison."""
+    from fogline.bench.ingest import IngestBenchConfig, run_ingest_bench
+
+    c = ctx_of(ctx)
+    client = c.client()
+    report = run_ingest_bench(
+        client,
+        c.t(),
+        IngestBenchConfig(
+            devices=devices, duration_s=duration, batch=batch, rate=rate, processes=processes
+        ),
+    )
+    c.show(report, lambda: report_print(report))
+
+
+def report_print(report: dict[str, Any]) -> None:
+    for line in report.get("lines", []):
+        console.print(line, highlight=False)
+
+
+GLOBAL_FLAGS = {"--json"}
+GLOBAL_OPTIONS = {"--url", "--api-key", "--tenant", "--data-dir"}
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Let global options stand anywhere (`fogline device ls --json`), as users type them."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.split("=", 1)[0]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg in GLOBAL_FLAGS:
+            hoisted.append(arg)
+        elif name in GLOBAL_OPTIONS and "=" in arg:
+            hoisted.append(arg)
+        elif arg in GLOBAL_OPTIONS and i + 1 < len(argv):
+            hoisted += argv[i : i + 2]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return hoisted + rest
+
+
+def main() -> None:
+    try:
+        app(args=hoist_global_options(sys.argv[1:]), standalone_mode=False)
+    except FoglineError as exc:
+        sys.exit(output.fail(exc))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except typer.TyperException as exc:
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            output.errors.print(f"error: {exc}")
+        sys.exit(getattr(exc, "exit_code", 2))
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    main()

@@ -1,0 +1,153 @@
+"""Calls to `/api/v1`, with problem responses turned back into Fogline errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fogline.domain.errors import (
+    ConfigurationError,
+    ErrorKind,
+    FoglineError,
+    Problem,
+    Unavailable,
+)
+
+KIND_OF_STATUS = {
+    400: ErrorKind.INVALID,
+    401: ErrorKind.UNAUTHENTICATED,
+    403: ErrorKind.FORBIDDEN,
+    404: ErrorKind.NOT_FOUND,
+    405: ErrorKind.INVALID,
+    409: ErrorKind.CONFLICT,
+    413: ErrorKind.INVALID,
+    422: ErrorKind.INVALID,
+    503: ErrorKind.UNAVAILABLE,
+}
+
+
+class ApiError(FoglineError):
+    def __init__(self, status: int, message: str, problems: list[Problem], body: Any) -> None:
+        super().__init__(message, problems)
+        self.status = status
+        self.kind = KIND_OF_STATUS.get(status, ErrorKind.INTERNAL)
+        self.body = body
+
+
+def resolve_connection(
+    url: str | None, api_key: str | None, data_dir: Path | None
+) -> tuple[str, str | None, str | None]:
+    """URL, API key and default tenant: flags, then FOGLINE_URL / FOGLINE_API_KEY, then the
+    client.json a local `fogline up` wrote."""
+    url = url or os.environ.get("FOGLINE_URL")
+    api_key = api_key or os.environ.get("FOGLINE_API_KEY")
+    tenant = os.environ.get("FOGLINE_TENANT")
+    directory = data_dir or Path(os.environ.get("FOGLINE_DATA_DIR", Path.home() / ".fogline"))
+    client_file = directory / "client.json"
+    if (url is None or api_key is None) and client_file.is_file():
+        try:
+            saved = json.loads(client_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read {client_file}: {exc}") from None
+        url = url or saved.get("url")
+        api_key = api_key or saved.get("api_key")
+        tenant = tenant or saved.get("tenant")
+    if url is None:
+        raise ConfigurationError(
+            "no Fogline to talk to: start one with `fogline up`, or give --url / FOGLINE_URL"
+        )
+    return url.rstrip("/"), api_key, tenant
+
+
+class FoglineClient:
+    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base = url.rstrip("/") + "/api/v1"
+        self.http = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> FoglineClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach Fogline at {self.base}: {exc}") from None
+        return self._result(response)
+
+    @staticmethod
+    def _result(response: httpx.Response) -> Any:
+        if response.status_code == 204:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.is_success:
+            return body
+        if isinstance(body, dict):
+            problems = [
+                Problem(str(e.get("field", "")), str(e.get("reason", "")))
+                for e in body.get("errors", [])
+            ]
+            detail = str(body.get("detail") or body.get("title") or response.reason_phrase)
+        else:
+            problems, detail = [], f"HTTP {response.status_code}: {str(body)[:200]}"
+        raise ApiError(response.status_code, detail, problems, body)
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return self.request("POST", path, json=body, **kwargs)
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, json=body)
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, json=body)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    def send_telemetry(
+        self, tenant: str, device: str, payload: bytes, idempotency_key: str | None = None
+    ) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return self.request(
+            "POST",
+            f"/tenants/{tenant}/devices/{device}/telemetry",
+            content=payload,
+            headers=headers,
+        )
+
+    def live(self, tenant: str, asset: str) -> Iterator[tuple[str, str]]:
+        """(event, data) pairs from the live stream, until the caller stops reading."""
+        path = f"/tenants/{tenant}/assets/{asset}/telemetry/live"
+        try:
+            with self.http.stream("GET", path, timeout=None) as response:
+                if not response.is_success:
+                    response.read()
+                    self._result(response)
+                event = "message"
+                for line in response.iter_lines():
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        yield event, line[5:].strip()
+                        event = "message"
+        except httpx.TransportError as exc:
+            raise Unavailable(f"the live stream from {self.base} broke off: {exc}") from None

@@ -1,0 +1,1 @@
+"""Pure types and rules shared by every context. No I/O lives here."""

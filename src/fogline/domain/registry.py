@@ -1,0 +1,176 @@
+"""Tenants, asset types, assets and devices: what telemetry belongs to and who sends it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from fogline.domain.errors import InvalidInput, Problem
+from fogline.domain.ids import slug_problem
+
+
+class DType(Enum):
+    FLOAT = "float"
+    INT = "int"
+    BOOL = "bool"
+    STRING = "string"
+
+    @property
+    def numeric(self) -> bool:
+        return self in (DType.FLOAT, DType.INT)
+
+
+@dataclass(frozen=True)
+class TelemetryDefinition:
+    name: str
+    dtype: DType
+    unit: str | None = None
+    min: float | None = None
+    max: float | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class AttributeDefinition:
+    name: str
+    dtype: DType
+    required: bool = False
+    default: Any = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class AssetType:
+    tenant: str
+    id: str
+    name: str
+    description: str | None
+    telemetry: tuple[TelemetryDefinition, ...]
+    attributes: tuple[AttributeDefinition, ...] = ()
+
+    def definition(self, name: str) -> TelemetryDefinition | None:
+        for d in self.telemetry:
+            if d.name == name:
+                return d
+        return None
+
+
+@dataclass(frozen=True)
+class Location:
+    latitude: float
+    longitude: float
+    altitude: float | None = None
+
+
+@dataclass(frozen=True)
+class Asset:
+    tenant: str
+    id: str
+    asset_type: str
+    name: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    site: str | None = None
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    cpu: str | None = None
+    cpu_cores: int | None = None
+    memory_mb: int | None = None
+    accelerator: str | None = None
+    connectivity: str | None = None
+    power_source: str | None = None
+
+
+@dataclass(frozen=True)
+class Device:
+    tenant: str
+    id: str
+    name: str
+    hardware: HardwareProfile = field(default_factory=HardwareProfile)
+    firmware: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def username(self) -> str:
+        """The device's broker user name: unique across tenants, since ids are dot-free slugs."""
+        return device_username(self.tenant, self.id)
+
+
+def device_username(tenant: str, device: str) -> str:
+    return f"{tenant}.{device}"
+
+
+def value_matches(dtype: DType, value: Any) -> bool:
+    """Whether a JSON value has the declared type. bool is not a number here, though Python
+    thinks so, and integral floats such as 3.0 count as ints since JSON encoders emit them."""
+    if dtype is DType.BOOL:
+        return isinstance(value, bool)
+    if dtype is DType.STRING:
+        return isinstance(value, str)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    if dtype is DType.INT:
+        return isinstance(value, int) or float(value).is_integer()
+    return True
+
+
+def check_telemetry_definitions(defs: list[TelemetryDefinition], path: str) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, d in enumerate(defs):
+        where = f"{path}[{i}]"
+        if (p := slug_problem(d.name, f"{where}.name")) is not None:
+            problems.append(p)
+        if d.name in seen:
+            problems.append(Problem(f"{where}.name", f"duplicate telemetry name {d.name!r}"))
+        seen.add(d.name)
+        if not d.dtype.numeric and (d.min is not None or d.max is not None):
+            problems.append(Problem(where, "a range (min/max) applies to float and int only"))
+        if d.min is not None and d.max is not None and d.min > d.max:
+            problems.append(Problem(f"{where}.min", f"min {d.min} is above max {d.max}"))
+    return problems
+
+
+def check_attribute_definitions(defs: list[AttributeDefinition], path: str) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, d in enumerate(defs):
+        where = f"{path}[{i}]"
+        if (p := slug_problem(d.name, f"{where}.name")) is not None:
+            problems.append(p)
+        if d.name in seen:
+            problems.append(Problem(f"{where}.name", f"duplicate attribute name {d.name!r}"))
+        seen.add(d.name)
+        if d.default is not None and not value_matches(d.dtype, d.default):
+            problems.append(Problem(f"{where}.default", f"is not a {d.dtype.value}"))
+    return problems
+
+
+def resolve_attributes(
+    asset_type: AssetType, given: dict[str, Any], path: str = "attributes"
+) -> dict[str, Any]:
+    """The asset's attributes checked against its type, with the type's defaults filled in.
+
+    Attributes the type does not declare are kept as they are: a type describes what every asset
+    has, not everything an asset may carry.
+    """
+    problems: list[Problem] = []
+    resolved = dict(given)
+    for d in asset_type.attributes:
+        if d.name in given:
+            if not value_matches(d.dtype, given[d.name]):
+                problems.append(Problem(f"{path}.{d.name}", f"must be a {d.dtype.value}"))
+        elif d.default is not None:
+            resolved[d.name] = d.default
+        elif d.required:
+            problems.append(Problem(f"{path}.{d.name}", "is required by the asset type"))
+    if problems:
+        raise InvalidInput.of(problems, "attributes")
+    return resolved

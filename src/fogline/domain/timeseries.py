@@ -1,0 +1,117 @@
+"""Time rules for telemetry: timestamps, durations and downsampling buckets."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+
+from fogline.domain.errors import InvalidInput, Problem
+
+# Timestamps are integer epoch milliseconds everywhere inside Fogline.
+EARLIEST_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything older is a unit mistake
+MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
+MAX_BUCKETS = 10_000
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
+
+
+class Aggregate(Enum):
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    COUNT = "count"
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start_ms: int
+    avg: float | None
+    min: float | None
+    max: float | None
+    count: int
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def parse_duration_ms(text: str, field: str = "duration") -> int:
+    """'500ms', '10s', '5m', '1h', '1d', '1w' to milliseconds."""
+    match = _DURATION.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise InvalidInput.of(
+            [Problem(field, f"{text!r} is not a duration like 500ms, 10s, 5m, 1h, 1d or 1w")]
+        )
+    return int(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def iso_from_ms(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def reading_timestamp_problem(value: object, now: int) -> tuple[int | None, str | None]:
+    """A device's timestamp as epoch ms, or the reason it cannot be one.
+
+    Devices send epoch milliseconds (a number) or an ISO 8601 string with a zone.
+    """
+    ts: int
+    if isinstance(value, bool):
+        return None, "timestamp must be epoch milliseconds or an ISO 8601 string"
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            return None, "timestamp is not a finite number"
+        ts = int(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None, f"timestamp {value!r} is not ISO 8601"
+        if parsed.tzinfo is None:
+            return None, f"timestamp {value!r} has no time zone"
+        ts = int(parsed.timestamp() * 1000)
+    else:
+        return None, "timestamp must be epoch milliseconds or an ISO 8601 string"
+    if ts < EARLIEST_TS_MS:
+        return None, f"timestamp {ts} is before 2000-01-01 (epoch milliseconds are expected)"
+    if ts > now + MAX_FUTURE_SKEW_MS:
+        return None, f"timestamp {ts} is more than a day in the future"
+    return ts, None
+
+
+def parse_query_time(text: str, now: int, field: str) -> int:
+    """A query bound: epoch ms, ISO 8601, 'now', or relative to now like '-15m'."""
+    text = text.strip()
+    if text == "now":
+        return now
+    if text.startswith("-"):
+        return now - parse_duration_ms(text[1:], field)
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput.of(
+            [Problem(field, f"{text!r} is not epoch ms, ISO 8601, 'now' or like '-15m'")]
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def check_bucketing(start_ms: int, end_ms: int, bucket_ms: int) -> None:
+    if end_ms <= start_ms:
+        raise InvalidInput.of([Problem("to", "must be after 'from'")])
+    buckets = math.ceil((end_ms - start_ms) / bucket_ms)
+    if buckets > MAX_BUCKETS:
+        raise InvalidInput.of(
+            [Problem("bucket", f"{buckets} buckets asked for; at most {MAX_BUCKETS}: widen them")]
+        )
+
+
+def bucket_start(ts_ms: int, bucket_ms: int) -> int:
+    """Buckets are aligned to the epoch, so the same bucket size always gives the same edges."""
+    return ts_ms - ts_ms % bucket_ms

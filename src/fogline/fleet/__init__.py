@@ -1,0 +1,1 @@
+"""Devices and (later) their desired and reported state, artifacts and rollouts."""

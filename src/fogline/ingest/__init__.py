@@ -1,0 +1,1 @@
+"""Telemetry ingest: validation, the historian, and real-time and historical queries."""

@@ -1,0 +1,69 @@
+"""Telemetry that arrives over HTTP joins the MQTT path: the same stream, the same historian."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from nats.errors import Error as NatsError
+
+from fogline.bus.connection import Bus
+from fogline.bus.errors import BrokerUnavailable
+from fogline.ingest.cache import RegistryCache
+from fogline.ingest.validation import (
+    IngestLimits,
+    MessageContext,
+    Outcome,
+    validate_message,
+)
+from fogline.store.telemetry import TelemetryStore
+
+
+@dataclass(frozen=True)
+class IntakeReceipt:
+    stream_seq: int
+    duplicate: bool
+    preview: Outcome  # what the historian will make of it, for the caller's benefit
+
+
+class HttpIntake:
+    def __init__(
+        self, bus: Bus, cache: RegistryCache, store: TelemetryStore, limits: IngestLimits
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.cache = cache
+        self.limits = limits
+
+    async def publish(
+        self, tenant: str, device: str, payload: bytes, idempotency_key: str | None
+    ) -> IntakeReceipt:
+        """Put the body on the device's telemetry subject; JetStream's ack means it is kept.
+
+        An `Idempotency-Key` becomes the JetStream message id, so a client that retries a
+        request it is unsure about does not store its readings twice.
+        """
+        received_at = int(time.time() * 1000)
+        if len(payload) > self.limits.max_message_bytes:
+            # Too big for the hot store; kept as a dead letter here, as the historian would.
+            outcome = validate_message(
+                MessageContext(tenant, device, received_at), payload, self.cache, self.limits
+            )
+            await asyncio.to_thread(self.store.commit_batch, [], outcome.dead_letters, [], None)
+            return IntakeReceipt(0, False, outcome)
+        preview = validate_message(
+            MessageContext(tenant, device, received_at), payload, self.cache, self.limits
+        )
+        headers = (
+            {"Nats-Msg-Id": f"{tenant}.{device}.{idempotency_key}"} if idempotency_key else None
+        )
+        try:
+            ack = await self.bus.js.publish(
+                self.bus.subjects.telemetry(tenant, device), payload, headers=headers, timeout=5
+            )
+        except NatsError as exc:
+            raise BrokerUnavailable(
+                f"telemetry could not be stored in the hot store: {exc}"
+            ) from None
+        return IntakeReceipt(ack.seq, bool(ack.duplicate), preview)

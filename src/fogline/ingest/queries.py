@@ -1,0 +1,98 @@
+"""Reading telemetry back: latest values, raw history, downsampled buckets."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from fogline.domain.errors import InvalidInput, Problem
+from fogline.domain.registry import AssetType
+from fogline.domain.timeseries import Bucket, check_bucketing
+from fogline.ingest.validation import decode_value
+from fogline.store.registry import RegistryStore
+from fogline.store.telemetry import TelemetryStore
+
+MAX_RAW_POINTS = 100_000
+
+
+@dataclass(frozen=True)
+class Point:
+    ts: int
+    value: Any
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    unit: str | None
+    points: list[Point]
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class BucketedSeries:
+    name: str
+    unit: str | None
+    buckets: list[Bucket]
+
+
+class TelemetryQueries:
+    def __init__(self, registry: RegistryStore, store: TelemetryStore) -> None:
+        self.registry = registry
+        self.store = store
+
+    async def _asset_type(self, tenant: str, asset_id: str, keys: list[str]) -> AssetType:
+        asset = await asyncio.to_thread(self.registry.get_asset, tenant, asset_id)
+        asset_type = await asyncio.to_thread(self.registry.get_asset_type, tenant, asset.asset_type)
+        unknown = [k for k in keys if asset_type.definition(k) is None]
+        if unknown:
+            raise InvalidInput.of(
+                [Problem("keys", f"asset type {asset_type.id!r} defines no {k!r}") for k in unknown]
+            )
+        return asset_type
+
+    async def latest(self, tenant: str, asset_id: str, keys: list[str]) -> dict[str, Point]:
+        asset_type = await self._asset_type(tenant, asset_id, keys)
+        stored = await asyncio.to_thread(self.store.latest, tenant, asset_id, keys)
+        result: dict[str, Point] = {}
+        for name, v in sorted(stored.items()):
+            definition = asset_type.definition(name)
+            if definition is not None:
+                result[name] = Point(v.ts, decode_value(definition.dtype, v.num, v.text))
+        return result
+
+    async def history(
+        self, tenant: str, asset_id: str, keys: list[str], start: int, end: int, limit: int
+    ) -> list[Series]:
+        if end <= start:
+            raise InvalidInput.of([Problem("to", "must be after 'from'")])
+        if not 1 <= limit <= MAX_RAW_POINTS:
+            raise InvalidInput.of([Problem("limit", f"must be between 1 and {MAX_RAW_POINTS}")])
+        asset_type = await self._asset_type(tenant, asset_id, keys)
+        stored = await asyncio.to_thread(
+            self.store.history, tenant, asset_id, keys, start, end, limit
+        )
+        result = []
+        for name, values in stored.items():
+            definition = asset_type.definition(name)
+            if definition is None:
+                continue
+            points = [Point(v.ts, decode_value(definition.dtype, v.num, v.text)) for v in values]
+            result.append(Series(name, definition.unit, points, len(points) >= limit))
+        return result
+
+    async def downsample(
+        self, tenant: str, asset_id: str, keys: list[str], start: int, end: int, bucket_ms: int
+    ) -> list[BucketedSeries]:
+        check_bucketing(start, end, bucket_ms)
+        asset_type = await self._asset_type(tenant, asset_id, keys)
+        stored = await asyncio.to_thread(
+            self.store.downsample, tenant, asset_id, keys, start, end, bucket_ms
+        )
+        result = []
+        for name, buckets in stored.items():
+            definition = asset_type.definition(name)
+            if definition is not None:
+                result.append(BucketedSeries(name, definition.unit, buckets))
+        return result

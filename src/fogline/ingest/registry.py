@@ -1,0 +1,118 @@
+"""Asset types and assets: the telemetry definitions every reading is checked against."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from fogline.domain.errors import InvalidInput, NotFound, Problem
+from fogline.domain.ids import slug_problem
+from fogline.domain.registry import (
+    Asset,
+    AssetType,
+    Location,
+    check_attribute_definitions,
+    check_telemetry_definitions,
+    resolve_attributes,
+)
+from fogline.store.registry import RegistryStore
+
+Notify = Callable[[], Awaitable[None]]
+
+_UNSET: Any = object()
+
+
+class AssetRegistry:
+    """Checks and stores asset types and assets, and tells the bus when they change so that
+    validation caches (the historian's) drop what they knew."""
+
+    def __init__(self, store: RegistryStore, notify: Notify) -> None:
+        self.store = store
+        self.notify = notify
+
+    async def put_asset_type(self, asset_type: AssetType) -> bool:
+        problems = []
+        if (p := slug_problem(asset_type.id, "id")) is not None:
+            problems.append(p)
+        problems += check_telemetry_definitions(list(asset_type.telemetry), "telemetry")
+        problems += check_attribute_definitions(list(asset_type.attributes), "attributes")
+        if problems:
+            raise InvalidInput.of(problems, "asset type")
+        created = await asyncio.to_thread(self.store.put_asset_type, asset_type)
+        await self.notify()
+        return created
+
+    async def get_asset_type(self, tenant: str, type_id: str) -> AssetType:
+        return await asyncio.to_thread(self.store.get_asset_type, tenant, type_id)
+
+    async def list_asset_types(self, tenant: str) -> list[AssetType]:
+        return await asyncio.to_thread(self.store.list_asset_types, tenant)
+
+    async def delete_asset_type(self, tenant: str, type_id: str) -> None:
+        await asyncio.to_thread(self.store.delete_asset_type, tenant, type_id)
+        await self.notify()
+
+    async def create_asset(self, asset: Asset) -> Asset:
+        problems = []
+        if (p := slug_problem(asset.id, "id")) is not None:
+            problems.append(p)
+        asset_type = await self._type_for(asset.tenant, asset.asset_type, problems)
+        if problems or asset_type is None:
+            raise InvalidInput.of(problems, "asset")
+        asset = replace(asset, attributes=resolve_attributes(asset_type, asset.attributes))
+        await asyncio.to_thread(self.store.create_asset, asset)
+        await self.notify()
+        return asset
+
+    async def _type_for(
+        self, tenant: str, type_id: str, problems: list[Problem]
+    ) -> AssetType | None:
+        try:
+            return await asyncio.to_thread(self.store.get_asset_type, tenant, type_id)
+        except NotFound:
+            problems.append(Problem("asset_type", f"asset type {type_id!r} does not exist"))
+            return None
+
+    async def update_asset(
+        self,
+        tenant: str,
+        asset_id: str,
+        *,
+        name: str | None = None,
+        attributes: dict[str, Any] | None = None,
+        labels: dict[str, str] | None = None,
+        site: str | None = _UNSET,
+        location: Location | None = _UNSET,
+    ) -> Asset:
+        """Change what is given; attributes and labels are merged, a None value removes a key."""
+        asset = await asyncio.to_thread(self.store.get_asset, tenant, asset_id)
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = name
+        if attributes is not None:
+            merged = {k: v for k, v in {**asset.attributes, **attributes}.items() if v is not None}
+            asset_type = await self.get_asset_type(tenant, asset.asset_type)
+            changes["attributes"] = resolve_attributes(asset_type, merged)
+        if labels is not None:
+            changes["labels"] = {
+                k: v for k, v in {**asset.labels, **labels}.items() if v is not None
+            }
+        if site is not _UNSET:
+            changes["site"] = site
+        if location is not _UNSET:
+            changes["location"] = location
+        updated = replace(asset, **changes)
+        await asyncio.to_thread(self.store.update_asset, updated)
+        return updated
+
+    async def get_asset(self, tenant: str, asset_id: str) -> Asset:
+        return await asyncio.to_thread(self.store.get_asset, tenant, asset_id)
+
+    async def list_assets(self, tenant: str, asset_type: str | None = None) -> list[Asset]:
+        return await asyncio.to_thread(self.store.list_assets, tenant, asset_type)
+
+    async def delete_asset(self, tenant: str, asset_id: str) -> None:
+        await asyncio.to_thread(self.store.delete_asset, tenant, asset_id)
+        await self.notify()

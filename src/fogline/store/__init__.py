@@ -1,0 +1,1 @@
+"""SQL storage: schema, migrations and repositories for SQLite and PostgreSQL alike."""

@@ -1,0 +1,30 @@
+"""One object that opens, migrates and hands out the repositories of a database."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from fogline.store.db import open_engine
+from fogline.store.migrations import migrate
+from fogline.store.registry import SqlRegistry
+from fogline.store.telemetry import SqlTelemetryStore
+
+
+class Database:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.registry = SqlRegistry(engine)
+        self.telemetry = SqlTelemetryStore(engine)
+
+    @classmethod
+    def open(cls, url: str) -> Database:
+        engine = open_engine(url)
+        migrate(engine)
+        return cls(engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
