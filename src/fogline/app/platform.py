@@ -31,11 +31,11 @@ from fogline.domain.access import Role
 from fogline.domain.errors import ConfigurationError
 from fogline.fleet.devices import BrokerAuth, DeviceRegistry, UnmanagedBrokerAuth
 from fogline.ingest.cache import RegistryCache
-from fogline.ingest.historian import Historian
 from fogline.ingest.intake import HttpIntake
 from fogline.ingest.queries import TelemetryQueries
 from fogline.ingest.registry import AssetRegistry
 from fogline.ingest.validation import IngestLimits
+from fogline.ingest.worker import HistorianSupervisor, HistorianWorkerConfig
 from fogline.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class Platform:
         self.db: Database | None = None
         self.nats: EmbeddedNats | None = None
         self.bus: Bus | None = None
-        self.historian: Historian | None = None
+        self.historian: HistorianSupervisor | None = None
         self.bridge: MqttBridge | None = None
         self.devices: DeviceRegistry | None = None
         self.bootstrap = Bootstrap(None)
@@ -197,7 +197,7 @@ class Platform:
             await self.bus.nc.publish(self.subjects.registry_changed, b"")
 
         limits = IngestLimits(max_message_bytes=s.max_message_bytes)
-        self.historian = Historian(self.bus, self.db.telemetry, cache, limits)
+        self.historian = HistorianSupervisor(self._historian_config(), self.bus)
         await self.historian.start()
         if s.mqtt_url:
             self.bridge = MqttBridge(
@@ -236,6 +236,23 @@ class Platform:
             await asyncio.sleep(0.02)
         log.info(
             "platform.started", extra={"fields": {"http": self.http_url, "nats": self.nats_url}}
+        )
+
+    def _historian_config(self) -> HistorianWorkerConfig:
+        s = self.settings
+        if s.nats_url:
+            url, user, password = s.nats_url, None, None
+        else:
+            assert self.nats is not None
+            url, user, password = self.nats.client_url, PLATFORM_USER, self.nats.platform_password
+        return HistorianWorkerConfig(
+            nats_url=url,
+            nats_user=user,
+            nats_password=password,
+            subject_root=self.subjects.root,
+            database_url=s.effective_database_url,
+            max_message_bytes=s.max_message_bytes,
+            log_level=s.log_level,
         )
 
     def _bootstrap(self, db: Database) -> Bootstrap:
@@ -303,6 +320,11 @@ class Platform:
             "nats": self.nats_url,
             "nats_pid": self.nats.pid if self.nats else None,
             "nats_rss_mb": _rss_mb(self.nats.pid) if self.nats and self.nats.pid else None,
+            "historian_pid": self.historian.pid if self.historian else None,
+            "historian_rss_mb": _rss_mb(self.historian.pid)
+            if self.historian and self.historian.pid
+            else None,
+            "historian_restarts": self.historian.restarts if self.historian else 0,
             "database": self.db.dialect if self.db else None,
             "device_auth_enforced": self.nats is not None,
             "bridge": None

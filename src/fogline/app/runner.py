@@ -16,7 +16,7 @@ def banner(platform: Platform) -> str:
     info = platform.system_info()
     lines = [
         f"Fogline {__version__} is up",
-        f"  HTTP API   {platform.http_url}/api/v1   (OpenAPI docs: {platform.http_url}/api/v1/docs)",
+        f"  HTTP API   {platform.http_url}/api/v1   (docs: {platform.http_url}/api/v1/docs)",
         f"  MQTT       {platform.mqtt_url or 'none (no MQTT listener and no bridge)'}",
         f"  NATS       {platform.nats_url}",
         f"  Database   {info['database']}"

@@ -76,6 +76,18 @@ class Bus:
             raise BrokerUnavailable(f"cannot connect to NATS at {redact_url(url)}: {exc}") from None
         return cls(nc, subjects)
 
+    async def describe_streams(self) -> None:
+        """Learn the telemetry stream's identity without changing it (the platform made it)."""
+        try:
+            info = await self.js.stream_info(self.subjects.telemetry_stream)
+        except NatsError as exc:
+            raise BrokerUnavailable(f"the telemetry stream is missing: {exc}") from None
+        self._remember(info)
+
+    def _remember(self, info: Any) -> None:
+        created = info.created.isoformat() if info.created else "unknown"
+        self.telemetry_stream_id = f"{info.config.name}@{created}"
+
     async def ensure_streams(self, hot: HotStoreSettings) -> None:
         config = StreamConfig(
             name=self.subjects.telemetry_stream,
@@ -95,8 +107,7 @@ class Bus:
         except NatsError as exc:
             raise BrokerUnavailable(f"JetStream is not available on this NATS: {exc}") from None
         # The creation time tells one incarnation of the stream from another.
-        created = info.created.isoformat() if info.created else "unknown"
-        self.telemetry_stream_id = f"{info.config.name}@{created}"
+        self._remember(info)
 
     async def close(self) -> None:
         if not self.nc.is_closed:

@@ -7,12 +7,29 @@ runs) share one NATS server without their streams overlapping.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
 from fogline.bus.errors import BrokerConfigInvalid
 from fogline.domain.errors import Problem
 from fogline.domain.ids import is_slug
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_telemetry(root: str, subject: str) -> tuple[str, str] | None:
+    # Cached: the historian parses the subject of every message, and devices are few.
+    parts = subject.split(".")
+    if (
+        len(parts) != 5
+        or parts[0] != root
+        or parts[2] != "devices"
+        or parts[4] != "telemetry"
+        or not is_slug(parts[1])
+        or not is_slug(parts[3])
+    ):
+        return None
+    return parts[1], parts[3]
 
 
 @dataclass(frozen=True)
@@ -60,17 +77,7 @@ class Subjects:
 
     def parse_telemetry(self, subject: str) -> tuple[str, str] | None:
         """(tenant, device) of a telemetry subject, or None when it is not one."""
-        parts = subject.split(".")
-        if (
-            len(parts) != 5
-            or parts[0] != self.root
-            or parts[2] != "devices"
-            or parts[4] != "telemetry"
-            or not is_slug(parts[1])
-            or not is_slug(parts[3])
-        ):
-            return None
-        return parts[1], parts[3]
+        return _parse_telemetry(self.root, subject)
 
     def subject_from_topic(self, topic: str) -> str | None:
         """The NATS subject of a bridged MQTT topic, or None for a topic that has no place here."""

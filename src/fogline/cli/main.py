@@ -1,4 +1,4 @@
-"""`fogline`: run the platform, and manage tenants, assets, devices and telemetry through its API."""
+"""`fogline`: run the platform; manage tenants, assets, devices and telemetry through its API."""
 
 from __future__ import annotations
 
@@ -117,9 +117,9 @@ def up(
     ] = None,
 ) -> None:
     """Start the platform in the foreground; Ctrl-C stops it."""
-    from fogline.app.logs import configure
     from fogline.app.runner import serve
     from fogline.app.settings import load_settings
+    from fogline.logs import configure
 
     settings = load_settings(
         config,
@@ -146,7 +146,7 @@ def demo(
     """Start the platform with a virtual fleet of motors over real MQTT, show it live, and end
     with a summary."""
     from fogline.app.demo import run_demo
-    from fogline.app.logs import configure
+    from fogline.logs import configure
 
     configure("warning")
     asyncio.run(run_demo(demo_dir, duration, motors, keep_running))
@@ -604,9 +604,7 @@ def hoist_global_options(argv: list[str]) -> list[str]:
         if arg == "--":
             rest += argv[i:]
             break
-        if arg in GLOBAL_FLAGS:
-            hoisted.append(arg)
-        elif name in GLOBAL_OPTIONS and "=" in arg:
+        if arg in GLOBAL_FLAGS or (name in GLOBAL_OPTIONS and "=" in arg):
             hoisted.append(arg)
         elif arg in GLOBAL_OPTIONS and i + 1 < len(argv):
             hoisted += argv[i : i + 2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from fogline.domain.errors import InvalidInput, Problem
@@ -50,11 +51,12 @@ class AssetType:
     telemetry: tuple[TelemetryDefinition, ...]
     attributes: tuple[AttributeDefinition, ...] = ()
 
+    @cached_property
+    def definitions(self) -> dict[str, TelemetryDefinition]:
+        return {d.name: d for d in self.telemetry}
+
     def definition(self, name: str) -> TelemetryDefinition | None:
-        for d in self.telemetry:
-            if d.name == name:
-                return d
-        return None
+        return self.definitions.get(name)
 
 
 @dataclass(frozen=True)
@@ -105,20 +107,21 @@ def device_username(tenant: str, device: str) -> str:
     return f"{tenant}.{device}"
 
 
+_FLOAT, _INT, _BOOL, _STRING = DType.FLOAT, DType.INT, DType.BOOL, DType.STRING
+
+
 def value_matches(dtype: DType, value: Any) -> bool:
     """Whether a JSON value has the declared type. bool is not a number here, though Python
-    thinks so, and integral floats such as 3.0 count as ints since JSON encoders emit them."""
-    if dtype is DType.BOOL:
-        return isinstance(value, bool)
-    if dtype is DType.STRING:
-        return isinstance(value, str)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    if isinstance(value, float) and not math.isfinite(value):
-        return False
-    if dtype is DType.INT:
-        return isinstance(value, int) or float(value).is_integer()
-    return True
+    thinks so, and integral floats such as 3.0 count as ints since JSON encoders emit them.
+    Exact type checks, not isinstance: this runs for every value the historian sees."""
+    kind = type(value)
+    if dtype is _FLOAT:
+        return kind is int or (kind is float and math.isfinite(value))
+    if dtype is _INT:
+        return kind is int or (kind is float and value.is_integer())
+    if dtype is _BOOL:
+        return kind is bool
+    return kind is str
 
 
 def check_telemetry_definitions(defs: list[TelemetryDefinition], path: str) -> list[Problem]:

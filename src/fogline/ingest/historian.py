@@ -22,7 +22,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from fogline.bus.connection import Bus
-from fogline.domain.telemetry import DeadLetter, DeadLetterReason, DeviceActivity
+from fogline.domain.telemetry import DeadLetter, DeadLetterReason, DeviceActivity, Reading
 from fogline.ingest.cache import RegistryCache
 from fogline.ingest.validation import IngestLimits, MessageContext, validate_message
 from fogline.store.telemetry import StreamOffset, TelemetryStore
@@ -47,13 +47,15 @@ class HistorianStats:
 class _Batch:
     """What one fetched batch turned into."""
 
-    values: list[Any] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
+    values: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     activity: list[DeviceActivity] = field(default_factory=list)
     live: list[tuple[str, bytes]] = field(default_factory=list)
     last_seq: int = 0
     messages: int = 0
     skipped: int = 0
+    redelivered_only: bool = False
 
 
 class Historian:
@@ -76,7 +78,7 @@ class Historian:
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        self._offset = await asyncio.to_thread(self.store.read_offset, self._consumer_name)
+        self._offset = self.store.read_offset(self._consumer_name)
         if self._offset is not None and self._offset.stream_id != self.bus.telemetry_stream_id:
             log.warning(
                 "historian.stream_replaced",
@@ -111,6 +113,9 @@ class Historian:
             self._task = None
 
     async def _run(self) -> None:
+        """Fetch, validate, commit, ack. Validation and the commit run on the event loop's own
+        thread: the historian has a process of its own (see `worker.py`), and one thread avoids
+        the GIL hand-offs that a worker thread costs on every SQL step."""
         while not self._stopping.is_set():
             try:
                 msgs = await self._sub.fetch(self.batch_size, timeout=0.5)
@@ -121,13 +126,13 @@ class Historian:
                 await asyncio.sleep(0.5)
                 continue
             if msgs:
-                await self._commit_with_retry(msgs)
+                await self._commit_and_ack(self._prepare(msgs), msgs[-1])
 
-    async def _commit_with_retry(self, msgs: list[Any]) -> None:
+    async def _commit_and_ack(self, batch: _Batch, last_msg: Any) -> None:
         delay = 0.2
         while True:
             try:
-                batch = await asyncio.to_thread(self._process, msgs)
+                self._commit(batch)
                 break
             except Exception as exc:  # the database may be briefly away; keep the batch
                 self.stats.last_error = str(exc)
@@ -137,7 +142,7 @@ class Historian:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         try:
-            await msgs[-1].ack()
+            await last_msg.ack()
         except NatsError as exc:  # the committed offset makes the redelivery harmless
             log.warning("historian.ack_failed", extra={"fields": {"error": str(exc)}})
         self._record(batch)
@@ -147,18 +152,18 @@ class Historian:
     def _record(self, batch: _Batch) -> None:
         s = self.stats
         s.messages += batch.messages
-        s.values += len(batch.values)
+        s.values += batch.values
         s.dead_letters += len(batch.dead_letters)
         s.skipped_redeliveries += batch.skipped
         s.batches += 1
         s.last_commit_ms = int(time.time() * 1000)
         s.last_error = None
 
-    def _process(self, msgs: list[Any]) -> _Batch:
-        """Validate and commit one batch. Runs in a worker thread: JSON and SQL are CPU and I/O
-        work that must not stall the event loop."""
+    def _prepare(self, msgs: list[Any]) -> _Batch:
+        """Validate one batch into what will be committed and published."""
         batch = _Batch()
         activity: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        live: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         subjects = self.bus.subjects
         committed = self._offset.last_seq if self._offset else 0
         for msg in msgs:
@@ -188,25 +193,34 @@ class Historian:
             ctx = MessageContext(tenant, device, received_at, seq)
             outcome = validate_message(ctx, msg.data, self.cache, self.limits)
             batch.messages += 1
-            batch.values.extend(outcome.values)
+            batch.readings.extend(outcome.readings)
+            batch.values += outcome.value_count
             batch.dead_letters.extend(outcome.dead_letters)
             counters = activity[(tenant, device)]
             counters[0] += 1
-            counters[1] += len(outcome.values)
+            counters[1] += outcome.value_count
             counters[2] += len(outcome.dead_letters)
             counters[3] = max(counters[3], received_at)
-            by_asset: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for reading in outcome.accepted:
-                by_asset[reading.asset].append({"ts": reading.ts, "values": reading.values})
-            for asset, readings in by_asset.items():
-                event = {"tenant": tenant, "asset": asset, "device": device, "readings": readings}
-                batch.live.append((subjects.live(tenant, asset), orjson.dumps(event)))
+            for reading in outcome.readings:
+                live[(tenant, reading.asset)].append({"ts": reading.ts, "values": reading.values})
+        # One live event per asset and batch: subscribers get every reading, and the bus is
+        # spared a publish per message.
+        batch.live = [
+            (
+                subjects.live(tenant, asset),
+                orjson.dumps({"tenant": tenant, "asset": asset, "readings": readings}),
+            )
+            for (tenant, asset), readings in live.items()
+        ]
         batch.activity = [
             DeviceActivity(t, d, c[0], c[1], c[2], c[3]) for (t, d), c in activity.items()
         ]
-        offset = StreamOffset(self._consumer_name, self.bus.telemetry_stream_id, batch.last_seq)
-        if batch.skipped == len(msgs):
-            return batch  # all redeliveries of committed work: nothing to write
-        self.store.commit_batch(batch.values, batch.dead_letters, batch.activity, offset)
-        self._offset = offset
+        batch.redelivered_only = batch.skipped == len(msgs)
         return batch
+
+    def _commit(self, batch: _Batch) -> None:
+        if batch.redelivered_only:
+            return  # all of it was committed before a restart: nothing to write
+        offset = StreamOffset(self._consumer_name, self.bus.telemetry_stream_id, batch.last_seq)
+        self.store.commit_batch(batch.readings, batch.dead_letters, batch.activity, offset)
+        self._offset = offset

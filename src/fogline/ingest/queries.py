@@ -7,13 +7,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from fogline.domain.errors import InvalidInput, Problem
-from fogline.domain.registry import AssetType
+from fogline.domain.registry import AssetType, DType
 from fogline.domain.timeseries import Bucket, check_bucketing
 from fogline.ingest.validation import decode_value
 from fogline.store.registry import RegistryStore
-from fogline.store.telemetry import TelemetryStore
+from fogline.store.telemetry import TelemetryStore, ValueKind
 
 MAX_RAW_POINTS = 100_000
+
+_KIND_OF_DTYPE = {
+    DType.FLOAT: ValueKind.NUMBER,
+    DType.INT: ValueKind.NUMBER,
+    DType.BOOL: ValueKind.BOOL,
+    DType.STRING: ValueKind.TEXT,
+}
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ class TelemetryQueries:
         for name, v in sorted(stored.items()):
             definition = asset_type.definition(name)
             if definition is not None:
-                result[name] = Point(v.ts, decode_value(definition.dtype, v.num, v.text))
+                result[name] = Point(v.ts, decode_value(definition.dtype, v.value))
         return result
 
     async def history(
@@ -78,7 +85,7 @@ class TelemetryQueries:
             definition = asset_type.definition(name)
             if definition is None:
                 continue
-            points = [Point(v.ts, decode_value(definition.dtype, v.num, v.text)) for v in values]
+            points = [Point(v.ts, decode_value(definition.dtype, v.value)) for v in values]
             result.append(Series(name, definition.unit, points, len(points) >= limit))
         return result
 
@@ -87,8 +94,13 @@ class TelemetryQueries:
     ) -> list[BucketedSeries]:
         check_bucketing(start, end, bucket_ms)
         asset_type = await self._asset_type(tenant, asset_id, keys)
+        kinds = {
+            d.name: _KIND_OF_DTYPE[d.dtype]
+            for d in asset_type.telemetry
+            if not keys or d.name in keys
+        }
         stored = await asyncio.to_thread(
-            self.store.downsample, tenant, asset_id, keys, start, end, bucket_ms
+            self.store.downsample, tenant, asset_id, kinds, start, end, bucket_ms
         )
         result = []
         for name, buckets in stored.items():

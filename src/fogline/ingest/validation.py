@@ -15,10 +15,16 @@ from typing import Any, Protocol
 import orjson
 
 from fogline.domain.registry import AssetType, DType, TelemetryDefinition, value_matches
-from fogline.domain.telemetry import DeadLetter, DeadLetterReason, TelemetryValue
-from fogline.domain.timeseries import reading_timestamp_problem
+from fogline.domain.telemetry import DeadLetter, DeadLetterReason, Reading
+from fogline.domain.timeseries import (
+    EARLIEST_TS_MS,
+    MAX_FUTURE_SKEW_MS,
+    reading_timestamp_problem,
+)
 
 MAX_STRING_VALUE = 4096
+_FLOAT = DType.FLOAT
+_INF = float("inf")
 DEAD_LETTER_PAYLOAD_LIMIT = 2048
 
 
@@ -34,19 +40,10 @@ class SchemaLookup(Protocol):
 
 
 @dataclass
-class AcceptedReading:
-    """A reading as it was stored, for the live stream: values decoded to their dtype."""
-
-    asset: str
-    ts: int
-    values: dict[str, Any]
-
-
-@dataclass
 class Outcome:
-    values: list[TelemetryValue] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    accepted: list[AcceptedReading] = field(default_factory=list)
+    value_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,99 +132,152 @@ def validate_message(
     return outcome
 
 
+def _refuse_reading(
+    ctx: MessageContext,
+    item: int | None,
+    reading: Any,
+    outcome: Outcome,
+    code: DeadLetterReason,
+    reason: str,
+    asset: str | None = None,
+    name: str | None = None,
+) -> None:
+    outcome.dead_letters.append(
+        DeadLetter(
+            tenant=ctx.tenant,
+            device=ctx.device,
+            received_at=ctx.received_at,
+            reason_code=code,
+            reason=reason,
+            payload=_dump(reading if name is None else {name: reading["values"][name]}),
+            stream_seq=ctx.stream_seq,
+            item=item,
+            asset=asset,
+            telemetry=name,
+        )
+    )
+
+
 def _validate_reading(
     ctx: MessageContext, item: int | None, reading: Any, lookup: SchemaLookup, outcome: Outcome
 ) -> None:
-    def refuse(
-        code: DeadLetterReason, reason: str, asset: str | None = None, name: str | None = None
-    ) -> None:
-        outcome.dead_letters.append(
-            DeadLetter(
-                tenant=ctx.tenant,
-                device=ctx.device,
-                received_at=ctx.received_at,
-                reason_code=code,
-                reason=reason,
-                payload=_dump(reading if name is None else {name: reading["values"][name]}),
-                stream_seq=ctx.stream_seq,
-                item=item,
-                asset=asset,
-                telemetry=name,
-            )
+    if type(reading) is not dict:
+        return _refuse_reading(
+            ctx,
+            item,
+            reading,
+            outcome,
+            DeadLetterReason.BAD_SHAPE,
+            "a reading must be a JSON object",
         )
-
-    if not isinstance(reading, dict):
-        return refuse(DeadLetterReason.BAD_SHAPE, "a reading must be a JSON object")
     asset_id = reading.get("asset")
-    if not isinstance(asset_id, str) or not asset_id:
-        return refuse(DeadLetterReason.BAD_SHAPE, "a reading must name its 'asset'")
+    if type(asset_id) is not str or not asset_id:
+        return _refuse_reading(
+            ctx,
+            item,
+            reading,
+            outcome,
+            DeadLetterReason.BAD_SHAPE,
+            "a reading must name its 'asset'",
+        )
     values = reading.get("values")
-    if not isinstance(values, dict) or not values:
-        return refuse(
-            DeadLetterReason.BAD_SHAPE, "a reading needs a non-empty 'values' object", asset_id
+    if type(values) is not dict or not values:
+        return _refuse_reading(
+            ctx,
+            item,
+            reading,
+            outcome,
+            DeadLetterReason.BAD_SHAPE,
+            "a reading needs a non-empty 'values' object",
+            asset_id,
         )
     asset_type = lookup.asset_type_of(ctx.tenant, asset_id)
     if asset_type is None:
-        return refuse(
+        return _refuse_reading(
+            ctx,
+            item,
+            reading,
+            outcome,
             DeadLetterReason.UNKNOWN_ASSET,
             f"asset {asset_id!r} does not exist in tenant {ctx.tenant!r}",
             asset_id,
         )
-    if "ts" in reading and reading["ts"] is not None:
-        ts, problem = reading_timestamp_problem(reading["ts"], ctx.received_at)
-        if ts is None:
-            return refuse(DeadLetterReason.BAD_TIMESTAMP, problem or "bad timestamp", asset_id)
-    else:
+    raw_ts = reading.get("ts")
+    if raw_ts is None:
         ts = ctx.received_at
+    elif type(raw_ts) is int and EARLIEST_TS_MS <= raw_ts <= ctx.received_at + MAX_FUTURE_SKEW_MS:
+        ts = raw_ts  # the common case, decided without the general parser
+    else:
+        parsed, problem = reading_timestamp_problem(raw_ts, ctx.received_at)
+        if parsed is None:
+            return _refuse_reading(
+                ctx,
+                item,
+                reading,
+                outcome,
+                DeadLetterReason.BAD_TIMESTAMP,
+                problem or "bad timestamp",
+                asset_id,
+            )
+        ts = parsed
 
+    definitions = asset_type.definitions
     accepted: dict[str, Any] = {}
     for name, value in values.items():
-        definition = asset_type.definition(name)
-        if definition is None:
-            refuse(
+        d = definitions.get(name)
+        if d is None:
+            _refuse_reading(
+                ctx,
+                item,
+                reading,
+                outcome,
                 DeadLetterReason.UNKNOWN_TELEMETRY,
                 f"asset type {asset_type.id!r} defines no telemetry {name!r}",
                 asset_id,
                 name,
             )
             continue
-        problem_code, problem = value_problem(definition, value)
-        if problem_code is not None:
-            refuse(problem_code, problem, asset_id, name)
+        # The common case inline: a finite number within range for a float telemetry.
+        kind = type(value)
+        if (
+            d.dtype is _FLOAT
+            and (kind is int or (kind is float and -_INF < value < _INF))
+            and (d.min is None or value >= d.min)
+            and (d.max is None or value <= d.max)
+        ):
+            accepted[name] = value
             continue
-        num, text = encode_value(definition.dtype, value)
-        outcome.values.append(TelemetryValue(ctx.tenant, asset_id, name, ts, num, text))
-        accepted[name] = decode_value(definition.dtype, num, text)
+        problem_code, problem = value_problem(d, value)
+        if problem_code is not None:
+            _refuse_reading(ctx, item, reading, outcome, problem_code, problem, asset_id, name)
+            continue
+        accepted[name] = value
     if accepted:
-        outcome.accepted.append(AcceptedReading(asset_id, ts, accepted))
+        outcome.readings.append(Reading(ctx.tenant, asset_id, ts, accepted))
+        outcome.value_count += len(accepted)
 
 
 def value_problem(d: TelemetryDefinition, value: Any) -> tuple[DeadLetterReason | None, str]:
     if not value_matches(d.dtype, value):
         return DeadLetterReason.WRONG_TYPE, f"{d.name} must be a {d.dtype.value}, got {value!r}"
-    if d.dtype is DType.STRING and len(value) > MAX_STRING_VALUE:
+    if d.min is not None and value < d.min:
+        return DeadLetterReason.OUT_OF_RANGE, f"{d.name}={value} is below its minimum {d.min}"
+    if d.max is not None and value > d.max:
+        return DeadLetterReason.OUT_OF_RANGE, f"{d.name}={value} is above its maximum {d.max}"
+    if type(value) is str and len(value) > MAX_STRING_VALUE:
         return DeadLetterReason.OUT_OF_RANGE, f"{d.name} is longer than {MAX_STRING_VALUE}"
-    if d.dtype.numeric:
-        if d.min is not None and value < d.min:
-            return DeadLetterReason.OUT_OF_RANGE, f"{d.name}={value} is below its minimum {d.min}"
-        if d.max is not None and value > d.max:
-            return DeadLetterReason.OUT_OF_RANGE, f"{d.name}={value} is above its maximum {d.max}"
     return None, ""
 
 
-def encode_value(dtype: DType, value: Any) -> tuple[float | None, str | None]:
-    if dtype is DType.STRING:
-        return None, str(value)
-    return float(value), None
-
-
-def decode_value(dtype: DType, num: float | None, text: str | None) -> Any:
-    if dtype is DType.STRING:
-        return text
-    if num is None:
+def decode_value(dtype: DType, value: Any) -> Any:
+    """A stored JSON value back to its dtype: SQL engines may hand back 1/0 for booleans and
+    3.0 for ints."""
+    if value is None:
         return None
     if dtype is DType.BOOL:
-        return num != 0
+        return bool(value)
     if dtype is DType.INT:
-        return int(num)
-    return num
+        return int(value)
+    if dtype is DType.FLOAT:
+        return float(value)
+    return value

@@ -22,6 +22,11 @@ class Database:
         migrate(engine)
         return cls(engine)
 
+    @classmethod
+    def connect(cls, url: str) -> Database:
+        """A database another process has already migrated."""
+        return cls(open_engine(url))
+
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name

@@ -363,14 +363,14 @@ class SqlRegistry:
             )
             if done.rowcount == 0:
                 raise NotFound(f"asset {asset_id!r} does not exist")
-            series_of_asset = select(s.series.c.id).where(
-                s.series.c.tenant_id == tenant, s.series.c.asset_id == asset_id
+            series = s.telemetry_series
+            of_asset = select(series.c.id).where(
+                series.c.tenant_id == tenant, series.c.asset_id == asset_id
             )
-            conn.execute(delete(s.readings).where(s.readings.c.series_id.in_(series_of_asset)))
+            conn.execute(delete(s.readings).where(s.readings.c.series_id.in_(of_asset)))
+            conn.execute(delete(s.latest_values).where(s.latest_values.c.series_id.in_(of_asset)))
             conn.execute(
-                delete(s.series).where(
-                    s.series.c.tenant_id == tenant, s.series.c.asset_id == asset_id
-                )
+                delete(series).where(series.c.tenant_id == tenant, series.c.asset_id == asset_id)
             )
 
     # -- devices --------------------------------------------------------------------------

@@ -136,27 +136,40 @@ devices = Table(
     ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
 )
 
-series = Table(
-    "series",
+# One series per asset: a reading is a row holding all the values the asset reported at one
+# time, as a JSON object. One row per reading rather than per value keeps the historian's writes
+# four to ten times fewer, and a time window of several telemetry is one range scan.
+telemetry_series = Table(
+    "telemetry_series",
     metadata,
     Column("id", AutoId, primary_key=True, autoincrement=True),
     Column("tenant_id", String(64), nullable=False),
     Column("asset_id", String(64), nullable=False),
-    Column("name", String(64), nullable=False),
-    UniqueConstraint("tenant_id", "asset_id", "name", name="uq_series_key"),
+    UniqueConstraint("tenant_id", "asset_id", name="uq_telemetry_series_asset"),
 )
 
-# One row per (series, timestamp): a redelivered reading lands on its own key and is ignored,
-# which is what makes the historian's at-least-once delivery store each reading once.
+# One row per (series, timestamp): a redelivered reading lands on its own key and merges into
+# itself, which is what makes the historian's at-least-once delivery store each reading once.
 readings = Table(
     "readings",
     metadata,
     Column("series_id", BigInteger, nullable=False),
     Column("ts", BigInteger, nullable=False),
-    Column("num", Float(53), nullable=True),
-    Column("str", Text, nullable=True),
+    Column("values_json", Text, nullable=False),
     PrimaryKeyConstraint("series_id", "ts"),
     sqlite_with_rowid=False,
+)
+
+# The newest value of each telemetry of each asset, kept as readings are committed, so that
+# "latest" never scans history (a telemetry may not be in every reading).
+latest_values = Table(
+    "latest_values",
+    metadata,
+    Column("series_id", BigInteger, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("value_json", Text, nullable=False),
+    PrimaryKeyConstraint("series_id", "name"),
 )
 
 dead_letters = Table(

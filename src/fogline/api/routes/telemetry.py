@@ -50,7 +50,7 @@ async def ingest(
     return {
         "stream_seq": receipt.stream_seq,
         "duplicate": receipt.duplicate,
-        "accepted_values": len(receipt.preview.values),
+        "accepted_values": receipt.preview.value_count,
         "rejected": rejected,
     }
 

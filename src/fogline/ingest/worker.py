@@ -1,0 +1,189 @@
+"""The historian's own process, and the supervisor that keeps it running.
+
+Python runs one thread at a time, so a historian that shared a process with the API would share
+one core with it, and lose more to thread hand-offs. In a process of its own it has a core to
+itself and talks to the platform only through NATS (registry changes in, live readings and its
+counters out) and the database, as any scaled-out historian would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import orjson
+
+from fogline.bus.connection import Bus
+from fogline.bus.subjects import Subjects
+from fogline.domain.errors import Unavailable
+from fogline.ingest.cache import RegistryCache
+from fogline.ingest.historian import Historian, HistorianStats
+from fogline.ingest.validation import IngestLimits
+from fogline.logs import configure as configure_logging
+from fogline.store.database import Database
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL_S = 1.0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class HistorianWorkerConfig:
+    nats_url: str
+    nats_user: str | None
+    nats_password: str | None
+    subject_root: str
+    database_url: str
+    max_message_bytes: int
+    log_level: str = "warning"
+
+
+def stats_subject(subjects: Subjects) -> str:
+    return f"{subjects.root}._platform.historian.stats"
+
+
+def run_worker(config: HistorianWorkerConfig, parent_pid: int, channel: Connection) -> None:
+    """Entry point of the historian process."""
+    if hasattr(ctypes, "CDLL"):
+        # Die with the platform, even when it is SIGKILLed: no orphaned historian.
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        return  # the platform died before we could ask to die with it
+    configure_logging(config.log_level)
+    try:
+        asyncio.run(_serve(config, channel))
+    except Exception as exc:
+        log.exception("historian.crashed")
+        with contextlib.suppress(OSError):
+            channel.send(("failed", str(exc)))
+
+
+async def _serve(config: HistorianWorkerConfig, channel: Connection) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, lambda: None)  # Ctrl-C reaches the platform first
+    subjects = Subjects(config.subject_root)
+    db = Database.connect(config.database_url)
+    bus = await Bus.connect(config.nats_url, subjects, config.nats_user, config.nats_password)
+    await bus.describe_streams()
+    cache = RegistryCache(db.registry)
+
+    async def on_registry_change(_msg: Any) -> None:
+        cache.invalidate()
+
+    await bus.nc.subscribe(subjects.registry_changed, cb=on_registry_change)
+    historian = Historian(
+        bus, db.telemetry, cache, IngestLimits(max_message_bytes=config.max_message_bytes)
+    )
+    await historian.start()
+    channel.send(("ready", os.getpid()))
+    try:
+        while not stop.is_set():
+            payload = orjson.dumps(asdict(historian.stats))
+            await bus.nc.publish(stats_subject(subjects), payload)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
+    finally:
+        await historian.stop()
+        await bus.nc.publish(stats_subject(subjects), orjson.dumps(asdict(historian.stats)))
+        await bus.close()
+        db.close()
+
+
+class HistorianSupervisor:
+    """Starts the historian process, restarts it if it dies, stops it cleanly."""
+
+    def __init__(self, config: HistorianWorkerConfig, bus: Bus) -> None:
+        self.config = config
+        self.bus = bus
+        self.stats = HistorianStats()
+        self.restarts = 0
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self, timeout: float = 60.0) -> None:
+        async def on_stats(msg: Any) -> None:
+            self.stats = HistorianStats(**orjson.loads(msg.data))
+
+        await self.bus.nc.subscribe(stats_subject(self.bus.subjects), cb=on_stats)
+        await self._spawn(timeout)
+        self._watch = asyncio.create_task(self._supervise(), name="historian-supervisor")
+
+    async def _spawn(self, timeout: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        ours, theirs = ctx.Pipe(duplex=False)
+        process = ctx.Process(
+            target=run_worker,
+            args=(self.config, os.getpid(), theirs),
+            name="fogline-historian",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        self._process = process
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await asyncio.to_thread(ours.poll, 0.1):
+                try:
+                    kind, detail = ours.recv()
+                except EOFError:
+                    break
+                if kind == "ready":
+                    log.info("historian.started", extra={"fields": {"pid": process.pid}})
+                    return
+                raise Unavailable(f"the historian could not start: {detail}")
+            if not process.is_alive():
+                break
+        process.kill()
+        raise Unavailable("the historian process did not start; see the log above")
+
+    async def _supervise(self) -> None:
+        delay = 1.0
+        while not self._stopping:
+            await asyncio.sleep(1.0)
+            if self._stopping or self._process is None or self._process.is_alive():
+                continue
+            log.error(
+                "historian.died",
+                extra={"fields": {"exitcode": self._process.exitcode, "restart_in_s": delay}},
+            )
+            await asyncio.sleep(delay)
+            try:
+                await self._spawn(60.0)
+                self.restarts += 1
+                delay = 1.0
+            except Unavailable as exc:
+                log.error("historian.restart_failed", extra={"fields": {"error": exc.message}})
+                delay = min(delay * 2, 30.0)
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        process, self._process = self._process, None
+        if process is None or not process.is_alive():
+            return
+        os.kill(process.pid or 0, signal.SIGTERM)
+        await asyncio.to_thread(process.join, timeout)
+        if process.is_alive():
+            process.kill()
+            await asyncio.to_thread(process.join, 5)
