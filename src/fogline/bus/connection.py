@@ -51,7 +51,8 @@ class Bus:
             log.warning("nats.error", extra={"fields": {"error": str(exc)}})
 
         async def on_disconnected() -> None:
-            log.warning("nats.disconnected")
+            if not nc.is_closed and not nc.is_draining:  # not our own close
+                log.warning("nats.disconnected")
 
         async def on_reconnected() -> None:
             log.info("nats.reconnected")

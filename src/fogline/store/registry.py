@@ -369,9 +369,8 @@ class SqlRegistry:
             )
             conn.execute(delete(s.readings).where(s.readings.c.series_id.in_(of_asset)))
             conn.execute(delete(s.latest_values).where(s.latest_values.c.series_id.in_(of_asset)))
-            conn.execute(
-                delete(series).where(series.c.tenant_id == tenant, series.c.asset_id == asset_id)
-            )
+            # The series row stays: its id is cached by historians, and an asset made again
+            # under the same id simply continues in it.
 
     # -- devices --------------------------------------------------------------------------
 

@@ -1,0 +1,152 @@
+"""Fixtures shared by every test: free ports, fresh data dirs, fresh PostgreSQL schemas, and a
+running platform on real servers (the bundled nats-server, SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "FOGLINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll a condition until it holds or the deadline passes: no blind sleeps."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+async def async_wait_for(
+    condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition"
+) -> Any:
+    import asyncio
+    import inspect
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema in the machine's PostgreSQL, dropped afterwards. PostgreSQL must be up:
+    a missing server fails the test, it does not skip it."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+class Api:
+    """A thin async HTTP client for tests, with the platform's admin key."""
+
+    def __init__(self, base: str, key: str | None) -> None:
+        self.base = base
+        self.key = key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.AsyncClient(base_url=base + "/api/v1", headers=headers, timeout=30)
+
+    def as_key(self, key: str | None) -> Api:
+        return Api(self.base, key)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+@pytest.fixture
+def platform_settings(tmp_path: Path) -> Callable[..., Any]:
+    from fogline.app.settings import load_settings
+
+    def make(**overrides: Any) -> Any:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "http_port": free_port(),
+            "nats_port": free_port(),
+            "mqtt_port": free_port(),
+            "log_level": "warning",
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def platform(platform_settings: Callable[..., Any]) -> AsyncIterator[Any]:
+    from fogline.app.platform import Platform
+
+    p = Platform(platform_settings())
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+@pytest.fixture
+async def api(platform: Any) -> AsyncIterator[Api]:
+    client = Api(platform.http_url, platform.bootstrap.admin_key)
+    yield client
+    await client.close()
+
+
+MOTOR_TYPE = {
+    "name": "Induction motor",
+    "telemetry": [
+        {"name": "temperature", "dtype": "float", "unit": "degC", "min": -40, "max": 200},
+        {"name": "vibration", "dtype": "float", "unit": "mm/s", "min": 0},
+        {"name": "rpm", "dtype": "int"},
+        {"name": "running", "dtype": "bool"},
+        {"name": "state", "dtype": "string"},
+    ],
+    "attributes": [{"name": "power_kw", "dtype": "float", "required": True}],
+}
+
+
+async def setup_motor(
+    api: Api, tenant: str = "default", asset: str = "m1", device: str = "d1"
+) -> dict[str, Any]:
+    """An asset type, one asset and one device; returns the device's credentials."""
+    r = await api.http.put(f"/tenants/{tenant}/asset-types/motor", json=MOTOR_TYPE)
+    assert r.status_code in (200, 201), r.text
+    r = await api.http.post(
+        f"/tenants/{tenant}/assets",
+        json={"id": asset, "asset_type": "motor", "attributes": {"power_kw": 7.5}},
+    )
+    assert r.status_code == 201, r.text
+    r = await api.http.post(f"/tenants/{tenant}/devices", json={"id": device})
+    assert r.status_code == 201, r.text
+    creds: dict[str, Any] = r.json()["credentials"]
+    return creds

@@ -1,0 +1,189 @@
+"""One contract for the store, run against SQLite and the machine's PostgreSQL alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fogline.domain.access import Role
+from fogline.domain.errors import AlreadyExists, Conflict, NotFound, Unauthenticated
+from fogline.domain.registry import (
+    Asset,
+    AssetType,
+    AttributeDefinition,
+    Device,
+    DType,
+    HardwareProfile,
+    Location,
+    TelemetryDefinition,
+)
+from fogline.domain.telemetry import DeadLetter, DeadLetterReason, DeviceActivity, Reading
+from fogline.store.database import Database
+from fogline.store.migrations import SCHEMA_VERSION, migrate
+from fogline.store.telemetry import StreamOffset, ValueKind
+
+T0 = 1_800_000_000_000
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fogline.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    database = Database.open(url)
+    yield database
+    database.close()
+
+
+def motor(tenant: str = "acme") -> AssetType:
+    return AssetType(
+        tenant,
+        "motor",
+        "Motor",
+        "a motor",
+        (
+            TelemetryDefinition("temperature", DType.FLOAT, "degC", -40, 200),
+            TelemetryDefinition("rpm", DType.INT),
+            TelemetryDefinition("running", DType.BOOL),
+            TelemetryDefinition("state", DType.STRING),
+        ),
+        (AttributeDefinition("power", DType.FLOAT, required=True),),
+    )
+
+
+def seeded(db: Database) -> Database:
+    db.registry.create_tenant("acme", "ACME")
+    db.registry.put_asset_type(motor())
+    db.registry.create_asset(Asset("acme", "m1", "motor", "Motor 1", {"power": 5.5}))
+    return db
+
+
+def test_migrating_twice_is_harmless(db: Database) -> None:
+    assert migrate(db.engine) == SCHEMA_VERSION
+
+
+def test_registry_round_trip(db: Database) -> None:
+    seeded(db)
+    reg = db.registry
+    assert reg.get_asset_type("acme", "motor") == motor()
+    assert reg.put_asset_type(motor()) is False  # replaced, not created
+    asset = Asset(
+        "acme",
+        "m2",
+        "motor",
+        "Motor 2",
+        {"power": 1.0},
+        {"line": "a"},
+        "north",
+        Location(45.5, 9.2, None),
+    )
+    reg.create_asset(asset)
+    assert reg.get_asset("acme", "m2") == asset
+    with pytest.raises(AlreadyExists):
+        reg.create_asset(asset)
+    assert [a.id for a in reg.list_assets("acme", "motor")] == ["m1", "m2"]
+    with pytest.raises(Conflict):
+        reg.delete_asset_type("acme", "motor")
+    device = Device(
+        "acme", "d1", "Gateway", HardwareProfile(cpu="arm", cpu_cores=4), "1.0", {"site": "north"}
+    )
+    reg.create_device(device, "$2a$hash")
+    assert reg.get_device("acme", "d1") == device
+    assert reg.device_password_hash("acme", "d1") == "$2a$hash"
+    assert [c.username for c in reg.device_credentials()] == ["acme.d1"]
+    with pytest.raises(AlreadyExists):
+        reg.create_device(device, "x")
+    reg.delete_device("acme", "d1")
+    with pytest.raises(NotFound):
+        reg.get_device("acme", "d1")
+
+
+def test_api_keys(db: Database) -> None:
+    seeded(db)
+    key, secret = db.registry.create_api_key("acme", "ci", Role.TENANT)
+    assert db.registry.authenticate(secret) == key
+    with pytest.raises(Unauthenticated):
+        db.registry.authenticate(secret[:-2] + "xx")
+    with pytest.raises(Unauthenticated):
+        db.registry.authenticate("garbage")
+    db.registry.revoke_api_key(key.id, "acme")
+    with pytest.raises(Unauthenticated, match="revoked"):
+        db.registry.authenticate(secret)
+
+
+def reading(ts: int, **values: object) -> Reading:
+    return Reading("acme", "m1", ts, dict(values))
+
+
+def test_batches_are_idempotent_and_merge(db: Database) -> None:
+    store = seeded(db).telemetry
+    batch = [reading(T0, temperature=20.0, rpm=100), reading(T0 + 1000, temperature=21.0)]
+    offset = StreamOffset("hist", "STREAM@1", 10)
+    store.commit_batch(batch, [], [DeviceActivity("acme", "d1", 2, 3, 0, T0)], offset)
+    store.commit_batch(batch, [], [], offset)  # a redelivery stores nothing twice
+    # A reading for the same time with other telemetry joins the stored one.
+    store.commit_batch([reading(T0, running=True, state="run")], [], [], None)
+    assert store.count_readings("acme") == 2
+    history = store.history("acme", "m1", [], T0, T0 + 2000, 100)
+    assert [(p.ts, p.value) for p in history["temperature"]] == [(T0, 20.0), (T0 + 1000, 21.0)]
+    assert [(p.ts, p.value) for p in history["running"]] == [(T0, True)]
+    assert store.read_offset("hist") == offset
+    latest = store.latest("acme", "m1", [])
+    assert (latest["temperature"].ts, latest["temperature"].value) == (T0 + 1000, 21.0)
+    assert (latest["state"].ts, latest["state"].value) == (T0, "run")
+    # An older reading arriving late does not replace the latest value.
+    store.commit_batch([reading(T0 - 5000, temperature=-1.0)], [], [], None)
+    assert store.latest("acme", "m1", ["temperature"])["temperature"].value == 21.0
+    stats = store.device_stats("acme")[0]
+    assert (stats.messages_total, stats.values_total) == (2, 3)
+
+
+def test_history_limit_and_keys(db: Database) -> None:
+    store = seeded(db).telemetry
+    store.commit_batch(
+        [reading(T0 + i, rpm=i, temperature=float(i)) for i in range(10)], [], [], None
+    )
+    h = store.history("acme", "m1", ["rpm"], T0, T0 + 10, 3)
+    assert list(h) == ["rpm"]
+    assert [p.value for p in h["rpm"]] == [0, 1, 2]
+    assert store.history("acme", "nope", ["rpm"], T0, T0 + 10, 3) == {"rpm": []}
+
+
+def test_downsampling(db: Database) -> None:
+    store = seeded(db).telemetry
+    rows = [
+        reading(T0 + i * 1000, temperature=float(i), running=i % 2 == 0, state="s")
+        for i in range(20)
+    ]
+    store.commit_batch(rows, [], [], None)
+    kinds = {"temperature": ValueKind.NUMBER, "running": ValueKind.BOOL, "state": ValueKind.TEXT}
+    buckets = store.downsample("acme", "m1", kinds, T0, T0 + 20_000, 10_000)
+    t = buckets["temperature"]
+    assert [(b.start_ms, b.avg, b.min, b.max, b.count) for b in t] == [
+        (T0, 4.5, 0.0, 9.0, 10),
+        (T0 + 10_000, 14.5, 10.0, 19.0, 10),
+    ]
+    assert [b.avg for b in buckets["running"]] == [0.5, 0.5]
+    assert [(b.count, b.avg) for b in buckets["state"]] == [(10, None), (10, None)]
+
+
+def test_dead_letters(db: Database) -> None:
+    store = seeded(db).telemetry
+    letter = DeadLetter("acme", "d1", T0, DeadLetterReason.NOT_JSON, "not JSON", "{x", 4)
+    store.commit_batch([], [letter, letter], [], None)
+    stored = store.dead_letters("acme", None, None, 10)
+    assert [s.letter for s in stored] == [letter, letter]
+    assert store.dead_letter_counts("acme") == {"not-json": 2}
+    assert store.dead_letters("acme", "other", None, 10) == []
+    assert store.dead_letters("globex", None, None, 10) == []
+
+
+def test_deleting_an_asset_deletes_its_history(db: Database) -> None:
+    store = seeded(db).telemetry
+    store.commit_batch([reading(T0, rpm=1)], [], [], None)
+    db.registry.delete_asset("acme", "m1")
+    assert store.count_readings("acme") == 0
+    assert store.latest("acme", "m1", []) == {}
