@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ class ApiServices:
     intake: HttpIntake
     bus: Bus
     system_info: Callable[[], dict[str, Any]]
+    hot_store: Callable[[], Awaitable[dict[str, Any]]]
 
 
 def services(request: Request) -> ApiServices:

@@ -215,6 +215,7 @@ class Platform:
             intake=HttpIntake(self.bus, cache, self.db.telemetry, limits),
             bus=self.bus,
             system_info=self.system_info,
+            hot_store=self.hot_store_state,
         )
         config = uvicorn.Config(
             create_app(services),
@@ -307,6 +308,19 @@ class Platform:
             self.db.close()
             self.db = None
         log.info("platform.stopped")
+
+    async def hot_store_state(self) -> dict[str, Any]:
+        """The telemetry stream as JetStream sees it."""
+        assert self.bus is not None
+        info = await self.bus.js.stream_info(self.subjects.telemetry_stream)
+        return {
+            "stream": info.config.name,
+            "messages": info.state.messages,
+            "bytes": info.state.bytes,
+            "first_seq": info.state.first_seq,
+            "last_seq": info.state.last_seq,
+            "max_age_s": info.config.max_age,
+        }
 
     def system_info(self) -> dict[str, Any]:
         h = self.historian.stats if self.historian else None

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fogline.domain.errors import ErrorKind, FoglineError
@@ -29,9 +30,9 @@ EXIT_CODES = {
 
 def fail(exc: FoglineError) -> int:
     """One clear message on stderr, every problem listed, and an exit code per kind."""
-    errors.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+    errors.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
     for p in exc.problems:
-        errors.print(f"  - {p}", highlight=False, markup=False)
+        errors.print(f"  - {p}", highlight=False, markup=False, soft_wrap=True)
     return EXIT_CODES[exc.kind]
 
 

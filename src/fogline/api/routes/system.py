@@ -22,4 +22,4 @@ async def health() -> dict[str, str]:
 async def system(
     _key: ApiKey = Depends(api_key), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
-    return svc.system_info()
+    return {**svc.system_info(), "hot_store": await svc.hot_store()}

@@ -1,0 +1,202 @@
+"""The CLI as a user runs it: `fogline up`, register, publish with paho, read back, stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port, wait_for
+from tests.e2e.conftest import FOGLINE, RunningPlatform, pid_alive, start_platform
+from tests.mqtt_client import Device
+
+MOTOR_YAML = """
+id: motor
+name: Induction motor
+telemetry:
+  - {name: temperature, dtype: float, unit: degC, min: -40, max: 200}
+  - {name: vibration, dtype: float, unit: mm/s, min: 0}
+attributes:
+  - {name: power_kw, dtype: float, required: true}
+"""
+
+
+def test_up_register_publish_query_stop(platform_process: RunningPlatform, tmp_path: Path) -> None:
+    p = platform_process
+    banner = "".join(p.output)
+    assert f"http://127.0.0.1:{p.http_port}/api/v1" in banner
+    assert f"mqtt://127.0.0.1:{p.mqtt_port}" in banner
+    assert "fgl_" in banner  # the first API key, shown once
+
+    type_file = tmp_path / "motor.yaml"
+    type_file.write_text(MOTOR_YAML)
+    r = p.cli("asset-type", "apply", str(type_file))
+    assert r.returncode == 0, r.stderr
+    r = p.cli(
+        "asset",
+        "create",
+        "m1",
+        "--type",
+        "motor",
+        "--attr",
+        "power_kw=7.5",
+        "--site",
+        "north",
+        "--label",
+        "line=a",
+    )
+    assert r.returncode == 0, r.stderr
+    r = p.cli(
+        "device",
+        "create",
+        "gw1",
+        "--cpu",
+        "arm",
+        "--cores",
+        "4",
+        "--connectivity",
+        "wifi",
+        "--power",
+        "mains",
+        "--label",
+        "site=north",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    creds = json.loads(r.stdout)["credentials"]
+
+    device = Device("127.0.0.1", p.mqtt_port, creds["username"], creds["password"], "gw1")
+    assert not device.connect().is_failure
+    t0 = int(time.time() * 1000) - 20_000
+    device.publish(
+        creds["topic"],
+        [
+            {
+                "asset": "m1",
+                "ts": t0 + i * 1000,
+                "values": {"temperature": 30.0 + i, "vibration": 1.0},
+            }
+            for i in range(20)
+        ],
+    )
+    device.publish(creds["topic"], "{broken")
+    device.close()
+
+    key = p.api_key()
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def history() -> list[list[float]] | None:
+        r = httpx.get(
+            f"{p.url}/api/v1/tenants/default/assets/m1/telemetry/history",
+            params={"keys": "temperature", "from": str(t0), "to": str(t0 + 20_000)},
+            headers=headers,
+        )
+        points: list[list[float]] = r.json()["series"].get("temperature", {}).get("points", [])
+        return points if len(points) == 20 else None
+
+    points = wait_for(history, what="history over HTTP")
+    assert [v for _, v in points] == [30.0 + i for i in range(20)]
+
+    r = p.cli("telemetry", "latest", "m1", "--json")
+    assert json.loads(r.stdout)["values"]["temperature"]["value"] == 49.0
+    r = p.cli(
+        "telemetry",
+        "history",
+        "m1",
+        "--keys",
+        "temperature",
+        "--from",
+        str(t0),
+        "--to",
+        str(t0 + 20_000),
+        "--bucket",
+        "10s",
+        "--json",
+    )
+    buckets = json.loads(r.stdout)["series"]["temperature"]["buckets"]
+    assert sum(b["count"] for b in buckets) == 20
+    r = wait_for(
+        lambda: (x := p.cli("dead-letters", "--json")) and json.loads(x.stdout)["total"] == 1 and x,
+        what="dead letter",
+    )
+    assert json.loads(r.stdout)["by_reason"] == {"not-json": 1}
+
+    system = p.system()
+    children = [system["nats_pid"], system["historian_pid"]]
+    assert all(pid_alive(pid) for pid in children)
+    assert p.stop(signal.SIGINT) == 0
+    assert "stopped" in "".join(p.output)
+    wait_for(lambda: not any(pid_alive(pid) for pid in children), what="children to exit")
+
+
+def test_cli_errors_are_clear(platform_process: RunningPlatform, tmp_path: Path) -> None:
+    p = platform_process
+    r = p.cli("asset", "create", "Bad.Id", "--type", "nope")
+    assert r.returncode == 2
+    assert "invalid asset" in r.stderr and "Bad.Id" in r.stderr and "nope" in r.stderr
+    r = p.cli("asset", "show", "missing")
+    assert r.returncode == 3 and "does not exist" in r.stderr
+    bad_file = tmp_path / "t.yaml"
+    bad_file.write_text("telemetry: []\n")
+    r = p.cli("asset-type", "apply", str(bad_file))
+    assert r.returncode == 2 and "id" in r.stderr
+    r = p.cli("--api-key", "fgl_x_y", "asset", "ls")
+    assert r.returncode == 5 and "API key" in r.stderr
+    r = p.cli("asset", "create", "x", "--type", "t", "--label", "novalue")
+    assert r.returncode == 2 and "key=value" in r.stderr
+
+
+def test_up_refuses_a_taken_port(platform_process: RunningPlatform, tmp_path: Path) -> None:
+    taken = platform_process.http_port
+    result = _up(tmp_path / "other", {"FOGLINE_HTTP_PORT": str(taken)})
+    assert result.returncode == 7
+    assert f"HTTP port 127.0.0.1:{taken} is already in use" in result.stderr
+    result = _up(tmp_path / "other2", {"FOGLINE_MQTT_PORT": str(platform_process.mqtt_port)})
+    assert result.returncode == 7 and "MQTT port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _up(data_dir: Path, env: dict[str, str]):  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+
+    full = {
+        **os.environ,
+        "FOGLINE_DATA_DIR": str(data_dir),
+        "FOGLINE_HTTP_PORT": str(free_port()),
+        "FOGLINE_NATS_PORT": str(free_port()),
+        "FOGLINE_MQTT_PORT": str(free_port()),
+        **env,
+    }
+    return subprocess.run([FOGLINE, "up"], env=full, capture_output=True, text=True, timeout=60)
+
+
+def test_up_refuses_a_broken_config_and_an_unwritable_data_dir(tmp_path: Path) -> None:
+    config = tmp_path / "fogline.yaml"
+    config.write_text("hot_max_bytes: lots\nmystery: 1\n")
+    r = _up(tmp_path, {"FOGLINE_CONFIG": str(config)})
+    assert r.returncode == 7
+    assert "invalid settings" in r.stderr and "hot_max_bytes" in r.stderr and "mystery" in r.stderr
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = _up(blocker / "data", {})
+    assert r.returncode == 7 and "is not writable" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_restart_keeps_the_key_and_the_history(tmp_path: Path) -> None:
+    first = start_platform(tmp_path / "data")
+    key = first.api_key()
+    assert "fgl_" in "".join(first.output)
+    assert first.stop() == 0
+    second = start_platform(tmp_path / "data")
+    try:
+        assert second.api_key() == key
+        assert "fgl_" not in "".join(second.output)  # shown once only
+        r = second.cli("tenant", "ls", "--json")
+        assert [t["id"] for t in json.loads(r.stdout)] == ["default"]
+    finally:
+        second.stop()
