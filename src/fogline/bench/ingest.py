@@ -267,6 +267,25 @@ class IngestBench:
         return auth.removeprefix("Bearer ") or None
 
 
+def _memory_summary(
+    samples: list[tuple[float, float, float, float]],
+) -> dict[str, dict[str, float]]:
+    """Per process: at the start, once warm (a minute in: caches filled), at the end, and the
+    peak. Flat memory means `end` stays near `after_1_min`."""
+    if not samples:
+        return {}
+    warm = next((s for s in samples if s[0] >= 60.0), samples[-1])
+    result = {}
+    for index, name in ((1, "api"), (2, "historian"), (3, "nats-server")):
+        result[name] = {
+            "start": samples[0][index],
+            "after_1_min": warm[index],
+            "end": samples[-1][index],
+            "max": max(s[index] for s in samples),
+        }
+    return result
+
+
 def run_ingest_bench(api: FoglineClient, tenant: str, config: IngestBenchConfig) -> dict[str, Any]:
     bench = IngestBench(api, tenant, config)
     bench.provision()
@@ -278,7 +297,7 @@ def run_ingest_bench(api: FoglineClient, tenant: str, config: IngestBenchConfig)
         if not config.keep:
             bench.cleanup()
     memory = paced.pop("memory")
-    rss = [round(m[1] + m[2] + m[3], 1) for m in memory]
+    rss = _memory_summary(memory)
     report: dict[str, Any] = {
         "devices": config.devices,
         "batch": config.batch,
@@ -289,7 +308,7 @@ def run_ingest_bench(api: FoglineClient, tenant: str, config: IngestBenchConfig)
         "ratio_to_raw": round(max_rate / raw_rate, 3) if raw_rate else None,
         "max_phase_missing_values": missing,
         "paced": paced,
-        "platform_rss_mb": {"first": rss[0], "last": rss[-1], "max": max(rss)} if rss else None,
+        "rss_mb": rss,
         "platform_rss_samples": memory,
     }
     report["lines"] = [
@@ -302,6 +321,10 @@ def run_ingest_bench(api: FoglineClient, tenant: str, config: IngestBenchConfig)
         f"{paced['achieved_readings_per_s']:,.0f}/s): publish->commit p50 {paced['p50_ms']} ms, "
         f"p99 {paced['p99_ms']} ms over {paced['latency_samples']} samples; "
         f"lost values {paced['lost_values']}",
-        f"RSS of API + historian + nats-server, MB: {report['platform_rss_mb']}",
+        *(
+            f"RSS MB {name:<11} start {r['start']:>6}  after 1 min {r['after_1_min']:>6}  "
+            f"end {r['end']:>6}  max {r['max']:>6}"
+            for name, r in rss.items()
+        ),
     ]
     return report

@@ -185,24 +185,29 @@ class EmbeddedNats:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise BrokerUnavailable(f"nats-server exited at start: {self._failure_reason()}")
-            try:
-                nc = await nats.connect(
-                    self.client_url,
-                    user=PLATFORM_USER,
-                    password=self.platform_password,
-                    connect_timeout=1,
-                    max_reconnect_attempts=0,
-                    allow_reconnect=False,
-                    error_cb=_ignore_error,
-                )
-            except (TimeoutError, NatsError, OSError):
+            if not await self._can_log_in(PLATFORM_USER, self.platform_password):
                 await asyncio.sleep(0.05)
                 continue
-            await nc.close()
             if await self._mqtt_listening(deadline):
                 return
         await self.stop()
         raise BrokerUnavailable(f"nats-server did not become ready in {timeout:.0f}s")
+
+    async def _can_log_in(self, username: str, password: str) -> bool:
+        try:
+            nc = await nats.connect(
+                self.client_url,
+                user=username,
+                password=password,
+                connect_timeout=1,
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+                error_cb=_ignore_error,
+            )
+        except (TimeoutError, NatsError, OSError):
+            return False
+        await nc.close()
+        return True
 
     async def _mqtt_listening(self, deadline: float) -> bool:
         host, port = self.mqtt_address
@@ -237,21 +242,9 @@ class EmbeddedNats:
         """Wait until a reload has taken effect for this user, so its first connect succeeds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                nc = await nats.connect(
-                    self.client_url,
-                    user=username,
-                    password=password,
-                    connect_timeout=1,
-                    max_reconnect_attempts=0,
-                    allow_reconnect=False,
-                    error_cb=_ignore_error,
-                )
-            except (TimeoutError, NatsError, OSError):
-                await asyncio.sleep(0.05)
-                continue
-            await nc.close()
-            return
+            if await self._can_log_in(username, password):
+                return
+            await asyncio.sleep(0.05)
         raise BrokerUnavailable(f"nats-server did not accept the new credentials of {username}")
 
     async def stop(self, timeout: float = 10.0) -> None:
