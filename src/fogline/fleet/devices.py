@@ -18,7 +18,7 @@ import bcrypt
 from fogline.bus.server import BrokerUser, hash_password
 from fogline.domain.errors import InvalidInput, Problem, Unauthenticated
 from fogline.domain.ids import slug_problem
-from fogline.domain.registry import Device, HardwareProfile, device_username
+from fogline.domain.registry import Device, device_username
 from fogline.store.registry import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,3 @@ class DeviceRegistry:
 
     def _forget(self, tenant: str, device_id: str) -> None:
         self._verified.pop((tenant, device_id), None)
-
-
-def hardware_from(data: dict[str, Any]) -> HardwareProfile:
-    return HardwareProfile(**data)

@@ -180,9 +180,9 @@ class HistorianSupervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         process, self._process = self._process, None
-        if process is None or not process.is_alive():
+        if process is None or process.pid is None or not process.is_alive():
             return
-        os.kill(process.pid or 0, signal.SIGTERM)
+        os.kill(process.pid, signal.SIGTERM)
         await asyncio.to_thread(process.join, timeout)
         if process.is_alive():
             process.kill()

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -518,6 +517,3 @@ def _device(row: Row[Any]) -> Device:
         firmware=row.firmware,
         labels=json.loads(row.labels_json),
     )
-
-
-__all__: Sequence[str] = ("DeviceCredential", "RegistryStore", "SqlRegistry")
