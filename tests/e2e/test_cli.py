@@ -200,3 +200,51 @@ def test_restart_keeps_the_key_and_the_history(tmp_path: Path) -> None:
         assert [t["id"] for t in json.loads(r.stdout)] == ["default"]
     finally:
         second.stop()
+
+
+def test_model_submit_from_the_cli(platform_process: RunningPlatform, tmp_path: Path) -> None:
+    p = platform_process
+    good = tmp_path / "model.yaml"
+    good.write_text(
+        "manifest:\n"
+        "  name: motor-anomaly\n  version: 0.1.0\n"
+        "  model: {type: http, local: {command: [python, -m, model]}}\n"
+        "  trigger: {type: REAL_TIME}\n"
+        "  inputs: [{dataColumnName: vibration}]\n"
+        "  outputs: [{dataColumnName: anomaly_score}]\n"
+    )
+    r = p.cli("model", "submit", str(good))
+    assert r.returncode == 0, r.stderr
+    assert "motor-anomaly" in r.stdout and "draft" in r.stdout
+    r = p.cli("model", "ls", "--json")
+    assert [(m["name"], m["state"]) for m in json.loads(r.stdout)] == [("motor-anomaly", "draft")]
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "manifest": {
+                    "name": "X",
+                    "version": "1",
+                    "model": {"hosted": "external"},
+                    "trigger": {"type": "TIME_WINDOW"},
+                    "inputs": [],
+                    "outputs": [],
+                }
+            }
+        )
+    )
+    r = p.cli("model", "submit", str(bad))
+    assert r.returncode == 2
+    for field in (
+        "manifest.name",
+        "manifest.version",
+        "manifest.model.url",
+        "manifest.trigger.frequency",
+        "manifest.inputs",
+        "manifest.outputs",
+    ):
+        assert field in r.stderr
+    r = p.cli("model", "rm", "motor-anomaly", "0.1.0")
+    assert r.returncode == 0
+    r = p.cli("model", "rm", "motor-anomaly", "0.1.0")
+    assert r.returncode == 4 and "allowed from: draft" in r.stderr

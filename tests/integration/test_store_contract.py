@@ -187,3 +187,60 @@ def test_deleting_an_asset_deletes_its_history(db: Database) -> None:
     db.registry.delete_asset("acme", "m1")
     assert store.count_readings("acme") == 0
     assert store.latest("acme", "m1", []) == {}
+
+
+def test_migrating_a_version_1_database_gives_the_fresh_schema(db: Database) -> None:
+    from sqlalchemy import inspect, text
+
+    from fogline.store import schema as current
+
+    v2_tables = [
+        "model_events",
+        "asset_type_mappings",
+        "model_mappings",
+        "template_mappings",
+        "models",
+        "model_registries",
+    ]
+    fresh = {t: {c["name"] for c in inspect(db.engine).get_columns(t)} for t in v2_tables}
+    with db.engine.begin() as conn:
+        for table in v2_tables:
+            conn.execute(text(f"DROP TABLE {table}"))
+        conn.execute(text("UPDATE fogline_schema_version SET version = 1"))
+    assert migrate(db.engine) == 1
+    migrated = {t: {c["name"] for c in inspect(db.engine).get_columns(t)} for t in v2_tables}
+    assert migrated == fresh
+    assert set(current.metadata.tables) <= set(inspect(db.engine).get_table_names())
+
+
+def test_model_lifecycle_is_persisted_and_checked(db: Database) -> None:
+    from fogline.domain.lifecycle import IllegalTransition, ModelEvent, ModelState
+    from fogline.store.models import TemplateColumn
+
+    seeded(db)
+    models = db.models
+    created = models.create_model(
+        "acme",
+        "m",
+        "1.0.0",
+        None,
+        {"manifest": {"name": "m"}},
+        [TemplateColumn("input", "temperature", False)],
+        None,
+    )
+    assert created.state is ModelState.DRAFT
+    with pytest.raises(AlreadyExists):
+        models.create_model("acme", "m", "1.0.0", None, {}, [], None)
+    for event in (ModelEvent.DEPLOY, ModelEvent.DEPLOYED):
+        models.transition("acme", "m", "1.0.0", event)
+    with pytest.raises(IllegalTransition):
+        models.transition("acme", "m", "1.0.0", ModelEvent.REMOVE)
+    back = models.transition("acme", "m", "1.0.0", ModelEvent.UNHEALTHY, "health failed 5x")
+    assert (back.state, back.state_reason) == (ModelState.DRAFT, "health failed 5x")
+    events = [(e.event, e.to_state) for e in models.events("acme", "m", "1.0.0")]
+    assert events == [
+        ("submit", "draft"),
+        ("deploy", "deploying"),
+        ("deployed", "active"),
+        ("unhealthy", "draft"),
+    ]

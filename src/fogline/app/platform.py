@@ -36,7 +36,9 @@ from fogline.ingest.queries import TelemetryQueries
 from fogline.ingest.registry import AssetRegistry
 from fogline.ingest.validation import IngestLimits
 from fogline.ingest.worker import HistorianSupervisor, HistorianWorkerConfig
+from fogline.models.registry import ModelRegistry
 from fogline.store.database import Database
+from fogline.store.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +215,7 @@ class Platform:
             queries=TelemetryQueries(self.db.registry, self.db.telemetry),
             telemetry=self.db.telemetry,
             intake=HttpIntake(self.bus, cache, self.db.telemetry, limits),
+            models=ModelRegistry(self.db.models, SecretBox.for_platform(s.data_dir, s.secret_key)),
             bus=self.bus,
             system_info=self.system_info,
             hot_store=self.hot_store_state,

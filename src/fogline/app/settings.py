@@ -36,6 +36,7 @@ class Settings(BaseModel):
     hot_retention: str = "7d"
     hot_max_bytes: int = Field(default=5 * 1024**3, ge=1024**2)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=1024**2 - 4096)
+    secret_key: str | None = Field(default=None, repr=False)  # Fernet key; else a key file
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
 
     @property

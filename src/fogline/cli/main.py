@@ -35,6 +35,7 @@ asset_app = typer.Typer(help="Assets.", no_args_is_help=True)
 device_app = typer.Typer(help="Devices and their MQTT credentials.", no_args_is_help=True)
 telemetry_app = typer.Typer(help="Send and read telemetry.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
+model_app = typer.Typer(help="Models: manifests, versions, lifecycle.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(key_app, name="key")
 app.add_typer(type_app, name="asset-type")
@@ -42,6 +43,7 @@ app.add_typer(asset_app, name="asset")
 app.add_typer(device_app, name="device")
 app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(bench_app, name="bench")
+app.add_typer(model_app, name="model")
 
 
 @dataclass
@@ -552,6 +554,60 @@ def status(ctx: typer.Context) -> None:
             {"system": system, "ingest": {k: v for k, v in stats.items() if k != "devices"}}
         ),
     )
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+@model_app.command("submit")
+def model_submit(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="manifest, JSON or YAML; - for stdin")],
+) -> None:
+    """Submit a model manifest; it becomes a draft."""
+    c = ctx_of(ctx)
+    payload = sys.stdin.buffer.read() if str(file) == "-" else _read_bytes(file)
+    kind = "application/json" if payload.lstrip()[:1] in (b"{", b"[") else "application/yaml"
+    created = c.client().request(
+        "POST", f"/tenants/{c.t()}/models", content=payload, headers={"Content-Type": kind}
+    )
+    c.show(
+        created,
+        lambda: console.print(
+            f"model [bold]{created['name']}[/] {created['version']} submitted ({created['state']})"
+        ),
+    )
+
+
+@model_app.command("ls")
+def model_ls(ctx: typer.Context) -> None:
+    """List models."""
+    c = ctx_of(ctx)
+    rows = c.client().get(f"/tenants/{c.t()}/models")
+    c.show(rows, lambda: table(rows, ["name", "version", "state", "inputs", "outputs"]))
+
+
+@model_app.command("show")
+def model_show(ctx: typer.Context, name: str, version: str) -> None:
+    """Show a model, its manifest (secrets masked) and state."""
+    c = ctx_of(ctx)
+    emit_json(c.client().get(f"/tenants/{c.t()}/models/{name}/{version}"))
+
+
+@model_app.command("events")
+def model_events(ctx: typer.Context, name: str, version: str) -> None:
+    """A model's lifecycle events."""
+    c = ctx_of(ctx)
+    rows = c.client().get(f"/tenants/{c.t()}/models/{name}/{version}/events")
+    c.show(rows, lambda: table(rows, ["at", "event", "from", "to", "reason"]))
+
+
+@model_app.command("rm")
+def model_rm(ctx: typer.Context, name: str, version: str) -> None:
+    """Remove a draft model."""
+    c = ctx_of(ctx)
+    c.client().delete(f"/tenants/{c.t()}/models/{name}/{version}")
+    console.print(f"model {name} {version} removed")
 
 
 # -- benchmarks -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from sqlalchemy import Engine
 
 from fogline.store.db import open_engine
 from fogline.store.migrations import migrate
+from fogline.store.models import SqlModelStore
 from fogline.store.registry import SqlRegistry
 from fogline.store.telemetry import SqlTelemetryStore
 
@@ -15,6 +16,7 @@ class Database:
         self.engine = engine
         self.registry = SqlRegistry(engine)
         self.telemetry = SqlTelemetryStore(engine)
+        self.models = SqlModelStore(engine)
 
     @classmethod
     def open(cls, url: str) -> Database:

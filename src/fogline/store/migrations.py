@@ -14,7 +14,23 @@ from dataclasses import dataclass
 
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from sqlalchemy import Column, Connection, Engine, Integer, MetaData, Table, inspect, select, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    ForeignKeyConstraint,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    inspect,
+    select,
+    text,
+)
 
 from fogline.domain.errors import ConfigurationError
 from fogline.store import schema
@@ -27,8 +43,76 @@ class Migration:
     apply: Callable[[Operations], None]
 
 
+def _v2_model_management(op: Operations) -> None:
+    """Model management tables, written out as they were at version 2 (a step never changes
+    once shipped; `schema.py` is the current shape, and a test checks the two agree)."""
+    auto = BigInteger().with_variant(Integer(), "sqlite")
+    op.create_table(
+        "model_registries",
+        Column("id", auto, primary_key=True, autoincrement=True),
+        Column("tenant_id", String(64), nullable=False),
+        Column("registry", String(255), nullable=False),
+        Column("username", String(255), nullable=True),
+        Column("password_sealed", Text, nullable=True),
+        ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+    )
+    op.create_table(
+        "models",
+        Column("id", auto, primary_key=True, autoincrement=True),
+        Column("tenant_id", String(64), nullable=False),
+        Column("name", String(64), nullable=False),
+        Column("version", String(64), nullable=False),
+        Column("description", Text, nullable=True),
+        Column("state", String(16), nullable=False),
+        Column("state_reason", Text, nullable=True),
+        Column("manifest_json", Text, nullable=False),
+        Column("registry_id", BigInteger, nullable=True),
+        Column("created_at", BigInteger, nullable=False),
+        Column("updated_at", BigInteger, nullable=False),
+        UniqueConstraint("tenant_id", "name", "version", name="uq_models_version"),
+        ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+    )
+    op.create_table(
+        "template_mappings",
+        Column("id", auto, primary_key=True, autoincrement=True),
+        Column("model_id", BigInteger, nullable=False),
+        Column("direction", String(8), nullable=False),
+        Column("position", Integer, nullable=False),
+        Column("data_column_name", String(64), nullable=False),
+        Column("read_as_string", Boolean, nullable=False),
+        UniqueConstraint("model_id", "direction", "data_column_name", name="uq_template_column"),
+        ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+    )
+    for name, target in (("model_mappings", "asset_id"), ("asset_type_mappings", "asset_type_id")):
+        op.create_table(
+            name,
+            Column("id", auto, primary_key=True, autoincrement=True),
+            Column("model_id", BigInteger, nullable=False),
+            Column("template_mapping_id", BigInteger, nullable=False),
+            Column(target, String(64), nullable=False),
+            Column("telemetry", String(64), nullable=False),
+            ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+            ForeignKeyConstraint(
+                ["template_mapping_id"], ["template_mappings.id"], ondelete="CASCADE"
+            ),
+        )
+    op.create_table(
+        "model_events",
+        Column("id", auto, primary_key=True, autoincrement=True),
+        Column("tenant_id", String(64), nullable=False),
+        Column("model_id", BigInteger, nullable=False),
+        Column("event", String(32), nullable=False),
+        Column("from_state", String(16), nullable=True),
+        Column("to_state", String(16), nullable=False),
+        Column("reason", Text, nullable=True),
+        Column("at", BigInteger, nullable=False),
+    )
+
+
 # Version 1 is the first released schema. Append steps here; never edit one that shipped.
-MIGRATIONS: list[Migration] = []
+MIGRATIONS: list[Migration] = [
+    Migration(2, "model management: registries, models, mappings, events", _v2_model_management),
+]
 
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

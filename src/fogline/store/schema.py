@@ -208,3 +208,88 @@ ingest_offsets = Table(
     Column("stream_id", String(100), nullable=False),
     Column("last_seq", BigInteger, nullable=False),
 )
+
+
+# -- model management (schema version 2) ------------------------------------------------------
+# The relational schema of the model-management design Fogline follows: the registry of
+# container credentials, models, the template mappings a manifest declares (its inputs and
+# outputs), and the concrete mappings of those to telemetry of assets or of asset types.
+
+model_registries = Table(
+    "model_registries",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("registry", String(255), nullable=False),
+    Column("username", String(255), nullable=True),
+    Column("password_sealed", Text, nullable=True),  # encrypted (store/secrets.py)
+    ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("state_reason", Text, nullable=True),
+    Column("manifest_json", Text, nullable=False),  # without secrets
+    Column("registry_id", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("tenant_id", "name", "version", name="uq_models_version"),
+    ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+)
+
+template_mappings = Table(
+    "template_mappings",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("model_id", BigInteger, nullable=False),
+    Column("direction", String(8), nullable=False),  # input | output
+    Column("position", Integer, nullable=False),
+    Column("data_column_name", String(64), nullable=False),
+    Column("read_as_string", Boolean, nullable=False),
+    UniqueConstraint("model_id", "direction", "data_column_name", name="uq_template_column"),
+    ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+)
+
+model_mappings = Table(
+    "model_mappings",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("model_id", BigInteger, nullable=False),
+    Column("template_mapping_id", BigInteger, nullable=False),
+    Column("asset_id", String(64), nullable=False),
+    Column("telemetry", String(64), nullable=False),
+    ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+    ForeignKeyConstraint(["template_mapping_id"], ["template_mappings.id"], ondelete="CASCADE"),
+)
+
+asset_type_mappings = Table(
+    "asset_type_mappings",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("model_id", BigInteger, nullable=False),
+    Column("template_mapping_id", BigInteger, nullable=False),
+    Column("asset_type_id", String(64), nullable=False),
+    Column("telemetry", String(64), nullable=False),
+    ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+    ForeignKeyConstraint(["template_mapping_id"], ["template_mappings.id"], ondelete="CASCADE"),
+)
+
+model_events = Table(
+    "model_events",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("model_id", BigInteger, nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("from_state", String(16), nullable=True),
+    Column("to_state", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("at", BigInteger, nullable=False),
+)

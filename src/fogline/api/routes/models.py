@@ -1,0 +1,92 @@
+"""Models: submitted by manifest (JSON or YAML), versioned, with a lifecycle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from fogline.api.deps import ApiServices, services, tenant_scope
+from fogline.domain.timeseries import iso_from_ms
+from fogline.models.manifest import REDACTED
+from fogline.store.models import ModelEventRecord, ModelRecord
+
+router = APIRouter(tags=["models"])
+
+
+def model_json(m: ModelRecord) -> dict[str, Any]:
+    manifest = m.manifest
+    if m.has_registry_password:
+        # Show that a password is set, never what it is.
+        manifest["manifest"]["model"]["container"]["customRegistry"]["password"] = REDACTED
+    return {
+        "name": m.name,
+        "version": m.version,
+        "description": m.description,
+        "state": m.state.value,
+        "state_reason": m.state_reason,
+        "inputs": [t.name for t in m.templates if t.direction == "input"],
+        "outputs": [t.name for t in m.templates if t.direction == "output"],
+        "manifest": manifest,
+        "created_at": iso_from_ms(m.created_at),
+        "updated_at": iso_from_ms(m.updated_at),
+    }
+
+
+def event_json(e: ModelEventRecord) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "event": e.event,
+        "from": e.from_state,
+        "to": e.to_state,
+        "reason": e.reason,
+        "at": iso_from_ms(e.at),
+    }
+
+
+@router.post("/tenants/{tenant}/models", status_code=201)
+async def submit_model(
+    request: Request, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
+) -> dict[str, Any]:
+    """Submit a manifest as JSON or YAML (`Content-Type: application/json` or
+    `application/yaml`). Every problem is reported at once; nothing is stored unless all is
+    well. The model starts as a draft."""
+    return model_json(await svc.models.submit(tenant, await request.body()))
+
+
+@router.get("/tenants/{tenant}/models")
+async def list_models(
+    tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
+) -> list[dict[str, Any]]:
+    return [model_json(m) for m in await svc.models.all(tenant)]
+
+
+@router.get("/tenants/{tenant}/models/{name}/{version}")
+async def get_model(
+    name: str,
+    version: str,
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> dict[str, Any]:
+    return model_json(await svc.models.get(tenant, name, version))
+
+
+@router.get("/tenants/{tenant}/models/{name}/{version}/events")
+async def model_events(
+    name: str,
+    version: str,
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> list[dict[str, Any]]:
+    return [event_json(e) for e in await svc.models.events(tenant, name, version)]
+
+
+@router.delete("/tenants/{tenant}/models/{name}/{version}")
+async def remove_model(
+    name: str,
+    version: str,
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> dict[str, Any]:
+    """Remove a draft model (refused, with the reason, in any other state)."""
+    return model_json(await svc.models.remove(tenant, name, version))

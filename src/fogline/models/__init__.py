@@ -1,0 +1,1 @@
+"""Model management: manifests, the registry, mappings, the lifecycle saga, data companions."""

@@ -1,0 +1,74 @@
+"""Submitting, reading and removing models: the registry side of model management."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fogline.domain.lifecycle import ModelEvent
+from fogline.models.manifest import Manifest, parse_manifest
+from fogline.store.models import (
+    ModelEventRecord,
+    ModelRecord,
+    ModelStore,
+    RegistryCredentials,
+    TemplateColumn,
+)
+from fogline.store.secrets import SecretBox
+
+log = logging.getLogger(__name__)
+
+
+def templates_of(manifest: Manifest) -> list[TemplateColumn]:
+    m = manifest.manifest
+    return [TemplateColumn("input", c.data_column_name, c.read_as_string) for c in m.inputs] + [
+        TemplateColumn("output", c.data_column_name, c.read_as_string) for c in m.outputs
+    ]
+
+
+class ModelRegistry:
+    def __init__(self, store: ModelStore, secrets: SecretBox) -> None:
+        self.store = store
+        self.secrets = secrets
+
+    async def submit(self, tenant: str, document: str | bytes) -> ModelRecord:
+        """Check the manifest in full, then store it as a draft: nothing is stored when any
+        part is wrong. The registry password is encrypted before it reaches the database."""
+        manifest = parse_manifest(document)
+        m = manifest.manifest
+        registry = None
+        container = m.model.container
+        if container is not None and container.custom_registry is not None:
+            r = container.custom_registry
+            sealed = self.secrets.seal(r.password) if r.password is not None else None
+            registry = RegistryCredentials(r.registry, r.username, sealed)
+        record = await asyncio.to_thread(
+            self.store.create_model,
+            tenant,
+            m.name,
+            m.version,
+            m.description,
+            manifest.without_secrets(),
+            templates_of(manifest),
+            registry,
+        )
+        log.info(
+            "model.submitted",
+            extra={"fields": {"tenant": tenant, "model": m.name, "version": m.version}},
+        )
+        return record
+
+    async def get(self, tenant: str, name: str, version: str) -> ModelRecord:
+        return await asyncio.to_thread(self.store.get_model, tenant, name, version)
+
+    async def all(self, tenant: str) -> list[ModelRecord]:
+        return await asyncio.to_thread(self.store.list_models, tenant)
+
+    async def events(self, tenant: str, name: str, version: str) -> list[ModelEventRecord]:
+        return await asyncio.to_thread(self.store.events, tenant, name, version)
+
+    async def remove(self, tenant: str, name: str, version: str) -> ModelRecord:
+        """Only a draft can be removed (the lifecycle table says so)."""
+        return await asyncio.to_thread(
+            self.store.transition, tenant, name, version, ModelEvent.REMOVE, "removed by a user"
+        )

@@ -1,0 +1,140 @@
+"""Submitting models by manifest: all problems at once, nothing stored on error, secrets
+encrypted at rest and never shown."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import Api
+
+MANIFEST = """
+manifest:
+  name: temperature-anomaly
+  version: 1.0.0
+  description: Detects anomalies in temperature values
+  model:
+    type: http
+    scoreEndpoint: /score
+    healthCheckEndpoint: /health
+    hosted: internal
+    stateful: true
+    async: false
+    container:
+      image: temperaturemodel
+      tag: latest
+      customRegistry: {registry: imageregistry.example, username: user, password: s3cr3t-pw}
+  trigger: {type: TIME_WINDOW, frequency: 5000, timeWindowSize: 10000}
+  inputs:  [{dataColumnName: temperature, readAsString: false}]
+  outputs: [{dataColumnName: anomaly_score}, {dataColumnName: warning_level, readAsString: true}]
+"""
+
+
+async def test_submit_yaml_and_json_then_remove(platform: Any, api: Api) -> None:
+    r = await api.http.post(
+        "/tenants/default/models", content=MANIFEST, headers={"Content-Type": "application/yaml"}
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["name"], body["version"], body["state"]) == (
+        "temperature-anomaly",
+        "1.0.0",
+        "draft",
+    )
+    assert (body["inputs"], body["outputs"]) == (
+        ["temperature"],
+        ["anomaly_score", "warning_level"],
+    )
+    assert body["manifest"]["manifest"]["trigger"]["timeWindowSize"] == 10000
+    v2 = yaml.safe_load(MANIFEST)
+    v2["manifest"]["version"] = "1.1.0"
+    r = await api.http.post(
+        "/tenants/default/models",
+        content=json.dumps(v2),
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 201
+    again = await api.http.post("/tenants/default/models", content=json.dumps(v2))
+    assert again.status_code == 409
+    listed = (await api.http.get("/tenants/default/models")).json()
+    assert [(m["name"], m["version"]) for m in listed] == [
+        ("temperature-anomaly", "1.0.0"),
+        ("temperature-anomaly", "1.1.0"),
+    ]
+
+    r = await api.http.delete("/tenants/default/models/temperature-anomaly/1.0.0")
+    assert r.status_code == 200 and r.json()["state"] == "removed"
+    r = await api.http.delete("/tenants/default/models/temperature-anomaly/1.0.0")
+    assert r.status_code == 409
+    assert "allowed from: draft" in r.json()["detail"]
+    events = (await api.http.get("/tenants/default/models/temperature-anomaly/1.0.0/events")).json()
+    assert [(e["event"], e["from"], e["to"]) for e in events] == [
+        ("submit", None, "draft"),
+        ("remove", "draft", "removed"),
+    ]
+    listed = (await api.http.get("/tenants/default/models")).json()
+    assert [m["version"] for m in listed] == ["1.1.0"]
+
+
+async def test_bad_manifest_lists_everything_and_stores_nothing(api: Api) -> None:
+    bad = yaml.safe_load(MANIFEST)
+    m = bad["manifest"]
+    m["name"] = "Temperature Anomaly"
+    m["version"] = "v1"
+    m["model"]["hosted"] = "external"
+    m["trigger"] = {"type": "TIME_WINDOW", "frequency": 0}
+    m["outputs"] = []
+    r = await api.http.post("/tenants/default/models", content=json.dumps(bad))
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    fields = {e["field"] for e in r.json()["errors"]}
+    assert fields == {
+        "manifest.name",
+        "manifest.version",
+        "manifest.model.url",
+        "manifest.trigger.frequency",
+        "manifest.trigger.timeWindowSize",
+        "manifest.outputs",
+    }
+    assert "s3cr3t-pw" not in r.text
+    r = await api.http.post("/tenants/default/models", content=b"{: nope")
+    assert r.status_code == 422
+    assert (await api.http.get("/tenants/default/models")).json() == []
+
+
+async def test_registry_password_encrypted_at_rest_and_never_shown(
+    platform: Any, api: Api, capfd: Any
+) -> None:
+    r = await api.http.post("/tenants/default/models", content=MANIFEST)
+    assert r.status_code == 201
+    outputs = [r.text]
+    outputs.append((await api.http.get("/tenants/default/models")).text)
+    outputs.append((await api.http.get("/tenants/default/models/temperature-anomaly/1.0.0")).text)
+    outputs.append(
+        (await api.http.get("/tenants/default/models/temperature-anomaly/1.0.0/events")).text
+    )
+    for text in outputs:
+        assert "s3cr3t-pw" not in text
+    shown = json.loads(outputs[2])["manifest"]["manifest"]["model"]["container"]
+    assert shown["customRegistry"]["password"] == "***"
+    database = Path(platform.settings.data_dir) / "fogline.db"
+    with sqlite3.connect(database) as conn:
+        dump = "\n".join(conn.iterdump())
+    assert "s3cr3t-pw" not in dump
+    sealed = platform.db.models.registry_credentials(
+        platform.db.models.get_model("default", "temperature-anomaly", "1.0.0").id
+    )
+    box = _box(platform)
+    assert box.open(sealed.password_sealed) == "s3cr3t-pw"
+    captured = capfd.readouterr()
+    assert "s3cr3t-pw" not in captured.out + captured.err
+
+
+def _box(platform: Any) -> Any:
+    from fogline.store.secrets import SecretBox
+
+    return SecretBox.for_platform(platform.settings.data_dir, platform.settings.secret_key)

@@ -1,0 +1,51 @@
+import pytest
+
+from fogline.domain.lifecycle import (
+    TRANSITIONS,
+    IllegalTransition,
+    ModelEvent,
+    ModelState,
+    allowed_events,
+    next_state,
+)
+
+S, E = ModelState, ModelEvent
+
+
+def test_the_happy_path() -> None:
+    state = S.DRAFT
+    for event, expected in [
+        (E.DEPLOY, S.DEPLOYING),
+        (E.DEPLOYED, S.ACTIVE),
+        (E.UPDATE, S.UPDATING),
+        (E.UPDATED, S.ACTIVE),
+        (E.STOP, S.STOPPING),
+        (E.STOPPED, S.STOPPED),
+        (E.RETIRE, S.DRAFT),
+        (E.REMOVE, S.REMOVED),
+    ]:
+        state = next_state(state, event)
+        assert state is expected
+
+
+def test_failures_go_back_where_the_design_says() -> None:
+    assert next_state(S.DEPLOYING, E.DEPLOY_FAILED) is S.DRAFT
+    assert next_state(S.ACTIVE, E.UNHEALTHY) is S.DRAFT
+    assert next_state(S.UPDATING, E.UPDATE_FAILED) is S.ACTIVE
+
+
+@pytest.mark.parametrize("state", [s for s in ModelState if s is not S.DRAFT])
+def test_a_model_is_removed_only_from_draft(state: ModelState) -> None:
+    with pytest.raises(IllegalTransition, match="allowed from: draft"):
+        next_state(state, E.REMOVE)
+
+
+def test_every_pair_outside_the_table_is_refused() -> None:
+    for state in ModelState:
+        for event in ModelEvent:
+            if (state, event) in TRANSITIONS:
+                continue
+            with pytest.raises(IllegalTransition):
+                next_state(state, event)
+    assert allowed_events(S.REMOVED) == []
+    assert set(allowed_events(S.DRAFT)) == {E.DEPLOY, E.REMOVE}

@@ -1,0 +1,141 @@
+import json
+
+import pytest
+
+from fogline.domain.errors import InvalidInput
+from fogline.models.manifest import REDACTED, TriggerType, parse_manifest
+
+DESIGN_EXAMPLE = """
+manifest:
+  name: temperature-anomaly
+  version: 1.0.0
+  description: Detects anomalies in temperature values
+  model:
+    type: http
+    scoreEndpoint: /score
+    healthCheckEndpoint: /health
+    hosted: internal
+    url: null
+    stateful: true
+    async: false
+    container:
+      image: temperaturemodel
+      tag: latest
+      customRegistry: {registry: imageregistry.example, username: user, password: secret}
+  trigger:
+    type: TIME_WINDOW
+    frequency: 5000
+    timeWindowSize: 10000
+  inputs:  [{dataColumnName: temperature, readAsString: false}]
+  outputs: [{dataColumnName: anomalyScore, readAsString: false},
+            {dataColumnName: warningLevel, readAsString: true}]
+"""
+
+
+def test_the_design_example_is_honoured_field_by_field() -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse_manifest(DESIGN_EXAMPLE)
+    # camelCase column names are not slugs: ids travel in subjects and must be lowercase.
+    assert {p.field for p in err.value.problems} == {
+        "manifest.outputs.0.dataColumnName",
+        "manifest.outputs.1.dataColumnName",
+    }
+    fixed = DESIGN_EXAMPLE.replace("anomalyScore", "anomaly_score").replace(
+        "warningLevel", "warning_level"
+    )
+    m = parse_manifest(fixed).manifest
+    assert (m.name, m.version, m.description) == (
+        "temperature-anomaly",
+        "1.0.0",
+        "Detects anomalies in temperature values",
+    )
+    assert (m.model.type, m.model.score_endpoint, m.model.health_check_endpoint) == (
+        "http",
+        "/score",
+        "/health",
+    )
+    assert (m.model.hosted, m.model.url, m.model.stateful, m.model.is_async) == (
+        "internal",
+        None,
+        True,
+        False,
+    )
+    assert m.model.container is not None and m.model.container.custom_registry is not None
+    assert m.model.container.custom_registry.password == "secret"
+    assert (m.trigger.type, m.trigger.frequency, m.trigger.time_window_size) == (
+        TriggerType.TIME_WINDOW,
+        5000,
+        10000,
+    )
+    assert [c.read_as_string for c in m.outputs] == [False, True]
+
+
+def test_json_is_accepted_and_secrets_never_shown() -> None:
+    fixed = DESIGN_EXAMPLE.replace("anomalyScore", "score").replace("warningLevel", "level")
+    import yaml
+
+    manifest = parse_manifest(json.dumps(yaml.safe_load(fixed)))
+    assert manifest.registry_password == "secret"
+    assert "secret" not in json.dumps(manifest.public())
+    assert (
+        manifest.public()["manifest"]["model"]["container"]["customRegistry"]["password"]
+        == REDACTED
+    )
+    assert "password" not in json.dumps(manifest.without_secrets())
+
+
+def test_every_problem_at_once() -> None:
+    bad = {
+        "manifest": {
+            "name": "Bad Name",
+            "version": "one",
+            "model": {
+                "type": "grpc",
+                "hosted": "external",
+                "scoreEndpoint": "score",
+                "colour": "red",
+            },
+            "trigger": {"type": "TIME_WINDOW"},
+            "inputs": [],
+            "outputs": [{"dataColumnName": "x"}, {"dataColumnName": "x"}],
+        }
+    }
+    with pytest.raises(InvalidInput) as err:
+        parse_manifest(json.dumps(bad))
+    fields = {p.field for p in err.value.problems}
+    # Shape problems come first (pydantic lists them all); the manifest is refused before any
+    # rule about meaning is checked, so fix the shape and the rest is listed next.
+    assert {"manifest.model.type", "manifest.model.colour"} <= fields
+    bad["manifest"]["model"] = {"type": "http", "hosted": "external", "scoreEndpoint": "score"}
+    with pytest.raises(InvalidInput) as err:
+        parse_manifest(json.dumps(bad))
+    fields = {p.field for p in err.value.problems}
+    assert fields == {
+        "manifest.name",
+        "manifest.version",
+        "manifest.model.scoreEndpoint",
+        "manifest.model.url",
+        "manifest.trigger.frequency",
+        "manifest.trigger.timeWindowSize",
+        "manifest.inputs",
+        "manifest.outputs.1.dataColumnName",
+    }
+
+
+def test_real_time_and_internal_rules() -> None:
+    base = {
+        "name": "m",
+        "version": "1.0.0",
+        "model": {"hosted": "internal"},
+        "trigger": {"type": "REAL_TIME", "frequency": 10},
+        "inputs": [{"dataColumnName": "a"}],
+        "outputs": [{"dataColumnName": "b"}],
+    }
+    with pytest.raises(InvalidInput) as err:
+        parse_manifest(json.dumps(base))
+    assert {p.field for p in err.value.problems} == {"manifest.model", "manifest.trigger.frequency"}
+    base["trigger"] = {"type": "REAL_TIME"}
+    base["model"] = {"local": {"command": ["python", "-m", "my_model"]}}
+    assert parse_manifest(json.dumps(base)).manifest.model.local is not None
+    with pytest.raises(InvalidInput):
+        parse_manifest("{: not yaml")
