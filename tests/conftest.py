@@ -27,7 +27,7 @@ def free_port() -> int:
         return port
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll a condition until it holds or the deadline passes: no blind sleeps."""
     deadline = time.monotonic() + timeout
     while True:
@@ -40,7 +40,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "c
 
 
 async def async_wait_for(
-    condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition"
+    condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition"
 ) -> Any:
     import asyncio
     import inspect

@@ -138,3 +138,95 @@ def _box(platform: Any) -> Any:
     from fogline.store.secrets import SecretBox
 
     return SecretBox.for_platform(platform.settings.data_dir, platform.settings.secret_key)
+
+
+MAPPED = """
+manifest:
+  name: motor-anomaly
+  version: 1.0.0
+  model: {local: {command: [python, -m, model]}}
+  trigger: {type: REAL_TIME}
+  inputs:  [{dataColumnName: temperature}, {dataColumnName: vibration}]
+  outputs: [{dataColumnName: anomaly_score}, {dataColumnName: state, readAsString: true}]
+"""
+MOTOR_WITH_OUTPUTS = {
+    "telemetry": [
+        {"name": "temperature", "dtype": "float"},
+        {"name": "vibration", "dtype": "float"},
+        {"name": "winding_temp", "dtype": "float"},
+        {"name": "anomaly_score", "dtype": "float"},
+        {"name": "state", "dtype": "string"},
+    ]
+}
+BASE = "/tenants/default/models/motor-anomaly/1.0.0/mappings"
+
+
+async def test_mappings_to_assets_and_types_follow_the_fleet(api: Api) -> None:
+    assert (
+        await api.http.put("/tenants/default/asset-types/motor", json=MOTOR_WITH_OUTPUTS)
+    ).status_code == 201
+    for asset in ("m1", "m2"):
+        r = await api.http.post(
+            "/tenants/default/assets", json={"id": asset, "asset_type": "motor"}
+        )
+        assert r.status_code == 201
+    assert (await api.http.post("/tenants/default/models", content=MAPPED)).status_code == 201
+
+    r = await api.http.put(
+        BASE,
+        json={
+            "assets": {"m1": {"inputs": {"temperature": "winding_temp"}}},
+            "asset_types": ["motor"],
+        },
+    )
+    assert r.status_code == 200, r.text
+    resolved = {a["asset"]: a for a in r.json()["resolved"]}
+    assert resolved["m1"]["via"] == "asset"
+    assert resolved["m1"]["inputs"] == {"temperature": "winding_temp", "vibration": "vibration"}
+    assert resolved["m2"]["via"] == "asset-type:motor"
+    assert resolved["m2"]["outputs"] == {"anomaly_score": "anomaly_score", "state": "state"}
+
+    # The type mapping follows the fleet: a new motor is in, a deleted one is out.
+    await api.http.post("/tenants/default/assets", json={"id": "m3", "asset_type": "motor"})
+    await api.http.delete("/tenants/default/assets/m2")
+    r = await api.http.get(BASE)
+    assert [a["asset"] for a in r.json()["resolved"]] == ["m1", "m3"]
+    assert r.json()["asset_types"] == {
+        "motor": {
+            "inputs": {"temperature": "temperature", "vibration": "vibration"},
+            "outputs": {"anomaly_score": "anomaly_score", "state": "state"},
+        }
+    }
+
+
+async def test_bad_mappings_list_every_problem_and_change_nothing(api: Api) -> None:
+    await api.http.put("/tenants/default/asset-types/motor", json=MOTOR_WITH_OUTPUTS)
+    await api.http.post("/tenants/default/assets", json={"id": "m1", "asset_type": "motor"})
+    await api.http.post("/tenants/default/models", content=MAPPED)
+    assert (await api.http.put(BASE, json={"assets": ["m1"]})).status_code == 200
+    r = await api.http.put(
+        BASE,
+        json={
+            "assets": {
+                "ghost": {},
+                "m1": {
+                    "inputs": {"nope": "x", "vibration": "missing"},
+                    "outputs": {"state": "anomaly_score"},
+                },
+            },
+            "asset_types": ["no-type"],
+            "extra": 1,
+        },
+    )
+    assert r.status_code == 422
+    fields = {e["field"] for e in r.json()["errors"]}
+    assert fields == {
+        "extra",
+        "assets.ghost",
+        "assets.m1.inputs.nope",
+        "assets.m1.inputs.vibration",
+        "assets.m1.outputs.state",
+        "asset_types.no-type",
+    }
+    r = await api.http.get(BASE)
+    assert [a["asset"] for a in r.json()["resolved"]] == ["m1"]  # the old mappings stand

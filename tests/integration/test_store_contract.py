@@ -244,3 +244,29 @@ def test_model_lifecycle_is_persisted_and_checked(db: Database) -> None:
         ("deployed", "active"),
         ("unhealthy", "draft"),
     ]
+
+
+def test_model_mappings_round_trip(db: Database) -> None:
+    from fogline.store.models import Mapping, ModelMappings, TemplateColumn
+
+    seeded(db)
+    model = db.models.create_model(
+        "acme",
+        "m",
+        "1.0.0",
+        None,
+        {},
+        [TemplateColumn("input", "temperature", False), TemplateColumn("output", "score", False)],
+        None,
+    )
+    mappings = ModelMappings(
+        (
+            Mapping("input", "temperature", "m1", "temperature"),
+            Mapping("output", "score", "m1", "rpm"),
+        ),
+        (Mapping("input", "temperature", "motor", "temperature"),),
+    )
+    db.model_mappings.replace(model.id, mappings)
+    assert db.model_mappings.get(model.id) == mappings
+    db.model_mappings.replace(model.id, ModelMappings((), ()))
+    assert db.model_mappings.get(model.id) == ModelMappings((), ())

@@ -18,6 +18,7 @@ from fogline.fleet.devices import DeviceRegistry
 from fogline.ingest.intake import HttpIntake
 from fogline.ingest.queries import TelemetryQueries
 from fogline.ingest.registry import AssetRegistry
+from fogline.models.mappings import ModelMappingService
 from fogline.models.registry import ModelRegistry
 from fogline.store.registry import RegistryStore
 from fogline.store.telemetry import TelemetryStore
@@ -32,6 +33,7 @@ class ApiServices:
     telemetry: TelemetryStore
     intake: HttpIntake
     models: ModelRegistry
+    mappings: ModelMappingService
     bus: Bus
     system_info: Callable[[], dict[str, Any]]
     hot_store: Callable[[], Awaitable[dict[str, Any]]]

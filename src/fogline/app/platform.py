@@ -36,6 +36,7 @@ from fogline.ingest.queries import TelemetryQueries
 from fogline.ingest.registry import AssetRegistry
 from fogline.ingest.validation import IngestLimits
 from fogline.ingest.worker import HistorianSupervisor, HistorianWorkerConfig
+from fogline.models.mappings import ModelMappingService
 from fogline.models.registry import ModelRegistry
 from fogline.store.database import Database
 from fogline.store.secrets import SecretBox
@@ -216,6 +217,7 @@ class Platform:
             telemetry=self.db.telemetry,
             intake=HttpIntake(self.bus, cache, self.db.telemetry, limits),
             models=ModelRegistry(self.db.models, SecretBox.for_platform(s.data_dir, s.secret_key)),
+            mappings=ModelMappingService(self.db.models, self.db.model_mappings, self.db.registry),
             bus=self.bus,
             system_info=self.system_info,
             hot_store=self.hot_store_state,

@@ -6,7 +6,7 @@ from sqlalchemy import Engine
 
 from fogline.store.db import open_engine
 from fogline.store.migrations import migrate
-from fogline.store.models import SqlModelStore
+from fogline.store.models import SqlModelMappings, SqlModelStore
 from fogline.store.registry import SqlRegistry
 from fogline.store.telemetry import SqlTelemetryStore
 
@@ -17,6 +17,7 @@ class Database:
         self.registry = SqlRegistry(engine)
         self.telemetry = SqlTelemetryStore(engine)
         self.models = SqlModelStore(engine)
+        self.model_mappings = SqlModelMappings(engine)
 
     @classmethod
     def open(cls, url: str) -> Database:

@@ -260,3 +260,79 @@ class SqlModelStore:
             created_at=int(row.created_at),
             updated_at=int(row.updated_at),
         )
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One template column bound to one telemetry, of an asset or of every asset of a type."""
+
+    direction: str
+    column: str
+    target: str  # asset id or asset type id
+    telemetry: str
+
+
+@dataclass(frozen=True)
+class ModelMappings:
+    assets: tuple[Mapping, ...]
+    asset_types: tuple[Mapping, ...]
+
+
+class SqlModelMappings:
+    """The concrete (asset) and type mappings of a model, replaced as a whole."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def replace(self, model_id: int, mappings: ModelMappings) -> None:
+        t = s.template_mappings
+        with self.engine.begin() as conn:
+            templates = {
+                (r.direction, r.data_column_name): int(r.id)
+                for r in conn.execute(select(t).where(t.c.model_id == model_id))
+            }
+            for table in (s.model_mappings, s.asset_type_mappings):
+                conn.execute(table.delete().where(table.c.model_id == model_id))
+            if mappings.assets:
+                conn.execute(
+                    insert(s.model_mappings),
+                    [
+                        {
+                            "model_id": model_id,
+                            "template_mapping_id": templates[(m.direction, m.column)],
+                            "asset_id": m.target,
+                            "telemetry": m.telemetry,
+                        }
+                        for m in mappings.assets
+                    ],
+                )
+            if mappings.asset_types:
+                conn.execute(
+                    insert(s.asset_type_mappings),
+                    [
+                        {
+                            "model_id": model_id,
+                            "template_mapping_id": templates[(m.direction, m.column)],
+                            "asset_type_id": m.target,
+                            "telemetry": m.telemetry,
+                        }
+                        for m in mappings.asset_types
+                    ],
+                )
+
+    def get(self, model_id: int) -> ModelMappings:
+        t = s.template_mappings
+        result: dict[str, list[Mapping]] = {"assets": [], "asset_types": []}
+        with self.engine.connect() as conn:
+            for key, table, target in (
+                ("assets", s.model_mappings, s.model_mappings.c.asset_id),
+                ("asset_types", s.asset_type_mappings, s.asset_type_mappings.c.asset_type_id),
+            ):
+                rows = conn.execute(
+                    select(t.c.direction, t.c.data_column_name, target, table.c.telemetry)
+                    .join(t, t.c.id == table.c.template_mapping_id)
+                    .where(table.c.model_id == model_id)
+                    .order_by(target, t.c.direction, t.c.position)
+                )
+                result[key] = [Mapping(r[0], r[1], r[2], r[3]) for r in rows]
+        return ModelMappings(tuple(result["assets"]), tuple(result["asset_types"]))

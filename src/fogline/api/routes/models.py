@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fogline.api.deps import ApiServices, services, tenant_scope
 from fogline.domain.timeseries import iso_from_ms
 from fogline.models.manifest import REDACTED
-from fogline.store.models import ModelEventRecord, ModelRecord
+from fogline.store.models import Mapping, ModelEventRecord, ModelMappings, ModelRecord
 
 router = APIRouter(tags=["models"])
 
@@ -90,3 +91,43 @@ async def remove_model(
 ) -> dict[str, Any]:
     """Remove a draft model (refused, with the reason, in any other state)."""
     return model_json(await svc.models.remove(tenant, name, version))
+
+
+def mappings_json(m: ModelMappings) -> dict[str, Any]:
+    def group(items: tuple[Mapping, ...]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for item in items:
+            side = "inputs" if item.direction == "input" else "outputs"
+            result.setdefault(item.target, {"inputs": {}, "outputs": {}})[side][item.column] = (
+                item.telemetry
+            )
+        return result
+
+    return {"assets": group(m.assets), "asset_types": group(m.asset_types)}
+
+
+@router.put("/tenants/{tenant}/models/{name}/{version}/mappings")
+async def replace_mappings(
+    name: str,
+    version: str,
+    body: dict[str, Any],
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> dict[str, Any]:
+    """Bind inputs and outputs to telemetry of assets and asset types (replaces all)."""
+    mappings = await svc.mappings.replace(tenant, name, version, body)
+    resolved = await svc.mappings.resolve(tenant, name, version)
+    return {**mappings_json(mappings), "resolved": [asdict(r) for r in resolved]}
+
+
+@router.get("/tenants/{tenant}/models/{name}/{version}/mappings")
+async def get_mappings(
+    name: str,
+    version: str,
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> dict[str, Any]:
+    """The declared mappings, and `resolved`: every asset fed now, type mappings expanded."""
+    mappings = await svc.mappings.get(tenant, name, version)
+    resolved = await svc.mappings.resolve(tenant, name, version)
+    return {**mappings_json(mappings), "resolved": [asdict(r) for r in resolved]}
