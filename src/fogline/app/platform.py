@@ -208,7 +208,7 @@ class Platform:
             )
             await self.bridge.start()
 
-        self.devices = DeviceRegistry(self.db.registry, broker)
+        self.devices = DeviceRegistry(self.db.registry, broker, notify_registry_change)
         services = ApiServices(
             registry=self.db.registry,
             assets=AssetRegistry(self.db.registry, notify_registry_change),

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -55,9 +56,16 @@ class DeviceCredentials:
 
 
 class DeviceRegistry:
-    def __init__(self, store: RegistryStore, broker: BrokerAuth) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        broker: BrokerAuth,
+        notify: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.store = store
         self.broker = broker
+        # Tells validation caches (the historian's) that devices changed.
+        self.notify = notify
         self._lock = asyncio.Lock()
         # HTTP ingest checks device passwords per request; bcrypt is slow on purpose, so a
         # successful check is remembered (by a hash of the password, never the password).
@@ -132,6 +140,8 @@ class DeviceRegistry:
         # One reload at a time, each with the full, current user list.
         async with self._lock:
             await self.broker.apply(await self.broker_users())
+        if self.notify is not None:
+            await self.notify()
         if username is not None and password is not None:
             await self.broker.wait_accepted(username, password)
 
