@@ -293,32 +293,23 @@ class SqlModelMappings:
             }
             for table in (s.model_mappings, s.asset_type_mappings):
                 conn.execute(table.delete().where(table.c.model_id == model_id))
-            if mappings.assets:
-                conn.execute(
-                    insert(s.model_mappings),
-                    [
-                        {
-                            "model_id": model_id,
-                            "template_mapping_id": templates[(m.direction, m.column)],
-                            "asset_id": m.target,
-                            "telemetry": m.telemetry,
-                        }
-                        for m in mappings.assets
-                    ],
-                )
-            if mappings.asset_types:
-                conn.execute(
-                    insert(s.asset_type_mappings),
-                    [
-                        {
-                            "model_id": model_id,
-                            "template_mapping_id": templates[(m.direction, m.column)],
-                            "asset_type_id": m.target,
-                            "telemetry": m.telemetry,
-                        }
-                        for m in mappings.asset_types
-                    ],
-                )
+            for table, target, items in (
+                (s.model_mappings, "asset_id", mappings.assets),
+                (s.asset_type_mappings, "asset_type_id", mappings.asset_types),
+            ):
+                if items:
+                    conn.execute(
+                        insert(table),
+                        [
+                            {
+                                "model_id": model_id,
+                                "template_mapping_id": templates[(m.direction, m.column)],
+                                target: m.target,
+                                "telemetry": m.telemetry,
+                            }
+                            for m in items
+                        ],
+                    )
 
     def get(self, model_id: int) -> ModelMappings:
         t = s.template_mappings
