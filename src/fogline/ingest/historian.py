@@ -177,15 +177,12 @@ class Historian:
             parsed = subjects.parse_telemetry(msg.subject)
             if parsed is None:
                 parts = msg.subject.split(".")
+                refused = MessageContext(parts[1][:64], parts[3][:64], received_at, seq)
                 batch.dead_letters.append(
-                    DeadLetter(
-                        tenant=parts[1][:64],
-                        device=parts[3][:64],
-                        received_at=received_at,
-                        reason_code=DeadLetterReason.BAD_SHAPE,
-                        reason=f"subject {msg.subject!r} does not name a tenant and device by id",
-                        payload=None,
-                        stream_seq=seq,
+                    refused.dead_letter(
+                        DeadLetterReason.BAD_SHAPE,
+                        f"subject {msg.subject!r} does not name a tenant and device by id",
+                        None,
                     )
                 )
                 continue

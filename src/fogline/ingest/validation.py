@@ -53,6 +53,29 @@ class MessageContext:
     received_at: int
     stream_seq: int | None = None
 
+    def dead_letter(
+        self,
+        code: DeadLetterReason,
+        reason: str,
+        payload: str | None,
+        item: int | None = None,
+        asset: str | None = None,
+        telemetry: str | None = None,
+    ) -> DeadLetter:
+        """A refusal of this message, or of one of its readings or values."""
+        return DeadLetter(
+            tenant=self.tenant,
+            device=self.device,
+            received_at=self.received_at,
+            reason_code=code,
+            reason=reason,
+            payload=payload,
+            stream_seq=self.stream_seq,
+            item=item,
+            asset=asset,
+            telemetry=telemetry,
+        )
+
 
 def _clip(raw: bytes | str) -> str:
     text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
@@ -74,17 +97,7 @@ def validate_message(
     outcome = Outcome()
 
     def refuse(code: DeadLetterReason, reason: str, raw: str | None) -> Outcome:
-        outcome.dead_letters.append(
-            DeadLetter(
-                tenant=ctx.tenant,
-                device=ctx.device,
-                received_at=ctx.received_at,
-                reason_code=code,
-                reason=reason,
-                payload=raw,
-                stream_seq=ctx.stream_seq,
-            )
-        )
+        outcome.dead_letters.append(ctx.dead_letter(code, reason, raw))
         return outcome
 
     if len(payload) > limits.max_message_bytes:
@@ -142,20 +155,8 @@ def _refuse_reading(
     asset: str | None = None,
     name: str | None = None,
 ) -> None:
-    outcome.dead_letters.append(
-        DeadLetter(
-            tenant=ctx.tenant,
-            device=ctx.device,
-            received_at=ctx.received_at,
-            reason_code=code,
-            reason=reason,
-            payload=_dump(reading if name is None else {name: reading["values"][name]}),
-            stream_seq=ctx.stream_seq,
-            item=item,
-            asset=asset,
-            telemetry=name,
-        )
-    )
+    payload = _dump(reading if name is None else {name: reading["values"][name]})
+    outcome.dead_letters.append(ctx.dead_letter(code, reason, payload, item, asset, name))
 
 
 def _validate_reading(
