@@ -195,6 +195,9 @@ def test_migrating_a_version_1_database_gives_the_fresh_schema(db: Database) -> 
     from fogline.store import schema as current
 
     v2_tables = [
+        "stale_requests",
+        "saga_steps",
+        "model_deployments",
         "model_events",
         "asset_type_mappings",
         "model_mappings",

@@ -17,8 +17,6 @@ def test_the_happy_path() -> None:
     for event, expected in [
         (E.DEPLOY, S.DEPLOYING),
         (E.DEPLOYED, S.ACTIVE),
-        (E.UPDATE, S.UPDATING),
-        (E.UPDATED, S.ACTIVE),
         (E.STOP, S.STOPPING),
         (E.STOPPED, S.STOPPED),
         (E.RETIRE, S.DRAFT),
@@ -26,6 +24,12 @@ def test_the_happy_path() -> None:
     ]:
         state = next_state(state, event)
         assert state is expected
+
+
+def test_an_update_stops_the_old_version_or_keeps_it_running() -> None:
+    assert next_state(S.ACTIVE, E.UPDATE) is S.UPDATING
+    assert next_state(S.UPDATING, E.UPDATED) is S.STOPPED
+    assert next_state(S.UPDATING, E.UNHEALTHY) is S.DRAFT
 
 
 def test_failures_go_back_where_the_design_says() -> None:

@@ -18,7 +18,9 @@ from fogline.fleet.devices import DeviceRegistry
 from fogline.ingest.intake import HttpIntake
 from fogline.ingest.queries import TelemetryQueries
 from fogline.ingest.registry import AssetRegistry
+from fogline.models.deployment import DeploymentManager
 from fogline.models.mappings import ModelMappingService
+from fogline.models.packages import PackageStore
 from fogline.models.registry import ModelRegistry
 from fogline.store.registry import RegistryStore
 from fogline.store.telemetry import TelemetryStore
@@ -34,6 +36,8 @@ class ApiServices:
     intake: HttpIntake
     models: ModelRegistry
     mappings: ModelMappingService
+    deployments: DeploymentManager
+    packages: PackageStore
     bus: Bus
     system_info: Callable[[], dict[str, Any]]
     hot_store: Callable[[], Awaitable[dict[str, Any]]]

@@ -36,8 +36,14 @@ from fogline.ingest.queries import TelemetryQueries
 from fogline.ingest.registry import AssetRegistry
 from fogline.ingest.validation import IngestLimits
 from fogline.ingest.worker import HistorianSupervisor, HistorianWorkerConfig
+from fogline.models.deployment import DeploymentManager, SagaSettings
 from fogline.models.mappings import ModelMappingService
+from fogline.models.packages import PackageStore
 from fogline.models.registry import ModelRegistry
+from fogline.models.runtimes.base import Runtime
+from fogline.models.runtimes.external import ExternalRuntime
+from fogline.models.runtimes.local import LocalRuntime, LocalRuntimeSettings
+from fogline.models.transport import AmqpConnections
 from fogline.store.database import Database
 from fogline.store.secrets import SecretBox
 
@@ -117,6 +123,7 @@ class Platform:
         self.historian: HistorianSupervisor | None = None
         self.bridge: MqttBridge | None = None
         self.devices: DeviceRegistry | None = None
+        self.deployments: DeploymentManager | None = None
         self.bootstrap = Bootstrap(None)
         self._http: _Server | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -189,8 +196,14 @@ class Platform:
 
         cache = RegistryCache(self.db.registry)
 
+        self.deployments = self._deployment_manager(self.db, self.bus)
+        mappings = ModelMappingService(self.db.models, self.db.model_mappings, self.db.registry)
+        mappings.on_change = self.deployments.refresh_mappings
+
         async def on_registry_change(_msg: Any) -> None:
             cache.invalidate()
+            if self.deployments is not None:  # assets came or went: companions follow
+                await self.deployments.refresh_mappings()
 
         await self.bus.nc.subscribe(self.subjects.registry_changed, cb=on_registry_change)
 
@@ -217,7 +230,9 @@ class Platform:
             telemetry=self.db.telemetry,
             intake=HttpIntake(self.bus, cache, self.db.telemetry, limits),
             models=ModelRegistry(self.db.models, SecretBox.for_platform(s.data_dir, s.secret_key)),
-            mappings=ModelMappingService(self.db.models, self.db.model_mappings, self.db.registry),
+            mappings=mappings,
+            deployments=self.deployments,
+            packages=PackageStore(s.package_dir),
             bus=self.bus,
             system_info=self.system_info,
             hot_store=self.hot_store_state,
@@ -240,8 +255,32 @@ class Platform:
             if time.monotonic() > deadline:
                 raise ConfigurationError("the HTTP server did not start in 10s")
             await asyncio.sleep(0.02)
+        # Only now: async models call back on the HTTP address.
+        await self.deployments.recover()
         log.info(
             "platform.started", extra={"fields": {"http": self.http_url, "nats": self.nats_url}}
+        )
+
+    def _deployment_manager(self, db: Database, bus: Bus) -> DeploymentManager:
+        s = self.settings
+        runtimes: dict[str, Runtime] = {
+            "local": LocalRuntime(LocalRuntimeSettings(s.runtime_dir, s.model_user, s.amqp_url)),
+            "external": ExternalRuntime(),
+        }
+        return DeploymentManager(
+            db.models,
+            db.deployments,
+            db.telemetry,
+            ModelMappingService(db.models, db.model_mappings, db.registry),
+            bus,
+            runtimes,
+            PackageStore(s.package_dir),
+            AmqpConnections(s.amqp_url),
+            lambda: f"{self.http_url}/api/v1/model-callbacks",
+            SagaSettings(
+                health_interval_s=s.model_health_interval,
+                max_health_failures=s.model_max_health_failures,
+            ),
         )
 
     def _historian_config(self) -> HistorianWorkerConfig:
@@ -290,6 +329,9 @@ class Platform:
             self.write_client_file(document["api_key"])
 
     async def stop(self) -> None:
+        if self.deployments is not None:
+            await self.deployments.shutdown()
+            self.deployments = None
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             with contextlib.suppress(Exception):

@@ -37,6 +37,11 @@ class Settings(BaseModel):
     hot_max_bytes: int = Field(default=5 * 1024**3, ge=1024**2)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=1024**2 - 4096)
     secret_key: str | None = Field(default=None, repr=False)  # Fernet key; else a key file
+    amqp_url: str | None = Field(default=None, repr=False)  # RabbitMQ, for AMQP models
+    # Who local models run as when the platform runs as root ("" to keep root).
+    model_user: str = "nobody"
+    model_health_interval: float = Field(default=2.0, gt=0)
+    model_max_health_failures: int = Field(default=3, ge=1)
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
 
     @property
@@ -46,6 +51,14 @@ class Settings(BaseModel):
     @property
     def hot_retention_seconds(self) -> float:
         return parse_duration_ms(self.hot_retention, "hot_retention") / 1000
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.data_dir / "runtimes"
+
+    @property
+    def package_dir(self) -> Path:
+        return self.data_dir / "packages"
 
     @property
     def client_file(self) -> Path:

@@ -94,7 +94,7 @@ class Bus:
     async def ensure_streams(self, hot: HotStoreSettings) -> None:
         config = StreamConfig(
             name=self.subjects.telemetry_stream,
-            subjects=[self.subjects.telemetry_filter],
+            subjects=self.subjects.stream_subjects,
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=hot.max_age_seconds,

@@ -15,21 +15,19 @@ from fogline.bus.errors import BrokerConfigInvalid
 from fogline.domain.errors import Problem
 from fogline.domain.ids import is_slug
 
+# The two kinds of source whose messages the telemetry stream holds: devices and the data
+# companions that write model outputs back as telemetry.
+_SOURCES = {("devices", "telemetry"): "device", ("models", "outputs"): "model"}
+
 
 @functools.lru_cache(maxsize=65536)
-def _parse_telemetry(root: str, subject: str) -> tuple[str, str] | None:
-    # Cached: the historian parses the subject of every message, and devices are few.
+def _parse_source(root: str, subject: str) -> tuple[str, str, str] | None:
+    # Cached: the historian parses the subject of every message, and sources are few.
     parts = subject.split(".")
-    if (
-        len(parts) != 5
-        or parts[0] != root
-        or parts[2] != "devices"
-        or parts[4] != "telemetry"
-        or not is_slug(parts[1])
-        or not is_slug(parts[3])
-    ):
+    if len(parts) != 5 or parts[0] != root or not is_slug(parts[1]) or not is_slug(parts[3]):
         return None
-    return parts[1], parts[3]
+    kind = _SOURCES.get((parts[2], parts[4]))
+    return None if kind is None else (kind, parts[1], parts[3])
 
 
 @dataclass(frozen=True)
@@ -50,6 +48,19 @@ class Subjects:
     @property
     def telemetry_filter(self) -> str:
         return f"{self.root}.*.devices.*.telemetry"
+
+    @property
+    def model_outputs_filter(self) -> str:
+        return f"{self.root}.*.models.*.outputs"
+
+    @property
+    def stream_subjects(self) -> list[str]:
+        """Everything the telemetry stream (and so the historian) takes in."""
+        return [self.telemetry_filter, self.model_outputs_filter]
+
+    def model_outputs(self, tenant: str, model: str) -> str:
+        """Where a model's data companion publishes its outputs; only the platform may."""
+        return f"{self.root}.{tenant}.models.{model}.outputs"
 
     def telemetry(self, tenant: str, device: str) -> str:
         return f"{self.root}.{tenant}.devices.{device}.telemetry"
@@ -76,8 +87,13 @@ class Subjects:
         return f"{self.root}/+/devices/+/telemetry"
 
     def parse_telemetry(self, subject: str) -> tuple[str, str] | None:
-        """(tenant, device) of a telemetry subject, or None when it is not one."""
-        return _parse_telemetry(self.root, subject)
+        """(tenant, device) of a device telemetry subject, or None when it is not one."""
+        parsed = _parse_source(self.root, subject)
+        return (parsed[1], parsed[2]) if parsed and parsed[0] == "device" else None
+
+    def parse_source(self, subject: str) -> tuple[str, str, str] | None:
+        """(kind, tenant, id) of a stream subject: kind "device" or "model"; None otherwise."""
+        return _parse_source(self.root, subject)
 
     def subject_from_topic(self, topic: str) -> str | None:
         """The NATS subject of a bridged MQTT topic, or None for a topic that has no place here."""

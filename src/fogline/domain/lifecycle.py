@@ -16,7 +16,7 @@ class ModelState(Enum):
     DRAFT = "draft"  # submitted; may be edited, mapped, deployed or removed
     DEPLOYING = "deploying"  # the saga is provisioning, starting, health-checking
     ACTIVE = "active"  # running, fed by its data companion
-    UPDATING = "updating"  # a new version is being rolled in
+    UPDATING = "updating"  # running while a newer version is rolled in to replace it
     STOPPING = "stopping"
     STOPPED = "stopped"  # not running; may be deployed again or sent back to draft
     REMOVED = "removed"  # gone; kept only as history
@@ -27,8 +27,8 @@ class ModelEvent(Enum):
     DEPLOYED = "deployed"
     DEPLOY_FAILED = "deploy-failed"  # retries and compensation exhausted: back to draft
     UPDATE = "update"
-    UPDATED = "updated"
-    UPDATE_FAILED = "update-failed"  # the previous version keeps running
+    UPDATED = "updated"  # the newer version took over: this one is stopped
+    UPDATE_FAILED = "update-failed"  # the newer version failed: this one keeps running
     UNHEALTHY = "unhealthy"  # health not recovered after N attempts: back to draft
     STOP = "stop"
     STOPPED = "stopped"
@@ -44,9 +44,10 @@ TRANSITIONS: dict[tuple[ModelState, ModelEvent], ModelState] = {
     (S.DEPLOYING, E.DEPLOYED): S.ACTIVE,
     (S.DEPLOYING, E.DEPLOY_FAILED): S.DRAFT,
     (S.ACTIVE, E.UPDATE): S.UPDATING,
-    (S.UPDATING, E.UPDATED): S.ACTIVE,
+    (S.UPDATING, E.UPDATED): S.STOPPED,
     (S.UPDATING, E.UPDATE_FAILED): S.ACTIVE,
     (S.ACTIVE, E.UNHEALTHY): S.DRAFT,
+    (S.UPDATING, E.UNHEALTHY): S.DRAFT,
     (S.ACTIVE, E.STOP): S.STOPPING,
     (S.STOPPING, E.STOPPED): S.STOPPED,
     (S.STOPPED, E.RETIRE): S.DRAFT,

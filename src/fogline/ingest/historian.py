@@ -87,18 +87,24 @@ class Historian:
                 },
             )
             self._offset = None
+        subjects = self.bus.subjects
+        config = ConsumerConfig(
+            durable_name=CONSUMER,
+            ack_policy=AckPolicy.ALL,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=60,
+            max_deliver=-1,
+            max_ack_pending=100_000,
+            max_waiting=16,
+            filter_subjects=subjects.stream_subjects,
+        )
+        # Created or brought up to date (an older platform filtered devices only).
+        await self.bus.js.add_consumer(subjects.telemetry_stream, config)
         self._sub = await self.bus.js.pull_subscribe(
-            self.bus.subjects.telemetry_filter,
+            subjects.telemetry_filter,
             durable=CONSUMER,
-            stream=self.bus.subjects.telemetry_stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.ALL,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=60,
-                max_deliver=-1,
-                max_ack_pending=100_000,
-                max_waiting=16,
-            ),
+            stream=subjects.telemetry_stream,
+            config=config,
         )
         self._task = asyncio.create_task(self._run(), name="historian")
 
@@ -174,7 +180,7 @@ class Historian:
                 batch.skipped += 1
                 continue
             received_at = int(meta.timestamp.timestamp() * 1000)
-            parsed = subjects.parse_telemetry(msg.subject)
+            parsed = subjects.parse_source(msg.subject)
             if parsed is None:
                 parts = msg.subject.split(".")
                 refused = MessageContext(parts[1][:64], parts[3][:64], received_at, seq)
@@ -186,20 +192,25 @@ class Historian:
                     )
                 )
                 continue
-            tenant, device = parsed
-            ctx = MessageContext(tenant, device, received_at, seq)
+            kind, tenant, source = parsed
+            from_model = kind == "model"
+            # A model's outputs are labelled "model:<name>" where a device id would be.
+            device = f"model:{source}" if from_model else source
+            ctx = MessageContext(tenant, device, received_at, seq, trusted_source=from_model)
             outcome = validate_message(ctx, msg.data, self.cache, self.limits)
             batch.messages += 1
             batch.readings.extend(outcome.readings)
             batch.values += outcome.value_count
             batch.dead_letters.extend(outcome.dead_letters)
+            for reading in outcome.readings:
+                live[(tenant, reading.asset)].append({"ts": reading.ts, "values": reading.values})
+            if from_model:
+                continue  # device counters are for devices
             counters = activity[(tenant, device)]
             counters[0] += 1
             counters[1] += outcome.value_count
             counters[2] += len(outcome.dead_letters)
             counters[3] = max(counters[3], received_at)
-            for reading in outcome.readings:
-                live[(tenant, reading.asset)].append({"ts": reading.ts, "values": reading.values})
         # One live event per asset and batch: subscribers get every reading, and the bus is
         # spared a publish per message.
         batch.live = [

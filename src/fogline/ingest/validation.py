@@ -52,6 +52,8 @@ class MessageContext:
     device: str
     received_at: int
     stream_seq: int | None = None
+    # Model outputs come from the platform itself (only it may publish on those subjects).
+    trusted_source: bool = False
 
     def dead_letter(
         self,
@@ -106,7 +108,7 @@ def validate_message(
             f"message is {len(payload)} bytes; the limit is {limits.max_message_bytes}",
             _clip(payload[:DEAD_LETTER_PAYLOAD_LIMIT]),
         )
-    if not lookup.device_known(ctx.tenant, ctx.device):
+    if not ctx.trusted_source and not lookup.device_known(ctx.tenant, ctx.device):
         return refuse(
             DeadLetterReason.UNKNOWN_DEVICE,
             f"device {ctx.device!r} is not registered in tenant {ctx.tenant!r}",

@@ -43,10 +43,23 @@ class Container(_Strict):
     custom_registry: CustomRegistry | None = Field(default=None, alias="customRegistry")
 
 
+class Limits(_Strict):
+    """What the local runtime lets a model process use (rlimits, CPU affinity)."""
+
+    memory_mb: int = Field(default=1024, ge=64, alias="memoryMb")
+    cpus: int = Field(default=1, ge=1)
+    open_files: int = Field(default=1024, ge=16, alias="openFiles")
+    file_size_mb: int = Field(default=256, ge=1, alias="fileSizeMb")
+
+
 class LocalProcess(_Strict):
+    """How the local runtime starts the model: a command run in the model's package directory
+    ("python" means the model's own interpreter), its own requirements, limits and env."""
+
     command: list[str] = Field(min_length=1)
-    workdir: str | None = None
-    requirements: str | None = None
+    requirements: str | None = None  # a requirements file in the package: own virtualenv
+    env: dict[str, str] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
 
 
 class ModelSection(_Strict):
@@ -59,6 +72,7 @@ class ModelSection(_Strict):
     is_async: bool = Field(default=False, alias="async")
     container: Container | None = None
     local: LocalProcess | None = None
+    timeout_ms: int = Field(default=10_000, ge=100, le=600_000, alias="timeoutMs")
 
 
 class Trigger(_Strict):

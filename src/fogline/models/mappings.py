@@ -14,6 +14,7 @@ A target given as a list maps each column to the telemetry of the same name; as 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,11 +42,16 @@ class ModelMappingService:
         self.models = models
         self.mappings = mappings
         self.registry = registry
+        # Told after every change, so running companions follow at once.
+        self.on_change: Callable[[], Awaitable[None]] | None = None
 
     async def replace(
         self, tenant: str, name: str, version: str, body: dict[str, Any]
     ) -> ModelMappings:
-        return await asyncio.to_thread(self._replace, tenant, name, version, body)
+        result = await asyncio.to_thread(self._replace, tenant, name, version, body)
+        if self.on_change is not None:
+            await self.on_change()
+        return result
 
     def _replace(self, tenant: str, name: str, version: str, body: dict[str, Any]) -> ModelMappings:
         model = self.models.get_model(tenant, name, version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from fogline.store.db import open_engine
+from fogline.store.deployments import SqlDeploymentStore
 from fogline.store.migrations import migrate
 from fogline.store.models import SqlModelMappings, SqlModelStore
 from fogline.store.registry import SqlRegistry
@@ -18,6 +19,7 @@ class Database:
         self.telemetry = SqlTelemetryStore(engine)
         self.models = SqlModelStore(engine)
         self.model_mappings = SqlModelMappings(engine)
+        self.deployments = SqlDeploymentStore(engine)
 
     @classmethod
     def open(cls, url: str) -> Database:

@@ -109,9 +109,50 @@ def _v2_model_management(op: Operations) -> None:
     )
 
 
+def _v3_deployments(op: Operations) -> None:
+    auto = BigInteger().with_variant(Integer(), "sqlite")
+    op.create_table(
+        "model_deployments",
+        Column("model_id", BigInteger, primary_key=True),
+        Column("tenant_id", String(64), nullable=False),
+        Column("saga", String(16), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("step", String(32), nullable=True),
+        Column("runtime_json", Text, nullable=True),
+        Column("detail", Text, nullable=True),
+        Column("updated_at", BigInteger, nullable=False),
+        ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+    )
+    op.create_table(
+        "saga_steps",
+        Column("id", auto, primary_key=True, autoincrement=True),
+        Column("model_id", BigInteger, nullable=False),
+        Column("saga", String(16), nullable=False),
+        Column("step", String(32), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("attempt", Integer, nullable=False),
+        Column("detail", Text, nullable=True),
+        Column("at", BigInteger, nullable=False),
+        ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+    )
+    op.create_index("ix_saga_steps_model_id", "saga_steps", ["model_id"])
+    op.create_table(
+        "stale_requests",
+        Column("id", auto, primary_key=True, autoincrement=True),
+        Column("model_id", BigInteger, nullable=False),
+        Column("request_id", String(64), nullable=False),
+        Column("readings", Integer, nullable=False),
+        Column("sent_at", BigInteger, nullable=False),
+        Column("timed_out_at", BigInteger, nullable=False),
+        ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+    )
+    op.create_index("ix_stale_requests_model_id", "stale_requests", ["model_id"])
+
+
 # Version 1 is the first released schema. Append steps here; never edit one that shipped.
 MIGRATIONS: list[Migration] = [
     Migration(2, "model management: registries, models, mappings, events", _v2_model_management),
+    Migration(3, "deployments: saga state, saga steps, stale requests", _v3_deployments),
 ]
 
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

@@ -74,6 +74,7 @@ class ModelStore(Protocol):
     ) -> ModelRecord: ...
     def events(self, tenant: str, name: str, version: str) -> list[ModelEventRecord]: ...
     def registry_credentials(self, model_id: int) -> RegistryCredentials | None: ...
+    def in_states(self, states: list[ModelState]) -> list[ModelRecord]: ...
 
 
 class SqlModelStore:
@@ -150,6 +151,13 @@ class SqlModelStore:
             query = query.where(s.models.c.state != ModelState.REMOVED.value)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(s.models.c.name, s.models.c.id)).all()
+            return [self._record_of(conn, r) for r in rows]
+
+    def in_states(self, states: list[ModelState]) -> list[ModelRecord]:
+        """Models of every tenant in the given states (what a starting platform must resume)."""
+        query = select(s.models).where(s.models.c.state.in_([st.value for st in states]))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(s.models.c.id)).all()
             return [self._record_of(conn, r) for r in rows]
 
     def transition(

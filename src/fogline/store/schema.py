@@ -293,3 +293,49 @@ model_events = Table(
     Column("reason", Text, nullable=True),
     Column("at", BigInteger, nullable=False),
 )
+
+
+# -- deployments (schema version 3) -------------------------------------------------------
+# The saga that deploys, stops and updates a model keeps its current step here, and every step
+# it takes (and every compensation) in `saga_steps`, so a restart knows where it was.
+
+model_deployments = Table(
+    "model_deployments",
+    metadata,
+    Column("model_id", BigInteger, primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("saga", String(16), nullable=False),  # deploy | stop | update | health
+    Column("status", String(16), nullable=False),  # running | compensating | done | failed
+    Column("step", String(32), nullable=True),  # the step last started
+    Column("runtime_json", Text, nullable=True),  # what the runtime started (pid, port, ...)
+    Column("detail", Text, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+)
+
+saga_steps = Table(
+    "saga_steps",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("model_id", BigInteger, nullable=False, index=True),
+    Column("saga", String(16), nullable=False),
+    Column("step", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # started | done | failed | compensated
+    Column("attempt", Integer, nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+)
+
+# Score requests an asynchronous model never answered in time.
+stale_requests = Table(
+    "stale_requests",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("model_id", BigInteger, nullable=False, index=True),
+    Column("request_id", String(64), nullable=False),
+    Column("readings", Integer, nullable=False),
+    Column("sent_at", BigInteger, nullable=False),
+    Column("timed_out_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+)

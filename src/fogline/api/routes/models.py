@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel
 
 from fogline.api.deps import ApiServices, services, tenant_scope
+from fogline.domain.errors import InvalidInput, Problem
+from fogline.domain.lifecycle import ModelState
 from fogline.domain.timeseries import iso_from_ms
 from fogline.models.manifest import REDACTED
 from fogline.store.models import Mapping, ModelEventRecord, ModelMappings, ModelRecord
@@ -131,3 +135,103 @@ async def get_mappings(
     mappings = await svc.mappings.get(tenant, name, version)
     resolved = await svc.mappings.resolve(tenant, name, version)
     return {**mappings_json(mappings), "resolved": [asdict(r) for r in resolved]}
+
+
+async def _require_draft(svc: ApiServices, tenant: str, name: str, version: str) -> None:
+    model = await svc.models.get(tenant, name, version)
+    if model.state is not ModelState.DRAFT:
+        raise InvalidInput.of(
+            [Problem("state", f"the package of a {model.state.value} model cannot change")],
+            "package",
+        )
+
+
+@router.put("/tenants/{tenant}/models/{name}/{version}/package")
+async def upload_package(
+    name: str,
+    version: str,
+    request: Request,
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> dict[str, Any]:
+    """The model's directory as a tar.gz (`application/gzip`): what the local runtime runs.
+    Only a draft's package can be replaced; a bad archive leaves the previous one as it was."""
+    await _require_draft(svc, tenant, name, version)
+    files = await svc.packages.put(tenant, name, version, await request.body())
+    return {"files": files}
+
+
+@router.post("/tenants/{tenant}/models/{name}/{version}/deploy", status_code=202)
+async def deploy_model(
+    name: str,
+    version: str,
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> dict[str, Any]:
+    """Start the deployment saga; the model is `deploying` until it is `active`, or back in
+    `draft` with the reason. Follow it with GET .../deployment or .../events."""
+    return model_json(await svc.deployments.deploy(tenant, name, version))
+
+
+@router.post("/tenants/{tenant}/models/{name}/{version}/stop", status_code=202)
+async def stop_model(
+    name: str,
+    version: str,
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> dict[str, Any]:
+    return model_json(await svc.deployments.stop(tenant, name, version))
+
+
+@router.post("/tenants/{tenant}/models/{name}/{version}/retire")
+async def retire_model(
+    name: str,
+    version: str,
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> dict[str, Any]:
+    """A stopped model back to draft."""
+    return model_json(await svc.deployments.retire(tenant, name, version))
+
+
+class UpdateBody(BaseModel):
+    to_version: str
+
+
+@router.post("/tenants/{tenant}/models/{name}/update", status_code=202)
+async def update_model(
+    name: str,
+    body: UpdateBody,
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> dict[str, Any]:
+    """Replace the active version of a model by another: deployed beside it, then it takes
+    over; the old one keeps running if the new one fails."""
+    return model_json(await svc.deployments.update(tenant, name, body.to_version))
+
+
+@router.get("/tenants/{tenant}/models/{name}/{version}/deployment")
+async def deployment_status(
+    name: str,
+    version: str,
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> dict[str, Any]:
+    """The saga and its steps, the runtime, health, the companion's counters, stale requests."""
+    return await svc.deployments.describe(tenant, name, version)
+
+
+@router.post("/model-callbacks/{token}/{request_id}", status_code=204)
+async def model_callback(
+    token: str, request_id: str, request: Request, svc: ApiServices = Depends(services)
+) -> Response:
+    """Where an asynchronous model sends its answer. The unguessable token in the URL the
+    companion gave it is the credential."""
+    try:
+        answer = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise InvalidInput.of([Problem("body", "not JSON")], "answer") from None
+    if not isinstance(answer, dict):
+        raise InvalidInput.of([Problem("body", "an answer is an object with 'outputs'")], "answer")
+    await svc.deployments.on_callback(token, request_id, answer)
+    return Response(status_code=204)

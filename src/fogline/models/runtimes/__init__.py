@@ -1,0 +1,1 @@
+"""Where models run: behind one `Runtime` interface (base.py)."""

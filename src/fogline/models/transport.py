@@ -1,0 +1,196 @@
+"""How a data companion talks to a model server: HTTP or AMQP (RabbitMQ), behind one small
+interface. The wire format is the SDK's contract (`fogline.sdk.contract`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import aio_pika
+import httpx
+import orjson
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from fogline.domain.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+AnswerHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class ModelCallFailed(Unavailable):
+    """The model did not answer a call as the contract says."""
+
+
+class ModelClient(Protocol):
+    async def health(self, timeout: float) -> tuple[bool, str]: ...
+    async def score(self, request_id: str, body: bytes, timeout: float, wait: bool) -> Any: ...
+    async def close(self) -> None: ...
+
+
+class HttpModelClient:
+    """POST score, GET health. `wait=False` is an asynchronous model: it answers 202 and
+    sends the outputs to the callback URL in the request."""
+
+    def __init__(self, base_url: str, score_endpoint: str, health_endpoint: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.score_url = self.base_url + score_endpoint
+        self.health_url = self.base_url + health_endpoint
+        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=16))
+
+    async def health(self, timeout: float) -> tuple[bool, str]:
+        try:
+            answer = await self.http.get(self.health_url, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return False, f"health check failed: {type(exc).__name__} {exc}".strip()
+        if answer.status_code == 200:
+            return True, "ok"
+        return False, f"health check answered {answer.status_code}: {answer.text[:200]}"
+
+    async def score(self, request_id: str, body: bytes, timeout: float, wait: bool) -> Any:
+        try:
+            answer = await self.http.post(
+                self.score_url,
+                content=body,
+                headers={"content-type": "application/json"},
+                timeout=timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise ModelCallFailed(f"score call failed: {type(exc).__name__} {exc}") from None
+        if not wait:
+            if answer.status_code not in (200, 202):
+                raise ModelCallFailed(f"score answered {answer.status_code}: {answer.text[:200]}")
+            return None
+        if answer.status_code != 200:
+            raise ModelCallFailed(f"score answered {answer.status_code}: {answer.text[:200]}")
+        try:
+            return orjson.loads(answer.content)
+        except orjson.JSONDecodeError:
+            raise ModelCallFailed("score answered with something that is not JSON") from None
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+class AmqpModelClient:
+    """Requests on the model's score queue, answers on an exclusive reply queue matched by
+    correlation id. Answers nobody waits for (an asynchronous model's) go to `on_answer`."""
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        score_queue: str,
+        health_queue: str,
+        on_answer: AnswerHandler | None = None,
+    ) -> None:
+        self.connection = connection
+        self.score_queue = score_queue
+        self.health_queue = health_queue
+        self.on_answer = on_answer
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._channel: Any = None
+        self._reply_queue: Any = None
+
+    async def _ready(self) -> None:
+        if self._channel is not None:
+            return
+        self._channel = await self.connection.channel()
+        self._reply_queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        await self._reply_queue.consume(self._on_reply, no_ack=True)
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        key = message.correlation_id or ""
+        try:
+            body = orjson.loads(message.body)
+        except orjson.JSONDecodeError:
+            body = {"error": "the model answered with something that is not JSON"}
+        future = self._waiting.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(body)
+        elif self.on_answer is not None and isinstance(body, dict):
+            await self.on_answer(key, body)
+
+    async def _call(self, queue: str, key: str, body: bytes, timeout: float, wait: bool) -> Any:
+        try:
+            await self._ready()
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            if wait:
+                self._waiting[key] = future
+            await self._channel.default_exchange.publish(
+                aio_pika.Message(
+                    body,
+                    correlation_id=key,
+                    reply_to=self._reply_queue.name,
+                    content_type="application/json",
+                    expiration=max(timeout, 1.0),
+                ),
+                routing_key=queue,
+                mandatory=True,  # no queue (model not running): an error, not silence
+            )
+        except (aio_pika.exceptions.AMQPError, ConnectionError, OSError) as exc:
+            self._waiting.pop(key, None)
+            raise ModelCallFailed(f"AMQP call to {queue} failed: {exc!r}") from None
+        if not wait:
+            return None
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise ModelCallFailed(f"no answer on {queue} within {timeout:.1f}s") from None
+        finally:
+            self._waiting.pop(key, None)
+
+    async def health(self, timeout: float) -> tuple[bool, str]:
+        try:
+            answer = await self._call(self.health_queue, uuid.uuid4().hex, b"{}", timeout, True)
+        except ModelCallFailed as exc:
+            return False, exc.message
+        if isinstance(answer, dict) and answer.get("ok", answer.get("status") == "ok"):
+            return True, "ok"
+        return False, f"health answered {answer!r:.200}"
+
+    async def score(self, request_id: str, body: bytes, timeout: float, wait: bool) -> Any:
+        answer = await self._call(self.score_queue, request_id, body, timeout, wait)
+        if isinstance(answer, dict) and "error" in answer:
+            raise ModelCallFailed(f"the model failed: {answer['error']}")
+        return answer
+
+    async def close(self) -> None:
+        for future in self._waiting.values():
+            future.cancel()
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+            self._channel = None
+
+
+class AmqpConnections:
+    """One robust connection to the platform's RabbitMQ, opened on first use."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self._connection: AbstractRobustConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> AbstractRobustConnection:
+        if self.url is None:
+            raise Unavailable(
+                "this model speaks AMQP but the platform has no broker: set FOGLINE_AMQP_URL "
+                "(e.g. amqp://guest:guest@127.0.0.1:5672/)"
+            )
+        async with self._lock:
+            if self._connection is None or self._connection.is_closed:
+                try:
+                    self._connection = await aio_pika.connect_robust(self.url, timeout=5)
+                except (aio_pika.exceptions.AMQPError, OSError) as exc:
+                    raise Unavailable(f"cannot reach the AMQP broker: {exc!r}") from None
+            return self._connection
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None

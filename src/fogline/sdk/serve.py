@@ -1,0 +1,123 @@
+"""The model server the SDK gives a model: HTTP (Starlette on uvicorn) or AMQP (aio-pika),
+chosen by the environment the runtime sets (see `ServerSettings.from_env`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from fogline.sdk.contract import Output, Reading, ScoreRequest, outputs_of
+from fogline.sdk.model import FunctionModel, Model
+
+log = logging.getLogger("fogline.model")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    protocol: str = "http"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    score_endpoint: str = "/score"
+    health_endpoint: str = "/health"
+    amqp_url: str | None = None
+    score_queue: str | None = None
+    health_queue: str | None = None
+
+    @classmethod
+    def from_env(cls) -> ServerSettings:
+        e = os.environ
+        return cls(
+            protocol=e.get("FOGLINE_MODEL_PROTOCOL", "http"),
+            host=e.get("FOGLINE_MODEL_HOST", "127.0.0.1"),
+            port=int(e.get("FOGLINE_MODEL_PORT") or e.get("PORT") or 8080),
+            score_endpoint=e.get("FOGLINE_SCORE_ENDPOINT", "/score"),
+            health_endpoint=e.get("FOGLINE_HEALTH_ENDPOINT", "/health"),
+            amqp_url=e.get("FOGLINE_AMQP_URL"),
+            score_queue=e.get("FOGLINE_SCORE_QUEUE"),
+            health_queue=e.get("FOGLINE_HEALTH_QUEUE"),
+        )
+
+
+class ModelHost:
+    """Runs the user's model: scores on one worker thread, so a slow model never blocks health
+    checks, and a stateful model sees its calls strictly in order."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.scored = 0
+        self.failures = 0
+
+    async def score(self, request: ScoreRequest) -> list[Output]:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self.executor, self.model.score, request.readings)
+            outputs = outputs_of(request.readings, result)
+        except Exception:
+            self.failures += 1
+            raise
+        self.scored += len(request.readings)
+        return outputs
+
+    async def learn(self, readings: list[Reading], labels: list[Any] | None) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self.model.learn, readings, labels)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        try:
+            verdict = self.model.health()
+        except Exception as exc:
+            return False, {"status": "error", "error": str(exc)}
+        if isinstance(verdict, dict):
+            ok = verdict.get("status", "ok") == "ok"
+            return ok, {"status": "ok" if ok else "unhealthy", **verdict}
+        return bool(verdict), {"status": "ok" if verdict else "unhealthy"}
+
+    def answer(self, request: ScoreRequest, outputs: list[Output]) -> bytes:
+        return orjson.dumps(
+            {"request_id": request.request_id, "outputs": [o.to_json() for o in outputs]}
+        )
+
+
+def serve(
+    model: Model | None = None,
+    *,
+    score: Callable[[list[Reading]], list[Any]] | None = None,
+    learn: Callable[[list[Reading], list[Any] | None], None] | None = None,
+    health: Callable[[], bool | dict[str, Any]] | None = None,
+    settings: ServerSettings | None = None,
+) -> None:
+    """Serve a model until SIGTERM/SIGINT. Give a Model, or the functions."""
+    if model is None:
+        if score is None:
+            raise TypeError("serve() needs a Model or a score function")
+        model = FunctionModel(score, learn, health)
+    settings = settings or ServerSettings.from_env()
+    logging.basicConfig(level=os.environ.get("FOGLINE_MODEL_LOG_LEVEL", "WARNING").upper())
+    host = ModelHost(model)
+    if settings.protocol == "amqp":
+        from fogline.sdk.amqp import serve_amqp
+
+        asyncio.run(serve_amqp(host, settings))
+    else:
+        from fogline.sdk.http import serve_http
+
+        serve_http(host, settings)
+
+
+async def wait_for_stop() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
