@@ -279,6 +279,7 @@ class Platform:
             lambda: f"{self.http_url}/api/v1/model-callbacks",
             SagaSettings(
                 health_interval_s=s.model_health_interval,
+                health_timeout_s=s.model_start_timeout,
                 max_health_failures=s.model_max_health_failures,
             ),
         )

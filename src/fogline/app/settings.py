@@ -41,6 +41,7 @@ class Settings(BaseModel):
     # Who local models run as when the platform runs as root ("" to keep root).
     model_user: str = "nobody"
     model_health_interval: float = Field(default=2.0, gt=0)
+    model_start_timeout: float = Field(default=30.0, gt=0)  # to answer health after a start
     model_max_health_failures: int = Field(default=3, ge=1)
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
 

@@ -57,7 +57,7 @@ class CompanionSettings:
 
 @dataclass
 class CompanionStats:
-    assets: int = 0
+    asset_count: int = 0
     received: int = 0  # readings of mapped inputs that arrived
     incomplete: int = 0  # held back: some input never seen yet for that asset
     dropped: int = 0  # the queue was full (the model is far slower than its input)
@@ -176,7 +176,7 @@ class Companion:
                     self._subscriptions[asset] = await self.bus.nc.subscribe(
                         subject, cb=self._on_live
                     )
-            self.stats.assets = len(self._assets)
+            self.stats.asset_count = len(self._assets)
 
     @property
     def assets(self) -> list[str]:
@@ -424,4 +424,4 @@ class Companion:
                 )
 
     def describe(self) -> dict[str, Any]:
-        return {"assets": self.assets, **asdict(self.stats)}
+        return {**asdict(self.stats), "assets": self.assets}

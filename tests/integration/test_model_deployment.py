@@ -1,0 +1,348 @@
+"""Deploying real model servers: the saga, the data companion, outputs back as telemetry."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests import model_kit as k
+from tests.conftest import Api, async_wait_for
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is a dead process its parent has not reaped yet
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def outputs_of(api: Api, asset: str, telemetry: str, count: int = 1) -> list[list[Any]]:
+    async def arrived() -> list[list[Any]] | None:
+        points = await k.history(api, asset, telemetry)
+        return points if len(points) >= count else None
+
+    found: list[list[Any]] = await async_wait_for(arrived, 30, f"{telemetry} of {asset}")
+    return found
+
+
+async def test_a_model_scores_what_its_type_mapping_feeds_it(platform: Any, api: Api) -> None:
+    await k.sensors(api, "s1", "s2")
+    name = await k.submit(api, k.manifest("doubler"), {"model.py": k.DOUBLER})
+    await k.map_type(api, name)
+    r = await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
+    assert r.status_code == 202, r.text
+    assert r.json()["state"] == "deploying"
+    await k.wait_state(api, name, "active")
+
+    live = await platform.bus.nc.subscribe(platform.subjects.live("default", "s2"))
+    now = int(time.time() * 1000)
+    await k.send(api, "s1", now, 21.5)
+    await k.send(api, "s2", now, 60.0)
+    assert await outputs_of(api, "s1", "doubled") == [[now, 43.0]]
+    assert await outputs_of(api, "s2", "level") == [[now, "high"]]  # readAsString
+    assert await outputs_of(api, "s2", "doubled") == [[now, 120.0]]
+    seen: list[dict[str, Any]] = []
+    while not any("doubled" in r["values"] for r in seen):  # the outputs reach the live stream
+        seen += orjson.loads((await live.next_msg(timeout=10)).data)["readings"]
+    await live.unsubscribe()
+
+    # An asset added to the mapped type is fed within seconds, without a restart.
+    r = await api.http.post("/tenants/default/assets", json={"id": "s3", "asset_type": "sensor"})
+    assert r.status_code == 201
+
+    async def fed() -> bool:
+        return "s3" in (await k.deployment(api, name))["companion"]["assets"]
+
+    await async_wait_for(fed, 10, "s3 fed")
+    await k.send(api, "s3", now + 1, 1.0)
+    assert await outputs_of(api, "s3", "doubled") == [[now + 1, 2.0]]
+    r = await api.http.delete("/tenants/default/assets/s3")
+    assert r.status_code in (200, 204), r.text
+
+    async def let_go() -> bool:
+        return "s3" not in (await k.deployment(api, name))["companion"]["assets"]
+
+    await async_wait_for(let_go, 10, "s3 let go")
+
+    status = await k.deployment(api, name)
+    pid = status["runtime"]["pid"]
+    assert pid_alive(pid)
+    r = await api.http.post(f"/tenants/default/models/{name}/1.0.0/stop")
+    assert r.status_code == 202, r.text
+    await k.wait_state(api, name, "stopped")
+    assert not pid_alive(pid)
+    events = (await api.http.get(f"/tenants/default/models/{name}/1.0.0/events")).json()
+    assert [e["event"] for e in events] == ["submit", "deploy", "deployed", "stop", "stopped"]
+    r = await api.http.delete(f"/tenants/default/models/{name}/1.0.0")
+    assert r.status_code == 409  # removed only from draft
+    assert (await api.http.post(f"/tenants/default/models/{name}/1.0.0/retire")).status_code == 200
+    assert (await api.http.delete(f"/tenants/default/models/{name}/1.0.0")).status_code == 200
+
+
+async def test_deploy_needs_mappings_and_a_start_command(platform: Any, api: Api) -> None:
+    await k.sensors(api, "s1")
+    name = await k.submit(api, k.manifest("unmapped"), {"model.py": k.DOUBLER})
+    r = await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "mappings" in r.text
+    assert await k.state_of(api, name) == "draft"
+    r = await api.http.post(f"/tenants/default/models/{name}/1.0.0/stop")
+    assert r.status_code == 409  # not active: the lifecycle table refuses
+    assert "cannot stop" in r.json()["detail"]
+
+
+async def test_a_model_that_cannot_start_is_compensated_back_to_draft(
+    platform: Any, api: Api
+) -> None:
+    await k.sensors(api, "s1")
+    crash = "import sys; print('model failed to load its weights'); sys.exit(3)"
+    name = await k.submit(api, k.manifest("broken"), {"model.py": crash})
+    await k.map_type(api, name)
+    assert (await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")).status_code == 202
+    await k.wait_state(api, name, "draft")
+    model = (await api.http.get(f"/tenants/default/models/{name}/1.0.0")).json()
+    assert "wait-healthy failed after 3 attempts" in model["state_reason"]
+    assert "failed to load its weights" in model["state_reason"]  # the log tail says why
+    status = await k.deployment(api, name)
+    steps = [(s["step"], s["status"]) for s in status["steps"]]
+    assert steps.count(("wait-healthy", "failed")) == 3
+    assert ("start-model", "compensated") in steps
+    assert status["saga"]["status"] == "failed"
+    assert status["runtime"] is None
+    events = (await api.http.get(f"/tenants/default/models/{name}/1.0.0/events")).json()
+    assert [e["event"] for e in events][-2:] == ["deploy", "deploy-failed"]
+
+
+async def test_a_crashed_model_is_restarted_and_an_unrecoverable_one_goes_to_draft(
+    platform_settings: Callable[..., Any],
+) -> None:
+    from fogline.app.platform import Platform
+
+    p = Platform(
+        platform_settings(
+            model_health_interval=0.3, model_max_health_failures=2, model_start_timeout=3
+        )
+    )
+    await p.start()
+    api = Api(p.http_url, p.bootstrap.admin_key)
+    try:
+        await k.sensors(api, "s1")
+        name = await k.submit(api, k.manifest("fragile"), {"model.py": k.DOUBLER})
+        await k.map_type(api, name)
+        await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
+        await k.wait_state(api, name, "active")
+        first = (await k.deployment(api, name))["runtime"]["pid"]
+        os.kill(first, signal.SIGKILL)
+
+        async def restarted() -> bool:
+            status = await k.deployment(api, name)
+            return bool(status["health"] and status["health"]["restarts"] == 1)
+
+        await async_wait_for(restarted, 30, "restart")
+        status = await k.deployment(api, name)
+        assert status["runtime"]["pid"] != first and pid_alive(status["runtime"]["pid"])
+        now = int(time.time() * 1000)
+        await k.send(api, "s1", now, 2.0)
+        assert await outputs_of(api, "s1", "doubled") == [[now, 4.0]]  # fed again
+
+        # Now unhealthy for good: restarts do not help, so back to draft with the reason.
+        workdir = Path(p.settings.runtime_dir) / "default" / name / "1.0.0"
+        (workdir / "unhealthy").write_text("yes")
+        pid = status["runtime"]["pid"]
+        await k.wait_state(api, name, "draft")
+        model = (await api.http.get(f"/tenants/default/models/{name}/1.0.0")).json()
+        assert "health not recovered after 2 attempts" in model["state_reason"]
+        assert not pid_alive(pid)
+        events = [
+            e["event"]
+            for e in (await api.http.get(f"/tenants/default/models/{name}/1.0.0/events")).json()
+        ]
+        assert events[-1] == "unhealthy"
+    finally:
+        await api.close()
+        await p.stop()
+
+
+async def test_time_window_async_model_and_stale_requests(platform: Any, api: Api) -> None:
+    await k.sensors(api, "s1")
+    window = {"type": "TIME_WINDOW", "frequency": 400, "timeWindowSize": 60_000}
+    text = k.manifest("window-mean", [{"dataColumnName": "mean"}], window, **{"async": True})
+    name = await k.submit(api, text, {"model.py": k.WINDOW_MEAN})
+    await k.map_type(api, name)
+    now = int(time.time() * 1000)
+    for i, value in enumerate([10.0, 20.0, 30.0]):
+        await k.send(api, "s1", now - 3000 + i, value)
+    assert (await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")).status_code == 202
+    await k.wait_state(api, name, "active")
+    points = await outputs_of(api, "s1", "mean")  # answered on the callback URL
+    assert points[0][1] == pytest.approx(20.0)
+    status = await k.deployment(api, name)
+    assert status["companion"]["windows"] >= 1 and status["companion"]["stale"] == 0
+
+    # A callback for a request nobody made is refused; a wrong token is unknown.
+    token = "0" * 64
+    r = await api.as_key(None).http.post(f"/model-callbacks/{token}/abc", json={"outputs": []})
+    assert r.status_code == 404
+
+
+async def test_an_async_model_that_answers_too_late_is_recorded_stale(
+    platform: Any, api: Api
+) -> None:
+    await k.sensors(api, "s1")
+    text = k.manifest(
+        "slowpoke",
+        [{"dataColumnName": "mean"}],
+        None,
+        **{
+            "async": True,
+            "timeoutMs": 300,
+            "local": {"command": ["python", "model.py"], "env": {"SLOW_S": "1.5"}},
+        },
+    )
+    name = await k.submit(api, text, {"model.py": k.WINDOW_MEAN})
+    await k.map_type(api, name)
+    await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
+    await k.wait_state(api, name, "active")
+    await k.send(api, "s1", int(time.time() * 1000), 5.0)
+
+    async def stale() -> list[Any]:
+        return list((await k.deployment(api, name))["stale_requests"])
+
+    records = await async_wait_for(stale, 30, "a stale request")
+    assert records[0]["readings"] == 1
+    status = await k.deployment(api, name)
+    assert status["companion"]["stale"] >= 1
+    assert await k.history(api, "s1", "mean") == []  # the late answer was refused, not stored
+
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+async def test_an_amqp_model_through_rabbitmq(platform_settings: Callable[..., Any]) -> None:
+    from fogline.app.platform import Platform
+
+    p = Platform(platform_settings(amqp_url=AMQP_URL, subject_root="amqptest"))
+    await p.start()
+    api = Api(p.http_url, p.bootstrap.admin_key)
+    try:
+        await k.sensors(api, "s1")
+        name = await k.submit(api, k.manifest("amqp-doubler", type="amqp"), {"model.py": k.DOUBLER})
+        await k.map_type(api, name)
+        await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
+        await k.wait_state(api, name, "active")
+        status = await k.deployment(api, name)
+        assert status["runtime"]["score_queue"].endswith(".score")
+        now = int(time.time() * 1000)
+        await k.send(api, "s1", now, 7.0)
+        assert await outputs_of(api, "s1", "doubled") == [[now, 14.0]]
+        assert "guest:guest" not in str(status)  # the broker's credentials never show
+    finally:
+        await api.close()
+        await p.stop()
+
+
+async def test_an_external_model_is_proxied(platform: Any, api: Api, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    (tmp_path / "model.py").write_text(k.DOUBLER)
+    env = {**os.environ, "FOGLINE_MODEL_PORT": str(port), "FOGLINE_MODEL_STATE_DIR": str(tmp_path)}
+    server = subprocess.Popen([sys.executable, "model.py"], cwd=tmp_path, env=env)
+    try:
+        await k.sensors(api, "s1")
+        text = k.manifest("remote", hosted="external", url=f"http://127.0.0.1:{port}", local=None)
+        name = await k.submit(api, text)
+        await k.map_type(api, name)
+        await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
+        await k.wait_state(api, name, "active")
+        assert (await k.deployment(api, name))["runtime"]["kind"] == "external"
+        now = int(time.time() * 1000)
+        await k.send(api, "s1", now, 3.0)
+        assert await outputs_of(api, "s1", "doubled") == [[now, 6.0]]
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+STDLIB_MODEL = """
+import json, os, resource
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def _send(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._send({"status": "ok", "uid": os.getuid(),
+                    "memory": resource.getrlimit(resource.RLIMIT_AS)[0],
+                    "files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                    "cpus": len(os.sched_getaffinity(0))})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["content-length"]))
+        self._send({"outputs": []})
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a platform run as root")
+async def test_a_local_model_runs_unprivileged_and_under_limits(
+    platform_settings: Callable[..., Any],
+) -> None:
+    """As root, models run as `nobody`. The system Python and a data dir that user can reach
+    are used here, since this machine's own interpreter lives under /root."""
+    import tempfile
+
+    import httpx
+
+    from fogline.app.platform import Platform
+
+    base = Path(tempfile.mkdtemp(prefix="fogline-unpriv-", dir="/tmp"))
+    base.chmod(0o755)
+    p = Platform(platform_settings(data_dir=base / "data"))
+    await p.start()
+    api = Api(p.http_url, p.bootstrap.admin_key)
+    try:
+        await k.sensors(api, "s1")
+        local = {
+            "command": ["/usr/bin/python3", "model.py"],
+            "limits": {"memoryMb": 256, "openFiles": 64, "cpus": 1},
+        }
+        name = await k.submit(api, k.manifest("plain", local=local), {"model.py": STDLIB_MODEL})
+        await k.map_type(api, name)
+        await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
+        await k.wait_state(api, name, "active")
+        runtime = (await k.deployment(api, name))["runtime"]
+        assert (runtime["run_as"], runtime["note"]) == ("nobody", None)
+        async with httpx.AsyncClient() as http:
+            health = (await http.get(runtime["endpoint"] + "/health")).json()
+        assert health["uid"] == 65534
+        assert (health["memory"], health["files"], health["cpus"]) == (256 * 1024 * 1024, 64, 1)
+    finally:
+        await api.close()
+        await p.stop()
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
