@@ -17,7 +17,8 @@ from fogline import __version__
 from fogline.cli import output
 from fogline.cli.output import console, emit_json, table
 from fogline.client.http import FoglineClient, resolve_connection
-from fogline.domain.errors import FoglineError, InvalidInput, Problem
+from fogline.client.packaging import manifest_in, pack_directory
+from fogline.domain.errors import FoglineError, InvalidInput, Problem, Unavailable
 
 app = typer.Typer(
     name="fogline",
@@ -562,21 +563,199 @@ def status(ctx: typer.Context) -> None:
 @model_app.command("submit")
 def model_submit(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="manifest, JSON or YAML; - for stdin")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="a manifest (JSON or YAML; - for stdin), or a model directory"),
+    ],
 ) -> None:
-    """Submit a model manifest; it becomes a draft."""
+    """Submit a model; it becomes a draft. A directory is submitted with its manifest
+    (fogline.yaml) and uploaded as the model's package, which the local runtime runs."""
     c = ctx_of(ctx)
-    payload = sys.stdin.buffer.read() if str(file) == "-" else _read_bytes(file)
+    directory = path if str(path) != "-" and path.is_dir() else None
+    if directory is not None:
+        manifest = manifest_in(directory)
+        if manifest is None:
+            raise InvalidInput.of([Problem(str(path), "has no fogline.yaml manifest")], "model")
+        payload = _read_bytes(manifest)
+    else:
+        payload = sys.stdin.buffer.read() if str(path) == "-" else _read_bytes(path)
     kind = "application/json" if payload.lstrip()[:1] in (b"{", b"[") else "application/yaml"
-    created = c.client().request(
+    client = c.client()
+    created = client.request(
         "POST", f"/tenants/{c.t()}/models", content=payload, headers={"Content-Type": kind}
     )
+    if directory is not None:
+        where = f"/tenants/{c.t()}/models/{created['name']}/{created['version']}/package"
+        uploaded = client.request(
+            "PUT",
+            where,
+            content=pack_directory(directory),
+            headers={"Content-Type": "application/gzip"},
+        )
+        created["package"] = uploaded["files"]
     c.show(
         created,
         lambda: console.print(
             f"model [bold]{created['name']}[/] {created['version']} submitted ({created['state']})"
+            + (f" with {len(created['package'])} package files" if "package" in created else "")
         ),
     )
+
+
+@model_app.command("init")
+def model_init(
+    name: Annotated[str, typer.Argument(help="the model's name (a slug)")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="where to write it (default: ./NAME)")
+    ] = None,
+) -> None:
+    """Write a model project (SDK model, manifest, test) ready to submit."""
+    from fogline.domain.ids import require_slug
+    from fogline.sdk.template import write_template
+
+    require_slug(name, "name")
+    target = directory or Path(name)
+    try:
+        written = write_template(target, name)
+    except FileExistsError as exc:
+        raise InvalidInput.of([Problem(str(exc), "already exists; not overwritten")]) from None
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print(f"next: cd {target} && python -m pytest && fogline model submit .")
+
+
+@model_app.command("map")
+def model_map(
+    ctx: typer.Context,
+    name: str,
+    version: str,
+    asset_type: Annotated[
+        list[str] | None, typer.Option("--type", help="map to every asset of this type")
+    ] = None,
+    asset: Annotated[list[str] | None, typer.Option("--asset", help="map to this asset")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="a JSON/YAML mappings body (renames too)")
+    ] = None,
+) -> None:
+    """Map a model's inputs and outputs to telemetry of the same names (or as --file says)."""
+    c = ctx_of(ctx)
+    if file is not None:
+        body = yaml.safe_load(_read_bytes(file))
+    else:
+        body = {"assets": asset or [], "asset_types": asset_type or []}
+    result = c.client().put(f"/tenants/{c.t()}/models/{name}/{version}/mappings", body)
+    c.show(
+        result,
+        lambda: table(
+            [{"asset": r["asset"], "via": r["via"], **r} for r in result["resolved"]],
+            ["asset", "via", "inputs", "outputs"],
+        ),
+    )
+
+
+def _follow(c: Any, name: str, version: str, until: set[str], timeout: float) -> dict[str, Any]:
+    """Poll the model until it reaches one of `until` (a saga runs in the background)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        model: dict[str, Any] = c.client().get(f"/tenants/{c.t()}/models/{name}/{version}")
+        if model["state"] in until or time.monotonic() > deadline:
+            return model
+        time.sleep(0.3)
+
+
+def _lifecycle_command(
+    ctx: typer.Context, action: str, name: str, version: str, wait: bool, timeout: float
+) -> None:
+    c = ctx_of(ctx)
+    model = c.client().post(f"/tenants/{c.t()}/models/{name}/{version}/{action}")
+    goal = {"deploy": "active", "stop": "stopped", "retire": "draft"}[action]
+    if wait and model["state"] != goal:
+        model = _follow(c, name, version, {goal, "draft"}, timeout)
+        if model["state"] != goal:
+            why = model["state_reason"] or "timed out"
+            raise Unavailable(f"model {name} {version} is {model['state']}: {why}")
+    c.show(model, lambda: console.print(f"model {name} {version}: {model['state']}"))
+
+
+WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the saga to finish")]
+TimeoutOption = Annotated[float, typer.Option(help="seconds to wait at most")]
+
+
+@model_app.command("deploy")
+def model_deploy(
+    ctx: typer.Context,
+    name: str,
+    version: str,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 180,
+) -> None:
+    """Deploy: provision, start, wait healthy, start the data companion, mark active."""
+    _lifecycle_command(ctx, "deploy", name, version, wait, timeout)
+
+
+@model_app.command("stop")
+def model_stop(
+    ctx: typer.Context,
+    name: str,
+    version: str,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 60,
+) -> None:
+    """Stop an active model (companion first, then the model)."""
+    _lifecycle_command(ctx, "stop", name, version, wait, timeout)
+
+
+@model_app.command("retire")
+def model_retire(ctx: typer.Context, name: str, version: str) -> None:
+    """Send a stopped model back to draft."""
+    _lifecycle_command(ctx, "retire", name, version, False, 0)
+
+
+@model_app.command("update")
+def model_update(
+    ctx: typer.Context,
+    name: str,
+    to: Annotated[str, typer.Option("--to", help="the version that takes over")],
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 180,
+) -> None:
+    """Replace the active version of NAME by another; the old one runs until the new one is
+    healthy, and keeps running if it fails."""
+    c = ctx_of(ctx)
+    model = c.client().post(f"/tenants/{c.t()}/models/{name}/update", {"to_version": to})
+    if wait:
+        model = _follow(c, name, to, {"active", "draft"}, timeout)
+        if model["state"] != "active":
+            raise Unavailable(f"update to {to} failed: {model['state_reason'] or 'timed out'}")
+    c.show(model, lambda: console.print(f"model {name} {to}: {model['state']}"))
+
+
+@model_app.command("status")
+def model_status(ctx: typer.Context, name: str, version: str) -> None:
+    """The deployment: saga steps, runtime, health, companion counters, stale requests."""
+    c = ctx_of(ctx)
+    status = c.client().get(f"/tenants/{c.t()}/models/{name}/{version}/deployment")
+
+    def human() -> None:
+        console.print(
+            f"[bold]{name} {version}[/]: {status['state']} {status['state_reason'] or ''}"
+        )
+        if status["runtime"]:
+            r = status["runtime"]
+            console.print(
+                f"runtime {r['kind']} pid={r['pid']} as {r['run_as']} {r['endpoint'] or ''}"
+            )
+        if status["companion"]:
+            comp = status["companion"]
+            console.print(
+                f"companion: {len(comp['assets'])} assets, {comp['scored']} readings scored, "
+                f"{comp['outputs']} outputs, {comp['failures']} failures, {comp['stale']} stale"
+            )
+        table(status["steps"][-12:], ["saga", "step", "status", "attempt", "detail"])
+
+    c.show(status, human)
 
 
 @model_app.command("ls")

@@ -1,0 +1,124 @@
+"""Models through the CLI, as a user runs them: init, submit a directory, map, deploy, and a
+platform SIGKILLed in the middle of a deployment saga."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import wait_for
+from tests.e2e.conftest import RunningPlatform, pid_alive, start_platform
+
+GAUGE = {
+    "name": "Gauge",
+    "telemetry": [
+        {"name": "value", "dtype": "float"},
+        {"name": "score", "dtype": "float"},
+        {"name": "label", "dtype": "string"},
+    ],
+}
+
+
+def api(p: RunningPlatform) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"{p.url}/api/v1",
+        headers={"Authorization": f"Bearer {p.api_key()}"},
+        timeout=30,
+    )
+
+
+def ok(result: Any) -> str:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return str(result.stdout)
+
+
+def deployment(p: RunningPlatform, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = json.loads(ok(p.cli("--json", "model", "status", name, "0.1.0")))
+    return status
+
+
+def test_init_submit_map_deploy_and_a_sigkill_mid_saga(tmp_path: Path) -> None:
+    p = start_platform(tmp_path / "data")
+    try:
+        with api(p) as http:
+            assert http.put("/tenants/default/asset-types/gauge", json=GAUGE).status_code == 201
+            for asset in ("g1", "g2"):
+                r = http.post("/tenants/default/assets", json={"id": asset, "asset_type": "gauge"})
+                assert r.status_code == 201
+            assert http.post("/tenants/default/devices", json={"id": "gw"}).status_code == 201
+
+        project = tmp_path / "press"
+        ok(p.cli("model", "init", "press", "--dir", str(project)))
+        assert {f.name for f in project.iterdir()} >= {"model.py", "fogline.yaml", "test_model.py"}
+        refused = p.cli("model", "init", "press", "--dir", str(project))
+        assert refused.returncode != 0 and "not overwritten" in refused.stdout + refused.stderr
+        assert "with 3 package files" in ok(p.cli("model", "submit", str(project)))
+        ok(p.cli("model", "map", "press", "0.1.0", "--type", "gauge"))
+        assert "active" in ok(p.cli("model", "deploy", "press", "0.1.0"))
+
+        with api(p) as http:
+            now = int(time.time() * 1000)
+            r = http.post(
+                "/tenants/default/devices/gw/telemetry",
+                json={"asset": "g1", "ts": now, "values": {"value": 250.0}},
+            )
+            assert r.status_code == 202
+
+            def labelled() -> Any:
+                r = http.get(
+                    "/tenants/default/assets/g1/telemetry/history",
+                    params={"keys": "label", "from": "0"},
+                )
+                series = r.json()["series"].get("label")
+                return series if series and series["points"] else None
+
+            assert wait_for(labelled, 30, "the model's output")["points"] == [[now, "high"]]
+
+        # A second model that takes seconds to become healthy: kill the platform while the
+        # saga waits for it.
+        slow = tmp_path / "slow"
+        ok(p.cli("model", "init", "slow", "--dir", str(slow)))
+        model_py = (slow / "model.py").read_text()
+        (slow / "model.py").write_text("import time\ntime.sleep(4)\n" + model_py)
+        ok(p.cli("model", "submit", str(slow)))
+        ok(p.cli("model", "map", "slow", "0.1.0", "--asset", "g2"))
+        ok(p.cli("model", "deploy", "slow", "0.1.0", "--no-wait"))
+
+        def waiting_for_health() -> dict[str, Any] | None:
+            status = deployment(p, "slow")
+            steps = [(s["step"], s["status"]) for s in status["steps"]]
+            return status if ("wait-healthy", "started") in steps else None
+
+        status = wait_for(waiting_for_health, 30, "the saga to wait for health")
+        slow_pid = status["runtime"]["pid"]
+        press_pid = deployment(p, "press")["runtime"]["pid"]
+        p.process.send_signal(signal.SIGKILL)
+        p.process.wait(10)
+        # Every model process dies with the platform: nothing is left half-deployed.
+        wait_for(lambda: not pid_alive(slow_pid) and not pid_alive(press_pid), 10, "no orphans")
+
+        p = start_platform(p.data_dir, (p.http_port, int(p.env["FOGLINE_NATS_PORT"]), p.mqtt_port))
+        ok(p.cli("model", "ls"))
+
+        def active(name: str) -> bool:
+            return bool(deployment(p, name)["state"] == "active")
+
+        wait_for(lambda: active("slow"), 60, "the interrupted deployment to resume")
+        wait_for(lambda: active("press"), 60, "the active model to be restored")
+        steps = [(s["saga"], s["step"], s["status"]) for s in deployment(p, "slow")["steps"]]
+        assert ("recover", "resume", "started") in steps
+        events = json.loads(ok(p.cli("--json", "model", "events", "slow", "0.1.0")))
+        assert [e["event"] for e in events] == ["submit", "deploy", "deployed"]
+        assert pid_alive(deployment(p, "press")["runtime"]["pid"])
+
+        missing = p.cli("model", "deploy", "nothing", "1.0.0")
+        assert missing.returncode != 0
+        assert "does not exist" in missing.stdout + missing.stderr
+    finally:
+        if p.process.poll() is None:
+            p.stop()
