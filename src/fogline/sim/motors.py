@@ -39,6 +39,13 @@ MOTOR_TELEMETRY = [
     {"name": "temperature", "dtype": "float", "unit": "degC", "min": -40, "max": 200},
     {"name": "current", "dtype": "float", "unit": "A", "min": 0, "max": 100},
     {"name": "sound_level", "dtype": "float", "unit": "dB", "min": 0, "max": 140},
+    # What the library's models write back (fogline library import ...).
+    {"name": "temperature_score", "dtype": "float", "unit": "sigma", "min": 0},
+    {"name": "temperature_warning", "dtype": "string"},
+    {"name": "anomaly_score", "dtype": "float"},
+    {"name": "anomaly_warning", "dtype": "string"},
+    {"name": "failure_probability", "dtype": "float", "min": 0, "max": 1},
+    {"name": "failure_warning", "dtype": "string"},
 ]
 MOTOR_ATTRIBUTES = [
     {"name": "rated_power_kw", "dtype": "float", "required": True},

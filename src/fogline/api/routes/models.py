@@ -13,6 +13,7 @@ from fogline.api.deps import ApiServices, services, tenant_scope
 from fogline.domain.errors import InvalidInput, Problem
 from fogline.domain.lifecycle import ModelState
 from fogline.domain.timeseries import iso_from_ms
+from fogline.library.catalog import CATALOG, library_model
 from fogline.models.manifest import REDACTED
 from fogline.store.models import Mapping, ModelEventRecord, ModelMappings, ModelRecord
 
@@ -235,3 +236,28 @@ async def model_callback(
         raise InvalidInput.of([Problem("body", "an answer is an object with 'outputs'")], "answer")
     await svc.deployments.on_callback(token, request_id, answer)
     return Response(status_code=204)
+
+
+@router.get("/library")
+async def list_library() -> list[dict[str, Any]]:
+    """The ready-made models this platform ships."""
+    return [
+        {
+            "name": m.name,
+            "version": m.manifest["manifest"]["version"],
+            "summary": m.summary,
+            "trigger": m.manifest["manifest"]["trigger"]["type"],
+            "inputs": [c["dataColumnName"] for c in m.manifest["manifest"]["inputs"]],
+            "outputs": [c["dataColumnName"] for c in m.manifest["manifest"]["outputs"]],
+        }
+        for m in CATALOG.values()
+    ]
+
+
+@router.post("/tenants/{tenant}/library/{name}/import", status_code=201)
+async def import_library_model(
+    name: str, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
+) -> dict[str, Any]:
+    """Submit a library model into the tenant as a draft, ready to map and deploy."""
+    entry = library_model(name)
+    return model_json(await svc.models.submit(tenant, orjson.dumps(entry.manifest)))

@@ -1,0 +1,1 @@
+"""Ready-made models shipped with Fogline, importable in one command (`fogline library`)."""
