@@ -22,7 +22,7 @@ from fogline.app.platform import DEFAULT_TENANT, Platform
 from fogline.app.settings import load_settings
 from fogline.client.http import FoglineClient
 from fogline.domain.errors import ConfigurationError
-from fogline.sim.fleet import VirtualFleet
+from fogline.sim.fleet import MOTOR_TYPE, VirtualFleet
 from fogline.sim.motors import Fault
 
 MARKER = ".fogline-demo"
@@ -88,6 +88,8 @@ async def _run(
     fleet = VirtualFleet(api, DEFAULT_TENANT, host, port, motors=motors, seed=7)
     console.print(f"registering {motors} induction motors and their gateway devices ...")
     await asyncio.to_thread(fleet.provision)
+    console.print("importing and deploying library models: " + ", ".join(DEMO_MODELS))
+    await asyncio.to_thread(_deploy_models, api)
     await asyncio.to_thread(fleet.connect)
     fleet.start()
     console.print(f"{motors} devices publishing over MQTT to {platform.mqtt_url}")
@@ -139,6 +141,27 @@ async def _run(
     api.close()
 
 
+DEMO_MODELS = ("temperature-anomaly", "motor-failure")
+
+
+def _deploy_models(api: FoglineClient, timeout: float = 120.0) -> None:
+    """The loop: library models fed by the motors, writing scores and warnings back."""
+    t = DEFAULT_TENANT
+    for name in DEMO_MODELS:
+        api.post(f"/tenants/{t}/library/{name}/import")
+        api.put(f"/tenants/{t}/models/{name}/1.0.0/mappings", {"asset_types": [MOTOR_TYPE]})
+        api.post(f"/tenants/{t}/models/{name}/1.0.0/deploy")
+    deadline = time.monotonic() + timeout
+    for name in DEMO_MODELS:
+        while True:
+            model = api.get(f"/tenants/{t}/models/{name}/1.0.0")
+            if model["state"] == "active":
+                break
+            if model["state"] == "draft" or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not deploy: {model['state_reason']}")
+            time.sleep(0.3)
+
+
 def _latest(api: FoglineClient, assets: list[str]) -> dict[str, dict[str, Any]]:
     return {
         a: api.get(f"/tenants/{DEFAULT_TENANT}/assets/{a}/telemetry/latest")["values"]
@@ -162,14 +185,31 @@ def _view(
     header.add_row("dead letters", f"{h.dead_letters if h else 0} (flaky sensors send 'ERR')")
     header.add_row("active faults", faults)
     motors = Table(title="latest values", expand=False)
-    for column in ("asset", "vibration mm/s", "temperature degC", "current A", "sound dB"):
+    for column in (
+        "asset",
+        "vibration mm/s",
+        "temperature degC",
+        "current A",
+        "sound dB",
+        "temp z",
+        "failure p",
+        "warning",
+    ):
         motors.add_column(column)
     for asset, values in latest.items():
         motors.add_row(
             asset,
             *(
                 str(values.get(k, {}).get("value", ""))
-                for k in ("vibration", "temperature", "current", "sound_level")
+                for k in (
+                    "vibration",
+                    "temperature",
+                    "current",
+                    "sound_level",
+                    "temperature_score",
+                    "failure_probability",
+                    "failure_warning",
+                )
             ),
         )
     return Group(Panel(header, title="Fogline demo"), motors)
@@ -206,6 +246,20 @@ def _summary(
             str(b["count"]),
         )
     console.print(table)
+    warnings = api.get(
+        f"/tenants/{t}/assets/{faulty}/telemetry/history",
+        keys="failure_warning,failure_probability",
+        **{"from": "-10m"},
+    )["series"]
+    raised = [p for p in warnings.get("failure_warning", {}).get("points", []) if p[1] != "ok"]
+    console.print(
+        f"motor-failure on {faulty}: {len(raised)} warning/alarm outputs"
+        + (
+            f", first at {time.strftime('%H:%M:%S', time.localtime(raised[0][0] / 1000))}"
+            if raised
+            else ""
+        )
+    )
     s = platform.settings
     console.print(
         Panel.fit(
