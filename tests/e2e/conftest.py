@@ -20,18 +20,6 @@ from tests.conftest import free_port, wait_for
 FOGLINE = str(Path(sys.executable).parent / "fogline")
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purpose: it only waits for its parent to reap it.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @dataclass
 class RunningPlatform:
     process: subprocess.Popen[str]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port, wait_for
-from tests.e2e.conftest import FOGLINE, RunningPlatform, pid_alive, start_platform
+from tests.conftest import free_port, pid_alive, wait_for
+from tests.e2e.conftest import FOGLINE, RunningPlatform, start_platform
 from tests.mqtt_client import Device
 
 MOTOR_YAML = """

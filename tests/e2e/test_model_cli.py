@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import wait_for
-from tests.e2e.conftest import RunningPlatform, pid_alive, start_platform
+from tests.conftest import pid_alive, wait_for
+from tests.e2e.conftest import RunningPlatform, start_platform
 
 GAUGE = {
     "name": "Gauge",

@@ -13,19 +13,7 @@ import orjson
 import pytest
 
 from tests import model_kit as k
-from tests.conftest import Api, async_wait_for
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is a dead process its parent has not reaped yet
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+from tests.conftest import Api, async_wait_for, pid_alive
 
 
 async def outputs_of(api: Api, asset: str, telemetry: str, count: int = 1) -> list[list[Any]]:

@@ -196,8 +196,9 @@ class Platform:
 
         cache = RegistryCache(self.db.registry)
 
-        self.deployments = self._deployment_manager(self.db, self.bus)
         mappings = ModelMappingService(self.db.models, self.db.model_mappings, self.db.registry)
+        packages = PackageStore(s.package_dir)
+        self.deployments = self._deployment_manager(self.db, self.bus, mappings, packages)
         mappings.on_change = self.deployments.refresh_mappings
 
         async def on_registry_change(_msg: Any) -> None:
@@ -232,7 +233,7 @@ class Platform:
             models=ModelRegistry(self.db.models, SecretBox.for_platform(s.data_dir, s.secret_key)),
             mappings=mappings,
             deployments=self.deployments,
-            packages=PackageStore(s.package_dir),
+            packages=packages,
             bus=self.bus,
             system_info=self.system_info,
             hot_store=self.hot_store_state,
@@ -261,7 +262,9 @@ class Platform:
             "platform.started", extra={"fields": {"http": self.http_url, "nats": self.nats_url}}
         )
 
-    def _deployment_manager(self, db: Database, bus: Bus) -> DeploymentManager:
+    def _deployment_manager(
+        self, db: Database, bus: Bus, mappings: ModelMappingService, packages: PackageStore
+    ) -> DeploymentManager:
         s = self.settings
         runtimes: dict[str, Runtime] = {
             "local": LocalRuntime(LocalRuntimeSettings(s.runtime_dir, s.model_user, s.amqp_url)),
@@ -271,10 +274,10 @@ class Platform:
             db.models,
             db.deployments,
             db.telemetry,
-            ModelMappingService(db.models, db.model_mappings, db.registry),
+            mappings,
             bus,
             runtimes,
-            PackageStore(s.package_dir),
+            packages,
             AmqpConnections(s.amqp_url),
             lambda: f"{self.http_url}/api/v1/model-callbacks",
             SagaSettings(

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fogline.bus.connection import Bus
@@ -104,7 +104,6 @@ class DeploymentManager:
         self._running: dict[int, _Running] = {}
         self._sagas: dict[int, asyncio.Task[None]] = {}
         self._by_token: dict[str, _Running] = {}
-        self._closing = False
 
     # -- what users ask for -----------------------------------------------------------------
 
@@ -549,7 +548,6 @@ class DeploymentManager:
     async def shutdown(self) -> None:
         """Stop every model process and companion; states stay as they are, so the next start
         restores active models and resumes unfinished sagas."""
-        self._closing = True
         for task in self._sagas.values():
             task.cancel()
         for task in list(self._sagas.values()):
@@ -611,30 +609,9 @@ class DeploymentManager:
             if r is None
             else {"last": r.last_health, "failures": r.health_failures, "restarts": r.restarts},
             "companion": r.companion.describe() if r is not None and r.companion else None,
-            "steps": [
-                {
-                    "saga": s.saga,
-                    "step": s.step,
-                    "status": s.status,
-                    "attempt": s.attempt,
-                    "detail": s.detail,
-                    "at": s.at,
-                }
-                for s in steps
-            ],
-            "stale_requests": [
-                {
-                    "request_id": s.request_id,
-                    "readings": s.readings,
-                    "sent_at": s.sent_at,
-                    "timed_out_at": s.timed_out_at,
-                }
-                for s in stale
-            ],
+            "steps": [asdict(s) for s in steps],
+            "stale_requests": [asdict(s) for s in stale],
         }
-
-    def running_companions(self) -> int:
-        return sum(1 for r in self._running.values() if r.companion is not None)
 
     # -- helpers --------------------------------------------------------------------------
 

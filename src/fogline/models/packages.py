@@ -55,6 +55,3 @@ class PackageStore:
         staging.rename(target)
         shutil.rmtree(previous, ignore_errors=True)
         return sorted(m.name for m in members if m.isfile())
-
-    def remove(self, tenant: str, name: str, version: str) -> None:
-        shutil.rmtree(self.path(tenant, name, version), ignore_errors=True)

@@ -257,29 +257,24 @@ template_mappings = Table(
     ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
 )
 
-model_mappings = Table(
-    "model_mappings",
-    metadata,
-    Column("id", AutoId, primary_key=True, autoincrement=True),
-    Column("model_id", BigInteger, nullable=False),
-    Column("template_mapping_id", BigInteger, nullable=False),
-    Column("asset_id", String(64), nullable=False),
-    Column("telemetry", String(64), nullable=False),
-    ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
-    ForeignKeyConstraint(["template_mapping_id"], ["template_mappings.id"], ondelete="CASCADE"),
-)
 
-asset_type_mappings = Table(
-    "asset_type_mappings",
-    metadata,
-    Column("id", AutoId, primary_key=True, autoincrement=True),
-    Column("model_id", BigInteger, nullable=False),
-    Column("template_mapping_id", BigInteger, nullable=False),
-    Column("asset_type_id", String(64), nullable=False),
-    Column("telemetry", String(64), nullable=False),
-    ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
-    ForeignKeyConstraint(["template_mapping_id"], ["template_mappings.id"], ondelete="CASCADE"),
-)
+def _column_mappings(name: str, target: str) -> Table:
+    """Template columns bound to telemetry of a target: an asset, or an asset type."""
+    return Table(
+        name,
+        metadata,
+        Column("id", AutoId, primary_key=True, autoincrement=True),
+        Column("model_id", BigInteger, nullable=False),
+        Column("template_mapping_id", BigInteger, nullable=False),
+        Column(target, String(64), nullable=False),
+        Column("telemetry", String(64), nullable=False),
+        ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(["template_mapping_id"], ["template_mappings.id"], ondelete="CASCADE"),
+    )
+
+
+model_mappings = _column_mappings("model_mappings", "asset_id")
+asset_type_mappings = _column_mappings("asset_type_mappings", "asset_type_id")
 
 model_events = Table(
     "model_events",

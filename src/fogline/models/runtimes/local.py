@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fogline.domain.errors import InvalidInput, Problem, Unavailable
+from fogline.models.manifest import LocalProcess
 from fogline.models.runtimes.base import ModelSpec, RuntimeHandle
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class LocalRuntime:
     def workdir(self, spec: ModelSpec) -> Path:
         return self.settings.root / spec.tenant / spec.name / spec.version
 
-    def _local(self, spec: ModelSpec) -> object:
+    def _local(self, spec: ModelSpec) -> LocalProcess:
         local = spec.manifest.model.local
         if local is None:
             raise InvalidInput.of(
@@ -111,9 +112,7 @@ class LocalRuntime:
         return local
 
     async def provision(self, spec: ModelSpec) -> None:
-        local = spec.manifest.model.local
-        self._local(spec)
-        assert local is not None
+        local = self._local(spec)
         work = self.workdir(spec)
         await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
         if local.requirements:
@@ -159,9 +158,7 @@ class LocalRuntime:
         venv_python = self.workdir(spec) / "venv" / "bin" / "python"
         return str(venv_python) if venv_python.exists() else self.settings.python
 
-    def _identity(
-        self, spec: ModelSpec, paths: list[Path]
-    ) -> tuple[int | None, int | None, str, str | None]:
+    def _identity(self, paths: list[Path]) -> tuple[int | None, int | None, str, str | None]:
         """Who the model runs as. As root, the configured unprivileged user, when it can reach
         the interpreter and the model's files; otherwise root, with the reason recorded."""
         me = pwd.getpwuid(os.geteuid()).pw_name
@@ -187,7 +184,6 @@ class LocalRuntime:
         return entry.pw_uid, entry.pw_gid, user, None
 
     async def start(self, spec: ModelSpec) -> RuntimeHandle:
-        self._local(spec)
         self._cpu_offset += 1
         plan = await asyncio.to_thread(self._plan, spec, self._cpu_offset)
         if plan.note:
@@ -228,8 +224,7 @@ class LocalRuntime:
 
     def _plan(self, spec: ModelSpec, cpu_offset: int) -> _LaunchPlan:
         """Everything about starting a model that touches the file system."""
-        local = spec.manifest.model.local
-        assert local is not None
+        local = self._local(spec)
         model = spec.manifest.model
         work = self.workdir(spec)
         work.mkdir(parents=True, exist_ok=True)
@@ -238,7 +233,7 @@ class LocalRuntime:
         if command[0] in PYTHON_NAMES:
             command[0] = self._interpreter(spec)
         executable = shutil.which(command[0], path=os.environ.get("PATH")) or command[0]
-        uid, gid, run_as, note = self._identity(spec, [Path(os.path.realpath(executable)), cwd])
+        uid, gid, run_as, note = self._identity([Path(os.path.realpath(executable)), cwd])
         log_file = work / "model.log"
         log_file.touch()
         if uid is not None:
@@ -343,10 +338,6 @@ class LocalRuntime:
         # The working directory holds the model's state and log; it is kept for inspection
         # and for a later deployment of the same version.
         return None
-
-    def exit_code(self, handle: RuntimeHandle) -> int | None:
-        process = self._processes.get(handle.pid or -1)
-        return None if process is None else process.returncode
 
     def log_tail(self, handle: RuntimeHandle, lines: int = 20) -> str:
         if not handle.log_file:
