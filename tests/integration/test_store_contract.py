@@ -141,6 +141,24 @@ def test_batches_are_idempotent_and_merge(db: Database) -> None:
     assert (stats.messages_total, stats.values_total) == (2, 3)
 
 
+def test_device_counters_add_up_and_the_offset_moves(db: Database) -> None:
+    store = seeded(db).telemetry
+    first = [DeviceActivity("acme", "d1", 2, 8, 1, T0), DeviceActivity("acme", "d2", 1, 4, 0, T0)]
+    store.commit_batch([reading(T0, rpm=1)], [], first, StreamOffset("hist", "S@1", 3))
+    # The same device twice in one batch, and a last-seen time older than the stored one.
+    again = [
+        DeviceActivity("acme", "d1", 1, 4, 0, T0 - 10),
+        DeviceActivity("acme", "d1", 3, 12, 2, T0 + 50),
+    ]
+    store.commit_batch([reading(T0 + 1, rpm=2)], [], again, StreamOffset("hist", "S@1", 9))
+    stats = {d.device: d for d in store.device_stats("acme")}
+    d1 = stats["d1"]
+    assert (d1.messages_total, d1.values_total, d1.dead_letters_total) == (6, 24, 3)
+    assert d1.last_seen_ms == T0 + 50
+    assert (stats["d2"].messages_total, stats["d2"].last_seen_ms) == (1, T0)
+    assert store.read_offset("hist") == StreamOffset("hist", "S@1", 9)
+
+
 def test_history_limit_and_keys(db: Database) -> None:
     store = seeded(db).telemetry
     store.commit_batch(

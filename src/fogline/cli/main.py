@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import sys
@@ -13,7 +12,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from fogline import __version__
+from fogline import __version__, aio
 from fogline.cli import output
 from fogline.cli.output import console, emit_json, table
 from fogline.client.http import FoglineClient, resolve_connection
@@ -135,7 +134,7 @@ def up(
         mqtt_port=mqtt_port,
     )
     configure(settings.log_level)
-    asyncio.run(serve(settings))
+    aio.run(serve(settings))
 
 
 @app.command()
@@ -154,7 +153,7 @@ def demo(
     from fogline.logs import configure
 
     configure("warning")
-    asyncio.run(run_demo(demo_dir, duration, motors, keep_running))
+    aio.run(run_demo(demo_dir, duration, motors, keep_running))
 
 
 # -- tenants and keys -----------------------------------------------------------------------------
@@ -857,9 +856,42 @@ def bench_ingest(
     c.show(report, lambda: report_print(report))
 
 
+@bench_app.command("e2e")
+def bench_e2e(
+    ctx: typer.Context,
+    rate: Annotated[float, typer.Option(help="readings/s in the latency phase")] = 5000.0,
+    duration: Annotated[float, typer.Option(help="seconds of load per phase")] = 30.0,
+    models: Annotated[int, typer.Option(help="models deployed at once (0: skip)")] = 50,
+    fleet_rate: Annotated[
+        float, typer.Option(help="readings/s shared by the models of the fleet phase")
+    ] = 1000.0,
+    devices: Annotated[int, typer.Option(help="MQTT clients, one per device")] = 10,
+    batch: Annotated[int, typer.Option(help="assets per device (readings per message)")] = 10,
+    processes: Annotated[int, typer.Option(help="publisher processes")] = 2,
+) -> None:
+    """Latency from a device's publish to the model's output committed (and to the input
+    committed, the baseline), and many models fed at once with every reading scored."""
+    from fogline.bench.e2e import E2eBenchConfig, run_e2e_bench
+
+    c = ctx_of(ctx)
+    config = E2eBenchConfig(
+        rate=rate,
+        duration_s=duration,
+        models=models,
+        fleet_rate=fleet_rate,
+        devices=devices,
+        batch=batch,
+        processes=processes,
+    )
+    report = run_e2e_bench(
+        c.client(), c.t(), config, progress=lambda line: output.errors.print(line, highlight=False)
+    )
+    c.show(report, lambda: report_print(report))
+
+
 def report_print(report: dict[str, Any]) -> None:
     for line in report.get("lines", []):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 GLOBAL_FLAGS = {"--json"}

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from fogline import aio
 from fogline.bus.connection import Bus
 from fogline.bus.subjects import Subjects
 from fogline.domain.errors import Unavailable
@@ -62,7 +63,7 @@ def run_worker(config: HistorianWorkerConfig, parent_pid: int, channel: Connecti
         return  # the platform died before we could ask to die with it
     configure_logging(config.log_level)
     try:
-        asyncio.run(_serve(config, channel))
+        aio.run(_serve(config, channel))
     except Exception as exc:
         log.exception("historian.crashed")
         with contextlib.suppress(OSError):

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import aio_pika
-import httpx
+import aiohttp
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
@@ -34,46 +34,72 @@ class ModelClient(Protocol):
 
 class HttpModelClient:
     """POST score, GET health. `wait=False` is an asynchronous model: it answers 202 and
-    sends the outputs to the callback URL in the request."""
+    sends the outputs to the callback URL in the request.
+
+    aiohttp rather than httpx here: a companion may make thousands of small calls a second,
+    and aiohttp's client costs several times less CPU per call."""
 
     def __init__(self, base_url: str, score_endpoint: str, health_endpoint: str) -> None:
         self.base_url = base_url.rstrip("/")
         self.score_url = self.base_url + score_endpoint
         self.health_url = self.base_url + health_endpoint
-        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=16))
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        # Made on first use: a session belongs to the event loop that runs it.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16))
+        return self._session
+
+    async def _call(
+        self, method: str, url: str, timeout: float, body: bytes | None = None
+    ) -> tuple[int, bytes]:
+        headers = {"content-type": "application/json"} if body is not None else None
+        async with self.session.request(
+            method, url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as answer:
+            return answer.status, await answer.read()
 
     async def health(self, timeout: float) -> tuple[bool, str]:
         try:
-            answer = await self.http.get(self.health_url, timeout=timeout)
-        except httpx.HTTPError as exc:
-            return False, f"health check failed: {type(exc).__name__} {exc}".strip()
-        if answer.status_code == 200:
+            status, content = await self._call("GET", self.health_url, timeout)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return False, f"health check failed: {_describe(exc)}"
+        if status == 200:
             return True, "ok"
-        return False, f"health check answered {answer.status_code}: {answer.text[:200]}"
+        return False, f"health check answered {status}: {_text(content)}"
 
     async def score(self, request_id: str, body: bytes, timeout: float, wait: bool) -> Any:
         try:
-            answer = await self.http.post(
-                self.score_url,
-                content=body,
-                headers={"content-type": "application/json"},
-                timeout=timeout,
-            )
-        except httpx.HTTPError as exc:
-            raise ModelCallFailed(f"score call failed: {type(exc).__name__} {exc}") from None
+            status, content = await self._call("POST", self.score_url, timeout, body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ModelCallFailed(f"score call failed: {_describe(exc)}") from None
         if not wait:
-            if answer.status_code not in (200, 202):
-                raise ModelCallFailed(f"score answered {answer.status_code}: {answer.text[:200]}")
+            if status not in (200, 202):
+                raise ModelCallFailed(f"score answered {status}: {_text(content)}")
             return None
-        if answer.status_code != 200:
-            raise ModelCallFailed(f"score answered {answer.status_code}: {answer.text[:200]}")
+        if status != 200:
+            raise ModelCallFailed(f"score answered {status}: {_text(content)}")
         try:
-            return orjson.loads(answer.content)
+            return orjson.loads(content)
         except orjson.JSONDecodeError:
             raise ModelCallFailed("score answered with something that is not JSON") from None
 
     async def close(self) -> None:
-        await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "TimeoutError: no answer in time"
+    return f"{type(exc).__name__} {exc}".strip()
+
+
+def _text(content: bytes) -> str:
+    return content[:200].decode(errors="replace")
 
 
 class AmqpModelClient:

@@ -84,6 +84,62 @@ class TelemetryStore(Protocol):
     def count_readings(self, tenant: str, asset: str | None = None) -> int: ...
 
 
+# Per table: its columns, and what a row whose key is already there does.
+_UPSERTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "readings": (
+        ("series_id", "ts", "values_json"),
+        "ON CONFLICT (series_id, ts) DO UPDATE SET values_json = {merge}",
+    ),
+    "latest_values": (
+        ("series_id", "name", "ts", "value_json"),
+        "ON CONFLICT (series_id, name) DO UPDATE SET ts = excluded.ts, "
+        "value_json = excluded.value_json WHERE excluded.ts >= latest_values.ts",
+    ),
+    "device_stats": (
+        (
+            "tenant_id",
+            "device_id",
+            "messages_total",
+            "values_total",
+            "dead_letters_total",
+            "last_seen_ms",
+        ),
+        "ON CONFLICT (tenant_id, device_id) DO UPDATE SET "
+        "messages_total = device_stats.messages_total + excluded.messages_total, "
+        "values_total = device_stats.values_total + excluded.values_total, "
+        "dead_letters_total = device_stats.dead_letters_total + excluded.dead_letters_total, "
+        "last_seen_ms = {greatest}(device_stats.last_seen_ms, excluded.last_seen_ms)",
+    ),
+    "ingest_offsets": (
+        ("consumer", "stream_id", "last_seq"),
+        "ON CONFLICT (consumer) DO UPDATE SET "
+        "stream_id = excluded.stream_id, last_seq = excluded.last_seq",
+    ),
+}
+
+
+def _activity_rows(activity: Sequence[DeviceActivity]) -> list[tuple[Any, ...]]:
+    """One row per device: an upsert may not touch the same row twice in one statement."""
+    merged: dict[tuple[str, str], list[Any]] = {}
+    for a in activity:
+        row = merged.get((a.tenant, a.device))
+        if row is None:
+            merged[(a.tenant, a.device)] = [
+                a.tenant,
+                a.device,
+                a.messages,
+                a.values,
+                a.dead_letters,
+                a.last_seen_ms,
+            ]
+        else:
+            row[2] += a.messages
+            row[3] += a.values
+            row[4] += a.dead_letters
+            row[5] = max(row[5], a.last_seen_ms)
+    return [tuple(row) for row in merged.values()]
+
+
 def _merge_json(dialect: str, column: str) -> str:
     """SQL that merges a re-sent reading's values into the stored ones (same keys: same
     values, so a redelivery changes nothing; new keys: added)."""
@@ -104,26 +160,22 @@ class SqlTelemetryStore:
 
     def _upsert_sql(self, table: str, count: int) -> str:
         """One multi-row upsert statement: a single SQL step for hundreds of rows, instead of a
-        step (and a release of the GIL, and a round trip to PostgreSQL) per row."""
+        step (and a release of the GIL, and a round trip to PostgreSQL) per row. Plain SQL,
+        made once per shape: building SQLAlchemy constructs per batch cost the historian more
+        than the database's own work at low rates."""
         key = (table, count)
         sql = self._statements.get(key)
         if sql is not None:
             return sql
-        m = self._mark
-        if table == "readings":
-            values = ", ".join([f"({m}, {m}, {m})"] * count)
-            sql = (
-                f"INSERT INTO readings (series_id, ts, values_json) VALUES {values} "
-                "ON CONFLICT (series_id, ts) DO UPDATE SET values_json = "
-                + _merge_json(self.dialect, "readings.values_json")
+        columns, on_conflict = _UPSERTS[table]
+        row = "(" + ", ".join([self._mark] * len(columns)) + ")"
+        greatest = "max" if self.dialect == "sqlite" else "greatest"
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * count)} "
+            + on_conflict.format(
+                merge=_merge_json(self.dialect, "readings.values_json"), greatest=greatest
             )
-        else:
-            values = ", ".join([f"({m}, {m}, {m}, {m})"] * count)
-            sql = (
-                f"INSERT INTO latest_values (series_id, name, ts, value_json) VALUES {values} "
-                "ON CONFLICT (series_id, name) DO UPDATE SET ts = excluded.ts, "
-                "value_json = excluded.value_json WHERE excluded.ts >= latest_values.ts"
-            )
+        )
         self._statements[key] = sql
         return sql
 
@@ -153,21 +205,13 @@ class SqlTelemetryStore:
             ids = self._series | new_series
             rows, latest = _rows(readings, ids)
             self._upsert_many(conn, "readings", rows)
-            self._upsert_many(conn, "latest", latest)
+            self._upsert_many(conn, "latest_values", latest)
             if dead_letters:
                 conn.execute(insert(s.dead_letters), [_dead_letter_row(d) for d in dead_letters])
-            for a in activity:
-                self._count_activity(conn, a)
+            self._upsert_many(conn, "device_stats", _activity_rows(activity))
             if offset is not None:
-                stmt = self._insert(s.ingest_offsets).values(
-                    consumer=offset.consumer, stream_id=offset.stream_id, last_seq=offset.last_seq
-                )
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["consumer"],
-                        set_={"stream_id": offset.stream_id, "last_seq": offset.last_seq},
-                    )
-                )
+                row = (offset.consumer, offset.stream_id, offset.last_seq)
+                self._upsert_many(conn, "ingest_offsets", [row])
         self._series.update(new_series)
 
     def _resolve_series(self, conn: Connection, keys: Iterable[SeriesKey]) -> dict[SeriesKey, int]:
@@ -190,31 +234,6 @@ class SqlTelemetryStore:
             for r in rows:
                 found[(r.tenant_id, r.asset_id)] = int(r.id)
         return found
-
-    def _count_activity(self, conn: Connection, a: DeviceActivity) -> None:
-        table = s.device_stats
-        stmt = self._insert(table).values(
-            tenant_id=a.tenant,
-            device_id=a.device,
-            messages_total=a.messages,
-            values_total=a.values,
-            dead_letters_total=a.dead_letters,
-            last_seen_ms=a.last_seen_ms,
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["tenant_id", "device_id"],
-                set_={
-                    "messages_total": table.c.messages_total + stmt.excluded.messages_total,
-                    "values_total": table.c.values_total + stmt.excluded.values_total,
-                    "dead_letters_total": table.c.dead_letters_total
-                    + stmt.excluded.dead_letters_total,
-                    "last_seen_ms": func.max(table.c.last_seen_ms, stmt.excluded.last_seen_ms)
-                    if self.dialect == "sqlite"
-                    else func.greatest(table.c.last_seen_ms, stmt.excluded.last_seen_ms),
-                },
-            )
-        )
 
     def read_offset(self, consumer: str) -> StreamOffset | None:
         with self.engine.connect() as conn:
