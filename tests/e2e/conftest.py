@@ -33,13 +33,15 @@ class RunningPlatform:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, stdin: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [FOGLINE, *args],
             env=self.env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
             input=stdin,
         )
 
