@@ -65,12 +65,13 @@ def manifest(
     name: str,
     outputs: list[dict[str, Any]] | None = None,
     trigger: dict[str, Any] | None = None,
+    version: str = "1.0.0",
     **model: Any,
 ) -> str:
     body = {
         "manifest": {
             "name": name,
-            "version": "1.0.0",
+            "version": version,
             "model": {
                 "type": "http",
                 "stateful": False,
@@ -115,10 +116,10 @@ async def submit(api: Api, text: str, files: dict[str, str] | None = None) -> st
         "/tenants/default/models", content=text, headers={"Content-Type": "application/yaml"}
     )
     assert r.status_code == 201, r.text
-    name = str(r.json()["name"])
+    name, version = str(r.json()["name"]), str(r.json()["version"])
     if files is not None:
         r = await api.http.put(
-            f"/tenants/default/models/{name}/1.0.0/package",
+            f"/tenants/default/models/{name}/{version}/package",
             content=package(files),
             headers={"Content-Type": "application/gzip"},
         )
@@ -138,11 +139,13 @@ async def state_of(api: Api, name: str, version: str = "1.0.0") -> str:
     return str(r.json()["state"])
 
 
-async def wait_state(api: Api, name: str, state: str, timeout: float = 60) -> None:
+async def wait_state(
+    api: Api, name: str, state: str, timeout: float = 60, version: str = "1.0.0"
+) -> None:
     async def reached() -> bool:
-        return await state_of(api, name) == state
+        return await state_of(api, name, version) == state
 
-    await async_wait_for(reached, timeout, f"model {name} {state}")
+    await async_wait_for(reached, timeout, f"model {name} {version} {state}")
 
 
 async def deployment(api: Api, name: str, version: str = "1.0.0") -> dict[str, Any]:

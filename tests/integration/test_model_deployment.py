@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests import model_kit as k
-from tests.conftest import Api, async_wait_for, pid_alive
+from tests.conftest import Api, async_wait_for, free_port, pid_alive
 
 
 async def outputs_of(api: Api, asset: str, telemetry: str, count: int = 1) -> list[list[Any]]:
@@ -334,3 +334,112 @@ async def test_a_local_model_runs_unprivileged_and_under_limits(
         import shutil
 
         shutil.rmtree(base, ignore_errors=True)
+
+
+TRIPLER = k.DOUBLER.replace('r.values["temperature"] * 2', 'r.values["temperature"] * 3')
+REGISTRY = {
+    "image": "registry.example/acme/doubler",
+    "customRegistry": {"registry": "registry.example", "username": "acme", "password": "pw-9f3k"},
+}
+
+
+async def test_update_takes_over_and_a_failed_or_refused_one_keeps_the_old(
+    platform: Any, api: Api, capfd: Any
+) -> None:
+    await k.sensors(api, "s1")
+    name = await k.submit(api, k.manifest("scaler"), {"model.py": k.DOUBLER})
+    await k.map_type(api, name)
+    await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
+    await k.wait_state(api, name, "active")
+    old_pid = (await k.deployment(api, name))["runtime"]["pid"]
+
+    # 2.0.0 has no mappings of its own: it takes 1.0.0's, starts beside it, and takes over.
+    await k.submit(
+        api, k.manifest(name, version="2.0.0", container=REGISTRY), {"model.py": TRIPLER}
+    )
+    r = await api.http.post(f"/tenants/default/models/{name}/update", json={"to_version": "2.0.0"})
+    assert r.status_code == 202, r.text
+    await k.wait_state(api, name, "active", version="2.0.0")
+    await k.wait_state(api, name, "stopped", version="1.0.0")
+    assert not pid_alive(old_pid)
+    v2 = await k.deployment(api, name, "2.0.0")
+    assert v2["saga"] == {**v2["saga"], "name": "update", "status": "done"}
+    now = int(time.time() * 1000)
+    await k.send(api, "s1", now, 5.0)
+    assert (await outputs_of(api, "s1", "doubled"))[-1] == [now, 15.0]
+    events = (await api.http.get(f"/tenants/default/models/{name}/1.0.0/events")).json()
+    assert [e["event"] for e in events][-2:] == ["update", "updated"]
+
+    # 3.0.0 cannot start: it is compensated back to draft and 2.0.0 never stopped scoring.
+    crash = "import sys; sys.exit(3)"
+    await k.submit(api, k.manifest(name, version="3.0.0"), {"model.py": crash})
+    r = await api.http.post(f"/tenants/default/models/{name}/update", json={"to_version": "3.0.0"})
+    assert r.status_code == 202, r.text
+    await k.wait_state(api, name, "draft", version="3.0.0")
+    assert await k.state_of(api, name, "2.0.0") == "active"
+    events = (await api.http.get(f"/tenants/default/models/{name}/2.0.0/events")).json()
+    assert [e["event"] for e in events][-2:] == ["update", "update-failed"]
+    await k.send(api, "s1", now + 1, 6.0)
+    assert (await outputs_of(api, "s1", "doubled", 2))[-1] == [now + 1, 18.0]
+
+    # 4.0.0 only names a container (the local runtime cannot run it): refused at once, and the
+    # mappings it would have taken over are not left behind.
+    await k.submit(api, k.manifest(name, version="4.0.0", local=None, container=REGISTRY))
+    r = await api.http.post(f"/tenants/default/models/{name}/update", json={"to_version": "4.0.0"})
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "manifest.model.local" in r.text
+    mappings = (await api.http.get(f"/tenants/default/models/{name}/4.0.0/mappings")).json()
+    assert mappings["asset_types"] == {} and mappings["resolved"] == []
+    assert await k.state_of(api, name, "2.0.0") == "active"
+    assert await k.state_of(api, name, "4.0.0") == "draft"
+    r = await api.http.post(f"/tenants/default/models/{name}/update", json={"to_version": "9.9.9"})
+    assert r.status_code == 404
+
+    # The registry password of 2.0.0 and 4.0.0 reaches none of what a user or a model sees.
+    v2_pid = (await k.deployment(api, name, "2.0.0"))["runtime"]["pid"]
+    seen = [Path(f"/proc/{v2_pid}/environ").read_bytes().decode(errors="replace")]
+    seen.append(Path((await k.deployment(api, name, "2.0.0"))["runtime"]["log_file"]).read_text())
+    for version in ("1.0.0", "2.0.0", "3.0.0", "4.0.0"):
+        for path in ("", "/deployment", "/events", "/mappings"):
+            r = await api.http.get(f"/tenants/default/models/{name}/{version}{path}")
+            seen.append(r.text)
+    seen.append((await api.http.get("/tenants/default/models")).text)
+    captured = capfd.readouterr()
+    seen += [captured.out, captured.err]
+    secrets = ["pw-9f3k", platform.nats.platform_password, api.key]
+    leaks = [(secret, text[:200]) for text in seen for secret in secrets if secret in text]
+    assert leaks == []
+
+
+async def test_broker_credentials_stay_out_of_errors_and_logs(
+    platform_settings: Callable[..., Any], capfd: Any
+) -> None:
+    """A broker that cannot be reached: the model cannot deploy, and the reason, the events,
+    the model's log and the platform's log say so without the broker's password."""
+    from fogline.app.platform import Platform
+
+    url = f"amqp://fogline:amqp-pw-77x@127.0.0.1:{free_port()}/"
+    fast = {"model_start_timeout": 5.0}
+    p = Platform(platform_settings(amqp_url=url, subject_root="amqpleak", **fast))
+    await p.start()
+    api = Api(p.http_url, p.bootstrap.admin_key)
+    try:
+        await k.sensors(api, "s1")
+        name = await k.submit(api, k.manifest("amqp-lost", type="amqp"), {"model.py": k.DOUBLER})
+        await k.map_type(api, name)
+        await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
+        await k.wait_state(api, name, "draft", timeout=120)
+        model = (await api.http.get(f"/tenants/default/models/{name}/1.0.0")).json()
+        assert "cannot reach the AMQP broker" in model["state_reason"]
+        seen = [str(model)]
+        for path in ("/deployment", "/events"):
+            seen.append((await api.http.get(f"/tenants/default/models/{name}/1.0.0{path}")).text)
+        seen.append((await api.http.get("/system")).text)
+        seen += [f.read_text() for f in Path(p.settings.data_dir).rglob("model.log")]
+        captured = capfd.readouterr()
+        seen += [captured.out, captured.err]
+        assert [text[:300] for text in seen if "amqp-pw-77x" in text] == []
+    finally:
+        await api.close()
+        await p.stop()

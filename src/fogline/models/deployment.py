@@ -38,7 +38,7 @@ from fogline.models.packages import PackageStore
 from fogline.models.runtimes.base import ModelSpec, Runtime, RuntimeHandle
 from fogline.models.transport import AmqpConnections, AmqpModelClient, HttpModelClient, ModelClient
 from fogline.store.deployments import DeploymentStore
-from fogline.store.models import ModelRecord, ModelStore
+from fogline.store.models import ModelMappings, ModelRecord, ModelStore
 from fogline.store.telemetry import TelemetryStore
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,14 @@ class DeploymentManager:
             raise Conflict(f"model {name} has no active version to update; deploy {to_version}")
         old = active[0]
         self._refuse_if_busy(old)
-        await self._inherit_mappings(old, new)
-        await self._check_deployable(new)
+        inherited = await self._inherit_mappings(old, new)
+        try:
+            await self._check_deployable(new)
+        except FoglineError:
+            if inherited:  # a refused update leaves the new version as it was
+                nothing = ModelMappings((), ())
+                await asyncio.to_thread(self.mappings.mappings.replace, new.id, nothing)
+            raise
         old = await self._move(old, ModelEvent.UPDATE, f"being replaced by {to_version}")
         try:
             new = await self._move(new, ModelEvent.DEPLOY, f"replacing {old.version}")
@@ -183,14 +189,20 @@ class DeploymentManager:
         if task is not None and not task.done():
             raise Conflict(f"model {model.name} {model.version} is busy with another step")
 
-    async def _inherit_mappings(self, old: ModelRecord, new: ModelRecord) -> None:
+    async def _inherit_mappings(self, old: ModelRecord, new: ModelRecord) -> bool:
+        """A new version without mappings of its own takes the old one's, when its columns
+        allow. True when it did."""
         current = await asyncio.to_thread(self.mappings.mappings.get, new.id)
         if current.assets or current.asset_types:
-            return
+            return False
         previous = await asyncio.to_thread(self.mappings.mappings.get, old.id)
         columns = {(t.direction, t.name) for t in new.templates}
-        if all((m.direction, m.column) in columns for m in previous.assets + previous.asset_types):
-            await asyncio.to_thread(self.mappings.mappings.replace, new.id, previous)
+        if not all(
+            (m.direction, m.column) in columns for m in previous.assets + previous.asset_types
+        ):
+            return False
+        await asyncio.to_thread(self.mappings.mappings.replace, new.id, previous)
+        return True
 
     # -- sagas ----------------------------------------------------------------------------
 
