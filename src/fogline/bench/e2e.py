@@ -15,7 +15,6 @@ Everything the run registers (asset type, assets, devices, models) is removed at
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -239,21 +238,11 @@ class E2eBench:
         since = int(time.time() * 1000)
         probe = LatencyProbe(self.api, self.tenant, sampled, classify)
         with probe:
-            begin_recording_at = time.monotonic() + 4.0  # after the publishers' first second
-            result = self._publish_recording(probe, rate, begin_recording_at)
+            result = self.fleet.publish_timed(probe, rate, self.config.duration_s)
             expected = result.published_msgs * self.config.batch
             stats = self.drain(names, expected)
             missing = self.wait_outputs(assets, since)
         return result, probe, stats, missing
-
-    def _publish_recording(self, probe: LatencyProbe, rate: float, at: float) -> PhaseResult:
-        timer = threading.Timer(max(0.0, at - time.monotonic()), probe.record, args=(True,))
-        timer.start()
-        try:
-            return self.fleet.publish("telemetry", rate, self.config.duration_s)
-        finally:
-            timer.cancel()
-            probe.record(False)
 
     def latency_phase(self) -> dict[str, Any]:
         name = f"bench-{self.run_id}-latency"

@@ -24,6 +24,7 @@ from fogline.client.http import FoglineClient
 from fogline.domain.errors import Unavailable
 
 VALUES = [{"name": f"v{i}", "dtype": "float"} for i in range(1, 5)]
+PUBLISH_DELAY_S = 3.0  # time for every publisher process to connect its clients
 
 
 @dataclass
@@ -109,7 +110,7 @@ class BenchFleet:
         ctx = multiprocessing.get_context("spawn")
         results: Any = ctx.Queue()
         shares = [self.devices[i :: self.processes] for i in range(self.processes)]
-        start_at = time.time() + 3.0  # time for every process to connect its clients
+        start_at = time.time() + PUBLISH_DELAY_S
         procs = []
         for share in shares:
             if not share:
@@ -143,6 +144,19 @@ class BenchFleet:
             raise Unavailable("publishers failed: " + "; ".join(errors))
         return PhaseResult(published, failed, seconds)
 
+    def publish_timed(
+        self, probe: LatencyProbe, readings_per_s: float, seconds: float
+    ) -> PhaseResult:
+        """`publish` to the telemetry topics while `probe` records, leaving out the publishers'
+        first second (clients and caches warm up there)."""
+        timer = threading.Timer(PUBLISH_DELAY_S + 1.0, probe.record, args=(True,))
+        timer.start()
+        try:
+            return self.publish("telemetry", readings_per_s, seconds)
+        finally:
+            timer.cancel()
+            probe.record(False)
+
 
 Classifier = Callable[[dict[str, Any]], str | None]
 
@@ -160,6 +174,7 @@ class LatencyProbe:
         self.assets = assets
         self.classify = classify
         self.samples: dict[str, list[float]] = {}
+        self.errors: list[str] = []
         self._recording = threading.Event()
         self._stop = threading.Event()
         self._threads = [
@@ -185,16 +200,21 @@ class LatencyProbe:
         auth = self.api.http.headers.get("authorization", "")
         key = auth.removeprefix("Bearer ") or None
         with FoglineClient(self.api.base.removesuffix("/api/v1"), key) as client:
-            for event, data in client.live(self.tenant, asset):
-                if self._stop.is_set():
-                    return
-                if event != "readings" or not self._recording.is_set():
-                    continue
-                now = time.time() * 1000
-                for reading in orjson.loads(data)["readings"]:
-                    kind = self.classify(reading)
-                    if kind is not None:
-                        self.samples.setdefault(kind, []).append(now - reading["ts"])
+            try:
+                for event, data in client.live(self.tenant, asset):
+                    if self._stop.is_set():
+                        return
+                    if event == "readings" and self._recording.is_set():
+                        self._time(data)
+            except Unavailable as exc:
+                self.errors.append(exc.message)  # the figures say how many samples there are
+
+    def _time(self, data: str) -> None:
+        now = time.time() * 1000
+        for reading in orjson.loads(data)["readings"]:
+            kind = self.classify(reading)
+            if kind is not None:
+                self.samples.setdefault(kind, []).append(now - reading["ts"])
 
     def summary(self, kind: str) -> dict[str, Any]:
         values = self.samples.get(kind, [])

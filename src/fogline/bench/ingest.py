@@ -134,9 +134,7 @@ class IngestBench:
         sampler.start()
         before = self.committed_values()
         with probe:
-            # Skip the first second: clients and caches warm up there.
-            threading.Timer(4.0, probe.record, args=(True,)).start()
-            result = self.fleet.publish("telemetry", readings_per_s, self.config.duration_s)
+            result = self.fleet.publish_timed(probe, readings_per_s, self.config.duration_s)
             expected = before + result.published_msgs * self.config.batch * 4
             deadline = time.time() + 60
             while self.committed_values() < expected and time.time() < deadline:
