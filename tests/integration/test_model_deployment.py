@@ -33,6 +33,18 @@ async def test_a_model_scores_what_its_type_mapping_feeds_it(platform: Any, api:
     assert r.status_code == 202, r.text
     assert r.json()["state"] == "deploying"
     await k.wait_state(api, name, "active")
+    r = await api.http.put(
+        f"/tenants/default/models/{name}/1.0.0/package",
+        content=k.package({"model.py": "raise SystemExit"}),
+        headers={"Content-Type": "application/gzip"},
+    )
+    assert r.status_code == 422 and "active model cannot change" in r.text  # what runs stays
+    r = await api.http.put(
+        "/tenants/default/models/nope/1.0.0/package",
+        content=k.package({"model.py": ""}),
+        headers={"Content-Type": "application/gzip"},
+    )
+    assert r.status_code == 404
 
     live = await platform.bus.nc.subscribe(platform.subjects.live("default", "s2"))
     now = int(time.time() * 1000)

@@ -197,7 +197,7 @@ class Platform:
         cache = RegistryCache(self.db.registry)
 
         mappings = ModelMappingService(self.db.models, self.db.model_mappings, self.db.registry)
-        packages = PackageStore(s.package_dir)
+        packages = PackageStore(s.package_dir, self.db.models)
         self.deployments = self._deployment_manager(self.db, self.bus, mappings, packages)
         mappings.on_change = self.deployments.refresh_mappings
 

@@ -11,13 +11,16 @@ import uuid
 from pathlib import Path
 
 from fogline.domain.errors import InvalidInput, Problem
+from fogline.domain.lifecycle import ModelState
+from fogline.store.models import ModelStore
 
 MAX_PACKAGE_BYTES = 64 * 1024 * 1024
 
 
 class PackageStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, models: ModelStore) -> None:
         self.root = root
+        self.models = models
 
     def path(self, tenant: str, name: str, version: str) -> Path:
         return self.root / tenant / name / version
@@ -27,6 +30,13 @@ class PackageStore:
         return path if path.is_dir() else None
 
     async def put(self, tenant: str, name: str, version: str, archive: bytes) -> list[str]:
+        """Only a draft's package can change: what runs, or ran, stays what was deployed."""
+        model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
+        if model.state is not ModelState.DRAFT:
+            raise InvalidInput.of(
+                [Problem("state", f"the package of a {model.state.value} model cannot change")],
+                "package",
+            )
         return await asyncio.to_thread(self._put, tenant, name, version, archive)
 
     def _put(self, tenant: str, name: str, version: str, archive: bytes) -> list[str]:

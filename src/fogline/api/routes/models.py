@@ -11,7 +11,6 @@ from pydantic import BaseModel
 
 from fogline.api.deps import ApiServices, services, tenant_scope
 from fogline.domain.errors import InvalidInput, Problem
-from fogline.domain.lifecycle import ModelState
 from fogline.domain.timeseries import iso_from_ms
 from fogline.library.catalog import CATALOG, library_model
 from fogline.models.manifest import REDACTED
@@ -138,15 +137,6 @@ async def get_mappings(
     return {**mappings_json(mappings), "resolved": [asdict(r) for r in resolved]}
 
 
-async def _require_draft(svc: ApiServices, tenant: str, name: str, version: str) -> None:
-    model = await svc.models.get(tenant, name, version)
-    if model.state is not ModelState.DRAFT:
-        raise InvalidInput.of(
-            [Problem("state", f"the package of a {model.state.value} model cannot change")],
-            "package",
-        )
-
-
 @router.put("/tenants/{tenant}/models/{name}/{version}/package")
 async def upload_package(
     name: str,
@@ -157,7 +147,6 @@ async def upload_package(
 ) -> dict[str, Any]:
     """The model's directory as a tar.gz (`application/gzip`): what the local runtime runs.
     Only a draft's package can be replaced; a bad archive leaves the previous one as it was."""
-    await _require_draft(svc, tenant, name, version)
     files = await svc.packages.put(tenant, name, version, await request.body())
     return {"files": files}
 
