@@ -43,6 +43,7 @@ def test_bench_e2e_scores_every_reading_and_cleans_up(tmp_path: Path) -> None:
             assert [m for m in models if m["state"] != "removed"] == []
             assert http.get("/tenants/default/assets").json() == []
             assert http.get("/tenants/default/devices").json() == []
+            assert http.get("/tenants/default/asset-types").json() == []
 
         refused = p.cli("bench", "e2e", "--models", "999", "--devices", "1", "--batch", "2")
         assert refused.returncode != 0

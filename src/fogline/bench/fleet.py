@@ -9,6 +9,7 @@ arrival in the live stream is its publish-to-commit latency.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import threading
 import time
@@ -20,7 +21,7 @@ from urllib.parse import urlparse
 import orjson
 
 from fogline.bench.publishers import BenchDevice, PublishJob, run_publisher
-from fogline.client.http import FoglineClient
+from fogline.client.http import ApiError, FoglineClient
 from fogline.domain.errors import Unavailable
 
 VALUES = [{"name": f"v{i}", "dtype": "float"} for i in range(1, 5)]
@@ -60,6 +61,7 @@ class BenchFleet:
         self.batch = batch
         self.processes = processes
         self.devices: list[BenchDevice] = []
+        self._created_assets: list[str] = []
         system = api.get("/system")
         mqtt_url = urlparse(system["mqtt"] or "")
         if not mqtt_url.hostname:
@@ -90,6 +92,7 @@ class BenchFleet:
                 self.api.post(
                     f"/tenants/{t}/assets", {"id": asset_id, "asset_type": self.asset_type}
                 )
+                self._created_assets.append(asset_id)
                 assets.append(asset_id)
             creds = self.api.post(f"/tenants/{t}/devices", {"id": device_id})["credentials"]
             self.topic_root = creds["topic"].split("/")[0]
@@ -98,10 +101,14 @@ class BenchFleet:
             )
 
     def cleanup(self) -> None:
+        """Removes what `provision` made, even when it stopped halfway."""
+        t = self.tenant
         for d in self.devices:
-            self.api.delete(f"/tenants/{self.tenant}/devices/{d.device_id}")
-            for a in d.assets:
-                self.api.delete(f"/tenants/{self.tenant}/assets/{a}")
+            self.api.delete(f"/tenants/{t}/devices/{d.device_id}")
+        for a in self._created_assets:
+            self.api.delete(f"/tenants/{t}/assets/{a}")
+        with contextlib.suppress(ApiError):  # refused while another run's assets use it
+            self.api.delete(f"/tenants/{t}/asset-types/{self.asset_type}")
 
     def publish(self, suffix: str, readings_per_s: float, seconds: float) -> PhaseResult:
         """Every device publishes for `seconds`, paced so that the fleet offers `readings_per_s`
