@@ -102,7 +102,8 @@ async def test_bad_messages_become_dead_letters_and_nothing_valid_is_lost(
     )
     await asyncio.to_thread(device.publish, TOPIC, "x" * (300 * 1024))
     device.close()
-    s = await async_wait_for(lambda: _dead(api, 6), what="six dead letters")
+    # The two counters are read one after the other: wait for both to settle.
+    s = await async_wait_for(lambda: _dead(api, 6, values=3), what="six dead letters, 3 values")
     reasons = s["dead_letters_by_reason"]
     assert reasons == {
         "not-json": 1,
@@ -128,9 +129,9 @@ async def test_bad_messages_become_dead_letters_and_nothing_valid_is_lost(
     assert [p[1] for p in series["rpm"]["points"]] == [5]
 
 
-async def _dead(api: Api, count: int) -> dict[str, Any] | None:
+async def _dead(api: Api, count: int, values: int = 0) -> dict[str, Any] | None:
     s = await stats(api)
-    return s if s["dead_letters"] >= count else None
+    return s if s["dead_letters"] >= count and s["values"] >= values else None
 
 
 async def _values(api: Api, count: int) -> bool:
