@@ -61,3 +61,13 @@ def test_global_options_may_stand_anywhere() -> None:
         "--http-port",
         "1",
     ]
+
+
+def test_bench_e2e_settings_are_checked_all_at_once() -> None:
+    from fogline.bench.e2e import E2eBenchConfig
+    from fogline.domain.errors import InvalidInput
+
+    E2eBenchConfig().check()
+    with pytest.raises(InvalidInput) as refused:
+        E2eBenchConfig(rate=0, duration_s=1, models=101, devices=10, batch=10).check()
+    assert {p.field for p in refused.value.problems} == {"rate", "duration", "models"}

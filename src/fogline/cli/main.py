@@ -883,6 +883,7 @@ def bench_e2e(
         batch=batch,
         processes=processes,
     )
+    config.check()  # bad settings are refused before anything is asked of the platform
     report = run_e2e_bench(
         c.client(), c.t(), config, progress=lambda line: output.errors.print(line, highlight=False)
     )
