@@ -230,3 +230,28 @@ async def test_bad_mappings_list_every_problem_and_change_nothing(api: Api) -> N
     }
     r = await api.http.get(BASE)
     assert [a["asset"] for a in r.json()["resolved"]] == ["m1"]  # the old mappings stand
+
+
+async def test_the_short_models_path_acts_in_the_keys_own_tenant(platform: Any, api: Api) -> None:
+    r = await api.http.post("/tenants", json={"id": "acme", "name": "Acme"})
+    assert r.status_code == 201, r.text
+    acme = api.as_key(r.json()["api_key"])
+    try:
+        yaml_headers = {"Content-Type": "application/yaml"}
+        r = await acme.http.post("/models", content=MANIFEST, headers=yaml_headers)
+        assert r.status_code == 201, r.text
+        assert [m["name"] for m in (await acme.http.get("/models")).json()] == [
+            "temperature-anomaly"
+        ]
+        assert [m["name"] for m in (await api.http.get("/tenants/acme/models")).json()] == [
+            "temperature-anomaly"
+        ]
+        assert (await api.http.get("/models")).json() == []  # the admin key: tenant default
+        r = await acme.http.get("/models", params={"tenant": "default"})
+        assert r.status_code == 403
+        r = await api.http.get("/models", params={"tenant": "nope"})
+        assert r.status_code == 404
+        r = await acme.http.post("/models", content=b"manifest: {name: Bad}", headers=yaml_headers)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    finally:
+        await acme.close()

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 
 from fogline.bus.connection import Bus
-from fogline.domain.access import ApiKey
+from fogline.domain.access import DEFAULT_TENANT, ApiKey
 from fogline.domain.errors import NotFound, Unauthenticated
 from fogline.domain.registry import device_username
 from fogline.fleet.devices import DeviceRegistry
@@ -74,6 +74,16 @@ async def tenant_scope(
     if not await asyncio.to_thread(svc.registry.tenant_exists, tenant):
         raise NotFound(f"tenant {tenant!r} does not exist")
     return tenant
+
+
+async def key_tenant(
+    tenant: str | None = Query(default=None, description="tenant id; default: the key's own"),
+    key: ApiKey = Depends(api_key),
+    svc: ApiServices = Depends(services),
+) -> str:
+    """For the short paths (`/api/v1/models`): the key's own tenant, or the one named, under the
+    same rules as `/tenants/{tenant}/...`."""
+    return await tenant_scope(tenant or key.tenant or DEFAULT_TENANT, key, svc)
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:

@@ -18,9 +18,10 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from fogline.app.platform import DEFAULT_TENANT, Platform
+from fogline.app.platform import Platform
 from fogline.app.settings import load_settings
 from fogline.client.http import FoglineClient
+from fogline.domain.access import DEFAULT_TENANT
 from fogline.domain.errors import ConfigurationError
 from fogline.sim.fleet import MOTOR_TYPE, VirtualFleet
 from fogline.sim.motors import Fault

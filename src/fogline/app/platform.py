@@ -27,7 +27,7 @@ from fogline.bus.connection import Bus, HotStoreSettings, redact_url
 from fogline.bus.errors import PortInUse
 from fogline.bus.server import PLATFORM_USER, BrokerUser, EmbeddedNats, EmbeddedNatsSettings
 from fogline.bus.subjects import Subjects
-from fogline.domain.access import Role
+from fogline.domain.access import DEFAULT_TENANT, Role
 from fogline.domain.errors import ConfigurationError
 from fogline.fleet.devices import BrokerAuth, DeviceRegistry, UnmanagedBrokerAuth
 from fogline.ingest.cache import RegistryCache
@@ -48,8 +48,6 @@ from fogline.store.database import Database
 from fogline.store.secrets import SecretBox
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TENANT = "default"
 
 
 class EmbeddedBrokerAuth:

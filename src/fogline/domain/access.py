@@ -7,6 +7,8 @@ from enum import Enum
 
 from fogline.domain.errors import Forbidden
 
+DEFAULT_TENANT = "default"  # made at first start; the CLI's tenant unless told otherwise
+
 
 class Role(Enum):
     ADMIN = "admin"  # the platform operator: manages tenants, may act within any tenant

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
-from fogline.api.deps import ApiServices, services, tenant_scope
+from fogline.api.deps import ApiServices, key_tenant, services, tenant_scope
 from fogline.domain.errors import InvalidInput, Problem
 from fogline.domain.timeseries import iso_from_ms
 from fogline.library.catalog import CATALOG, library_model
@@ -57,6 +57,22 @@ async def submit_model(
     `application/yaml`). Every problem is reported at once; nothing is stored unless all is
     well. The model starts as a draft."""
     return model_json(await svc.models.submit(tenant, await request.body()))
+
+
+@router.post("/models", status_code=201)
+async def submit_model_to_key_tenant(
+    request: Request, tenant: str = Depends(key_tenant), svc: ApiServices = Depends(services)
+) -> dict[str, Any]:
+    """`POST /tenants/{tenant}/models` for the API key's own tenant (or `?tenant=`)."""
+    return model_json(await svc.models.submit(tenant, await request.body()))
+
+
+@router.get("/models")
+async def list_models_of_key_tenant(
+    tenant: str = Depends(key_tenant), svc: ApiServices = Depends(services)
+) -> list[dict[str, Any]]:
+    """`GET /tenants/{tenant}/models` for the API key's own tenant (or `?tenant=`)."""
+    return [model_json(m) for m in await svc.models.all(tenant)]
 
 
 @router.get("/tenants/{tenant}/models")
