@@ -455,3 +455,39 @@ async def test_broker_credentials_stay_out_of_errors_and_logs(
     finally:
         await api.close()
         await p.stop()
+
+
+TOML_MODEL = """
+import tomli_w
+from fogline.sdk import serve
+
+def score(readings):
+    # tomli_w is in the model's own virtualenv only.
+    return [{"level": tomli_w.dumps({"t": r.values["temperature"]}).strip()} for r in readings]
+
+serve(score=score)
+"""
+
+
+async def test_a_model_with_requirements_gets_its_own_virtualenv(platform: Any, api: Api) -> None:
+    import importlib.util
+
+    assert importlib.util.find_spec("tomli_w") is None  # not the platform's
+    await k.sensors(api, "s1")
+    local = {"command": ["python", "model.py"], "requirements": "requirements.txt"}
+    text = k.manifest("toml", [{"dataColumnName": "level", "readAsString": True}], local=local)
+    files = {"model.py": TOML_MODEL, "requirements.txt": "tomli-w>=1,<2\n"}
+    name = await k.submit(api, text, files)
+    await k.map_type(api, name)
+    await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
+    await k.wait_state(api, name, "active", timeout=180)  # pip installs into the new venv
+    pid = (await k.deployment(api, name))["runtime"]["pid"]
+    venv = Path(platform.settings.runtime_dir) / "default" / name / "1.0.0" / "venv"
+    program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    assert program == str(venv / "bin" / "python")
+    installed = {p.name.split("-")[0].lower() for p in venv.glob("lib/python*/site-packages/*")}
+    assert "tomli_w" in installed  # what the model added ...
+    assert "uvicorn" not in installed  # ... and nothing the platform already has (the SDK's)
+    now = int(time.time() * 1000)
+    await k.send(api, "s1", now, 21.5)
+    assert await outputs_of(api, "s1", "level") == [[now, "t = 21.5"]]

@@ -28,6 +28,8 @@ from fogline.models.runtimes.base import ModelSpec, RuntimeHandle
 log = logging.getLogger(__name__)
 
 PYTHON_NAMES = {"python", "python3"}
+_SITE_DIRS = "import json, site; print(json.dumps(site.getsitepackages()))"
+_PURELIB = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
 VENV_TIMEOUT_S = 900
 
 
@@ -139,20 +141,30 @@ class LocalRuntime:
         marker = venv / ".fogline-requirements"
         if marker.is_file() and marker.read_text() == digest:
             return
-        # System site packages: the model sees the SDK and what the platform has, and pip
-        # installs only what it adds or pins differently.
-        for command in (
-            [self.settings.python, "-m", "venv", "--system-site-packages", str(venv)],
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(file)],
-        ):
-            done = await asyncio.to_thread(
-                subprocess.run, command, capture_output=True, text=True, timeout=VENV_TIMEOUT_S
-            )
-            if done.returncode != 0:
-                raise Unavailable(
-                    f"preparing the model's virtualenv failed: {done.stderr.strip()[-500:]}"
-                )
+        await asyncio.to_thread(self._build_venv, venv, file)
         marker.write_text(digest)
+
+    def _build_venv(self, venv: Path, requirements: Path) -> None:
+        """A venv that sees the platform's packages (the SDK above all) behind its own: pip
+        installs only what the model adds or pins differently, and what it installs wins.
+        (`--system-site-packages` would not do: when the platform itself runs in a venv, that
+        option reaches the base interpreter's packages, not the platform's.)"""
+        self._run([self.settings.python, "-m", "venv", str(venv)])
+        python = str(venv / "bin" / "python")
+        platform_sites = json.loads(self._run([self.settings.python, "-c", _SITE_DIRS]))
+        own_site = Path(self._run([python, "-c", _PURELIB]).strip())
+        lines = [f"import site; site.addsitedir({d!r})" for d in platform_sites]
+        (own_site / "_fogline_platform.pth").write_text("\n".join(lines) + "\n")
+        self._run([python, "-m", "pip", "install", "--quiet", "-r", str(requirements)])
+
+    @staticmethod
+    def _run(command: list[str]) -> str:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=VENV_TIMEOUT_S)
+        if done.returncode != 0:
+            raise Unavailable(
+                f"preparing the model's virtualenv failed: {done.stderr.strip()[-500:]}"
+            )
+        return done.stdout
 
     def _interpreter(self, spec: ModelSpec) -> str:
         venv_python = self.workdir(spec) / "venv" / "bin" / "python"
@@ -280,7 +292,10 @@ class LocalRuntime:
             "FOGLINE_SCORE_ENDPOINT": model.score_endpoint,
             "FOGLINE_HEALTH_ENDPOINT": model.health_check_endpoint,
         }
-        if "VIRTUAL_ENV" in os.environ:
+        own_venv = work / "venv"
+        if own_venv.is_dir():
+            env["VIRTUAL_ENV"] = str(own_venv)
+        elif "VIRTUAL_ENV" in os.environ:
             env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
         if model.type == "amqp":
             if not self.settings.amqp_url:
