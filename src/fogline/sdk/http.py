@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -86,13 +88,18 @@ def build_app(host: ModelHost, settings: ServerSettings) -> Starlette:
         detail.update(scored=host.scored, failures=host.failures)
         return JSONResponse(detail, 200 if ok else 503)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
     return Starlette(
         routes=[
             Route(settings.score_endpoint, score, methods=["POST"]),
             Route("/learn", learn, methods=["POST"]),
             Route(settings.health_endpoint, health, methods=["GET"]),
         ],
-        on_shutdown=[client.aclose],
+        lifespan=lifespan,
     )
 
 

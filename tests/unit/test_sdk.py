@@ -1,0 +1,80 @@
+"""The SDK's model server, in process: the score/learn/health contract of docs/models.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from fogline.sdk import FunctionModel, Model, Reading
+from fogline.sdk.http import build_app
+from fogline.sdk.serve import ModelHost, ServerSettings
+
+
+class Counter(Model):
+    """Scores each reading against what it has learned so far."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+        self.broken = False
+
+    def score(self, readings: list[Reading]) -> list[Any]:
+        if any(r.values["x"] < 0 for r in readings):
+            raise ValueError("negative x")
+        return [{"above": r.values["x"] > max(self.seen, default=0.0)} for r in readings]
+
+    def learn(self, readings: list[Reading], labels: list[Any] | None = None) -> None:
+        self.seen += [r.values["x"] for r in readings]
+
+    def health(self) -> bool | dict[str, Any]:
+        return {"status": "degraded", "why": "flag"} if self.broken else True
+
+
+def client(model: Model) -> TestClient:
+    return TestClient(build_app(ModelHost(model), ServerSettings()))
+
+
+def request(*xs: float) -> dict[str, Any]:
+    readings = [{"asset": "a1", "ts": 1000 + i, "values": {"x": x}} for i, x in enumerate(xs)]
+    return {"request_id": "r1", "readings": readings}
+
+
+def test_score_learn_and_health_follow_the_contract() -> None:
+    model = Counter()
+    with client(model) as http:
+        r = http.post("/score", json=request(1.0, 2.0))
+        assert r.status_code == 200
+        assert r.json() == {
+            "request_id": "r1",
+            "outputs": [
+                {"asset": "a1", "ts": 1000, "values": {"above": True}},
+                {"asset": "a1", "ts": 1001, "values": {"above": True}},
+            ],
+        }
+        assert http.post("/learn", json=request(5.0)).json() == {"learned": 1}
+        assert http.post("/score", json=request(3.0)).json()["outputs"][0]["values"] == {
+            "above": False
+        }
+        health = http.get("/health")
+        assert health.status_code == 200
+        assert health.json() == {"status": "ok", "scored": 3, "failures": 0}
+
+        failed = http.post("/score", json=request(-1.0))
+        assert failed.status_code == 500
+        assert failed.headers["content-type"] == "application/problem+json"
+        assert "negative x" in failed.json()["detail"]
+        bad = http.post("/score", content=b'{"readings": [{"asset": "a1"}]}')
+        assert bad.status_code == 400 and "values" in bad.json()["detail"]
+        model.broken = True
+        sick = http.get("/health")
+        assert sick.status_code == 503
+        assert sick.json()["status"] == "degraded" and sick.json()["why"] == "flag"
+        assert sick.json()["failures"] == 1
+
+
+def test_a_function_model_without_learn_says_so() -> None:
+    doubled = FunctionModel(lambda readings: [{"y": r.values["x"] * 2} for r in readings])
+    with client(doubled) as http:
+        assert http.post("/score", json=request(4.0)).json()["outputs"][0]["values"] == {"y": 8.0}
+        r = http.post("/learn", json=request(4.0))
+        assert r.status_code == 501 and "does not learn" in r.json()["detail"]
