@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from fogline.models.runtimes.base import Runtime
 from fogline.models.runtimes.external import ExternalRuntime
 from fogline.models.runtimes.local import LocalRuntime, LocalRuntimeSettings
 from fogline.models.transport import AmqpConnections
+from fogline.procs import rss_mb
 from fogline.store.database import Database
 from fogline.store.secrets import SecretBox
 
@@ -377,14 +378,14 @@ class Platform:
             "version": __version__,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 1),
-            "rss_mb": _rss_mb(os.getpid()),
+            "rss_mb": rss_mb(os.getpid()),
             "http": self.http_url,
             "mqtt": self.mqtt_url,
             "nats": self.nats_url,
             "nats_pid": self.nats.pid if self.nats else None,
-            "nats_rss_mb": _rss_mb(self.nats.pid) if self.nats and self.nats.pid else None,
+            "nats_rss_mb": rss_mb(self.nats.pid) if self.nats and self.nats.pid else None,
             "historian_pid": self.historian.pid if self.historian else None,
-            "historian_rss_mb": _rss_mb(self.historian.pid)
+            "historian_rss_mb": rss_mb(self.historian.pid)
             if self.historian and self.historian.pid
             else None,
             "historian_restarts": self.historian.restarts if self.historian else 0,
@@ -393,26 +394,5 @@ class Platform:
             "bridge": None
             if self.bridge is None
             else {"forwarded": self.bridge.forwarded, "refused": self.bridge.refused},
-            "historian": None
-            if h is None
-            else {
-                "messages": h.messages,
-                "values": h.values,
-                "dead_letters": h.dead_letters,
-                "batches": h.batches,
-                "skipped_redeliveries": h.skipped_redeliveries,
-                "last_commit_ms": h.last_commit_ms,
-                "last_error": h.last_error,
-            },
+            "historian": None if h is None else asdict(h),
         }
-
-
-def _rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None

@@ -19,12 +19,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fogline.bench.fleet import BenchFleet, LatencyProbe, PhaseResult
 from fogline.client.http import ApiError, FoglineClient
 from fogline.domain.errors import InvalidInput, Problem, Unavailable
+from fogline.procs import rss_mb
 
 BENCH_TYPE = "bench-e2e"
 VERSION = "1.0.0"
@@ -94,17 +94,6 @@ def classify(reading: dict[str, Any]) -> str | None:
     return None
 
 
-def _rss_mb(pid: int) -> float | None:
-    """Resident memory of a process on this machine (None when it is elsewhere or gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
 class E2eBench:
     def __init__(self, api: FoglineClient, tenant: str, config: E2eBenchConfig) -> None:
         self.api = api
@@ -155,12 +144,11 @@ class E2eBench:
         return time.monotonic() - started
 
     def stop(self, names: list[str]) -> None:
-        for name in names:
-            if self.api.get(self._path(name))["state"] == "active":
+        states = {name: self.api.get(self._path(name))["state"] for name in names}
+        for name, state in states.items():
+            if state == "active":
                 self.api.post(self._path(name, "/stop"))
-        self.wait_states(
-            [n for n in names if self.api.get(self._path(n))["state"] != "draft"], "stopped", 60
-        )
+        self.wait_states([n for n, state in states.items() if state != "draft"], "stopped", 60)
 
     def remove_models(self) -> None:
         for name in self.models:
@@ -180,12 +168,12 @@ class E2eBench:
         deployment = self.api.get(self._path(name, "/deployment"))
         return dict(deployment.get("companion") or {})
 
-    def model_rss_mb(self, names: list[str]) -> list[float]:
+    def modelrss_mb(self, names: list[str]) -> list[float]:
         sizes = []
         for name in names:
             runtime = self.api.get(self._path(name, "/deployment")).get("runtime") or {}
             pid = runtime.get("pid")
-            rss = _rss_mb(int(pid)) if pid else None
+            rss = rss_mb(int(pid)) if pid else None
             if rss is not None:
                 sizes.append(rss)
         return sizes
@@ -274,7 +262,7 @@ class E2eBench:
         for i, name in enumerate(names):
             self.submit(name, assets[i :: len(names)])
         deploy_s = self.deploy(names)
-        rss = self.model_rss_mb(names)
+        rss = self.modelrss_mb(names)
         platform = self.api.get("/system")
         result, probe, stats, missing = self._loaded(names, assets, self.config.fleet_rate)
         fed = sum(1 for s in stats if int(s.get("scored", 0)) > 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -229,5 +230,6 @@ class LatencyProbe:
             "samples": len(values),
             "p50_ms": round(percentile(values, 0.50), 1),
             "p99_ms": round(percentile(values, 0.99), 1),
+            "mean_ms": round(statistics.fmean(values), 1) if values else float("nan"),
             "max_ms": round(max(values), 1) if values else float("nan"),
         }

@@ -150,6 +150,7 @@ class IngestBench:
             "latency_samples": latency["samples"],
             "p50_ms": latency["p50_ms"],
             "p99_ms": latency["p99_ms"],
+            "mean_ms": latency["mean_ms"],
             "memory": memory,
         }
 
