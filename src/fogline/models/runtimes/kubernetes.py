@@ -26,6 +26,7 @@ class KubernetesPlan:
     cpus: int
     memory_mb: int
     companion_label: str
+    health_path: str = "/health"
 
     @classmethod
     def of(cls, spec: ModelSpec) -> KubernetesPlan:
@@ -39,10 +40,12 @@ class KubernetesPlan:
             cpus=limits.cpus if limits else 1,
             memory_mb=limits.memory_mb if limits else 1024,
             companion_label=spec.name,
+            health_path=model.health_check_endpoint,
         )
 
     def objects(self) -> list[dict[str, Any]]:
-        """The namespace, quota and network policy the runtime will apply."""
+        """The namespace, quota, network policy and non-root Deployment the runtime will
+        apply."""
         return [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}},
             {
@@ -73,6 +76,43 @@ class KubernetesPlan:
                             ]
                         }
                     ],
+                },
+            },
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "model", "namespace": self.namespace},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"fogline.io/model": self.companion_label}},
+                    "template": {
+                        "metadata": {"labels": {"fogline.io/model": self.companion_label}},
+                        "spec": {
+                            "securityContext": {"runAsNonRoot": True},
+                            "containers": [
+                                {
+                                    "name": "model",
+                                    "image": self.image,
+                                    "securityContext": {
+                                        "allowPrivilegeEscalation": False,
+                                        "readOnlyRootFilesystem": True,
+                                    },
+                                    "resources": {
+                                        "limits": {
+                                            "cpu": str(self.cpus),
+                                            "memory": f"{self.memory_mb}Mi",
+                                        }
+                                    },
+                                    "readinessProbe": {
+                                        "httpGet": {"path": self.health_path, "port": 8080}
+                                    },
+                                    "livenessProbe": {
+                                        "httpGet": {"path": self.health_path, "port": 8080}
+                                    },
+                                }
+                            ],
+                        },
+                    },
                 },
             },
         ]
