@@ -34,9 +34,9 @@ class Doubler(Model):
         ]
 
     def health(self):
-        # The tests make a model unhealthy by dropping this file in its state dir.
-        flag = pathlib.Path(os.environ["FOGLINE_MODEL_STATE_DIR"]) / "unhealthy"
-        return not flag.exists()
+        # The tests make a model unhealthy by dropping this file in its package (the
+        # working directory; the sandbox mounts it read-only, the platform can write it).
+        return not pathlib.Path("unhealthy").exists()
 
 if __name__ == "__main__":
     serve(Doubler())
@@ -145,7 +145,15 @@ async def wait_state(
     async def reached() -> bool:
         return await state_of(api, name, version) == state
 
-    await async_wait_for(reached, timeout, f"model {name} {version} {state}")
+    try:
+        await async_wait_for(reached, timeout, f"model {name} {version} {state}")
+    except AssertionError as exc:
+        model = (await api.http.get(f"/tenants/default/models/{name}/{version}")).json()
+        status = (await api.http.get(f"/tenants/default/models/{name}/{version}/deployment")).json()
+        raise AssertionError(
+            f"{exc}; it is {model.get('state')}: {model.get('state_reason')}; "
+            f"saga {status.get('saga')}"
+        ) from None
 
 
 async def deployment(api: Api, name: str, version: str = "1.0.0") -> dict[str, Any]:

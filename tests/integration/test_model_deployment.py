@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -159,8 +160,7 @@ async def test_a_crashed_model_is_restarted_and_an_unrecoverable_one_goes_to_dra
         assert await outputs_of(api, "s1", "doubled") == [[now, 4.0]]  # fed again
 
         # Now unhealthy for good: restarts do not help, so back to draft with the reason.
-        workdir = Path(p.settings.runtime_dir) / "default" / name / "1.0.0"
-        (workdir / "unhealthy").write_text("yes")
+        (Path(p.settings.package_dir) / "default" / name / "1.0.0" / "unhealthy").touch()
         pid = status["runtime"]["pid"]
         await k.wait_state(api, name, "draft")
         model = (await api.http.get(f"/tenants/default/models/{name}/1.0.0")).json()
@@ -280,74 +280,6 @@ async def test_an_external_model_is_proxied(platform: Any, api: Api, tmp_path: P
         server.wait(10)
 
 
-STDLIB_MODEL = """
-import json, os, resource
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-class Handler(BaseHTTPRequestHandler):
-    def _send(self, body):
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self._send({"status": "ok", "uid": os.getuid(),
-                    "memory": resource.getrlimit(resource.RLIMIT_AS)[0],
-                    "files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-                    "cpus": len(os.sched_getaffinity(0))})
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers["content-length"]))
-        self._send({"outputs": []})
-
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"""
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a platform run as root")
-async def test_a_local_model_runs_unprivileged_and_under_limits(
-    platform_settings: Callable[..., Any],
-) -> None:
-    """As root, models run as `nobody`. The system Python and a data dir that user can reach
-    are used here, since this machine's own interpreter lives under /root."""
-    import tempfile
-
-    import httpx
-
-    from fogline.app.platform import Platform
-
-    base = Path(tempfile.mkdtemp(prefix="fogline-unpriv-", dir="/tmp"))
-    base.chmod(0o755)
-    p = Platform(platform_settings(data_dir=base / "data"))
-    await p.start()
-    api = Api(p.http_url, p.bootstrap.admin_key)
-    try:
-        await k.sensors(api, "s1")
-        local = {
-            "command": ["/usr/bin/python3", "model.py"],
-            "limits": {"memoryMb": 256, "openFiles": 64, "cpus": 1},
-        }
-        name = await k.submit(api, k.manifest("plain", local=local), {"model.py": STDLIB_MODEL})
-        await k.map_type(api, name)
-        await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
-        await k.wait_state(api, name, "active")
-        runtime = (await k.deployment(api, name))["runtime"]
-        assert (runtime["run_as"], runtime["note"]) == ("nobody", None)
-        async with httpx.AsyncClient() as http:
-            health = (await http.get(runtime["endpoint"] + "/health")).json()
-        assert health["uid"] == 65534
-        assert (health["memory"], health["files"], health["cpus"]) == (256 * 1024 * 1024, 64, 1)
-    finally:
-        await api.close()
-        await p.stop()
-        import shutil
-
-        shutil.rmtree(base, ignore_errors=True)
-
-
 TRIPLER = k.DOUBLER.replace('r.values["temperature"] * 2', 'r.values["temperature"] * 3')
 REGISTRY = {
     "image": "registry.example/acme/doubler",
@@ -457,6 +389,20 @@ async def test_broker_credentials_stay_out_of_errors_and_logs(
         await p.stop()
 
 
+def _sandboxed_child(pid: int, program: str) -> int | None:
+    """The model's own process under bubblewrap (the runtime's pid): a descendant whose
+    program name contains `program`."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in map(int, children):
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].decode()
+        if program in cmdline.rsplit("/", 1)[-1]:
+            return child
+        found = _sandboxed_child(child, program)
+        if found:
+            return found
+    return None
+
+
 TOML_MODEL = """
 import tomli_w
 from fogline.sdk import serve
@@ -482,10 +428,17 @@ async def test_a_model_with_requirements_gets_its_own_virtualenv(platform: Any, 
     await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
     await k.wait_state(api, name, "active", timeout=180)  # pip installs into the new venv
     pid = (await k.deployment(api, name))["runtime"]["pid"]
-    venv = Path(platform.settings.runtime_dir) / "default" / name / "1.0.0" / "venv"
-    program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-    assert program == str(venv / "bin" / "python")
-    installed = {p.name.split("-")[0].lower() for p in venv.glob("lib/python*/site-packages/*")}
+    model_pid = await async_wait_for(lambda: _sandboxed_child(pid, "python"), 10, "model process")
+    program = Path(f"/proc/{model_pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    assert program == "/model/state/venv/bin/python"  # inside the sandbox: its disk image
+    image = Path(platform.settings.runtime_dir) / "default" / name / "1.0.0" / "state.img"
+    listing = subprocess.run(
+        ["debugfs", "-R", "ls -p /venv/lib/python3.11/site-packages", str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installed = {line.split("/")[5].split("-")[0].lower() for line in listing.splitlines() if line}
     assert "tomli_w" in installed  # what the model added ...
     assert "uvicorn" not in installed  # ... and nothing the platform already has (the SDK's)
     now = int(time.time() * 1000)

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -38,11 +39,12 @@ from fogline.ingest.validation import IngestLimits
 from fogline.ingest.worker import HistorianSupervisor, HistorianWorkerConfig
 from fogline.models.deployment import DeploymentManager, SagaSettings
 from fogline.models.mappings import ModelMappingService
-from fogline.models.packages import PackageStore
+from fogline.models.packages import PackageLimits, PackageStore
 from fogline.models.registry import ModelRegistry
 from fogline.models.runtimes.base import Runtime
 from fogline.models.runtimes.external import ExternalRuntime
 from fogline.models.runtimes.local import LocalRuntime, LocalRuntimeSettings
+from fogline.models.runtimes.sandbox import SandboxSettings
 from fogline.models.transport import AmqpConnections
 from fogline.procs import rss_mb
 from fogline.store.database import Database
@@ -82,16 +84,41 @@ class Bootstrap:
 
 
 def ensure_data_dir(path: Path) -> None:
+    """The data dir holds keys, password hashes and every tenant's data: the platform's user
+    only (0700 directories, 0600 files). Anything found wider at start is narrowed, and said."""
+    os.umask(0o077)  # what the platform and its processes create from now on
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         probe = path / ".write-test"
         probe.write_text("ok")
         probe.unlink()
+        narrowed = narrow_permissions(path)
     except OSError as exc:
         raise ConfigurationError(
             f"the data dir {path} is not writable: {exc.strerror or exc}; "
             "choose another with --data-dir or FOGLINE_DATA_DIR"
         ) from None
+    if narrowed:
+        log.warning(
+            "platform.data_dir_narrowed",
+            extra={
+                "fields": {"data_dir": str(path), "paths": len(narrowed), "first": narrowed[:5]}
+            },
+        )
+
+
+def narrow_permissions(root: Path) -> list[str]:
+    """Take group and other bits off everything under root (links are left alone)."""
+    narrowed = []
+    for directory, dirs, files in os.walk(root):
+        for name in [".", *dirs, *files]:
+            path = os.path.join(directory, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode) or not st.st_mode & 0o077:
+                continue
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+            narrowed.append(os.path.relpath(path, root))
+    return narrowed
 
 
 def bind_http(host: str, port: int) -> socket.socket:
@@ -128,6 +155,20 @@ class Platform:
         self._http_task: asyncio.Task[None] | None = None
         self._http_socket: socket.socket | None = None
         self.started_at = time.time()
+        s = settings
+        self._local_runtime = LocalRuntime(
+            LocalRuntimeSettings(
+                s.runtime_dir,
+                SandboxSettings(
+                    s.model_sandbox,
+                    s.model_uid_base,
+                    s.model_sandbox_bwrap,
+                    caps=s.model_limit_caps,
+                ),
+                s.amqp_url,
+                callback_base=lambda: f"{self.http_url}/api/v1/model-callbacks",
+            )
+        )
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -196,7 +237,11 @@ class Platform:
         cache = RegistryCache(self.db.registry)
 
         mappings = ModelMappingService(self.db.models, self.db.model_mappings, self.db.registry)
-        packages = PackageStore(s.package_dir, self.db.models)
+        packages = PackageStore(
+            s.package_dir,
+            self.db.models,
+            PackageLimits(s.package_max_bytes, s.package_max_expanded_bytes, s.package_max_files),
+        )
         self.deployments = self._deployment_manager(self.db, self.bus, mappings, packages)
         mappings.on_change = self.deployments.refresh_mappings
 
@@ -229,7 +274,12 @@ class Platform:
             queries=TelemetryQueries(self.db.registry, self.db.telemetry),
             telemetry=self.db.telemetry,
             intake=HttpIntake(self.bus, cache, self.db.telemetry, limits),
-            models=ModelRegistry(self.db.models, SecretBox.for_platform(s.data_dir, s.secret_key)),
+            models=ModelRegistry(
+                self.db.models,
+                SecretBox.for_platform(s.data_dir, s.secret_key),
+                s.model_limit_caps,
+                on_removed=[packages.remove, self._local_runtime.purge],
+            ),
             mappings=mappings,
             deployments=self.deployments,
             packages=packages,
@@ -265,10 +315,7 @@ class Platform:
         self, db: Database, bus: Bus, mappings: ModelMappingService, packages: PackageStore
     ) -> DeploymentManager:
         s = self.settings
-        runtimes: dict[str, Runtime] = {
-            "local": LocalRuntime(LocalRuntimeSettings(s.runtime_dir, s.model_user, s.amqp_url)),
-            "external": ExternalRuntime(),
-        }
+        runtimes: dict[str, Runtime] = {"local": self._local_runtime, "external": ExternalRuntime()}
         return DeploymentManager(
             db.models,
             db.deployments,

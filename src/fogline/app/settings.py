@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fogline.domain.errors import ConfigurationError, InvalidInput, Problem
 from fogline.domain.timeseries import parse_duration_ms
+from fogline.models.manifest import LimitCaps
 
 ENV_PREFIX = "FOGLINE_"
 CONFIG_FILE_NAME = "fogline.yaml"
@@ -38,8 +39,21 @@ class Settings(BaseModel):
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=1024**2 - 4096)
     secret_key: str | None = Field(default=None, repr=False)  # Fernet key; else a key file
     amqp_url: str | None = Field(default=None, repr=False)  # RabbitMQ, for AMQP models
-    # Who local models run as when the platform runs as root ("" to keep root).
-    model_user: str = "nobody"
+    # Local models run sandboxed (bubblewrap, a uid of their own: model_uid_base + model id);
+    # "off" runs them unsandboxed as the platform's user, and must be chosen explicitly.
+    model_sandbox: str = Field(default="bwrap", pattern="^(bwrap|off)$")
+    model_sandbox_bwrap: str = "bwrap"  # the bubblewrap program
+    model_uid_base: int = Field(default=2_000_000_000, ge=1000, le=4_000_000_000)
+    # The most any manifest may ask for; a manifest over one is refused.
+    model_max_memory_mb: int = Field(default=4096, ge=64)
+    model_max_cpus: int = Field(default=max(1, os.cpu_count() or 1), ge=1)
+    model_max_processes: int = Field(default=256, ge=1)
+    model_max_disk_mb: int = Field(default=2048, ge=16)
+    model_max_open_files: int = Field(default=4096, ge=16)
+    model_max_file_size_mb: int = Field(default=1024, ge=1)
+    package_max_bytes: int = Field(default=64 * 1024**2, ge=1024)  # the upload, compressed
+    package_max_expanded_bytes: int = Field(default=256 * 1024**2, ge=1024)  # unpacked
+    package_max_files: int = Field(default=10_000, ge=1)
     model_health_interval: float = Field(default=2.0, gt=0)
     model_start_timeout: float = Field(default=30.0, gt=0)  # to answer health after a start
     model_max_health_failures: int = Field(default=3, ge=1)
@@ -52,6 +66,17 @@ class Settings(BaseModel):
     @property
     def hot_retention_seconds(self) -> float:
         return parse_duration_ms(self.hot_retention, "hot_retention") / 1000
+
+    @property
+    def model_limit_caps(self) -> LimitCaps:
+        return LimitCaps(
+            memory_mb=self.model_max_memory_mb,
+            cpus=self.model_max_cpus,
+            processes=self.model_max_processes,
+            disk_mb=self.model_max_disk_mb,
+            open_files=self.model_max_open_files,
+            file_size_mb=self.model_max_file_size_mb,
+        )
 
     @property
     def runtime_dir(self) -> Path:

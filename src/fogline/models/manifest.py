@@ -8,6 +8,7 @@ The shape follows the design guide; field names are the manifest's own camelCase
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
@@ -44,12 +45,75 @@ class Container(_Strict):
 
 
 class Limits(_Strict):
-    """What the local runtime lets a model process use (rlimits, CPU affinity)."""
+    """What the local runtime lets a model use: memory per process (address space), CPUs,
+    processes, disk (its package and its state together), open files and the size of one
+    file. Each is capped by the operator (LimitCaps), checked at submit and at deploy."""
 
     memory_mb: int = Field(default=1024, ge=64, alias="memoryMb")
     cpus: int = Field(default=1, ge=1)
+    processes: int = Field(default=64, ge=1)
+    disk_mb: int = Field(default=512, ge=16, alias="diskMb")
     open_files: int = Field(default=1024, ge=16, alias="openFiles")
     file_size_mb: int = Field(default=256, ge=1, alias="fileSizeMb")
+
+
+@dataclass(frozen=True)
+class LimitCaps:
+    """The most a manifest may ask for: the operator's settings."""
+
+    memory_mb: int = 4096
+    cpus: int = 2
+    processes: int = 256
+    disk_mb: int = 2048
+    open_files: int = 4096
+    file_size_mb: int = 1024
+
+    def problems(self, limits: Limits) -> list[Problem]:
+        asked = {
+            "memoryMb": (limits.memory_mb, self.memory_mb, "model_max_memory_mb"),
+            "cpus": (limits.cpus, self.cpus, "model_max_cpus"),
+            "processes": (limits.processes, self.processes, "model_max_processes"),
+            "diskMb": (limits.disk_mb, self.disk_mb, "model_max_disk_mb"),
+            "openFiles": (limits.open_files, self.open_files, "model_max_open_files"),
+            "fileSizeMb": (limits.file_size_mb, self.file_size_mb, "model_max_file_size_mb"),
+        }
+        return [
+            Problem(
+                f"manifest.model.local.limits.{name}",
+                f"{value} is over this platform's limit of {cap} (the operator's {setting})",
+            )
+            for name, (value, cap, setting) in asked.items()
+            if value > cap
+        ]
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Names a manifest may not set: the loader's, the interpreter's, the shell's and the platform's.
+ENV_REFUSED_PREFIXES = ("LD_", "PYTHON", "FOGLINE_", "DYLD_", "GCONV_", "MALLOC_", "BASH_FUNC")
+ENV_REFUSED = frozenset(
+    {"PATH", "HOME", "VIRTUAL_ENV", "TMPDIR", "IFS", "ENV", "BASH_ENV", "SHELL", "NLSPATH"}
+)
+
+
+def env_problems(env: dict[str, str]) -> list[Problem]:
+    """A manifest's env holds plain settings for the model, never what changes how a program
+    is loaded or what the platform itself sets."""
+    problems = []
+    for name, value in env.items():
+        where = f"manifest.model.local.env.{name}"
+        if not ENV_NAME.match(name):
+            problems.append(Problem(where, "not a plain variable name ([A-Za-z_][A-Za-z0-9_]*)"))
+        elif name.upper() in ENV_REFUSED or name.upper().startswith(ENV_REFUSED_PREFIXES):
+            problems.append(
+                Problem(
+                    where,
+                    "the platform sets this kind of variable itself; a manifest may not "
+                    "(PATH, HOME, LD_*, PYTHON*, FOGLINE_* and the like)",
+                )
+            )
+        elif "\x00" in value or len(value) > 4096:
+            problems.append(Problem(where, "at most 4096 characters, no NUL"))
+    return problems
 
 
 class LocalProcess(_Strict):
@@ -189,4 +253,6 @@ def _semantic_problems(m: ManifestBody) -> list[Problem]:
             if c.data_column_name in seen:
                 p.append(Problem(where, f"duplicate column {c.data_column_name!r}"))
             seen.add(c.data_column_name)
+    if model.local is not None:
+        p.extend(env_problems(model.local.env))
     return p

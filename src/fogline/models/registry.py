@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
+from fogline.domain.errors import InvalidInput
 from fogline.domain.lifecycle import ModelEvent
-from fogline.models.manifest import Manifest, parse_manifest
+from fogline.models.manifest import LimitCaps, Manifest, parse_manifest
 from fogline.store.models import (
     ModelEventRecord,
     ModelRecord,
@@ -26,16 +28,29 @@ def templates_of(manifest: Manifest) -> list[TemplateColumn]:
     ]
 
 
+Cleanup = Callable[[str, str, str], Awaitable[None]]
+
+
 class ModelRegistry:
-    def __init__(self, store: ModelStore, secrets: SecretBox) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        secrets: SecretBox,
+        caps: LimitCaps | None = None,
+        on_removed: list[Cleanup] | None = None,
+    ) -> None:
         self.store = store
         self.secrets = secrets
+        self.caps = caps or LimitCaps()
+        self.on_removed = on_removed or []
 
     async def submit(self, tenant: str, document: str | bytes) -> ModelRecord:
         """Check the manifest in full, then store it as a draft: nothing is stored when any
         part is wrong. The registry password is encrypted before it reaches the database."""
         manifest = parse_manifest(document)
         m = manifest.manifest
+        if m.model.local is not None and (over := self.caps.problems(m.model.local.limits)):
+            raise InvalidInput.of(over, "manifest")
         registry = None
         container = m.model.container
         if container is not None and container.custom_registry is not None:
@@ -68,7 +83,11 @@ class ModelRegistry:
         return await asyncio.to_thread(self.store.events, tenant, name, version)
 
     async def remove(self, tenant: str, name: str, version: str) -> ModelRecord:
-        """Only a draft can be removed (the lifecycle table says so)."""
-        return await asyncio.to_thread(
+        """Only a draft can be removed (the lifecycle table says so). Its package and working
+        directory (disk image, log) go with it."""
+        record = await asyncio.to_thread(
             self.store.transition, tenant, name, version, ModelEvent.REMOVE, "removed by a user"
         )
+        for cleanup in self.on_removed:
+            await cleanup(tenant, name, version)
+        return record

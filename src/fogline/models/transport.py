@@ -40,7 +40,9 @@ class HttpModelClient:
     and aiohttp's client costs several times less CPU per call."""
 
     def __init__(self, base_url: str, score_endpoint: str, health_endpoint: str) -> None:
-        self.base_url = base_url.rstrip("/")
+        # `unix:PATH` is a sandboxed model's socket (it has no network of its own).
+        self.socket_path = base_url[len("unix:") :] if base_url.startswith("unix:") else None
+        self.base_url = "http://model" if self.socket_path else base_url.rstrip("/")
         self.score_url = self.base_url + score_endpoint
         self.health_url = self.base_url + health_endpoint
         self._session: aiohttp.ClientSession | None = None
@@ -49,7 +51,12 @@ class HttpModelClient:
     def session(self) -> aiohttp.ClientSession:
         # Made on first use: a session belongs to the event loop that runs it.
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16))
+            connector: aiohttp.BaseConnector
+            if self.socket_path:
+                connector = aiohttp.UnixConnector(path=self.socket_path, limit=16)
+            else:
+                connector = aiohttp.TCPConnector(limit=16)
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     async def _call(

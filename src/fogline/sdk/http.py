@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -104,10 +105,14 @@ def build_app(host: ModelHost, settings: ServerSettings) -> Starlette:
 
 
 def serve_http(host: ModelHost, settings: ServerSettings) -> None:
+    if settings.socket:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(settings.socket)
     uvicorn.run(
         build_app(host, settings),
         host=settings.host,
         port=settings.port,
+        uds=settings.socket,
         log_level="warning",
         access_log=False,
     )

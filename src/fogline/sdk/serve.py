@@ -26,6 +26,7 @@ class ServerSettings:
     protocol: str = "http"
     host: str = "127.0.0.1"
     port: int = 8080
+    socket: str | None = None  # a Unix socket to serve on instead (the sandbox gives one)
     score_endpoint: str = "/score"
     health_endpoint: str = "/health"
     amqp_url: str | None = None
@@ -39,6 +40,7 @@ class ServerSettings:
             protocol=e.get("FOGLINE_MODEL_PROTOCOL", "http"),
             host=e.get("FOGLINE_MODEL_HOST", "127.0.0.1"),
             port=int(e.get("FOGLINE_MODEL_PORT") or e.get("PORT") or 8080),
+            socket=e.get("FOGLINE_MODEL_SOCKET") or None,
             score_endpoint=e.get("FOGLINE_SCORE_ENDPOINT", "/score"),
             health_endpoint=e.get("FOGLINE_HEALTH_ENDPOINT", "/health"),
             amqp_url=e.get("FOGLINE_AMQP_URL"),
