@@ -64,6 +64,8 @@ def report():
         "connects": {str(port): attempt(lambda port=port: connect(port))
                      for port in TARGETS["ports"]},
         "planted": planted,
+        "socket_dir": attempt(lambda: os.symlink("/etc/passwd", "/run/fogline/link")),
+        "socket_swap": attempt(lambda: os.unlink("/run/fogline/model.sock")),
         "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
         "limits": {"memory": resource.getrlimit(resource.RLIMIT_AS)[0],
                    "files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
@@ -175,6 +177,8 @@ async def test_a_model_sees_and_reaches_nothing_of_the_platform_or_other_tenants
         assert set(report["environ"].values()) == {"ENOENT"}
         assert set(report["connects"].values()) == {"ECONNREFUSED"}, report["connects"]
         assert report["planted"]["."] == "EROFS"  # its package is read-only
+        # The socket it is called on, and its directory, are the platform's.
+        assert (report["socket_dir"], report["socket_swap"]) == ("EACCES", "EACCES")
         assert len(report["processes"]) <= 3  # the sandbox's init, the model, nothing else
         assert report["limits"] == {
             "memory": 512 * 1024**2,

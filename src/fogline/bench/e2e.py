@@ -24,7 +24,7 @@ from typing import Any
 from fogline.bench.fleet import BenchFleet, LatencyProbe, PhaseResult
 from fogline.client.http import ApiError, FoglineClient
 from fogline.domain.errors import InvalidInput, Problem, Unavailable
-from fogline.procs import rss_mb
+from fogline.procs import tree_rss_mb
 
 BENCH_TYPE = "bench-e2e"
 VERSION = "1.0.0"
@@ -173,7 +173,7 @@ class E2eBench:
         for name in names:
             runtime = self.api.get(self._path(name, "/deployment")).get("runtime") or {}
             pid = runtime.get("pid")
-            rss = rss_mb(int(pid)) if pid else None
+            rss = tree_rss_mb(int(pid)) if pid else None  # with its sandbox's processes
             if rss is not None:
                 sizes.append(rss)
         return sizes
@@ -245,10 +245,13 @@ class E2eBench:
         name = f"bench-{self.run_id}-latency"
         self.submit(name, None)
         deploy_s = self.deploy([name])
+        runtime = self.api.get(self._path(name, "/deployment")).get("runtime") or {}
+        sandbox = (runtime.get("extra") or {}).get("sandbox", "-")
         result, probe, stats, missing = self._loaded([name], self.fleet.assets, self.config.rate)
         self.stop([name])
         return {
             "model": name,
+            "sandbox": sandbox,
             "deploy_s": round(deploy_s, 2),
             **self._counts(result, stats, missing),
             "input_committed": probe.summary("input"),
@@ -342,7 +345,8 @@ def _lines(
         f"fleet: {config.devices} devices (MQTT, QoS 1) x {config.batch} assets, "
         f"{config.processes} publisher processes",
         f"latency phase: 1 REAL_TIME model, {latency['offered_readings_per_s']:,} readings/s "
-        f"for {config.duration_s:.0f} s (deployed in {latency['deploy_s']} s)",
+        f"for {config.duration_s:.0f} s (deployed in {latency['deploy_s']} s, "
+        f"sandbox: {latency['sandbox']})",
         _latency_line("publish -> input committed (baseline)", i),
         _latency_line("publish -> output committed", o),
         f"  scored {latency['scored_readings']:,} of {latency['published_readings']:,} readings "

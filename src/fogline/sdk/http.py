@@ -105,14 +105,15 @@ def build_app(host: ModelHost, settings: ServerSettings) -> Starlette:
 
 
 def serve_http(host: ModelHost, settings: ServerSettings) -> None:
-    if settings.socket:
+    if settings.socket and settings.socket_fd is None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(settings.socket)
     uvicorn.run(
         build_app(host, settings),
         host=settings.host,
         port=settings.port,
-        uds=settings.socket,
+        uds=settings.socket if settings.socket_fd is None else None,
+        fd=settings.socket_fd,
         log_level="warning",
         access_log=False,
     )

@@ -26,7 +26,8 @@ class ServerSettings:
     protocol: str = "http"
     host: str = "127.0.0.1"
     port: int = 8080
-    socket: str | None = None  # a Unix socket to serve on instead (the sandbox gives one)
+    socket: str | None = None  # a Unix socket to serve on instead
+    socket_fd: int | None = None  # a listening socket inherited (the sandbox hands one over)
     score_endpoint: str = "/score"
     health_endpoint: str = "/health"
     amqp_url: str | None = None
@@ -41,6 +42,9 @@ class ServerSettings:
             host=e.get("FOGLINE_MODEL_HOST", "127.0.0.1"),
             port=int(e.get("FOGLINE_MODEL_PORT") or e.get("PORT") or 8080),
             socket=e.get("FOGLINE_MODEL_SOCKET") or None,
+            socket_fd=int(e["FOGLINE_MODEL_SOCKET_FD"])
+            if e.get("FOGLINE_MODEL_SOCKET_FD")
+            else None,
             score_endpoint=e.get("FOGLINE_SCORE_ENDPOINT", "/score"),
             health_endpoint=e.get("FOGLINE_HEALTH_ENDPOINT", "/health"),
             amqp_url=e.get("FOGLINE_AMQP_URL"),

@@ -54,7 +54,7 @@ class EgressRelays:
                 await self._relay(e, r, w)
 
             server = await asyncio.start_unix_server(handle, path=str(path))
-            if uid is not None:
+            if uid is not None:  # the model may connect; the directory is not its to change
                 os.chown(path, uid, -1)
             os.chmod(path, 0o600)
             self._servers.append(server)

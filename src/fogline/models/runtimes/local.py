@@ -91,6 +91,7 @@ class _LaunchPlan:
     uid: int | None
     run_as: str
     note: str | None
+    listener: socket.socket | None = None  # the model's HTTP socket, bound by the platform
 
 
 class LocalRuntime:
@@ -303,6 +304,7 @@ class LocalRuntime:
         if plan.egress and plan.run_dir is not None:
             await relays.open(plan.run_dir, plan.egress, plan.uid)
         log_file = self.workdir(spec) / "model.log"
+        inherited = (plan.listener.fileno(),) if plan.listener is not None else ()
         try:
             process = await asyncio.create_subprocess_exec(
                 *_launcher(self.settings.python),
@@ -312,11 +314,15 @@ class LocalRuntime:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
+                pass_fds=inherited,  # the listening socket: the model serves on it
                 start_new_session=True,  # a terminal's Ctrl-C is the platform's to handle
             )
         except BaseException:
             await relays.close()
             raise
+        finally:
+            if plan.listener is not None:
+                plan.listener.close()  # the model holds it now
         self._processes[process.pid] = process
         self._relays[process.pid] = relays
         assert process.stdout is not None
@@ -353,6 +359,14 @@ class LocalRuntime:
         if command[0] in PYTHON_NAMES:
             own = self._has_own_venv(spec)
             command[0] = f"{sandbox.VENV_DIR}/bin/python" if own else self.settings.python
+        # The run dir (/run/fogline inside) is root's: the model can neither replace the
+        # socket it is called on nor plant a link there for the platform to follow.
+        run_dir = self._run_dir(spec)
+        link = self._socket_link(spec, run_dir)  # a socket path has at most 107 bytes
+        listener = None
+        if spec.manifest.model.type == "http":
+            listener = _listen_unix(link / "model.sock")
+            env["FOGLINE_MODEL_SOCKET_FD"] = str(listener.fileno())
         egress = self._egress(spec, env)
         if egress:
             forwards = [
@@ -360,11 +374,16 @@ class LocalRuntime:
             ]
             command = sandbox.shim_command(forwards, command)
         plan = self._sandbox_plan(spec, command, env, egress, None, cpu_offset)
-        assert plan.run_dir is not None
-        # Sockets are reached through a short link: their paths have at most 107 bytes.
-        link = self._socket_link(spec, plan.run_dir)
-        endpoint = f"unix:{link}/model.sock" if spec.manifest.model.type == "http" else None
-        return replace(plan, endpoint=endpoint, run_dir=link)
+        endpoint = f"unix:{link}/model.sock" if listener is not None else None
+        return replace(plan, endpoint=endpoint, run_dir=link, listener=listener)
+
+    def _run_dir(self, spec: ModelSpec) -> Path:
+        run_dir = self.workdir(spec) / "run"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(mode=0o711)
+        run_dir.chmod(0o711)
+        return run_dir
 
     def _sandbox_plan(
         self,
@@ -380,10 +399,8 @@ class LocalRuntime:
         uid = self.settings.sandbox.uid_of(spec.model_id)
         work = self.workdir(spec)
         run_dir = work / "run"
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(mode=0o700)
-        os.chown(run_dir, uid, uid)
+        if not run_dir.is_dir():
+            run_dir = self._run_dir(spec)
         view = SandboxView(uid, uid, spec.package_dir, work / IMAGE_NAME, run_dir, wheels)
         argv, binds, image = sandbox.bwrap_command(bwrap, view, env, command, sandbox.PACKAGE_DIR)
         limits = local.limits
@@ -620,6 +637,22 @@ def _private_dir(path: Path) -> None:
         raise sandbox.SandboxUnavailable(f"{path} is not a directory of the platform's user")
     if stat.S_IMODE(st.st_mode) != 0o700:
         path.chmod(0o700)
+
+
+def _listen_unix(path: Path) -> socket.socket:
+    """A listening Unix socket the model inherits (as systemd's socket activation does); the
+    platform's user owns the file, the model only accepts on it."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+        path.chmod(0o600)
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 def _launcher(python: str) -> list[str]:

@@ -60,7 +60,11 @@ async def run(forwards: list[dict[str, object]], command: list[str]) -> int:
             await _relay_to(path, r, w)
 
         servers.append(await asyncio.start_server(handle, "127.0.0.1", int(str(forward["port"]))))
-    child = await asyncio.create_subprocess_exec(*command)
+    # The listening socket the platform handed over is the model's, not the shim's.
+    handed = os.environ.get("FOGLINE_MODEL_SOCKET_FD")
+    child = await asyncio.create_subprocess_exec(
+        *command, pass_fds=(int(handed),) if handed else ()
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, child.send_signal, sig)
