@@ -120,7 +120,87 @@ def test_message_level_refusals() -> None:
 
 def test_non_finite_and_integral_values() -> None:
     out = run(b'{"asset": "m1", "values": {"temperature": NaN, "rpm": 3.0}}')
-    # orjson refuses NaN: the message is not JSON in the strict sense devices must follow.
-    assert out.dead_letters[0].reason_code is R.NOT_JSON
+    # NaN is not strict JSON, but only the value is refused: its neighbours are kept.
+    assert [(d.reason_code, d.telemetry) for d in out.dead_letters] == [
+        (R.WRONG_TYPE, "temperature")
+    ]
+    assert out.readings[0].values == {"rpm": 3.0}
     out = run({"asset": "m1", "values": {"rpm": 3.0}})
     assert out.readings[0].values == {"rpm": 3.0}
+
+
+def test_non_finite_numbers_refuse_only_their_value() -> None:
+    raw = (
+        b'[{"asset": "m1", "ts": %d, "values": {"temperature": Infinity, "rpm": 1}},'
+        b' {"asset": "m1", "ts": %d, "values": {"temperature": -Infinity, "state": NaN}},'
+        b' {"asset": "m1", "ts": %d, "values": {"temperature": 20.5, "rpm": 99999999999999999999}},'
+        b' {"asset": "m1", "ts": NaN, "values": {"rpm": 2}}]'
+    ) % (NOW - 3, NOW - 2, NOW - 1)
+    out = run(raw)
+    refused = [(d.item, d.reason_code, d.telemetry) for d in out.dead_letters]
+    assert refused == [
+        (0, R.WRONG_TYPE, "temperature"),
+        (1, R.WRONG_TYPE, "temperature"),
+        (1, R.WRONG_TYPE, "state"),
+        (2, R.OUT_OF_RANGE, "rpm"),
+        (3, R.BAD_TIMESTAMP, None),
+    ]
+    assert "Infinity" in out.dead_letters[0].reason
+    assert out.dead_letters[0].payload == '{"temperature":"Infinity"}'
+    assert [(r.ts, r.values) for r in out.readings] == [
+        (NOW - 3, {"rpm": 1}),
+        (NOW - 1, {"temperature": 20.5}),
+    ]
+
+
+def test_what_cannot_be_stored_stays_unreadable() -> None:
+    # A lone surrogate (and bad UTF-8) cannot be written back by orjson or kept by PostgreSQL.
+    for raw in (b'{"asset": "m1", "values": {"state": "\\ud800", "temperature": NaN}}', b"\xff{"):
+        out = run(raw)
+        assert [d.reason_code for d in out.dead_letters] == [R.NOT_JSON], raw
+        assert out.readings == []
+
+
+def test_nul_characters_never_reach_the_store() -> None:
+    out = run(
+        {
+            "asset": "m1",
+            "ts": NOW - 1,
+            "values": {"state": "a\u0000b", "rpm": 1, "bad\u0000name": 1},
+        }
+    )
+    assert [(d.reason_code, d.telemetry) for d in out.dead_letters] == [
+        (R.OUT_OF_RANGE, "state"),
+        (R.UNKNOWN_TELEMETRY, "bad\\u0000name"),
+    ]
+    assert all("\x00" not in (d.payload or "") + d.reason for d in out.dead_letters)
+    assert out.readings[0].values == {"rpm": 1}
+    out = run(b"\x00not json")
+    assert "\x00" not in (out.dead_letters[0].payload or "")
+
+
+def test_dead_letter_names_fit_their_columns() -> None:
+    out = run({"asset": "x" * 5000, "values": {"y" * 5000: 1}})
+    assert out.dead_letters[0].reason_code is R.UNKNOWN_ASSET
+    assert len(out.dead_letters[0].asset or "") == 200
+
+
+def test_dead_letters_of_one_message_are_capped_with_one_summary() -> None:
+    # The shape of the review's finding: thousands of readings, each with bad values.
+    readings = [
+        {"asset": "m1", "ts": NOW - 10_000 + i, "values": {"temperature": "hot", "x": 1, "rpm": i}}
+        for i in range(5000)
+    ]
+    out = run(readings, limits=IngestLimits(max_message_bytes=1024**2))
+    assert len(out.dead_letters) == 101
+    assert all(d.reason_code is not R.CAPPED for d in out.dead_letters[:100])
+    summary = out.dead_letters[100]
+    assert summary.reason_code is R.CAPPED and summary.item is None
+    assert summary.reason.startswith("9900 more refusals")
+    detail = json.loads(summary.payload or "")
+    assert detail["refused"] == 9900
+    assert detail["by_reason"] == {"wrong-type": 4950, "unknown-telemetry": 4950}
+    assert detail["by_telemetry"] == {"temperature": 4950, "x": 4950}
+    assert summary.asset == "m1"
+    # Every valid value is still kept.
+    assert out.value_count == 5000 and len(out.readings) == 5000

@@ -41,6 +41,7 @@ class ApiServices:
     bus: Bus
     system_info: Callable[[], dict[str, Any]]
     hot_store: Callable[[], Awaitable[dict[str, Any]]]
+    readiness: Callable[[], Awaitable[dict[str, Any]]]
 
 
 def services(request: Request) -> ApiServices:

@@ -23,10 +23,17 @@ from fogline import __version__
 from fogline.api.app import create_app
 from fogline.api.deps import ApiServices
 from fogline.app.settings import Settings
-from fogline.bus.bridge import MqttBridge, MqttEndpoint
+from fogline.bus.bridge import MqttBridge, MqttEndpoint, bridge_client_id
 from fogline.bus.connection import Bus, HotStoreSettings, redact_url
 from fogline.bus.errors import PortInUse
-from fogline.bus.server import PLATFORM_USER, BrokerUser, EmbeddedNats, EmbeddedNatsSettings
+from fogline.bus.refusals import ConnectionEvents, OversizeReporter
+from fogline.bus.server import (
+    PLATFORM_USER,
+    SYSTEM_USER,
+    BrokerUser,
+    EmbeddedNats,
+    EmbeddedNatsSettings,
+)
 from fogline.bus.subjects import Subjects
 from fogline.domain.access import DEFAULT_TENANT, Role
 from fogline.domain.errors import ConfigurationError
@@ -148,6 +155,8 @@ class Platform:
         self.bus: Bus | None = None
         self.historian: HistorianSupervisor | None = None
         self.bridge: MqttBridge | None = None
+        self.oversize: OversizeReporter | None = None
+        self._events: ConnectionEvents | None = None
         self.devices: DeviceRegistry | None = None
         self.deployments: DeploymentManager | None = None
         self.bootstrap = Bootstrap(None)
@@ -219,7 +228,6 @@ class Platform:
                     directory=s.data_dir / "nats",
                     client_port=s.nats_port,
                     mqtt_port=s.mqtt_port,
-                    max_payload=1024 * 1024,
                 ),
                 self.subjects,
             )
@@ -232,6 +240,15 @@ class Platform:
                 self.nats.client_url, self.subjects, PLATFORM_USER, self.nats.platform_password
             )
             broker = EmbeddedBrokerAuth(self.nats)
+            # MQTT messages nats-server refuses by closing the connection become dead letters.
+            self.oversize = OversizeReporter(self.bus, self.nats.settings.max_payload)
+            self._events = ConnectionEvents(
+                self.nats.client_url,
+                SYSTEM_USER,
+                self.nats.system_password,
+                self.oversize.on_closed,
+            )
+            await self._events.start()
         await self.bus.ensure_streams(HotStoreSettings(s.hot_retention_seconds, s.hot_max_bytes))
 
         cache = RegistryCache(self.db.registry)
@@ -262,7 +279,10 @@ class Platform:
         await self.historian.start()
         if s.mqtt_url:
             self.bridge = MqttBridge(
-                MqttEndpoint.parse(s.mqtt_url), self.bus, f"fogline-bridge-{self.subjects.root}"
+                MqttEndpoint.parse(s.mqtt_url),
+                self.bus,
+                bridge_client_id(self.subjects.root, s.data_dir),
+                s.max_message_bytes,
             )
             await self.bridge.start()
 
@@ -286,6 +306,7 @@ class Platform:
             bus=self.bus,
             system_info=self.system_info,
             hot_store=self.hot_store_state,
+            readiness=self.readiness,
         )
         config = uvicorn.Config(
             create_app(services),
@@ -396,6 +417,9 @@ class Platform:
         if self.historian is not None:
             await self.historian.stop()
             self.historian = None
+        if self._events is not None:
+            await self._events.stop()
+            self._events = None
         if self.bus is not None:
             await self.bus.close()
             self.bus = None
@@ -419,6 +443,29 @@ class Platform:
             "max_age_s": info.config.max_age,
         }
 
+    async def readiness(self) -> dict[str, Any]:
+        """Whether this platform takes telemetry in and stores it: NATS connected, the database
+        answering, the historian doing its work."""
+        checks: dict[str, Any] = {}
+        problems: list[str] = []
+        nats_ok = self.bus is not None and self.bus.nc.is_connected
+        checks["nats"] = {"ok": nats_ok}
+        if not nats_ok:
+            problems.append("not connected to NATS")
+        try:
+            assert self.db is not None
+            await asyncio.wait_for(asyncio.to_thread(self.db.ping), 5)
+            checks["database"] = {"ok": True}
+        except Exception as exc:
+            checks["database"] = {"ok": False}
+            problems.append(f"the database does not answer ({type(exc).__name__})")
+        if self.historian is not None:
+            health = self.historian.health()
+            checks["historian"] = health
+            if health["problem"]:
+                problems.append(health["problem"])
+        return {"ready": not problems, "problems": problems, "checks": checks}
+
     def system_info(self) -> dict[str, Any]:
         h = self.historian.stats if self.historian else None
         return {
@@ -440,6 +487,12 @@ class Platform:
             "device_auth_enforced": self.nats is not None,
             "bridge": None
             if self.bridge is None
-            else {"forwarded": self.bridge.forwarded, "refused": self.bridge.refused},
+            else {
+                "forwarded": self.bridge.forwarded,
+                "refused": self.bridge.refused,
+                "too_large": self.bridge.too_large,
+            },
+            "mqtt_over_limit_reported": self.oversize.reported if self.oversize else 0,
             "historian": None if h is None else asdict(h),
+            "historian_health": self.historian.health() if self.historian else None,
         }

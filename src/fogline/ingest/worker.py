@@ -4,6 +4,11 @@ Python runs one thread at a time, so a historian that shared a process with the 
 one core with it, and lose more to thread hand-offs. In a process of its own it has a core to
 itself and talks to the platform only through NATS (registry changes in, live readings and its
 counters out) and the database, as any scaled-out historian would.
+
+The supervisor restarts the process when it dies, when its loop ends (the process then exits
+with an error), and when it stops reporting or its loop stops turning (a stall): each time it
+logs why and counts the restart. `health()` says whether the historian is doing its work, for
+`/api/v1/ready` and `fogline status`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
@@ -35,6 +41,13 @@ from fogline.store.database import Database
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 1.0
+# No stats, or no turn of the loop, for this long: the historian is not ready...
+NOT_REPORTING_S = 15.0
+# ...and after this long it is stalled, and restarted. Longer than a commit may wait on a
+# locked SQLite (busy timeout, 30 s) and a large batch's commit together.
+STALLED_S = 90.0
+# A batch failing for longer than this (a database away) makes the platform not ready.
+FAILING_S = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -68,6 +81,7 @@ def run_worker(config: HistorianWorkerConfig, parent_pid: int, channel: Connecti
         log.exception("historian.crashed")
         with contextlib.suppress(OSError):
             channel.send(("failed", str(exc)))
+        sys.exit(1)  # the supervisor restarts it and says so
 
 
 async def _serve(config: HistorianWorkerConfig, channel: Connection) -> None:
@@ -89,6 +103,9 @@ async def _serve(config: HistorianWorkerConfig, channel: Connection) -> None:
         bus, db.telemetry, cache, IngestLimits(max_message_bytes=config.max_message_bytes)
     )
     await historian.start()
+    assert historian.task is not None
+    # The loop never ends on its own: if it does, the process must not stay up idle.
+    historian.task.add_done_callback(lambda _task: stop.set())
     channel.send(("ready", os.getpid()))
     try:
         while not stop.is_set():
@@ -96,6 +113,13 @@ async def _serve(config: HistorianWorkerConfig, channel: Connection) -> None:
             await bus.nc.publish(stats_subject(subjects), payload)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
+        task = historian.task
+        if task is not None and task.done():
+            error = task.exception() if not task.cancelled() else None
+            historian.stats.failures += 1
+            historian.stats.last_failure = f"loop ended: {error!r}"
+            log.error("historian.loop_ended", exc_info=error)
+            raise RuntimeError(f"the historian's loop ended: {error!r}")
     finally:
         await historian.stop()
         await bus.nc.publish(stats_subject(subjects), orjson.dumps(asdict(historian.stats)))
@@ -111,6 +135,8 @@ class HistorianSupervisor:
         self.bus = bus
         self.stats = HistorianStats()
         self.restarts = 0
+        self.last_restart_reason: str | None = None
+        self._stats_at = time.monotonic()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
@@ -122,6 +148,7 @@ class HistorianSupervisor:
     async def start(self, timeout: float = 60.0) -> None:
         async def on_stats(msg: Any) -> None:
             self.stats = HistorianStats(**orjson.loads(msg.data))
+            self._stats_at = time.monotonic()
 
         await self.bus.nc.subscribe(stats_subject(self.bus.subjects), cb=on_stats)
         await self._spawn(timeout)
@@ -139,6 +166,7 @@ class HistorianSupervisor:
         process.start()
         theirs.close()
         self._process = process
+        self._stats_at = time.monotonic()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if await asyncio.to_thread(ours.poll, 0.1):
@@ -155,15 +183,37 @@ class HistorianSupervisor:
         process.kill()
         raise Unavailable("the historian process did not start; see the log above")
 
+    def _stalled(self) -> str | None:
+        """Why a running historian is not doing its work, if it is not."""
+        silent = time.monotonic() - self._stats_at
+        if silent > STALLED_S:
+            return f"no stats for {silent:.0f}s"
+        beat = self.stats.heartbeat_ms
+        if beat is not None and time.time() * 1000 - beat > STALLED_S * 1000:
+            return f"its loop has not turned for {(time.time() * 1000 - beat) / 1000:.0f}s"
+        return None
+
     async def _supervise(self) -> None:
         delay = 1.0
         while not self._stopping:
             await asyncio.sleep(1.0)
-            if self._stopping or self._process is None or self._process.is_alive():
+            process = self._process
+            if self._stopping or process is None:
                 continue
+            if process.is_alive():
+                stalled = self._stalled()
+                if stalled is None:
+                    continue
+                log.error("historian.stalled", extra={"fields": {"why": stalled}})
+                process.kill()
+                await asyncio.to_thread(process.join, 5)
+                reason = f"stalled: {stalled}"
+            else:
+                reason = f"exited with code {process.exitcode}"
+            self.last_restart_reason = reason
             log.error(
                 "historian.died",
-                extra={"fields": {"exitcode": self._process.exitcode, "restart_in_s": delay}},
+                extra={"fields": {"why": reason, "restart_in_s": delay}},
             )
             await asyncio.sleep(delay)
             try:
@@ -173,6 +223,44 @@ class HistorianSupervisor:
             except Unavailable as exc:
                 log.error("historian.restart_failed", extra={"fields": {"error": exc.message}})
                 delay = min(delay * 2, 30.0)
+
+    def health(self) -> dict[str, Any]:
+        """What `/api/v1/ready` and `fogline status` show of the historian: its state, whether
+        it is doing its work, and its failure counters (the error texts stay in the logs and
+        `/api/v1/system`)."""
+        s = self.stats
+        process = self._process
+        now_ms = time.time() * 1000
+        if process is None or not process.is_alive():
+            state, problem = "restarting", "the historian process is not running"
+        elif (silent := time.monotonic() - self._stats_at) > NOT_REPORTING_S:
+            state, problem = "not-reporting", f"no word from the historian for {silent:.0f}s"
+        elif s.heartbeat_ms is not None and now_ms - s.heartbeat_ms > NOT_REPORTING_S * 1000:
+            state = "stalled"
+            problem = (
+                f"the historian's loop has not turned for {(now_ms - s.heartbeat_ms) / 1000:.0f}s"
+            )
+        elif s.failing_since_ms is not None and now_ms - s.failing_since_ms > FAILING_S * 1000:
+            failing = (now_ms - s.failing_since_ms) / 1000
+            state, problem = "failing", f"the historian has failed to commit for {failing:.0f}s"
+        else:
+            state, problem = "running", None
+        step, _, error = (s.last_failure or "").partition(":")
+        return {
+            "state": state,
+            "ready": problem is None,
+            "problem": problem,
+            "pid": process.pid if process is not None else None,
+            "restarts": self.restarts,
+            "last_restart": self.last_restart_reason,
+            "loop_restarts": s.loop_restarts,
+            "failures": s.failures,
+            "last_failure": f"{step}: {error.strip().split(':')[0]}" if s.last_failure else None,
+            "poison_messages": s.poison_messages,
+            "live_failures": s.live_failures,
+            "backlog": s.backlog,
+            "last_commit_ms": s.last_commit_ms,
+        }
 
     async def stop(self, timeout: float = 15.0) -> None:
         self._stopping = True

@@ -32,6 +32,11 @@ class Database:
         """A database another process has already migrated."""
         return cls(open_engine(url))
 
+    def ping(self) -> None:
+        """Raises unless the database answers a query."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name

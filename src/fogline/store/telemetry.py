@@ -63,6 +63,7 @@ class TelemetryStore(Protocol):
         offset: StreamOffset | None,
     ) -> None: ...
     def read_offset(self, consumer: str) -> StreamOffset | None: ...
+    def check_writable(self) -> None: ...
     def latest(self, tenant: str, asset: str, names: Sequence[str]) -> dict[str, StoredValue]: ...
     def history(
         self, tenant: str, asset: str, names: Sequence[str], start: int, end: int, limit: int
@@ -234,6 +235,12 @@ class SqlTelemetryStore:
             for r in rows:
                 found[(r.tenant_id, r.asset_id)] = int(r.id)
         return found
+
+    def check_writable(self) -> None:
+        """Raises unless a write transaction can be had now: the database is up and not locked.
+        It tells a database that is away from a batch that no database would take."""
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE ingest_offsets SET last_seq = last_seq WHERE 1 = 0")
 
     def read_offset(self, consumer: str) -> StreamOffset | None:
         with self.engine.connect() as conn:
