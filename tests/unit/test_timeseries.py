@@ -71,3 +71,36 @@ def test_reading_timestamps() -> None:
     for bad in ("2023-11-14T22:13:20", "soon", True, None, float("nan"), [1]):
         assert reading_timestamp_problem(bad, NOW)[0] is None
     assert iso_from_ms(EARLIEST_TS_MS).startswith("2000-01-01T00:00:00.000")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-999999999999d",  # a relative bound before 1970
+        "99999999999999999999",  # 20 digits: beyond any 64-bit column
+        "-99999999999999999999w",
+        "9" * 5000,  # past Python's int() digit limit
+        "²³",  # digits to str.isdigit(), not to int()
+        "0001-01-01T00:00:00+05:00",  # overflows datetime.timestamp()
+        "9999-12-31T23:59:59-05:00",  # after the year 9999 in UTC
+        "1969-12-31T23:59:59Z",
+    ],
+)
+def test_query_times_out_of_range_are_invalid_not_errors(text: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse_query_time(text, NOW, "from")
+    assert err.value.problems[0].field == "from"
+
+
+def test_query_time_limits() -> None:
+    assert parse_query_time("0", NOW, "from") == 0
+    assert parse_query_time("253402300799999", NOW, "to") == 253_402_300_799_999
+    with pytest.raises(InvalidInput):
+        parse_query_time("253402300800000", NOW, "to")
+    with pytest.raises(InvalidInput):
+        parse_duration_ms("9999999999999999w")
+
+
+def test_reading_timestamps_that_overflow_are_refused() -> None:
+    ts, why = reading_timestamp_problem("0001-01-01T00:00:00+05:00", NOW)
+    assert ts is None and why is not None

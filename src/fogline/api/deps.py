@@ -5,14 +5,23 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Path, Query, Request, Security
+from fastapi.security import (
+    APIKeyHeader,
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 
+from fogline.api.limits import RequestLimits
 from fogline.bus.connection import Bus
 from fogline.domain.access import DEFAULT_TENANT, ApiKey
-from fogline.domain.errors import NotFound, Unauthenticated
+from fogline.domain.errors import FoglineError, NotFound, Unauthenticated
+from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
 from fogline.domain.registry import device_username
 from fogline.fleet.devices import DeviceRegistry
 from fogline.ingest.intake import HttpIntake
@@ -42,11 +51,30 @@ class ApiServices:
     system_info: Callable[[], dict[str, Any]]
     hot_store: Callable[[], Awaitable[dict[str, Any]]]
     readiness: Callable[[], Awaitable[dict[str, Any]]]
+    limits: RequestLimits = field(default_factory=RequestLimits)
 
 
 def services(request: Request) -> ApiServices:
     svc: ApiServices = request.app.state.services
     return svc
+
+
+# Ids in paths and queries, with the rule of `domain.ids` in the schema.
+SlugPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=SLUG_PATTERN)]
+
+# How callers prove who they are, as the OpenAPI schema tells it. The checks themselves are
+# `authenticate_key` and `authenticate_sender`, which routes run before reading the body.
+bearer_auth = HTTPBearer(
+    auto_error=False, scheme_name="ApiKey", description="`Authorization: Bearer fgl_...`"
+)
+header_auth = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader", description="the API key"
+)
+device_auth = HTTPBasic(
+    auto_error=False,
+    scheme_name="DeviceBasic",
+    description="the device's MQTT user name `<tenant>.<device>` and its password",
+)
 
 
 def _presented_key(request: Request) -> str | None:
@@ -57,15 +85,43 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-async def api_key(request: Request, svc: ApiServices = Depends(services)) -> ApiKey:
+async def authenticate_key(request: Request) -> ApiKey:
+    """The caller's API key, checked once per request (and kept for the dependencies)."""
+    known = getattr(request.state, "api_key", None)
+    if isinstance(known, ApiKey):
+        return known
     presented = _presented_key(request)
     if not presented:
         raise Unauthenticated("an API key is required: send 'Authorization: Bearer <key>'")
-    return await asyncio.to_thread(svc.registry.authenticate, presented)
+    key = await asyncio.to_thread(services(request).registry.authenticate, presented)
+    request.state.api_key = key
+    return key
+
+
+async def key_still_valid(request: Request, tenant: str) -> FoglineError | None:
+    """Why the request's key may no longer act in `tenant` (revoked, say), or None: for
+    requests that outlive a moment, such as live streams."""
+    presented = _presented_key(request)
+    if not presented:
+        return Unauthenticated("an API key is required")
+    try:
+        key = await asyncio.to_thread(services(request).registry.authenticate, presented)
+        key.require_tenant(tenant)
+    except FoglineError as exc:
+        return exc
+    return None
+
+
+async def api_key(
+    request: Request,
+    _bearer: HTTPAuthorizationCredentials | None = Security(bearer_auth),
+    _header: str | None = Security(header_auth),
+) -> ApiKey:
+    return await authenticate_key(request)
 
 
 async def tenant_scope(
-    tenant: str = Path(description="tenant id"),
+    tenant: SlugPath,
     key: ApiKey = Depends(api_key),
     svc: ApiServices = Depends(services),
 ) -> str:
@@ -78,7 +134,15 @@ async def tenant_scope(
 
 
 async def key_tenant(
-    tenant: str | None = Query(default=None, description="tenant id; default: the key's own"),
+    tenant: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_ID_LENGTH,
+            pattern=SLUG_PATTERN,
+            description="tenant id; default: the key's own",
+        ),
+    ] = None,
     key: ApiKey = Depends(api_key),
     svc: ApiServices = Depends(services),
 ) -> str:
@@ -98,22 +162,34 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     return user, password
 
 
-async def device_sender(
-    request: Request,
-    tenant: str = Path(),
-    device: str = Path(),
-    svc: ApiServices = Depends(services),
-) -> tuple[str, str]:
+async def authenticate_sender(request: Request) -> tuple[str, str]:
     """Telemetry over HTTP comes from the device itself (Basic auth with its MQTT credentials)
-    or from a tenant's API key on the device's behalf."""
+    or from a tenant's API key on the device's behalf. Checked once per request."""
+    known = getattr(request.state, "sender", None)
+    if isinstance(known, tuple):
+        return known
+    svc = services(request)
+    tenant, device = str(request.path_params["tenant"]), str(request.path_params["device"])
     basic = _basic_credentials(request)
     if basic is not None:
         user, password = basic
         if user != device_username(tenant, device):
             raise Unauthenticated(f"these credentials are not those of device {device!r}")
         await svc.devices.verify_password(tenant, device, password)
-        return tenant, device
-    key = await api_key(request, svc)
-    await tenant_scope(tenant, key, svc)
-    await svc.devices.get(tenant, device)
+    else:
+        key = await authenticate_key(request)
+        await tenant_scope(tenant, key, svc)
+        await svc.devices.get(tenant, device)
+    request.state.sender = (tenant, device)
     return tenant, device
+
+
+async def device_sender(
+    request: Request,
+    tenant: SlugPath,
+    device: SlugPath,
+    _basic: HTTPBasicCredentials | None = Security(device_auth),
+    _bearer: HTTPAuthorizationCredentials | None = Security(bearer_auth),
+    _header: str | None = Security(header_auth),
+) -> tuple[str, str]:
+    return await authenticate_sender(request)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
+from functools import cache
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fogline.domain.errors import ErrorKind, FoglineError
@@ -41,8 +44,69 @@ TITLES = {
 }
 
 
+# -- what the OpenAPI schema says of errors ---------------------------------------------------
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="dotted path of the input at fault; empty for the whole")
+    reason: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: every error the API answers."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldProblem] | None = Field(
+        default=None, description="for invalid input: every problem at once"
+    )
+
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route, for FastAPI's `responses=`: problem+json, each one."""
+    return {
+        status: {
+            "description": TITLES[status],
+            "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}},
+        }
+        for status in statuses
+    }
+
+
+# The statuses routes share: any route that checks an API key may answer 401 (no or a bad key)
+# and 422 (a bad parameter); within a tenant also 403 (another tenant's key) and 404 (no such
+# tenant, or thing); a route that reads a body also 413 (too large), and one whose body is a
+# JSON document 400 (not JSON at all: not UTF-8, say).
+KEYED = problem_responses(401, 422)
+IN_TENANT = problem_responses(401, 403, 404, 422)
+WITH_BODY = problem_responses(400, 413, 422)
+RAW_BODY = problem_responses(413, 422)
+CONFLICT = problem_responses(409)
+UNAVAILABLE = problem_responses(503)
+
+
+def _problem_schemas() -> dict[str, Any]:
+    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+    return {**definitions, "Problem": schema}
+
+
+# -- answering ------------------------------------------------------------------------------
+
+
 def problem(
-    status: int, detail: str, errors: list[dict[str, str]] | None = None, **extra: Any
+    status: int,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -53,11 +117,55 @@ def problem(
     if errors:
         body["errors"] = errors
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+@cache
+def _path_table(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """Every documented path as a pattern (its parameters' own patterns where they have one),
+    with the methods it takes."""
+    table = []
+    for template, item in app.openapi().get("paths", {}).items():
+        patterns: dict[str, str] = {}
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path":
+                    found = parameter.get("schema", {}).get("pattern", "")
+                    patterns[parameter["name"]] = found.removeprefix("^").removesuffix("$")
+
+        def segment(match: re.Match[str], patterns: dict[str, str] = patterns) -> str:
+            return f"(?:{patterns.get(match.group(1)) or '[^/]+'})"
+
+        regex = re.sub(r"\\\{(\w+)\\\}", segment, re.escape(template))
+        table.append((re.compile(f"^{regex}$"), frozenset(m.upper() for m in item)))
+    return table
+
+
+def allowed_methods(app: FastAPI, path: str) -> str:
+    """`Allow` for a path: every method of every documented operation the path matches."""
+    methods: set[str] = set()
+    for regex, verbs in _path_table(app):
+        if regex.match(path):
+            methods |= verbs
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(_problem_schemas())
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(FoglineError)
     async def fogline_error(_request: Request, exc: FoglineError) -> JSONResponse:
         status = STATUS_OF_KIND[exc.kind]
@@ -76,8 +184,12 @@ def install(app: FastAPI) -> None:
         return problem(422, f"invalid request: {len(errors)} {noun}", errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # The router names only the one route it tried; the resource may take more.
+            headers["Allow"] = allowed_methods(app, request.url.path) or headers.get("Allow", "")
+        return problem(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:

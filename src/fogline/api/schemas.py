@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from fogline.domain.access import ApiKey
+from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
 from fogline.domain.registry import (
     Asset,
     AssetType,
@@ -20,17 +21,41 @@ from fogline.domain.registry import (
 )
 from fogline.domain.telemetry import DeviceStats, StoredDeadLetter
 from fogline.domain.timeseries import iso_from_ms
+from fogline.fleet.devices import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PASSWORD_PATTERN
 
 DTypeName = Literal["float", "int", "bool", "string"]
 
+# The rules the contexts check, said in the schema too (the lengths are the SQL columns').
+Slug = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        pattern=SLUG_PATTERN,
+        description="lowercase letters, digits, '-' and '_', starting with a letter or digit",
+    ),
+]
+Name = Annotated[str, Field(max_length=200)]
+Password = Annotated[
+    str,
+    Field(
+        min_length=MIN_PASSWORD_LENGTH,
+        max_length=MAX_PASSWORD_LENGTH,
+        pattern=PASSWORD_PATTERN,
+        description="printable ASCII, 16 to 72 characters (bcrypt reads 72 bytes)",
+    ),
+]
+Short = Annotated[str, Field(max_length=100)]
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON value of another type is refused, never converted (`false` is no number)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TenantIn(Strict):
-    id: str
-    name: str | None = None
+    id: Slug
+    name: Name | None = None
 
 
 class ApiKeyIn(Strict):
@@ -38,7 +63,7 @@ class ApiKeyIn(Strict):
 
 
 class TelemetryDefinitionIn(Strict):
-    name: str
+    name: Slug
     dtype: DTypeName = "float"
     unit: str | None = Field(default=None, max_length=32)
     min: float | None = None
@@ -52,7 +77,7 @@ class TelemetryDefinitionIn(Strict):
 
 
 class AttributeDefinitionIn(Strict):
-    name: str
+    name: Slug
     dtype: DTypeName = "string"
     required: bool = False
     default: Any = None
@@ -65,7 +90,7 @@ class AttributeDefinitionIn(Strict):
 
 
 class AssetTypeBody(Strict):
-    name: str | None = None
+    name: Name | None = None
     description: str | None = None
     telemetry: list[TelemetryDefinitionIn] = Field(default_factory=list)
     attributes: list[AttributeDefinitionIn] = Field(default_factory=list)
@@ -82,7 +107,7 @@ class AssetTypeBody(Strict):
 
 
 class AssetTypeIn(AssetTypeBody):
-    id: str
+    id: Slug
 
 
 class LocationIn(Strict):
@@ -95,12 +120,12 @@ class LocationIn(Strict):
 
 
 class AssetIn(Strict):
-    id: str
-    asset_type: str
-    name: str | None = None
+    id: Slug
+    asset_type: Slug
+    name: Name | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
-    site: str | None = None
+    site: Name | None = None
     location: LocationIn | None = None
 
     def to_domain(self, tenant: str) -> Asset:
@@ -117,32 +142,32 @@ class AssetIn(Strict):
 
 
 class AssetPatch(Strict):
-    name: str | None = None
+    name: Name | None = None
     attributes: dict[str, Any] | None = None
     labels: dict[str, str | None] | None = None
-    site: str | None = None
+    site: Name | None = None
     location: LocationIn | None = None
 
 
 class HardwareIn(Strict):
-    cpu: str | None = None
-    cpu_cores: int | None = Field(default=None, ge=1)
-    memory_mb: int | None = Field(default=None, ge=1)
-    accelerator: str | None = None
-    connectivity: str | None = None
-    power_source: str | None = None
+    cpu: Short | None = None
+    cpu_cores: int | None = Field(default=None, ge=1, le=1_000_000)
+    memory_mb: int | None = Field(default=None, ge=1, le=2**53)
+    accelerator: Short | None = None
+    connectivity: Short | None = None
+    power_source: Short | None = None
 
     def to_domain(self) -> HardwareProfile:
         return HardwareProfile(**self.model_dump())
 
 
 class DeviceIn(Strict):
-    id: str
-    name: str | None = None
+    id: Slug
+    name: Name | None = None
     hardware: HardwareIn = Field(default_factory=HardwareIn)
-    firmware: str | None = None
+    firmware: Short | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    password: str | None = None
+    password: Password | None = Field(default=None, description="default: one is generated")
 
     def to_domain(self, tenant: str) -> Device:
         return Device(
@@ -156,8 +181,8 @@ class DeviceIn(Strict):
 
 
 class DevicePatch(Strict):
-    name: str | None = None
-    firmware: str | None = None
+    name: Name | None = None
+    firmware: Short | None = None
     labels: dict[str, str | None] | None = None
     hardware: HardwareIn | None = None
 

@@ -22,6 +22,7 @@ import uvicorn
 from fogline import __version__
 from fogline.api.app import create_app
 from fogline.api.deps import ApiServices
+from fogline.api.limits import RequestLimits
 from fogline.app.settings import Settings
 from fogline.bus.bridge import MqttBridge, MqttEndpoint, bridge_client_id
 from fogline.bus.connection import Bus, HotStoreSettings, redact_url
@@ -307,6 +308,9 @@ class Platform:
             system_info=self.system_info,
             hot_store=self.hot_store_state,
             readiness=self.readiness,
+            limits=RequestLimits(
+                json_bytes=s.max_request_bytes, telemetry_bytes=limits.max_message_bytes
+            ),
         )
         config = uvicorn.Config(
             create_app(services),

@@ -37,6 +37,8 @@ class Settings(BaseModel):
     hot_retention: str = "7d"
     hot_max_bytes: int = Field(default=5 * 1024**3, ge=1024**2)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=1024**2 - 4096)
+    # API request bodies (JSON documents, manifests); telemetry has max_message_bytes.
+    max_request_bytes: int = Field(default=1024**2, ge=64 * 1024, le=64 * 1024**2)
     secret_key: str | None = Field(default=None, repr=False)  # Fernet key; else a key file
     amqp_url: str | None = Field(default=None, repr=False)  # RabbitMQ, for AMQP models
     # Local models run sandboxed (bubblewrap, a uid of their own: model_uid_base + model id);

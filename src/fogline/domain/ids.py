@@ -12,7 +12,8 @@ import re
 from fogline.domain.errors import InvalidInput, Problem
 
 MAX_ID_LENGTH = 64
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"  # also the API schema's pattern for every id
+_SLUG = re.compile(SLUG_PATTERN)
 
 
 def slug_problem(value: object, field: str = "id") -> Problem | None:
@@ -23,7 +24,7 @@ def slug_problem(value: object, field: str = "id") -> Problem | None:
         return Problem(field, "must not be empty")
     if len(value) > MAX_ID_LENGTH:
         return Problem(field, f"must be at most {MAX_ID_LENGTH} characters")
-    if not _SLUG.match(value):
+    if not _SLUG.fullmatch(value):  # fullmatch: `$` alone lets a final newline in
         return Problem(
             field,
             f"{value!r} is not a slug: use lowercase letters, digits, '-' and '_', "

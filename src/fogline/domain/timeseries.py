@@ -14,9 +14,14 @@ from fogline.domain.errors import InvalidInput, Problem
 EARLIEST_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything older is a unit mistake
 MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
 MAX_BUCKETS = 10_000
+# Query bounds are calendar dates the store's 64-bit integers can hold: 1970 to the year 9999.
+LATEST_QUERY_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_DURATION_MS = LATEST_QUERY_TS_MS
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
+# ASCII digits only, and few enough that int() never meets Python's digit limit.
+_DURATION = re.compile(r"^([0-9]{1,16})(ms|s|m|h|d|w)$")
+_EPOCH_MS = re.compile(r"^[0-9]{1,16}$")
 
 
 class Aggregate(Enum):
@@ -44,9 +49,14 @@ def parse_duration_ms(text: str, field: str = "duration") -> int:
     match = _DURATION.match(text.strip())
     if match is None or int(match.group(1)) == 0:
         raise InvalidInput.of(
-            [Problem(field, f"{text!r} is not a duration like 500ms, 10s, 5m, 1h, 1d or 1w")]
+            [Problem(field, f"{text[:40]!r} is not a duration like 500ms, 10s, 5m, 1h, 1d or 1w")]
         )
-    return int(match.group(1)) * _UNITS_MS[match.group(2)]
+    duration = int(match.group(1)) * _UNITS_MS[match.group(2)]
+    if duration > MAX_DURATION_MS:
+        raise InvalidInput.of(
+            [Problem(field, f"{text!r} is too long: at most {MAX_DURATION_MS // 86_400_000}d")]
+        )
+    return duration
 
 
 def iso_from_ms(ts_ms: int) -> str:
@@ -68,11 +78,11 @@ def reading_timestamp_problem(value: object, now: int) -> tuple[int | None, str 
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            if parsed.tzinfo is None:
+                return None, f"timestamp {value!r} has no time zone"
+            ts = int(parsed.timestamp() * 1000)
+        except (ValueError, OverflowError):  # year 1 with a positive offset overflows
             return None, f"timestamp {value!r} is not ISO 8601"
-        if parsed.tzinfo is None:
-            return None, f"timestamp {value!r} has no time zone"
-        ts = int(parsed.timestamp() * 1000)
     else:
         return None, "timestamp must be epoch milliseconds or an ISO 8601 string"
     if ts < EARLIEST_TS_MS:
@@ -83,23 +93,30 @@ def reading_timestamp_problem(value: object, now: int) -> tuple[int | None, str 
 
 
 def parse_query_time(text: str, now: int, field: str) -> int:
-    """A query bound: epoch ms, ISO 8601, 'now', or relative to now like '-15m'."""
+    """A query bound: epoch ms, ISO 8601, 'now', or relative to now like '-15m'; always
+    between 1970 and the year 9999, so it fits every store's integers."""
     text = text.strip()
     if text == "now":
-        return now
-    if text.startswith("-"):
-        return now - parse_duration_ms(text[1:], field)
-    if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        ts = now
+    elif text.startswith("-"):
+        ts = now - parse_duration_ms(text[1:], field)
+    elif _EPOCH_MS.match(text):
+        ts = int(text)
+    else:
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            ts = int(parsed.timestamp() * 1000)
+        except (ValueError, OverflowError):
+            raise InvalidInput.of(
+                [Problem(field, f"{text[:40]!r} is not epoch ms, ISO 8601, 'now' or like '-15m'")]
+            ) from None
+    if not 0 <= ts <= LATEST_QUERY_TS_MS:
         raise InvalidInput.of(
-            [Problem(field, f"{text!r} is not epoch ms, ISO 8601, 'now' or like '-15m'")]
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+            [Problem(field, f"{text[:40]!r} is outside 1970-01-01 to 9999-12-31")]
+        )
+    return ts
 
 
 def check_bucketing(start_ms: int, end_ms: int, bucket_ms: int) -> None:

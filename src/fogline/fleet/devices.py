@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -25,6 +26,25 @@ from fogline.store.registry import RegistryStore
 log = logging.getLogger(__name__)
 
 MIN_PASSWORD_LENGTH = 16
+# bcrypt reads 72 bytes at most (and the bcrypt package refuses more): printable ASCII keeps
+# characters and bytes the same, so the API schema can say the rule exactly.
+MAX_PASSWORD_LENGTH = 72
+PASSWORD_PATTERN = r"^[ -~]*$"  # noqa: S105 - the rule, not a password
+_PASSWORD = re.compile(PASSWORD_PATTERN)
+# Checked against when the device is unknown, so that costs what a wrong password costs
+# (the same bcrypt rounds as hash_password) and answers the same.
+_UNKNOWN_DEVICE_HASH = b"$2a$10$AvsNf18xiSCEufcefzhDuu/gggEpOQTemZhZeNhXKg/0vmlTAu23e"
+
+
+def password_problem(password: str) -> Problem | None:
+    """Why `password` cannot be a device password, or None when it can."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return Problem("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return Problem("password", f"must be at most {MAX_PASSWORD_LENGTH} characters")
+    if not _PASSWORD.fullmatch(password):
+        return Problem("password", "must be printable ASCII (space to '~')")
+    return None
 
 
 class BrokerAuth(Protocol):
@@ -75,10 +95,8 @@ class DeviceRegistry:
         problems: list[Problem] = []
         if (p := slug_problem(device.id, "id")) is not None:
             problems.append(p)
-        if password is not None and len(password) < MIN_PASSWORD_LENGTH:
-            problems.append(
-                Problem("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
-            )
+        if password is not None and (p := password_problem(password)) is not None:
+            problems.append(p)
         if problems:
             raise InvalidInput.of(problems, "device")
         password = password or secrets.token_urlsafe(24)
@@ -146,14 +164,20 @@ class DeviceRegistry:
             await self.broker.wait_accepted(username, password)
 
     async def verify_password(self, tenant: str, device_id: str, password: str) -> None:
-        fingerprint = hashlib.sha256(password.encode()).hexdigest()
+        """One answer, in about one bcrypt check's time, for an unknown device, a wrong password
+        and a password no device can have: none of them tells whether the device exists."""
+        presented = password.encode()
+        fingerprint = hashlib.sha256(presented).hexdigest()
         stored = await asyncio.to_thread(self.store.device_password_hash, tenant, device_id)
-        if stored is None:
-            raise Unauthenticated("unknown device or wrong password")
-        if self._verified.get((tenant, device_id)) == (stored, fingerprint):
+        if stored is not None and self._verified.get((tenant, device_id)) == (stored, fingerprint):
             return
-        ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), stored.encode())
-        if not ok:
+        # Over bcrypt's 72 bytes no stored password can match (and the bcrypt package raises).
+        if stored is None or len(presented) > MAX_PASSWORD_LENGTH:
+            await asyncio.to_thread(
+                bcrypt.checkpw, presented[:MAX_PASSWORD_LENGTH], _UNKNOWN_DEVICE_HASH
+            )
+            raise Unauthenticated("unknown device or wrong password")
+        if not await asyncio.to_thread(bcrypt.checkpw, presented, stored.encode()):
             raise Unauthenticated("unknown device or wrong password")
         self._verified[(tenant, device_id)] = (stored, fingerprint)
 

@@ -10,6 +10,7 @@ from nats.errors import Error as NatsError
 
 from fogline.bus.connection import Bus
 from fogline.bus.errors import BrokerUnavailable
+from fogline.domain.telemetry import DeadLetterReason
 from fogline.ingest.cache import RegistryCache
 from fogline.ingest.validation import (
     IngestLimits,
@@ -67,3 +68,15 @@ class HttpIntake:
                 f"telemetry could not be stored in the hot store: {exc}"
             ) from None
         return IntakeReceipt(ack.seq, bool(ack.duplicate), preview)
+
+    async def refuse_too_large(
+        self, tenant: str, device: str, size: int | None, limit: int
+    ) -> IntakeReceipt:
+        """A body refused while it was read, as soon as it passed the limit: nothing of it is
+        kept but a dead letter saying how large it was (or that it was larger than the limit)."""
+        told = f"{size} bytes" if size is not None else f"more than {limit} bytes"
+        letter = MessageContext(tenant, device, int(time.time() * 1000)).dead_letter(
+            DeadLetterReason.TOO_LARGE, f"message is {told}; the limit is {limit}", None
+        )
+        await asyncio.to_thread(self.store.commit_batch, [], [letter], [], None)
+        return IntakeReceipt(0, False, Outcome(dead_letters=[letter]))

@@ -19,7 +19,10 @@ from fogline.domain.errors import InvalidInput, Problem
 from fogline.domain.ids import slug_problem
 
 REDACTED = "***"
-_SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
+# ASCII digits only (Python's \d takes any script's); the API schema says the same.
+SEMVER_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.-]+)?$"
+MAX_VERSION_LENGTH = 64
+_SEMVER = re.compile(SEMVER_PATTERN)
 _URL = re.compile(r"^(https?|amqps?)://[^\s/]+")
 
 
@@ -213,8 +216,14 @@ def _semantic_problems(m: ManifestBody) -> list[Problem]:
     p: list[Problem] = []
     if (slug := slug_problem(m.name, "manifest.name")) is not None:
         p.append(slug)
-    if not _SEMVER.match(m.version):
-        p.append(Problem("manifest.version", f"{m.version!r} is not a version like 1.0.0"))
+    if not _SEMVER.fullmatch(m.version) or len(m.version) > MAX_VERSION_LENGTH:
+        p.append(
+            Problem(
+                "manifest.version",
+                f"{m.version[:80]!r} is not a version like 1.0.0 "
+                f"(at most {MAX_VERSION_LENGTH} characters)",
+            )
+        )
     model = m.model
     if model.type == "http":
         for field, value in (

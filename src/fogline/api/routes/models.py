@@ -3,20 +3,44 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import Field
 
-from fogline.api.deps import ApiServices, key_tenant, services, tenant_scope
+from fogline.api.deps import ApiServices, SlugPath, key_tenant, services, tenant_scope
+from fogline.api.limits import BodyKind, body
+from fogline.api.problems import (
+    CONFLICT,
+    IN_TENANT,
+    RAW_BODY,
+    WITH_BODY,
+    problem_responses,
+)
+from fogline.api.routing import FoglineRoute
+from fogline.api.schemas import Strict
 from fogline.domain.errors import InvalidInput, Problem
 from fogline.domain.timeseries import iso_from_ms
 from fogline.library.catalog import CATALOG, library_model
-from fogline.models.manifest import REDACTED
+from fogline.models.manifest import MAX_VERSION_LENGTH, REDACTED, SEMVER_PATTERN
 from fogline.store.models import Mapping, ModelEventRecord, ModelMappings, ModelRecord
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], route_class=FoglineRoute)
+
+VersionPath = Annotated[
+    str, Path(max_length=MAX_VERSION_LENGTH, pattern=SEMVER_PATTERN, description="like 1.0.0")
+]
+# A manifest, in JSON or YAML: what `models.manifest` reads, checked in full there.
+MANIFEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/yaml": {"schema": {"type": "string"}},
+        },
+    }
+}
 
 
 def model_json(m: ModelRecord) -> dict[str, Any]:
@@ -49,7 +73,12 @@ def event_json(e: ModelEventRecord) -> dict[str, Any]:
     }
 
 
-@router.post("/tenants/{tenant}/models", status_code=201)
+@router.post(
+    "/tenants/{tenant}/models",
+    status_code=201,
+    responses={**IN_TENANT, **RAW_BODY, **CONFLICT},
+    openapi_extra=MANIFEST_BODY,
+)
 async def submit_model(
     request: Request, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
@@ -59,7 +88,12 @@ async def submit_model(
     return model_json(await svc.models.submit(tenant, await request.body()))
 
 
-@router.post("/models", status_code=201)
+@router.post(
+    "/models",
+    status_code=201,
+    responses={**IN_TENANT, **RAW_BODY, **CONFLICT},
+    openapi_extra=MANIFEST_BODY,
+)
 async def submit_model_to_key_tenant(
     request: Request, tenant: str = Depends(key_tenant), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
@@ -67,7 +101,7 @@ async def submit_model_to_key_tenant(
     return model_json(await svc.models.submit(tenant, await request.body()))
 
 
-@router.get("/models")
+@router.get("/models", responses=IN_TENANT)
 async def list_models_of_key_tenant(
     tenant: str = Depends(key_tenant), svc: ApiServices = Depends(services)
 ) -> list[dict[str, Any]]:
@@ -75,37 +109,39 @@ async def list_models_of_key_tenant(
     return [model_json(m) for m in await svc.models.all(tenant)]
 
 
-@router.get("/tenants/{tenant}/models")
+@router.get("/tenants/{tenant}/models", responses=IN_TENANT)
 async def list_models(
     tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> list[dict[str, Any]]:
     return [model_json(m) for m in await svc.models.all(tenant)]
 
 
-@router.get("/tenants/{tenant}/models/{name}/{version}")
+@router.get("/tenants/{tenant}/models/{name}/{version:semver}", responses=IN_TENANT)
 async def get_model(
-    name: str,
-    version: str,
+    name: SlugPath,
+    version: VersionPath,
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
 ) -> dict[str, Any]:
     return model_json(await svc.models.get(tenant, name, version))
 
 
-@router.get("/tenants/{tenant}/models/{name}/{version}/events")
+@router.get("/tenants/{tenant}/models/{name}/{version:semver}/events", responses=IN_TENANT)
 async def model_events(
-    name: str,
-    version: str,
+    name: SlugPath,
+    version: VersionPath,
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
 ) -> list[dict[str, Any]]:
     return [event_json(e) for e in await svc.models.events(tenant, name, version)]
 
 
-@router.delete("/tenants/{tenant}/models/{name}/{version}")
+@router.delete(
+    "/tenants/{tenant}/models/{name}/{version:semver}", responses={**IN_TENANT, **CONFLICT}
+)
 async def remove_model(
-    name: str,
-    version: str,
+    name: SlugPath,
+    version: VersionPath,
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
 ) -> dict[str, Any]:
@@ -126,10 +162,13 @@ def mappings_json(m: ModelMappings) -> dict[str, Any]:
     return {"assets": group(m.assets), "asset_types": group(m.asset_types)}
 
 
-@router.put("/tenants/{tenant}/models/{name}/{version}/mappings")
+@router.put(
+    "/tenants/{tenant}/models/{name}/{version:semver}/mappings",
+    responses={**IN_TENANT, **WITH_BODY, **CONFLICT},
+)
 async def replace_mappings(
-    name: str,
-    version: str,
+    name: SlugPath,
+    version: VersionPath,
     body: dict[str, Any],
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
@@ -140,10 +179,10 @@ async def replace_mappings(
     return {**mappings_json(mappings), "resolved": [asdict(r) for r in resolved]}
 
 
-@router.get("/tenants/{tenant}/models/{name}/{version}/mappings")
+@router.get("/tenants/{tenant}/models/{name}/{version:semver}/mappings", responses=IN_TENANT)
 async def get_mappings(
-    name: str,
-    version: str,
+    name: SlugPath,
+    version: VersionPath,
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
 ) -> dict[str, Any]:
@@ -153,10 +192,20 @@ async def get_mappings(
     return {**mappings_json(mappings), "resolved": [asdict(r) for r in resolved]}
 
 
-@router.put("/tenants/{tenant}/models/{name}/{version}/package")
+@router.put(
+    "/tenants/{tenant}/models/{name}/{version:semver}/package",
+    responses={**IN_TENANT, **RAW_BODY},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+@body(BodyKind.PACKAGE)
 async def upload_package(
-    name: str,
-    version: str,
+    name: SlugPath,
+    version: VersionPath,
     request: Request,
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
@@ -167,10 +216,14 @@ async def upload_package(
     return {"files": files}
 
 
-@router.post("/tenants/{tenant}/models/{name}/{version}/deploy", status_code=202)
+@router.post(
+    "/tenants/{tenant}/models/{name}/{version:semver}/deploy",
+    status_code=202,
+    responses={**IN_TENANT, **CONFLICT},
+)
 async def deploy_model(
-    name: str,
-    version: str,
+    name: SlugPath,
+    version: VersionPath,
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
 ) -> dict[str, Any]:
@@ -179,20 +232,26 @@ async def deploy_model(
     return model_json(await svc.deployments.deploy(tenant, name, version))
 
 
-@router.post("/tenants/{tenant}/models/{name}/{version}/stop", status_code=202)
+@router.post(
+    "/tenants/{tenant}/models/{name}/{version:semver}/stop",
+    status_code=202,
+    responses={**IN_TENANT, **CONFLICT},
+)
 async def stop_model(
-    name: str,
-    version: str,
+    name: SlugPath,
+    version: VersionPath,
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
 ) -> dict[str, Any]:
     return model_json(await svc.deployments.stop(tenant, name, version))
 
 
-@router.post("/tenants/{tenant}/models/{name}/{version}/retire")
+@router.post(
+    "/tenants/{tenant}/models/{name}/{version:semver}/retire", responses={**IN_TENANT, **CONFLICT}
+)
 async def retire_model(
-    name: str,
-    version: str,
+    name: SlugPath,
+    version: VersionPath,
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
 ) -> dict[str, Any]:
@@ -200,13 +259,17 @@ async def retire_model(
     return model_json(await svc.deployments.retire(tenant, name, version))
 
 
-class UpdateBody(BaseModel):
-    to_version: str
+class UpdateBody(Strict):
+    to_version: str = Field(max_length=MAX_VERSION_LENGTH, pattern=SEMVER_PATTERN)
 
 
-@router.post("/tenants/{tenant}/models/{name}/update", status_code=202)
+@router.post(
+    "/tenants/{tenant}/models/{name}/update",
+    status_code=202,
+    responses={**IN_TENANT, **WITH_BODY, **CONFLICT},
+)
 async def update_model(
-    name: str,
+    name: SlugPath,
     body: UpdateBody,
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
@@ -216,10 +279,10 @@ async def update_model(
     return model_json(await svc.deployments.update(tenant, name, body.to_version))
 
 
-@router.get("/tenants/{tenant}/models/{name}/{version}/deployment")
+@router.get("/tenants/{tenant}/models/{name}/{version:semver}/deployment", responses=IN_TENANT)
 async def deployment_status(
-    name: str,
-    version: str,
+    name: SlugPath,
+    version: VersionPath,
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
 ) -> dict[str, Any]:
@@ -227,9 +290,22 @@ async def deployment_status(
     return await svc.deployments.describe(tenant, name, version)
 
 
-@router.post("/model-callbacks/{token}/{request_id}", status_code=204)
+@router.post(
+    "/model-callbacks/{token}/{request_id}",
+    status_code=204,
+    responses={**problem_responses(404, 409), **RAW_BODY},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 async def model_callback(
-    token: str, request_id: str, request: Request, svc: ApiServices = Depends(services)
+    token: Annotated[str, Path(max_length=200)],
+    request_id: Annotated[str, Path(max_length=200)],
+    request: Request,
+    svc: ApiServices = Depends(services),
 ) -> Response:
     """Where an asynchronous model sends its answer. The unguessable token in the URL the
     companion gave it is the credential."""
@@ -259,9 +335,11 @@ async def list_library() -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/tenants/{tenant}/library/{name}/import", status_code=201)
+@router.post(
+    "/tenants/{tenant}/library/{name}/import", status_code=201, responses={**IN_TENANT, **CONFLICT}
+)
 async def import_library_model(
-    name: str, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
+    name: SlugPath, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
     """Submit a library model into the tenant as a draft, ready to map and deploy."""
     entry = library_model(name)

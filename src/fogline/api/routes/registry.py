@@ -7,7 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from fogline.api.deps import ApiServices, services, tenant_scope
+from fogline.api.deps import ApiServices, SlugPath, services, tenant_scope
+from fogline.api.problems import CONFLICT, IN_TENANT, UNAVAILABLE, WITH_BODY
+from fogline.api.routing import FoglineRoute
 from fogline.api.schemas import (
     AssetIn,
     AssetPatch,
@@ -20,13 +22,14 @@ from fogline.api.schemas import (
     device_json,
 )
 from fogline.domain.errors import AlreadyExists, NotFound
+from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
 
-router = APIRouter(tags=["registry"])
+router = APIRouter(tags=["registry"], route_class=FoglineRoute, responses=IN_TENANT)
 
 # -- asset types ------------------------------------------------------------------------------
 
 
-@router.post("/tenants/{tenant}/asset-types", status_code=201)
+@router.post("/tenants/{tenant}/asset-types", status_code=201, responses={**WITH_BODY, **CONFLICT})
 async def create_asset_type(
     body: AssetTypeIn, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
@@ -41,9 +44,19 @@ async def create_asset_type(
     return asset_type_json(asset_type)
 
 
-@router.put("/tenants/{tenant}/asset-types/{type_id}")
+@router.put(
+    "/tenants/{tenant}/asset-types/{type_id}",
+    responses={
+        200: {"description": "Replaced"},
+        201: {
+            "description": "Created",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **WITH_BODY,
+    },
+)
 async def put_asset_type(
-    type_id: str,
+    type_id: SlugPath,
     body: AssetTypeBody,
     response: Response,
     tenant: str = Depends(tenant_scope),
@@ -65,14 +78,14 @@ async def list_asset_types(
 
 @router.get("/tenants/{tenant}/asset-types/{type_id}")
 async def get_asset_type(
-    type_id: str, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
+    type_id: SlugPath, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
     return asset_type_json(await svc.assets.get_asset_type(tenant, type_id))
 
 
-@router.delete("/tenants/{tenant}/asset-types/{type_id}", status_code=204)
+@router.delete("/tenants/{tenant}/asset-types/{type_id}", status_code=204, responses=CONFLICT)
 async def delete_asset_type(
-    type_id: str, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
+    type_id: SlugPath, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> None:
     await svc.assets.delete_asset_type(tenant, type_id)
 
@@ -80,7 +93,7 @@ async def delete_asset_type(
 # -- assets -----------------------------------------------------------------------------------
 
 
-@router.post("/tenants/{tenant}/assets", status_code=201)
+@router.post("/tenants/{tenant}/assets", status_code=201, responses={**WITH_BODY, **CONFLICT})
 async def create_asset(
     body: AssetIn, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
@@ -89,7 +102,14 @@ async def create_asset(
 
 @router.get("/tenants/{tenant}/assets")
 async def list_assets(
-    asset_type: str | None = Query(default=None, alias="type"),
+    asset_type: str | None = Query(
+        default=None,
+        alias="type",
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        pattern=SLUG_PATTERN,
+        description="only assets of this type",
+    ),
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
 ) -> list[dict[str, Any]]:
@@ -98,14 +118,14 @@ async def list_assets(
 
 @router.get("/tenants/{tenant}/assets/{asset_id}")
 async def get_asset(
-    asset_id: str, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
+    asset_id: SlugPath, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
     return asset_json(await svc.assets.get_asset(tenant, asset_id))
 
 
-@router.patch("/tenants/{tenant}/assets/{asset_id}")
+@router.patch("/tenants/{tenant}/assets/{asset_id}", responses=WITH_BODY)
 async def update_asset(
-    asset_id: str,
+    asset_id: SlugPath,
     body: AssetPatch,
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
@@ -125,7 +145,7 @@ async def update_asset(
 
 @router.delete("/tenants/{tenant}/assets/{asset_id}", status_code=204)
 async def delete_asset(
-    asset_id: str, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
+    asset_id: SlugPath, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> None:
     await svc.assets.delete_asset(tenant, asset_id)
 
@@ -133,7 +153,11 @@ async def delete_asset(
 # -- devices ----------------------------------------------------------------------------------
 
 
-@router.post("/tenants/{tenant}/devices", status_code=201)
+@router.post(
+    "/tenants/{tenant}/devices",
+    status_code=201,
+    responses={**WITH_BODY, **CONFLICT, **UNAVAILABLE},
+)
 async def create_device(
     body: DeviceIn, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
@@ -164,16 +188,16 @@ async def list_devices(
 
 @router.get("/tenants/{tenant}/devices/{device_id}")
 async def get_device(
-    device_id: str, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
+    device_id: SlugPath, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
     device = await svc.devices.get(tenant, device_id)
     stats = {s.device: s for s in await asyncio.to_thread(svc.telemetry.device_stats, tenant)}
     return device_json(device, stats.get(device_id))
 
 
-@router.patch("/tenants/{tenant}/devices/{device_id}")
+@router.patch("/tenants/{tenant}/devices/{device_id}", responses=WITH_BODY)
 async def update_device(
-    device_id: str,
+    device_id: SlugPath,
     body: DevicePatch,
     tenant: str = Depends(tenant_scope),
     svc: ApiServices = Depends(services),
@@ -190,17 +214,17 @@ async def update_device(
     return device_json(device)
 
 
-@router.post("/tenants/{tenant}/devices/{device_id}/credentials")
+@router.post("/tenants/{tenant}/devices/{device_id}/credentials", responses=UNAVAILABLE)
 async def rotate_device_credentials(
-    device_id: str, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
+    device_id: SlugPath, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
     """A new MQTT password; the old one stops working at once."""
     creds = await svc.devices.rotate_password(tenant, device_id)
     return {"username": creds.username, "password": creds.password}
 
 
-@router.delete("/tenants/{tenant}/devices/{device_id}", status_code=204)
+@router.delete("/tenants/{tenant}/devices/{device_id}", status_code=204, responses=UNAVAILABLE)
 async def delete_device(
-    device_id: str, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
+    device_id: SlugPath, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> None:
     await svc.devices.delete(tenant, device_id)

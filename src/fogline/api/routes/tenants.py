@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 
 from fogline.api.deps import ApiServices, api_key, services, tenant_scope
+from fogline.api.problems import CONFLICT, IN_TENANT, KEYED, WITH_BODY, problem_responses
+from fogline.api.routing import FoglineRoute
 from fogline.api.schemas import ApiKeyIn, TenantIn, api_key_json
 from fogline.domain.access import ApiKey, Role
 from fogline.domain.ids import require_slug
 
-router = APIRouter(tags=["tenants"])
+router = APIRouter(tags=["tenants"], route_class=FoglineRoute)
+
+# API key ids are 16 hex digits (store.registry.create_api_key).
+KeyIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
 
 
-@router.post("/tenants", status_code=201)
+@router.post(
+    "/tenants",
+    status_code=201,
+    responses={**KEYED, **problem_responses(403), **WITH_BODY, **CONFLICT},
+)
 async def create_tenant(
     body: TenantIn, key: ApiKey = Depends(api_key), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
@@ -34,7 +43,7 @@ async def create_tenant(
     }
 
 
-@router.get("/tenants")
+@router.get("/tenants", responses=KEYED)
 async def list_tenants(
     key: ApiKey = Depends(api_key), svc: ApiServices = Depends(services)
 ) -> list[dict[str, str]]:
@@ -46,7 +55,7 @@ async def list_tenants(
     ]
 
 
-@router.post("/tenants/{tenant}/api-keys", status_code=201)
+@router.post("/tenants/{tenant}/api-keys", status_code=201, responses={**IN_TENANT, **WITH_BODY})
 async def create_api_key(
     body: ApiKeyIn, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
@@ -56,15 +65,15 @@ async def create_api_key(
     return {"api_key": secret, "key": api_key_json(key)}
 
 
-@router.get("/tenants/{tenant}/api-keys")
+@router.get("/tenants/{tenant}/api-keys", responses=IN_TENANT)
 async def list_api_keys(
     tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> list[dict[str, Any]]:
     return [api_key_json(k) for k in await asyncio.to_thread(svc.registry.list_api_keys, tenant)]
 
 
-@router.delete("/tenants/{tenant}/api-keys/{key_id}", status_code=204)
+@router.delete("/tenants/{tenant}/api-keys/{key_id}", status_code=204, responses=IN_TENANT)
 async def revoke_api_key(
-    key_id: str, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
+    key_id: KeyIdPath, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> None:
     await asyncio.to_thread(svc.registry.revoke_api_key, key_id, tenant)
