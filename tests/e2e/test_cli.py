@@ -136,7 +136,8 @@ def test_cli_errors_are_clear(platform_process: RunningPlatform, tmp_path: Path)
     p = platform_process
     r = p.cli("asset", "create", "Bad.Id", "--type", "nope")
     assert r.returncode == 2
-    assert "invalid asset" in r.stderr and "Bad.Id" in r.stderr and "nope" in r.stderr
+    # The id's rule is in the request schema now: refused there, naming the field and value.
+    assert "invalid" in r.stderr and "id:" in r.stderr and "Bad.Id" in r.stderr
     r = p.cli("asset", "show", "missing")
     assert r.returncode == 3 and "does not exist" in r.stderr
     bad_file = tmp_path / "t.yaml"

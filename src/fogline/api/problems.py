@@ -179,7 +179,11 @@ def install(app: FastAPI) -> None:
         errors = []
         for e in exc.errors():
             location = [str(part) for part in e.get("loc", ()) if part not in ("body",)]
-            errors.append({"field": ".".join(location), "reason": str(e.get("msg", "invalid"))})
+            reason = str(e.get("msg", "invalid"))
+            given = e.get("input")
+            if isinstance(given, str | int | float) and e.get("type") != "missing":
+                reason = f"{str(given)[:80]!r}: {reason}"  # say which value, not only why
+            errors.append({"field": ".".join(location), "reason": reason})
         noun = "problem" if len(errors) == 1 else "problems"
         return problem(422, f"invalid request: {len(errors)} {noun}", errors)
 
