@@ -257,3 +257,62 @@ async def test_a_dead_or_stalled_historian_is_restarted_and_shown(platform: Any,
     await async_wait_for(stored, timeout=30, what="a reading after the restarts")
     health = (await api.http.get("/ready")).json()["checks"]["historian"]
     assert health["restarts"] == 2 and health["state"] == "running"
+
+
+async def test_what_postgresql_cannot_store_is_refused_precisely(
+    platform_settings: Any, postgres_url: str
+) -> None:
+    """Inputs that validation let through and PostgreSQL refused (a NUL character, an asset
+    name wider than the dead-letter column) stopped the historian for good on PostgreSQL; now
+    each is a precise dead letter and its neighbours are stored."""
+    from fogline.app.platform import Platform
+
+    platform = Platform(platform_settings(database_url=postgres_url))
+    await platform.start()
+    api = Api(platform.http_url, platform.bootstrap.admin_key)
+    try:
+        await setup_motor(api)
+        t0 = int(time.time() * 1000) - 60_000
+        url = "/tenants/default/devices/d1/telemetry"
+        bodies = [
+            orjson.dumps(
+                [
+                    {"asset": "m1", "ts": t0, "values": {"state": "a\u0000b", "rpm": 1}},
+                    {"asset": "x" * 300, "ts": t0 + 1, "values": {"rpm": 2}},
+                    {"asset": "m1", "ts": t0 + 2, "values": {"rpm": 3, "\u0000": 1}},
+                ]
+            ),
+            b"\x00 not json",
+            orjson.dumps({"asset": "m1", "ts": t0 + 3, "values": {"rpm": 4}}),
+        ]
+        for body in bodies:
+            r = await api.http.post(url, content=body)
+            assert r.status_code == 202, r.text
+
+        async def settled() -> dict[str, Any] | None:
+            s = (await api.http.get("/tenants/default/ingest/stats")).json()
+            return s if s["messages"] == 3 else None
+
+        s = await async_wait_for(settled, what="three messages stored on PostgreSQL")
+        assert s["values"] == 3
+        assert s["dead_letters_by_reason"] == {
+            "out-of-range": 1,
+            "unknown-asset": 1,
+            "unknown-telemetry": 1,
+            "not-json": 1,
+        }
+        items = (await api.http.get("/tenants/default/dead-letters")).json()["items"]
+        assert {len(i["asset"] or "") for i in items} == {0, 2, 200}
+        assert all("\u0000" not in (i["payload"] or "") for i in items)
+        history = (
+            await api.http.get(
+                "/tenants/default/assets/m1/telemetry/history",
+                params={"keys": "rpm", "from": str(t0), "to": str(t0 + 10)},
+            )
+        ).json()
+        assert [p[1] for p in history["series"]["rpm"]["points"]] == [1, 3, 4]
+        stats = await async_wait_for(lambda: historian_stats(api, messages=3), what="stats")
+        assert stats["failures"] == 0 and stats["poison_messages"] == 0
+    finally:
+        await api.close()
+        await platform.stop()
