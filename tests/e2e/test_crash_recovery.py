@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import pid_alive, wait_for
-from tests.e2e.conftest import start_platform
+from tests.e2e.conftest import RunningPlatform, start_platform
 from tests.mqtt_client import Device
 
 ASSETS = 10
@@ -107,3 +108,24 @@ def test_sigkill_during_load_loses_nothing_and_stores_nothing_twice(tmp_path: Pa
         client.close()
     finally:
         second.stop()
+
+
+def test_a_killed_historian_is_restarted_and_fogline_status_says_so(
+    platform_process: RunningPlatform,
+) -> None:
+    p = platform_process
+    status = json.loads(p.cli("--json", "status").stdout)
+    assert status["ready"]["status"] == "ready"
+    historian = status["ready"]["checks"]["historian"]
+    assert (historian["state"], historian["restarts"], historian["failures"]) == ("running", 0, 0)
+    os.kill(status["system"]["historian_pid"], signal.SIGKILL)
+
+    def restarted() -> dict[str, Any] | None:
+        s = json.loads(p.cli("--json", "status").stdout)
+        h = s["ready"]["checks"]["historian"]
+        return s if h["restarts"] == 1 and s["ready"]["status"] == "ready" else None
+
+    status = wait_for(restarted, timeout=60, what="fogline status to show the restart")
+    assert status["ready"]["checks"]["historian"]["last_restart"] == "exited with code -9"
+    assert status["system"]["historian_pid"] != historian["pid"]
+    assert "historian.died" in "".join(p.output)

@@ -138,6 +138,10 @@ class OversizeReporter:
         self._repeats: dict[tuple[str, str], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def repeats_pending(self) -> int:
+        """Closed connections counted since the last dead letter of each device."""
+        return sum(self._repeats.values())
+
     def on_closed(self, closed: ClosedConnection) -> None:
         if not closed.over_max_payload:
             return

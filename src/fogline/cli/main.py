@@ -15,7 +15,7 @@ import yaml
 from fogline import __version__, aio
 from fogline.cli import output
 from fogline.cli.output import console, emit_json, table
-from fogline.client.http import FoglineClient, resolve_connection
+from fogline.client.http import ApiError, FoglineClient, resolve_connection
 from fogline.client.packaging import manifest_in, pack_directory
 from fogline.domain.errors import FoglineError, InvalidInput, Problem, Unavailable
 
@@ -546,16 +546,30 @@ def dead_letters(
 
 @app.command()
 def status(ctx: typer.Context) -> None:
-    """The platform's state and the tenant's ingest counters."""
+    """The platform's state, whether it is ready (NATS, database, historian, with the
+    historian's failures and restarts), and the tenant's ingest counters."""
     c = ctx_of(ctx)
+    try:
+        ready = c.client().get("/ready")
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        ready = exc.body  # not ready: the problem says why
     system = c.client().get("/system")
     stats = c.client().get(f"/tenants/{c.t()}/ingest/stats")
-    c.show(
-        {"system": system, "ingest": stats},
-        lambda: emit_json(
-            {"system": system, "ingest": {k: v for k, v in stats.items() if k != "devices"}}
-        ),
-    )
+
+    def human() -> None:
+        emit_json(
+            {
+                "ready": ready,
+                "system": system,
+                "ingest": {k: v for k, v in stats.items() if k != "devices"},
+            }
+        )
+        if ready.get("status") != "ready":
+            output.errors.print(f"[bold red]not ready[/]: {ready.get('detail')}", highlight=False)
+
+    c.show({"ready": ready, "system": system, "ingest": stats}, human)
 
 
 # -- models ---------------------------------------------------------------------------------------

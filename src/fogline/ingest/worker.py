@@ -136,7 +136,11 @@ class HistorianSupervisor:
         self.stats = HistorianStats()
         self.restarts = 0
         self.last_restart_reason: str | None = None
+        # How long silence means not ready, and a stall to restart (settable for tests).
+        self.not_reporting_s = NOT_REPORTING_S
+        self.stalled_s = STALLED_S
         self._stats_at = time.monotonic()
+        self._reported = asyncio.Event()  # the running process has sent its stats
         self._process: multiprocessing.process.BaseProcess | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
@@ -149,9 +153,12 @@ class HistorianSupervisor:
         async def on_stats(msg: Any) -> None:
             self.stats = HistorianStats(**orjson.loads(msg.data))
             self._stats_at = time.monotonic()
+            self._reported.set()
 
         await self.bus.nc.subscribe(stats_subject(self.bus.subjects), cb=on_stats)
         await self._spawn(timeout)
+        with contextlib.suppress(TimeoutError):  # its first stats follow "ready" at once
+            await asyncio.wait_for(self._reported.wait(), 5.0)
         self._watch = asyncio.create_task(self._supervise(), name="historian-supervisor")
 
     async def _spawn(self, timeout: float) -> None:
@@ -167,6 +174,7 @@ class HistorianSupervisor:
         theirs.close()
         self._process = process
         self._stats_at = time.monotonic()
+        self._reported.clear()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if await asyncio.to_thread(ours.poll, 0.1):
@@ -186,10 +194,10 @@ class HistorianSupervisor:
     def _stalled(self) -> str | None:
         """Why a running historian is not doing its work, if it is not."""
         silent = time.monotonic() - self._stats_at
-        if silent > STALLED_S:
+        if silent > self.stalled_s:
             return f"no stats for {silent:.0f}s"
         beat = self.stats.heartbeat_ms
-        if beat is not None and time.time() * 1000 - beat > STALLED_S * 1000:
+        if beat is not None and time.time() * 1000 - beat > self.stalled_s * 1000:
             return f"its loop has not turned for {(time.time() * 1000 - beat) / 1000:.0f}s"
         return None
 
@@ -233,9 +241,11 @@ class HistorianSupervisor:
         now_ms = time.time() * 1000
         if process is None or not process.is_alive():
             state, problem = "restarting", "the historian process is not running"
-        elif (silent := time.monotonic() - self._stats_at) > NOT_REPORTING_S:
+        elif not self._reported.is_set():
+            state, problem = "starting", "the historian is starting"
+        elif (silent := time.monotonic() - self._stats_at) > self.not_reporting_s:
             state, problem = "not-reporting", f"no word from the historian for {silent:.0f}s"
-        elif s.heartbeat_ms is not None and now_ms - s.heartbeat_ms > NOT_REPORTING_S * 1000:
+        elif s.heartbeat_ms is not None and now_ms - s.heartbeat_ms > self.not_reporting_s * 1000:
             state = "stalled"
             problem = (
                 f"the historian's loop has not turned for {(now_ms - s.heartbeat_ms) / 1000:.0f}s"
