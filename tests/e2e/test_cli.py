@@ -134,10 +134,12 @@ def test_up_register_publish_query_stop(platform_process: RunningPlatform, tmp_p
 
 def test_cli_errors_are_clear(platform_process: RunningPlatform, tmp_path: Path) -> None:
     p = platform_process
-    r = p.cli("asset", "create", "Bad.Id", "--type", "nope")
+    r = p.cli("asset", "create", "Bad.Id", "--type", "No.Pe")
     assert r.returncode == 2
-    # The id's rule is in the request schema now: refused there, naming the field and value.
-    assert "invalid" in r.stderr and "id:" in r.stderr and "Bad.Id" in r.stderr
+    assert "invalid request: 2 problems" in r.stderr, r.stderr
+    assert "'Bad.Id' is not a slug" in r.stderr and "'No.Pe' is not a slug" in r.stderr
+    r = p.cli("asset", "create", "good", "--type", "nope")
+    assert r.returncode == 2 and "invalid asset" in r.stderr and "'nope' does not exist" in r.stderr
     r = p.cli("asset", "show", "missing")
     assert r.returncode == 3 and "does not exist" in r.stderr
     bad_file = tmp_path / "t.yaml"

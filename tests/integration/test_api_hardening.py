@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.conftest import Api, setup_motor
+from fogline.client.http import ApiError, FoglineClient
+from fogline.domain.errors import ErrorKind
+from tests.conftest import Api, async_wait_for, setup_motor
 from tests.integration.test_security import make_tenant
 
 PROBLEM = "application/problem+json"
@@ -36,13 +38,14 @@ async def test_device_passwords_of_any_length(api: Api) -> None:
     500, and HTTP Basic answers an unknown device as it answers a wrong password."""
     for password, why in (
         ("x" * 73, "at most 72"),
-        ("é" * 40, "should match pattern"),  # 40 characters, 80 bytes
+        ("é" * 40, "printable ascii"),  # 40 characters, 80 bytes
         ("short", "at least 16"),
     ):
         r = await api.http.post("/tenants/default/devices", json={"id": "d9", "password": password})
         body = assert_problem(r, 422)
         assert [e["field"] for e in body["errors"]] == ["password"], body
         assert why in body["errors"][0]["reason"].lower(), body
+        assert password not in json.dumps(body)  # a refused password is never echoed
     r = await api.http.post("/tenants/default/devices", json={"id": "d9", "password": "~" * 72})
     assert r.status_code == 201, r.text
 
@@ -71,31 +74,29 @@ async def test_device_passwords_of_any_length(api: Api) -> None:
     assert len(set(answers)) == 1, answers
 
 
-@pytest.mark.parametrize(
-    ("path", "params"),
-    [
-        ("/telemetry/history", {"from": "-999999999999d"}),
-        ("/telemetry/history", {"from": "0", "to": "99999999999999999999"}),
-        ("/telemetry/history", {"from": "0", "bucket": "99999999999999w"}),
-        ("/telemetry/history", {"from": "0001-01-01T00:00:00+05:00"}),
-        ("/telemetry/history", {"limit": "99999999999999999999"}),
-        ("dead-letters", {"since": "-99999999999999999999w"}),
-        ("dead-letters", {"since": "99999999999999999999"}),
-    ],
-)
-async def test_huge_time_bounds_are_invalid_input(
-    api: Api, path: str, params: dict[str, str]
-) -> None:
+HUGE_BOUNDS = [
+    ("/telemetry/history", {"from": "-999999999999d"}),
+    ("/telemetry/history", {"from": "0", "to": "99999999999999999999"}),
+    ("/telemetry/history", {"from": "0", "bucket": "99999999999999w"}),
+    ("/telemetry/history", {"from": "0001-01-01T00:00:00+05:00"}),
+    ("/telemetry/history", {"limit": "99999999999999999999"}),
+    ("dead-letters", {"since": "-99999999999999999999w"}),
+    ("dead-letters", {"since": "99999999999999999999"}),
+]
+
+
+async def test_huge_time_bounds_are_invalid_input(api: Api) -> None:
     """S11: bounds no store can hold were a 500 (OverflowError into SQLite)."""
     await setup_motor(api)
-    where = (
-        "/tenants/default/dead-letters"
-        if path == "dead-letters"
-        else f"/tenants/default/assets/m1{path}"
-    )
-    r = await api.http.get(where, params=params)
-    body = assert_problem(r, 422)
-    assert body["errors"], body
+    for path, params in HUGE_BOUNDS:
+        where = (
+            "/tenants/default/dead-letters"
+            if path == "dead-letters"
+            else f"/tenants/default/assets/m1{path}"
+        )
+        r = await api.http.get(where, params=params)
+        body = assert_problem(r, 422)
+        assert body["errors"], (path, params, body)
 
 
 async def live_events(
@@ -134,6 +135,27 @@ async def test_a_revoked_key_ends_its_live_streams(api: Api) -> None:
     assert [e for e, _ in events] == ["subscribed", "error"]
     problem = json.loads(events[-1][1])
     assert problem["status"] == 401 and "revoked" in problem["detail"]
+
+    # The CLI's client turns that end into the error it is (`fogline telemetry live` exits 5).
+    r = await acme.http.post("/tenants/acme/api-keys", json={"name": "cli"})
+    cli_key, cli_key_id = r.json()["api_key"], r.json()["key"]["id"]
+
+    def follow() -> ApiError:
+        with FoglineClient(api.base, cli_key) as client:
+            try:
+                for _event in client.live("acme", "m1"):
+                    subscribed_cli.set()
+            except ApiError as exc:
+                return exc
+        raise AssertionError("the live stream ended without an error")
+
+    subscribed_cli = threading.Event()
+    followed = asyncio.create_task(asyncio.to_thread(follow))
+    await async_wait_for(subscribed_cli.is_set, timeout=15, what="the CLI's stream")
+    assert (await acme.http.delete(f"/tenants/acme/api-keys/{cli_key_id}")).status_code == 204
+    async with asyncio.timeout(10):
+        error = await followed
+    assert error.status == 401 and error.kind is ErrorKind.UNAUTHENTICATED
     await watcher.close()
     await acme.close()
 
@@ -154,8 +176,6 @@ async def test_a_tenant_key_sees_its_own_counters_not_the_platform(platform: Any
     async def counted() -> dict[str, Any] | None:
         body: dict[str, Any] = (await acme.http.get("/system")).json()
         return body if body["ingest"]["dead_letters"] >= 1 else None
-
-    from tests.conftest import async_wait_for
 
     mine = await async_wait_for(counted, what="acme's dead letter counted")
     assert mine["tenant"] == "acme"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from functools import cache
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fogline.domain.errors import ErrorKind, FoglineError
+from fogline.domain.ids import SLUG_PATTERN
+from fogline.fleet.devices import PASSWORD_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,16 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-@cache
-def _path_table(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+PathTable = list[tuple[re.Pattern[str], frozenset[str]]]
+
+
+def _path_table(app: FastAPI) -> PathTable:
     """Every documented path as a pattern (its parameters' own patterns where they have one),
-    with the methods it takes."""
-    table = []
+    with the methods it takes; made once per app."""
+    known: PathTable | None = getattr(app.state, "path_table", None)
+    if known is not None:
+        return known
+    table: PathTable = []
     for template, item in app.openapi().get("paths", {}).items():
         patterns: dict[str, str] = {}
         for operation in item.values():
@@ -141,6 +147,7 @@ def _path_table(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[str]]]:
 
         regex = re.sub(r"\\\{(\w+)\\\}", segment, re.escape(template))
         table.append((re.compile(f"^{regex}$"), frozenset(m.upper() for m in item)))
+    app.state.path_table = table
     return table
 
 
@@ -153,6 +160,23 @@ def allowed_methods(app: FastAPI, path: str) -> str:
     if "GET" in methods:
         methods.add("HEAD")
     return ", ".join(sorted(methods))
+
+
+_PATTERN_RULES = {
+    SLUG_PATTERN: "is not a slug: use lowercase letters, digits, '-' and '_', starting with a "
+    "letter or digit",
+    PASSWORD_PATTERN: "must be printable ASCII (space to '~')",
+}
+
+
+def _reason(field: str, error: Any) -> str:
+    """pydantic's message, or for a pattern the rule in words and the value that broke it
+    (never a password's)."""
+    if error.get("type") != "string_pattern_mismatch":
+        return str(error.get("msg", "invalid"))
+    pattern = (error.get("ctx") or {}).get("pattern", "")
+    shown = "the password" if "password" in field else repr(error.get("input"))[:80]
+    return f"{shown} {_PATTERN_RULES.get(pattern, f'does not match {pattern}')}"
 
 
 def install(app: FastAPI) -> None:
@@ -179,11 +203,8 @@ def install(app: FastAPI) -> None:
         errors = []
         for e in exc.errors():
             location = [str(part) for part in e.get("loc", ()) if part not in ("body",)]
-            reason = str(e.get("msg", "invalid"))
-            given = e.get("input")
-            if isinstance(given, str | int | float) and e.get("type") != "missing":
-                reason = f"{str(given)[:80]!r}: {reason}"  # say which value, not only why
-            errors.append({"field": ".".join(location), "reason": reason})
+            field = ".".join(location)
+            errors.append({"field": field, "reason": _reason(field, e)})
         noun = "problem" if len(errors) == 1 else "problems"
         return problem(422, f"invalid request: {len(errors)} {noun}", errors)
 

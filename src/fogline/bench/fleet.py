@@ -23,7 +23,7 @@ import orjson
 
 from fogline.bench.publishers import BenchDevice, PublishJob, run_publisher
 from fogline.client.http import ApiError, FoglineClient
-from fogline.domain.errors import Unavailable
+from fogline.domain.errors import Forbidden, Unavailable
 
 VALUES = [{"name": f"v{i}", "dtype": "float"} for i in range(1, 5)]
 PUBLISH_DELAY_S = 3.0  # time for every publisher process to connect its clients
@@ -64,6 +64,8 @@ class BenchFleet:
         self.devices: list[BenchDevice] = []
         self._created_assets: list[str] = []
         system = api.get("/system")
+        if "nats" not in system:  # a tenant's key sees its own counters only
+            raise Forbidden("benchmarks need an admin API key: they read the platform's state")
         mqtt_url = urlparse(system["mqtt"] or "")
         if not mqtt_url.hostname:
             raise Unavailable("the platform has no MQTT listener to benchmark")

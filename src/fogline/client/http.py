@@ -135,7 +135,8 @@ class FoglineClient:
         )
 
     def live(self, tenant: str, asset: str) -> Iterator[tuple[str, str]]:
-        """(event, data) pairs from the live stream, until the caller stops reading."""
+        """(event, data) pairs from the live stream, until the caller stops reading. The
+        server's `error` event (a problem: the key was revoked, say) raises it."""
         path = f"/tenants/{tenant}/assets/{asset}/telemetry/live"
         try:
             with self.http.stream("GET", path, timeout=None) as response:
@@ -147,7 +148,12 @@ class FoglineClient:
                     if line.startswith("event:"):
                         event = line[6:].strip()
                     elif line.startswith("data:"):
-                        yield event, line[5:].strip()
+                        data = line[5:].strip()
+                        if event == "error":
+                            problem = json.loads(data)
+                            status = int(problem.get("status", 500))
+                            raise ApiError(status, str(problem.get("detail")), [], problem)
+                        yield event, data
                         event = "message"
         except httpx.TransportError as exc:
             raise Unavailable(f"the live stream from {self.base} broke off: {exc}") from None

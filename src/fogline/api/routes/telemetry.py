@@ -210,10 +210,13 @@ async def live(
             yield {"event": "subscribed", "data": f'{{"asset": "{asset}"}}'}
             next_check = time.monotonic() + LIVE_KEY_CHECK_S
             while True:
-                try:
-                    data = await asyncio.wait_for(queue.get(), LIVE_KEY_CHECK_S)
-                except TimeoutError:
-                    data = None
+                try:  # no timer per event while events keep coming
+                    data = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        data = await asyncio.wait_for(queue.get(), LIVE_KEY_CHECK_S)
+                    except TimeoutError:
+                        data = None
                 if time.monotonic() >= next_check:
                     refused = await key_still_valid(request, tenant)
                     if refused is not None:
