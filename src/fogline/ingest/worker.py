@@ -224,9 +224,11 @@ class HistorianSupervisor:
                 extra={"fields": {"why": reason, "restart_in_s": delay}},
             )
             await asyncio.sleep(delay)
+            # Counted as it starts: the new process may report (and /ready turn green) before
+            # _spawn returns.
+            self.restarts += 1
             try:
                 await self._spawn(60.0)
-                self.restarts += 1
                 delay = 1.0
             except Unavailable as exc:
                 log.error("historian.restart_failed", extra={"fields": {"error": exc.message}})
