@@ -54,11 +54,13 @@ class BoundedPull:
             if _status(msg) is None:
                 into.append(msg)
 
-    async def _request(self, batch: int, max_bytes: int, expires_s: float | None) -> None:
+    async def _request(
+        self, batch: int, max_bytes: int, no_wait: bool, expires_s: float | None
+    ) -> None:
         request: dict[str, Any] = {"batch": batch, "max_bytes": max_bytes}
-        if expires_s is None:
+        if no_wait:
             request["no_wait"] = True
-        else:
+        if expires_s is not None:
             request["expires"] = max(int(expires_s * 1e9) - 100_000, 1_000_000)
         await self.nc.publish(self._next, orjson.dumps(request), reply=self._inbox)
 
@@ -88,23 +90,25 @@ class BoundedPull:
     async def fetch(self, batch: int, max_bytes: int, timeout: float) -> list[Msg]:
         """Up to `batch` messages and about `max_bytes` (a single message larger than that is
         never delivered: keep max_bytes above the server's max_payload). Empty after
-        `timeout` when there is nothing."""
-        start = time.monotonic()
-        deadline = start + timeout
+        `timeout` when there is nothing. The same requests as nats-py's fetch: what is there
+        now, or (when nothing is) the first messages to come within the timeout."""
+        deadline = time.monotonic() + timeout
         msgs: list[Msg] = []
         self._drain(msgs)
         if len(msgs) >= batch:
             return msgs
-        # What is there now, without waiting.
-        await self._request(batch - len(msgs), max_bytes, None)
+        # no_wait: the server answers at the end of what it has (404) instead of filling the
+        # batch; with expires (when nothing is in hand), it first waits for something to come.
+        expires = None if msgs else timeout
+        await self._request(batch - len(msgs), max_bytes, True, expires)
         await self._collect(msgs, batch, deadline, wait=True)
         if msgs:
             return msgs
         remaining = deadline - time.monotonic()
         if remaining <= 0.01:
             return msgs
-        # Nothing there: one request that waits for the next messages.
-        await self._request(batch, max_bytes, remaining)
+        # The first request ended without messages: one that waits for the rest of the time.
+        await self._request(batch, max_bytes, False, remaining)
         await self._collect(msgs, batch, deadline, wait=True)
         return msgs
 
