@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from nats.js.errors import ServiceUnavailableError
 
 from fogline import __version__
 from fogline.api.app import create_app
@@ -386,7 +387,13 @@ class Platform:
     async def hot_store_state(self) -> dict[str, Any]:
         """The telemetry stream as JetStream sees it."""
         assert self.bus is not None
-        info = await self.bus.js.stream_info(self.subjects.telemetry_stream)
+        try:
+            info = await self.bus.js.stream_info(self.subjects.telemetry_stream)
+        except ServiceUnavailableError:
+            # A reload that changes accounts (a device added) leaves JetStream's API away
+            # for a moment; once more.
+            await asyncio.sleep(0.1)
+            info = await self.bus.js.stream_info(self.subjects.telemetry_stream)
         return {
             "stream": info.config.name,
             "messages": info.state.messages,

@@ -10,6 +10,7 @@ one that waits), so latency is what it was.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -25,6 +26,10 @@ _HEARTBEAT = "100"
 # Statuses that end a pull request: no messages (404), expired (408), and 409 (max bytes
 # reached, too many waiting requests, consumer deleted or leader changed).
 _ENDS_REQUEST = ("404", "408", "409")
+# No responders: JetStream's API is away for a moment (nats-server re-enables it in each
+# account when a config reload changes accounts, as a new device does) or for good.
+_NO_RESPONDERS = "503"
+UNAVAILABLE_FOR_S = 5.0
 
 
 class BoundedPull:
@@ -33,6 +38,7 @@ class BoundedPull:
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._sub = sub
         self._inbox = sub.subject
+        self._unavailable_since: float | None = None
 
     @classmethod
     async def create(cls, nc: Client, stream: str, consumer: str) -> BoundedPull:
@@ -78,6 +84,10 @@ class BoundedPull:
             except TimeoutError:
                 break
             status = _status(msg)
+            if status == _NO_RESPONDERS:
+                await self._unavailable()
+                break
+            self._unavailable_since = None
             if status is None:
                 msgs.append(msg)
                 got = True
@@ -86,6 +96,15 @@ class BoundedPull:
             elif status != _HEARTBEAT:
                 raise BrokerUnavailable(f"pull request failed: status {status}")
         return got
+
+    async def _unavailable(self) -> None:
+        """A moment without JetStream is waited out quietly; a longer absence is an error."""
+        now = time.monotonic()
+        if self._unavailable_since is None:
+            self._unavailable_since = now
+        elif now - self._unavailable_since > UNAVAILABLE_FOR_S:
+            raise BrokerUnavailable(f"JetStream has not answered for {UNAVAILABLE_FOR_S:.0f}s")
+        await asyncio.sleep(0.05)
 
     async def fetch(self, batch: int, max_bytes: int, timeout: float) -> list[Msg]:
         """Up to `batch` messages and about `max_bytes` (a single message larger than that is
