@@ -247,3 +247,52 @@ async def _values(api: Api, n: int) -> bool:
 def _admin_key(settings: Any) -> str:
     key: str = orjson.loads((settings.data_dir / "client.json").read_bytes())["api_key"]
     return key
+
+
+async def test_nothing_is_lost_while_devices_and_tenants_come_and_go(
+    platform: Any, api: Api
+) -> None:
+    """Each device change reloads nats-server's accounts (a new tenant adds an account and an
+    import to the platform's): telemetry arriving meanwhile must all be kept."""
+    creds = await setup_motor(api)
+    device = device_of(platform, creds, "d1")
+    device.client.max_inflight_messages_set(100)
+    assert not (await asyncio.to_thread(device.connect)).is_failure
+    t0 = int(time.time() * 1000) - 600_000
+    sent = 3000
+
+    def publish_all() -> None:
+        infos = []
+        for n in range(sent):
+            reading = {"asset": "m1", "ts": t0 + n, "values": {"rpm": n}}
+            infos.append(device.client.publish(creds["topic"], orjson.dumps(reading), qos=1))
+            time.sleep(0.001)
+        for info in infos:
+            info.wait_for_publish(30)
+            assert info.is_published()
+
+    async def churn() -> None:
+        for k in range(3):
+            tenant = await make_tenant(api, f"churn{k}")
+            r = await tenant.http.post(f"/tenants/churn{k}/devices", json={"id": "gw"})
+            assert r.status_code == 201
+            r = await api.http.post("/tenants/default/devices", json={"id": f"extra{k}"})
+            assert r.status_code == 201
+            assert (await api.http.delete(f"/tenants/default/devices/extra{k}")).status_code == 204
+            await tenant.close()
+
+    await asyncio.gather(asyncio.to_thread(publish_all), churn())
+    assert device.disconnects == []
+    device.close()
+
+    async def all_in() -> bool:
+        return (await ingest_stats(api))["values"] >= sent
+
+    await async_wait_for(all_in, what="every reading sent during the reloads")
+    history = (
+        await api.http.get(
+            "/tenants/default/assets/m1/telemetry/history",
+            params={"keys": "rpm", "from": str(t0), "to": str(t0 + sent)},
+        )
+    ).json()
+    assert [p[1] for p in history["series"]["rpm"]["points"]] == list(range(sent))

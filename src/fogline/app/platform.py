@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from nats.js.errors import ServiceUnavailableError
 
 from fogline import __version__
 from fogline.api.app import create_app
@@ -441,7 +442,17 @@ class Platform:
     async def hot_store_state(self) -> dict[str, Any]:
         """The telemetry stream as JetStream sees it."""
         assert self.bus is not None
-        info = await self.bus.js.stream_info(self.subjects.telemetry_stream)
+        deadline = time.monotonic() + 3.0
+        while True:
+            try:
+                info = await self.bus.js.stream_info(self.subjects.telemetry_stream)
+                break
+            except ServiceUnavailableError:
+                # JetStream's API is away while a reload re-applies accounts (a device was
+                # added): see EmbeddedNats.reload. Say so rather than fail the whole answer.
+                if time.monotonic() > deadline:
+                    return {"stream": self.subjects.telemetry_stream, "unavailable": True}
+                await asyncio.sleep(0.1)
         return {
             "stream": info.config.name,
             "messages": info.state.messages,

@@ -10,6 +10,7 @@ one that waits), so latency is what it was.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -25,6 +26,10 @@ _HEARTBEAT = "100"
 # Statuses that end a pull request: no messages (404), expired (408), and 409 (max bytes
 # reached, too many waiting requests, consumer deleted or leader changed).
 _ENDS_REQUEST = ("404", "408", "409")
+# No responders: JetStream's API is away for a moment (nats-server re-enables it in each
+# account when a config reload changes accounts, as a new device does) or for good.
+_NO_RESPONDERS = "503"
+UNAVAILABLE_FOR_S = 5.0
 
 
 class BoundedPull:
@@ -33,6 +38,7 @@ class BoundedPull:
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._sub = sub
         self._inbox = sub.subject
+        self._unavailable_since: float | None = None
 
     @classmethod
     async def create(cls, nc: Client, stream: str, consumer: str) -> BoundedPull:
@@ -54,11 +60,13 @@ class BoundedPull:
             if _status(msg) is None:
                 into.append(msg)
 
-    async def _request(self, batch: int, max_bytes: int, expires_s: float | None) -> None:
+    async def _request(
+        self, batch: int, max_bytes: int, no_wait: bool, expires_s: float | None
+    ) -> None:
         request: dict[str, Any] = {"batch": batch, "max_bytes": max_bytes}
-        if expires_s is None:
+        if no_wait:
             request["no_wait"] = True
-        else:
+        if expires_s is not None:
             request["expires"] = max(int(expires_s * 1e9) - 100_000, 1_000_000)
         await self.nc.publish(self._next, orjson.dumps(request), reply=self._inbox)
 
@@ -76,6 +84,10 @@ class BoundedPull:
             except TimeoutError:
                 break
             status = _status(msg)
+            if status == _NO_RESPONDERS:
+                await self._unavailable()
+                break
+            self._unavailable_since = None
             if status is None:
                 msgs.append(msg)
                 got = True
@@ -85,26 +97,37 @@ class BoundedPull:
                 raise BrokerUnavailable(f"pull request failed: status {status}")
         return got
 
+    async def _unavailable(self) -> None:
+        """A moment without JetStream is waited out quietly; a longer absence is an error."""
+        now = time.monotonic()
+        if self._unavailable_since is None:
+            self._unavailable_since = now
+        elif now - self._unavailable_since > UNAVAILABLE_FOR_S:
+            raise BrokerUnavailable(f"JetStream has not answered for {UNAVAILABLE_FOR_S:.0f}s")
+        await asyncio.sleep(0.05)
+
     async def fetch(self, batch: int, max_bytes: int, timeout: float) -> list[Msg]:
         """Up to `batch` messages and about `max_bytes` (a single message larger than that is
         never delivered: keep max_bytes above the server's max_payload). Empty after
-        `timeout` when there is nothing."""
-        start = time.monotonic()
-        deadline = start + timeout
+        `timeout` when there is nothing. The same requests as nats-py's fetch: what is there
+        now, or (when nothing is) the first messages to come within the timeout."""
+        deadline = time.monotonic() + timeout
         msgs: list[Msg] = []
         self._drain(msgs)
         if len(msgs) >= batch:
             return msgs
-        # What is there now, without waiting.
-        await self._request(batch - len(msgs), max_bytes, None)
+        # no_wait: the server answers at the end of what it has (404) instead of filling the
+        # batch; with expires (when nothing is in hand), it first waits for something to come.
+        expires = None if msgs else timeout
+        await self._request(batch - len(msgs), max_bytes, True, expires)
         await self._collect(msgs, batch, deadline, wait=True)
         if msgs:
             return msgs
         remaining = deadline - time.monotonic()
         if remaining <= 0.01:
             return msgs
-        # Nothing there: one request that waits for the next messages.
-        await self._request(batch, max_bytes, remaining)
+        # The first request ended without messages: one that waits for the rest of the time.
+        await self._request(batch, max_bytes, False, remaining)
         await self._collect(msgs, batch, deadline, wait=True)
         return msgs
 

@@ -70,9 +70,16 @@ class EmbeddedNatsSettings:
     max_store_bytes: int = 10 * 1024**3
 
 
-def hash_password(password: str) -> str:
+def hash_password(password: str, rounds: int = 10) -> str:
     """A bcrypt hash in the `$2a$` form nats-server recognises."""
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10, prefix=b"2a")).decode()
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds, prefix=b"2a")).decode()
+
+
+# The platform's own users have random 256-bit passwords made at each start: no number of
+# bcrypt rounds makes those easier or harder to guess, and nats-server checks every connected
+# client's password again on each reload, with JetStream's API away meanwhile (see
+# `reload`). The fewest rounds keep that short.
+_RANDOM_SECRET_ROUNDS = 4
 
 
 def tenant_account(tenant: str) -> str:
@@ -123,9 +130,9 @@ class EmbeddedNats:
         self.settings = settings
         self.subjects = subjects
         self.platform_password = secrets.token_urlsafe(32)
-        self._platform_hash = hash_password(self.platform_password)
+        self._platform_hash = hash_password(self.platform_password, _RANDOM_SECRET_ROUNDS)
         self.system_password = secrets.token_urlsafe(32)
-        self._system_hash = hash_password(self.system_password)
+        self._system_hash = hash_password(self.system_password, _RANDOM_SECRET_ROUNDS)
         self._process: subprocess.Popen[bytes] | None = None
         self.config_path = settings.directory / "nats-server.conf"
         self.log_path = settings.directory / "nats-server.log"
@@ -295,7 +302,13 @@ class EmbeddedNats:
         return (errors or lines or ["no output"])[-1].strip()
 
     async def reload(self, devices: Sequence[BrokerUser]) -> None:
-        """Apply a new user list without a restart: rewrite the config and send SIGHUP."""
+        """Apply a new user list without a restart: rewrite the config and send SIGHUP.
+
+        With accounts configured, nats-server re-applies every account on a reload and checks
+        every connected client's password again (bcrypt, about 60 ms per device connected);
+        JetStream's API (stream info, consumer changes, new MQTT sessions) is away until that
+        is done. Messages keep flowing meanwhile: stream capture, the historian's pulls and
+        acks, MQTT QoS 1 publishes do not go through that API."""
         if self._process is None or self._process.poll() is not None:
             raise BrokerUnavailable("the embedded nats-server is not running")
         self._write_config(devices)
