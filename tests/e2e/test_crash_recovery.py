@@ -118,7 +118,8 @@ def test_a_killed_historian_is_restarted_and_fogline_status_says_so(
     assert status["ready"]["status"] == "ready"
     historian = status["ready"]["checks"]["historian"]
     assert (historian["state"], historian["restarts"], historian["failures"]) == ("running", 0, 0)
-    os.kill(status["system"]["historian_pid"], signal.SIGKILL)
+    killed = status["system"]["historian_pid"]
+    os.kill(killed, signal.SIGKILL)
 
     def restarted() -> dict[str, Any] | None:
         s = json.loads(p.cli("--json", "status").stdout)
@@ -127,5 +128,5 @@ def test_a_killed_historian_is_restarted_and_fogline_status_says_so(
 
     status = wait_for(restarted, timeout=60, what="fogline status to show the restart")
     assert status["ready"]["checks"]["historian"]["last_restart"] == "exited with code -9"
-    assert status["system"]["historian_pid"] != historian["pid"]
+    assert status["system"]["historian_pid"] not in (None, killed)
     assert "historian.died" in "".join(p.output)

@@ -31,7 +31,7 @@ import orjson
 from fogline import aio
 from fogline.bus.connection import Bus
 from fogline.bus.subjects import Subjects
-from fogline.domain.errors import Unavailable
+from fogline.domain.errors import FoglineError, Unavailable
 from fogline.ingest.cache import RegistryCache
 from fogline.ingest.historian import Historian, HistorianStats
 from fogline.ingest.validation import IngestLimits
@@ -119,7 +119,7 @@ async def _serve(config: HistorianWorkerConfig, channel: Connection) -> None:
             historian.stats.failures += 1
             historian.stats.last_failure = f"loop ended: {error!r}"
             log.error("historian.loop_ended", exc_info=error)
-            raise RuntimeError(f"the historian's loop ended: {error!r}")
+            raise FoglineError(f"the historian's loop ended: {error!r}")
     finally:
         await historian.stop()
         await bus.nc.publish(stats_subject(subjects), orjson.dumps(asdict(historian.stats)))
@@ -262,7 +262,6 @@ class HistorianSupervisor:
             "state": state,
             "ready": problem is None,
             "problem": problem,
-            "pid": process.pid if process is not None else None,
             "restarts": self.restarts,
             "last_restart": self.last_restart_reason,
             "loop_restarts": s.loop_restarts,
