@@ -202,6 +202,11 @@ def bwrap_command(
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     for name, path in write_identity_files(view.run_dir, view.uid, view.gid).items():
         args += staged(path, f"/etc/{name}", "ro")
+    # The model's state and /tmp first: the platform's code may itself live under /tmp (a
+    # checkout there), and a later mount must not hide it.
+    image = {"source": str(view.image), "stage": "state", "make": ["tmp"]}
+    tmp = "/tmp"  # noqa: S108 - the sandbox's own, inside the model's disk image
+    args += ["--bind", f"{STAGE}/state", STATE_DIR, "--bind", f"{STAGE}/state/tmp", tmp]
     for d in platform_code_dirs():
         args += staged(d, d, "ro")
     if view.package_dir is not None:
@@ -211,9 +216,6 @@ def bwrap_command(
     if view.wheels is not None:
         args += staged(view.wheels, WHEELS_DIR, "ro")
     args += staged(view.run_dir, RUN_DIR, "rw")
-    image = {"source": str(view.image), "stage": "state", "make": ["tmp"]}
-    tmp = "/tmp"  # noqa: S108 - the sandbox's own, inside the model's disk image
-    args += ["--bind", f"{STAGE}/state", STATE_DIR, "--bind", f"{STAGE}/state/tmp", tmp]
     args += ["--proc", "/proc", "--dev", "/dev", "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]
