@@ -22,7 +22,9 @@ class Egress:
     port: int
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy one direction of a relayed connection until it ends (both sides of the sandbox's
+    relays use it: egress here, the shim inside)."""
     try:
         while data := await reader.read(CHUNK):
             writer.write(data)
@@ -70,7 +72,7 @@ class EgressRelays:
         pair = (writer, up_writer)
         self._writers.update(pair)
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         finally:
             for w in pair:
                 self._writers.discard(w)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -25,12 +26,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 
 from fogline.domain.errors import InvalidInput, Problem, Unavailable
-from fogline.models.manifest import LocalProcess, env_problems
+from fogline.models.manifest import Limits, LocalProcess, env_problems
 from fogline.models.runtimes import sandbox
 from fogline.models.runtimes.base import ModelSpec, RuntimeHandle
 from fogline.models.runtimes.egress import Egress, EgressRelays
@@ -145,7 +146,7 @@ class LocalRuntime:
             await asyncio.to_thread(self._ensure_image, spec, local)
             if spec.package_dir is not None:
                 uid = self.settings.sandbox.uid_of(spec.model_id)
-                await asyncio.to_thread(sandbox.give_package, spec.package_dir, uid)
+                await asyncio.to_thread(sandbox.give_to, spec.package_dir, uid)
         if local.requirements:
             await self._ensure_venv(spec, local.requirements)
 
@@ -243,7 +244,7 @@ class LocalRuntime:
         wheels = self.workdir(spec) / "wheels"
         self._download_wheels(wheels, wanted)
         uid = self.settings.sandbox.uid_of(spec.model_id)
-        sandbox.give_package(wheels, uid)
+        sandbox.give_to(wheels, uid)
         command = [
             self.settings.python,
             "-I",
@@ -666,10 +667,7 @@ def _launcher_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
 
 
-def _limit_spec(limits: object, cpu_offset: int) -> dict[str, object]:
-    from fogline.models.manifest import Limits
-
-    assert isinstance(limits, Limits)
+def _limit_spec(limits: Limits, cpu_offset: int) -> dict[str, object]:
     return {
         "memory_bytes": limits.memory_mb * 1024 * 1024,
         "open_files": limits.open_files,
@@ -680,18 +678,13 @@ def _limit_spec(limits: object, cpu_offset: int) -> dict[str, object]:
     }
 
 
-def _with_host(parts: object, host: str, port: int) -> str:
-    from urllib.parse import SplitResult
-
-    assert isinstance(parts, SplitResult)
+def _with_host(parts: SplitResult, host: str, port: int) -> str:
     credentials = parts.netloc.rpartition("@")[0]
     netloc = f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _user_name() -> str:
-    import pwd
-
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:

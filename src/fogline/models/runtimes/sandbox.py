@@ -153,10 +153,10 @@ def write_identity_files(run_dir: Path, uid: int, gid: int) -> dict[str, Path]:
     return paths
 
 
-def give_package(package_dir: Path, uid: int) -> None:
-    """The model's uid owns its package (0700/0600 like all of the data dir), so it can read it
-    inside the sandbox, where it is mounted read-only."""
-    for path in [package_dir, *package_dir.rglob("*")]:
+def give_to(root: Path, uid: int) -> None:
+    """The model's uid owns what it reads (its package, its wheels: 0700/0600 like all of the
+    data dir), so it can read them inside the sandbox, where they are mounted read-only."""
+    for path in [root, *root.rglob("*")]:
         os.chown(path, uid, uid, follow_symlinks=False)
 
 

@@ -14,26 +14,12 @@ It runs as the model's own uid: a model that kills it only cuts its own connecti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import sys
 
-CHUNK = 64 * 1024
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-            if writer.can_write_eof():
-                writer.write_eof()
+from fogline.models.runtimes.egress import pipe
 
 
 async def _relay_to(
@@ -44,7 +30,7 @@ async def _relay_to(
     except OSError:
         writer.close()
         return
-    await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
     for w in (writer, up_writer):
         w.close()
 
