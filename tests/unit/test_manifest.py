@@ -139,3 +139,33 @@ def test_real_time_and_internal_rules() -> None:
     assert parse_manifest(json.dumps(base)).manifest.model.local is not None
     with pytest.raises(InvalidInput):
         parse_manifest("{: not yaml")
+
+
+def test_caps_are_reported_with_every_other_problem() -> None:
+    from fogline.domain.errors import InvalidInput
+    from fogline.models.manifest import LimitCaps, parse_manifest
+
+    body = {
+        "name": "greedy",
+        "version": "1.0.0",
+        "model": {
+            "local": {
+                "command": ["python", "m.py"],
+                "env": {"PYTHONPATH": "/x"},
+                "limits": {"memoryMb": 100_000_000},
+            }
+        },
+        "trigger": {"type": "REAL_TIME"},
+        "inputs": [{"dataColumnName": "t"}],
+        "outputs": [{"dataColumnName": "s"}],
+    }
+    try:
+        parse_manifest(json.dumps(body), LimitCaps())
+    except InvalidInput as exc:
+        fields = {p.field for p in exc.problems}
+    else:
+        raise AssertionError("accepted")
+    assert fields == {
+        "manifest.model.local.env.PYTHONPATH",
+        "manifest.model.local.limits.memoryMb",
+    }

@@ -189,16 +189,16 @@ class Manifest(_Strict):
         return data
 
 
-def parse_manifest(text: str | bytes) -> Manifest:
+def parse_manifest(text: str | bytes, caps: LimitCaps | None = None) -> Manifest:
     """JSON or YAML to a checked manifest, or InvalidInput listing every problem."""
     try:
         document = yaml.safe_load(text)  # YAML is a superset of JSON
     except yaml.YAMLError as exc:
         raise InvalidInput.of([Problem("", f"not JSON or YAML: {exc}")], "manifest") from None
-    return check_manifest(document)
+    return check_manifest(document, caps)
 
 
-def check_manifest(document: Any) -> Manifest:
+def check_manifest(document: Any, caps: LimitCaps | None = None) -> Manifest:
     if isinstance(document, dict) and "manifest" not in document and "name" in document:
         document = {"manifest": document}  # the bare body is accepted too
     try:
@@ -207,6 +207,9 @@ def check_manifest(document: Any) -> Manifest:
         problems = [Problem(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
         raise InvalidInput.of(problems, "manifest") from None
     problems = _semantic_problems(manifest.manifest)
+    local = manifest.manifest.model.local
+    if caps is not None and local is not None:
+        problems += caps.problems(local.limits)  # with the rest: every problem at once
     if problems:
         raise InvalidInput.of(problems, "manifest")
     return manifest

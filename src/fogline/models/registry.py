@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from fogline.domain.errors import InvalidInput
 from fogline.domain.lifecycle import ModelEvent
 from fogline.models.manifest import LimitCaps, Manifest, parse_manifest
 from fogline.store.models import (
@@ -47,10 +46,8 @@ class ModelRegistry:
     async def submit(self, tenant: str, document: str | bytes) -> ModelRecord:
         """Check the manifest in full, then store it as a draft: nothing is stored when any
         part is wrong. The registry password is encrypted before it reaches the database."""
-        manifest = parse_manifest(document)
+        manifest = parse_manifest(document, self.caps)
         m = manifest.manifest
-        if m.model.local is not None and (over := self.caps.problems(m.model.local.limits)):
-            raise InvalidInput.of(over, "manifest")
         registry = None
         container = m.model.container
         if container is not None and container.custom_registry is not None:
