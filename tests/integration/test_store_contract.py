@@ -8,17 +8,16 @@ from pathlib import Path
 import pytest
 
 from fogline.domain.access import Role
-from fogline.domain.errors import AlreadyExists, Conflict, NotFound, Unauthenticated
-from fogline.domain.registry import (
+from fogline.domain.assets import (
     Asset,
     AssetType,
     AttributeDefinition,
-    Device,
     DType,
-    HardwareProfile,
     Location,
     TelemetryDefinition,
 )
+from fogline.domain.devices import Device, HardwareProfile
+from fogline.domain.errors import AlreadyExists, Conflict, NotFound, Unauthenticated
 from fogline.domain.telemetry import DeadLetter, DeadLetterReason, DeviceActivity, Reading
 from fogline.store.database import Database
 from fogline.store.migrations import SCHEMA_VERSION, migrate
@@ -55,9 +54,9 @@ def motor(tenant: str = "acme") -> AssetType:
 
 
 def seeded(db: Database) -> Database:
-    db.registry.create_tenant("acme", "ACME")
-    db.registry.put_asset_type(motor())
-    db.registry.create_asset(Asset("acme", "m1", "motor", "Motor 1", {"power": 5.5}))
+    db.tenants.create_tenant("acme", "ACME")
+    db.assets.put_asset_type(motor())
+    db.assets.create_asset(Asset("acme", "m1", "motor", "Motor 1", {"power": 5.5}))
     return db
 
 
@@ -67,7 +66,7 @@ def test_migrating_twice_is_harmless(db: Database) -> None:
 
 def test_registry_round_trip(db: Database) -> None:
     seeded(db)
-    reg = db.registry
+    reg = db.assets
     assert reg.get_asset_type("acme", "motor") == motor()
     assert reg.put_asset_type(motor()) is False  # replaced, not created
     asset = Asset(
@@ -90,28 +89,28 @@ def test_registry_round_trip(db: Database) -> None:
     device = Device(
         "acme", "d1", "Gateway", HardwareProfile(cpu="arm", cpu_cores=4), "1.0", {"site": "north"}
     )
-    reg.create_device(device, "$2a$hash")
-    assert reg.get_device("acme", "d1") == device
-    assert reg.device_password_hash("acme", "d1") == "$2a$hash"
-    assert [c.username for c in reg.device_credentials()] == ["acme.d1"]
+    db.devices.create_device(device, "$2a$hash")
+    assert db.devices.get_device("acme", "d1") == device
+    assert db.devices.device_password_hash("acme", "d1") == "$2a$hash"
+    assert [c.username for c in db.devices.device_credentials()] == ["acme.d1"]
     with pytest.raises(AlreadyExists):
-        reg.create_device(device, "x")
-    reg.delete_device("acme", "d1")
+        db.devices.create_device(device, "x")
+    db.devices.delete_device("acme", "d1")
     with pytest.raises(NotFound):
-        reg.get_device("acme", "d1")
+        db.devices.get_device("acme", "d1")
 
 
 def test_api_keys(db: Database) -> None:
     seeded(db)
-    key, secret = db.registry.create_api_key("acme", "ci", Role.TENANT)
-    assert db.registry.authenticate(secret) == key
+    key, secret = db.tenants.create_api_key("acme", "ci", Role.TENANT)
+    assert db.tenants.authenticate(secret) == key
     with pytest.raises(Unauthenticated):
-        db.registry.authenticate(secret[:-2] + "xx")
+        db.tenants.authenticate(secret[:-2] + "xx")
     with pytest.raises(Unauthenticated):
-        db.registry.authenticate("garbage")
-    db.registry.revoke_api_key(key.id, "acme")
+        db.tenants.authenticate("garbage")
+    db.tenants.revoke_api_key(key.id, "acme")
     with pytest.raises(Unauthenticated, match="revoked"):
-        db.registry.authenticate(secret)
+        db.tenants.authenticate(secret)
 
 
 def reading(ts: int, **values: object) -> Reading:
@@ -202,7 +201,7 @@ def test_dead_letters(db: Database) -> None:
 def test_deleting_an_asset_deletes_its_history(db: Database) -> None:
     store = seeded(db).telemetry
     store.commit_batch([reading(T0, rpm=1)], [], [], None)
-    db.registry.delete_asset("acme", "m1")
+    db.assets.delete_asset("acme", "m1")
     assert store.count_readings("acme") == 0
     assert store.latest("acme", "m1", []) == {}
 
@@ -236,7 +235,7 @@ def test_migrating_a_version_1_database_gives_the_fresh_schema(db: Database) -> 
 
 def test_model_lifecycle_is_persisted_and_checked(db: Database) -> None:
     from fogline.domain.lifecycle import IllegalTransition, ModelEvent, ModelState
-    from fogline.store.models import TemplateColumn
+    from fogline.domain.models import TemplateColumn
 
     seeded(db)
     models = db.models
@@ -268,7 +267,7 @@ def test_model_lifecycle_is_persisted_and_checked(db: Database) -> None:
 
 
 def test_model_mappings_round_trip(db: Database) -> None:
-    from fogline.store.models import Mapping, ModelMappings, TemplateColumn
+    from fogline.domain.models import Mapping, ModelMappings, TemplateColumn
 
     seeded(db)
     model = db.models.create_model(

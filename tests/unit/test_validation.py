@@ -2,7 +2,7 @@
 
 import json
 
-from fogline.domain.registry import AssetType, DType, TelemetryDefinition
+from fogline.domain.assets import AssetType, DType, TelemetryDefinition
 from fogline.domain.telemetry import DeadLetterReason as R
 from fogline.ingest.validation import IngestLimits, MessageContext, validate_message
 

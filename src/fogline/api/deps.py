@@ -20,24 +20,24 @@ from fastapi.security import (
 from fogline.api.limits import RequestLimits
 from fogline.bus.connection import Bus
 from fogline.domain.access import DEFAULT_TENANT, ApiKey
+from fogline.domain.devices import device_username
 from fogline.domain.errors import FoglineError, NotFound, Unauthenticated
 from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
-from fogline.domain.registry import device_username
+from fogline.fleet.assets import AssetRegistry
 from fogline.fleet.devices import DeviceRegistry
 from fogline.ingest.intake import HttpIntake
 from fogline.ingest.queries import TelemetryQueries
-from fogline.ingest.registry import AssetRegistry
 from fogline.models.deployment import DeploymentManager
 from fogline.models.mappings import ModelMappingService
+from fogline.models.model_registry import ModelRegistry
 from fogline.models.packages import PackageStore
-from fogline.models.registry import ModelRegistry
-from fogline.store.registry import RegistryStore
 from fogline.store.telemetry import TelemetryStore
+from fogline.store.tenants import TenantStore
 
 
 @dataclass
 class ApiServices:
-    registry: RegistryStore
+    tenants: TenantStore
     assets: AssetRegistry
     devices: DeviceRegistry
     queries: TelemetryQueries
@@ -93,7 +93,7 @@ async def authenticate_key(request: Request) -> ApiKey:
     presented = _presented_key(request)
     if not presented:
         raise Unauthenticated("an API key is required: send 'Authorization: Bearer <key>'")
-    key = await asyncio.to_thread(services(request).registry.authenticate, presented)
+    key = await asyncio.to_thread(services(request).tenants.authenticate, presented)
     request.state.api_key = key
     return key
 
@@ -105,7 +105,7 @@ async def key_still_valid(request: Request, tenant: str) -> FoglineError | None:
     if not presented:
         return Unauthenticated("an API key is required")
     try:
-        key = await asyncio.to_thread(services(request).registry.authenticate, presented)
+        key = await asyncio.to_thread(services(request).tenants.authenticate, presented)
         key.require_tenant(tenant)
     except FoglineError as exc:
         return exc
@@ -128,7 +128,7 @@ async def tenant_scope(
     """The tenant of the path, once the key is allowed in it: a tenant key never sees another
     tenant's data, not even whether that tenant exists."""
     key.require_tenant(tenant)
-    if not await asyncio.to_thread(svc.registry.tenant_exists, tenant):
+    if not await asyncio.to_thread(svc.tenants.tenant_exists, tenant):
         raise NotFound(f"tenant {tenant!r} does not exist")
     return tenant
 

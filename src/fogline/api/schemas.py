@@ -8,17 +8,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from fogline.domain.access import ApiKey
-from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
-from fogline.domain.registry import (
+from fogline.domain.assets import (
     Asset,
     AssetType,
     AttributeDefinition,
-    Device,
     DType,
-    HardwareProfile,
     Location,
     TelemetryDefinition,
 )
+from fogline.domain.devices import Device, HardwareProfile
+from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
 from fogline.domain.telemetry import DeviceStats, StoredDeadLetter
 from fogline.domain.timeseries import iso_from_ms
 from fogline.fleet.devices import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PASSWORD_PATTERN

@@ -39,17 +39,18 @@ from fogline.bus.server import (
 from fogline.bus.subjects import Subjects
 from fogline.domain.access import DEFAULT_TENANT, Role
 from fogline.domain.errors import ConfigurationError
-from fogline.fleet.devices import BrokerAuth, DeviceRegistry, UnmanagedBrokerAuth
+from fogline.fleet.assets import AssetRegistry
+from fogline.fleet.broker_auth import BrokerAuth, EmbeddedBrokerAuth, UnmanagedBrokerAuth
+from fogline.fleet.devices import DeviceRegistry
 from fogline.ingest.cache import RegistryCache
 from fogline.ingest.intake import HttpIntake
 from fogline.ingest.queries import TelemetryQueries
-from fogline.ingest.registry import AssetRegistry
 from fogline.ingest.validation import IngestLimits
 from fogline.ingest.worker import HistorianSupervisor, HistorianWorkerConfig
 from fogline.models.deployment import DeploymentManager, SagaSettings
 from fogline.models.mappings import ModelMappingService
+from fogline.models.model_registry import ModelRegistry
 from fogline.models.packages import PackageLimits, PackageStore
-from fogline.models.registry import ModelRegistry
 from fogline.models.runtimes.base import Runtime
 from fogline.models.runtimes.external import ExternalRuntime
 from fogline.models.runtimes.local import LocalRuntime, LocalRuntimeSettings
@@ -60,21 +61,6 @@ from fogline.store.database import Database
 from fogline.store.secrets import SecretBox
 
 log = logging.getLogger(__name__)
-
-
-class EmbeddedBrokerAuth:
-    """Device credentials enforced by our own nats-server."""
-
-    enforced = True
-
-    def __init__(self, server: EmbeddedNats) -> None:
-        self.server = server
-
-    async def apply(self, users: list[BrokerUser]) -> None:
-        await self.server.reload(users)
-
-    async def wait_accepted(self, username: str, password: str) -> None:
-        await self.server.wait_user_accepted(username, password)
 
 
 class _Server(uvicorn.Server):
@@ -237,7 +223,7 @@ class Platform:
             )
             users = [
                 BrokerUser(c.username, c.password_hash)
-                for c in await asyncio.to_thread(self.db.registry.device_credentials)
+                for c in await asyncio.to_thread(self.db.devices.device_credentials)
             ]
             await self.nats.start(users)
             self.bus = await Bus.connect(
@@ -255,9 +241,9 @@ class Platform:
             await self._events.start()
         await self.bus.ensure_streams(HotStoreSettings(s.hot_retention_seconds, s.hot_max_bytes))
 
-        cache = RegistryCache(self.db.registry)
+        cache = RegistryCache(self.db.assets, self.db.devices)
 
-        mappings = ModelMappingService(self.db.models, self.db.model_mappings, self.db.registry)
+        mappings = ModelMappingService(self.db.models, self.db.model_mappings, self.db.assets)
         packages = PackageStore(
             s.package_dir,
             self.db.models,
@@ -290,12 +276,12 @@ class Platform:
             )
             await self.bridge.start()
 
-        self.devices = DeviceRegistry(self.db.registry, broker, notify_registry_change)
+        self.devices = DeviceRegistry(self.db.devices, broker, notify_registry_change)
         services = ApiServices(
-            registry=self.db.registry,
-            assets=AssetRegistry(self.db.registry, notify_registry_change),
+            tenants=self.db.tenants,
+            assets=AssetRegistry(self.db.assets, notify_registry_change),
             devices=self.devices,
-            queries=TelemetryQueries(self.db.registry, self.db.telemetry),
+            queries=TelemetryQueries(self.db.assets, self.db.telemetry),
             telemetry=self.db.telemetry,
             intake=HttpIntake(self.bus, cache, self.db.telemetry, limits),
             models=ModelRegistry(
@@ -383,11 +369,11 @@ class Platform:
     def _bootstrap(self, db: Database) -> Bootstrap:
         """A fresh platform gets a default tenant and an admin key, shown once and kept for the
         local CLI in client.json (readable by this user only)."""
-        if db.registry.list_api_keys(None):
+        if db.tenants.list_api_keys(None):
             return Bootstrap(None)
-        if not db.registry.tenant_exists(DEFAULT_TENANT):
-            db.registry.create_tenant(DEFAULT_TENANT, "Default tenant")
-        _, secret = db.registry.create_api_key(None, "first admin key", Role.ADMIN)
+        if not db.tenants.tenant_exists(DEFAULT_TENANT):
+            db.tenants.create_tenant(DEFAULT_TENANT, "Default tenant")
+        _, secret = db.tenants.create_api_key(None, "first admin key", Role.ADMIN)
         self.write_client_file(secret)
         return Bootstrap(secret)
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fogline.bench.fleet import BenchFleet, LatencyProbe, PhaseResult
+from fogline.bench.fleet_load import BenchFleet, LatencyProbe, PhaseResult
 from fogline.client.http import ApiError, FoglineClient
 from fogline.domain.errors import InvalidInput, Problem, Unavailable
 from fogline.procs import tree_rss_mb

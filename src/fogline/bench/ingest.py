@@ -20,7 +20,7 @@ from typing import Any
 
 import nats
 
-from fogline.bench.fleet import BenchFleet, LatencyProbe, PhaseResult
+from fogline.bench.fleet_load import BenchFleet, LatencyProbe, PhaseResult
 from fogline.client.http import FoglineClient
 
 BENCH_TYPE = "bench-sensor"

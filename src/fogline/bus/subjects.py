@@ -76,9 +76,6 @@ class Subjects:
     def live(self, tenant: str, asset: str) -> str:
         return f"{self.root}.{tenant}.assets.{asset}.live"
 
-    def live_of_tenant(self, tenant: str) -> str:
-        return f"{self.root}.{tenant}.assets.*.live"
-
     @property
     def registry_changed(self) -> str:
         return f"{self.root}._platform.registry.changed"

@@ -6,7 +6,6 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
 
 from fogline.domain.errors import InvalidInput, Problem
 
@@ -22,13 +21,6 @@ _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "
 # ASCII digits only, and few enough that int() never meets Python's digit limit.
 _DURATION = re.compile(r"^([0-9]{1,16})(ms|s|m|h|d|w)$")
 _EPOCH_MS = re.compile(r"^[0-9]{1,16}$")
-
-
-class Aggregate(Enum):
-    AVG = "avg"
-    MIN = "min"
-    MAX = "max"
-    COUNT = "count"
 
 
 @dataclass(frozen=True)

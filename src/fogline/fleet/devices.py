@@ -13,15 +13,16 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import bcrypt
 
 from fogline.bus.server import BrokerUser, hash_password
+from fogline.domain.devices import Device, device_username
 from fogline.domain.errors import InvalidInput, Problem, Unauthenticated
 from fogline.domain.ids import slug_problem
-from fogline.domain.registry import Device, device_username
-from fogline.store.registry import RegistryStore
+from fogline.fleet.broker_auth import BrokerAuth
+from fogline.store.devices import DeviceStore
 
 log = logging.getLogger(__name__)
 
@@ -47,28 +48,6 @@ def password_problem(password: str) -> Problem | None:
     return None
 
 
-class BrokerAuth(Protocol):
-    """Where device credentials take effect: the embedded nats-server, or nowhere when the
-    operator runs their own NATS and manages its users."""
-
-    enforced: bool
-
-    async def apply(self, users: list[BrokerUser]) -> None: ...
-    async def wait_accepted(self, username: str, password: str) -> None: ...
-
-
-class UnmanagedBrokerAuth:
-    """An external NATS: its operator owns its users (auth callout is the scale-out path)."""
-
-    enforced = False
-
-    async def apply(self, users: list[BrokerUser]) -> None:
-        log.info("broker.auth_unmanaged", extra={"fields": {"devices": len(users)}})
-
-    async def wait_accepted(self, username: str, password: str) -> None:
-        return None
-
-
 @dataclass(frozen=True)
 class DeviceCredentials:
     username: str
@@ -78,7 +57,7 @@ class DeviceCredentials:
 class DeviceRegistry:
     def __init__(
         self,
-        store: RegistryStore,
+        store: DeviceStore,
         broker: BrokerAuth,
         notify: Callable[[], Awaitable[None]] | None = None,
     ) -> None:

@@ -11,16 +11,18 @@ from __future__ import annotations
 import threading
 import time
 
+from fogline.domain.assets import AssetType
 from fogline.domain.errors import NotFound
-from fogline.domain.registry import AssetType
-from fogline.store.registry import RegistryStore
+from fogline.store.assets import AssetStore
+from fogline.store.devices import DeviceStore
 
 NEGATIVE_TTL_SECONDS = 2.0
 
 
 class RegistryCache:
-    def __init__(self, registry: RegistryStore) -> None:
-        self.registry = registry
+    def __init__(self, assets: AssetStore, devices: DeviceStore) -> None:
+        self.assets = assets
+        self.devices = devices
         self._lock = threading.Lock()
         self._devices: dict[tuple[str, str], tuple[bool, float]] = {}
         self._assets: dict[tuple[str, str], tuple[AssetType | None, float]] = {}
@@ -38,7 +40,7 @@ class RegistryCache:
         if hit is not None and (hit[0] or time.monotonic() < hit[1]):
             return hit[0]
         try:
-            self.registry.get_device(tenant, device)
+            self.devices.get_device(tenant, device)
             known = True
         except NotFound:
             known = False
@@ -53,10 +55,10 @@ class RegistryCache:
             return hit[0]
         found: AssetType | None
         try:
-            type_id = self.registry.get_asset(tenant, asset).asset_type
+            type_id = self.assets.get_asset(tenant, asset).asset_type
             found = self._types.get((tenant, type_id))
             if found is None:
-                found = self.registry.get_asset_type(tenant, type_id)
+                found = self.assets.get_asset_type(tenant, type_id)
         except NotFound:
             found = None
         with self._lock:

@@ -6,11 +6,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from fogline.domain.assets import AssetType, DType
 from fogline.domain.errors import InvalidInput, Problem
-from fogline.domain.registry import AssetType, DType
 from fogline.domain.timeseries import Bucket, check_bucketing
 from fogline.ingest.validation import decode_value
-from fogline.store.registry import RegistryStore
+from fogline.store.assets import AssetStore
 from fogline.store.telemetry import TelemetryStore, ValueKind
 
 MAX_RAW_POINTS = 100_000
@@ -45,13 +45,13 @@ class BucketedSeries:
 
 
 class TelemetryQueries:
-    def __init__(self, registry: RegistryStore, store: TelemetryStore) -> None:
-        self.registry = registry
+    def __init__(self, assets: AssetStore, store: TelemetryStore) -> None:
+        self.assets = assets
         self.store = store
 
     async def _asset_type(self, tenant: str, asset_id: str, keys: list[str]) -> AssetType:
-        asset = await asyncio.to_thread(self.registry.get_asset, tenant, asset_id)
-        asset_type = await asyncio.to_thread(self.registry.get_asset_type, tenant, asset.asset_type)
+        asset = await asyncio.to_thread(self.assets.get_asset, tenant, asset_id)
+        asset_type = await asyncio.to_thread(self.assets.get_asset_type, tenant, asset.asset_type)
         unknown = [k for k in keys if asset_type.definition(k) is None]
         if unknown:
             raise InvalidInput.of(

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from fogline.domain.registry import AssetType, DType, TelemetryDefinition, value_matches
+from fogline.domain.assets import AssetType, DType, TelemetryDefinition, value_matches
 from fogline.domain.telemetry import DeadLetter, DeadLetterReason, Reading
 from fogline.domain.timeseries import (
     EARLIEST_TS_MS,

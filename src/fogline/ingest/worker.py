@@ -93,7 +93,7 @@ async def _serve(config: HistorianWorkerConfig, channel: Connection) -> None:
     db = Database.connect(config.database_url)
     bus = await Bus.connect(config.nats_url, subjects, config.nats_user, config.nats_password)
     await bus.describe_streams()
-    cache = RegistryCache(db.registry)
+    cache = RegistryCache(db.assets, db.devices)
 
     async def on_registry_change(_msg: Any) -> None:
         cache.invalidate()

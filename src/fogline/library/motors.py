@@ -13,18 +13,6 @@ from typing import Any
 from fogline.sim.motors import Fault, Motor
 
 SIGNALS = ("vibration", "temperature", "current", "sound_level")
-FEATURES = (
-    "vibration_mean",
-    "vibration_std",
-    "current_mean",
-    "current_std",
-    "sound_mean",
-    "temperature_mean",
-    "vibration_excess",
-    "current_excess",
-    "temperature_excess",
-    "temperature_trend",
-)
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,13 @@ from nats.errors import Error as NatsError
 
 from fogline.bus.connection import Bus
 from fogline.domain.errors import FoglineError
+from fogline.domain.models import StaleRequest
 from fogline.domain.timeseries import now_ms
 from fogline.models.manifest import TriggerType
 from fogline.models.mappings import ResolvedAsset
 from fogline.models.runtimes.base import ModelSpec
 from fogline.models.transport import ModelClient
-from fogline.store.deployments import DeploymentStore, StaleRequest
+from fogline.store.deployments import DeploymentStore
 from fogline.store.telemetry import TelemetryStore
 
 log = logging.getLogger(__name__)

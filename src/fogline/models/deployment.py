@@ -31,6 +31,7 @@ from fogline.domain.errors import (
     Unavailable,
 )
 from fogline.domain.lifecycle import ModelEvent, ModelState
+from fogline.domain.models import ModelRecord
 from fogline.models.companion import Companion, CompanionSettings
 from fogline.models.manifest import check_manifest
 from fogline.models.mappings import ModelMappingService
@@ -38,7 +39,7 @@ from fogline.models.packages import PackageStore
 from fogline.models.runtimes.base import ModelSpec, Runtime, RuntimeHandle
 from fogline.models.transport import AmqpConnections, AmqpModelClient, HttpModelClient, ModelClient
 from fogline.store.deployments import DeploymentStore
-from fogline.store.models import ModelMappings, ModelRecord, ModelStore
+from fogline.store.models import ModelStore
 from fogline.store.telemetry import TelemetryStore
 
 log = logging.getLogger(__name__)
@@ -139,13 +140,12 @@ class DeploymentManager:
             raise Conflict(f"model {name} has no active version to update; deploy {to_version}")
         old = active[0]
         self._refuse_if_busy(old)
-        inherited = await self._inherit_mappings(old, new)
+        inherited = await self.mappings.inherit(old, new)
         try:
             await self._check_deployable(new)
         except FoglineError:
             if inherited:  # a refused update leaves the new version as it was
-                nothing = ModelMappings((), ())
-                await asyncio.to_thread(self.mappings.mappings.replace, new.id, nothing)
+                await self.mappings.clear(new)
             raise
         old = await self._move(old, ModelEvent.UPDATE, f"being replaced by {to_version}")
         try:
@@ -188,21 +188,6 @@ class DeploymentManager:
         task = self._sagas.get(model.id)
         if task is not None and not task.done():
             raise Conflict(f"model {model.name} {model.version} is busy with another step")
-
-    async def _inherit_mappings(self, old: ModelRecord, new: ModelRecord) -> bool:
-        """A new version without mappings of its own takes the old one's, when its columns
-        allow. True when it did."""
-        current = await asyncio.to_thread(self.mappings.mappings.get, new.id)
-        if current.assets or current.asset_types:
-            return False
-        previous = await asyncio.to_thread(self.mappings.mappings.get, old.id)
-        columns = {(t.direction, t.name) for t in new.templates}
-        if not all(
-            (m.direction, m.column) in columns for m in previous.assets + previous.asset_types
-        ):
-            return False
-        await asyncio.to_thread(self.mappings.mappings.replace, new.id, previous)
-        return True
 
     # -- sagas ----------------------------------------------------------------------------
 

@@ -18,11 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fogline.domain.assets import AssetType, DType
 from fogline.domain.errors import InvalidInput, NotFound, Problem
 from fogline.domain.lifecycle import ModelState
-from fogline.domain.registry import AssetType, DType
-from fogline.store.models import Mapping, ModelMappings, ModelRecord, ModelStore, SqlModelMappings
-from fogline.store.registry import RegistryStore
+from fogline.domain.models import Mapping, ModelMappings, ModelRecord
+from fogline.store.assets import AssetStore
+from fogline.store.models import ModelMappingStore, ModelStore
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,10 @@ class ResolvedAsset:
 
 
 class ModelMappingService:
-    def __init__(
-        self, models: ModelStore, mappings: SqlModelMappings, registry: RegistryStore
-    ) -> None:
+    def __init__(self, models: ModelStore, mappings: ModelMappingStore, assets: AssetStore) -> None:
         self.models = models
         self.mappings = mappings
-        self.registry = registry
+        self.assets = assets
         # Told after every change, so running companions follow at once.
         self.on_change: Callable[[], Awaitable[None]] | None = None
 
@@ -52,6 +51,25 @@ class ModelMappingService:
         if self.on_change is not None:
             await self.on_change()
         return result
+
+    async def inherit(self, old: ModelRecord, new: ModelRecord) -> bool:
+        """A new version without mappings of its own takes the old one's, when its columns
+        allow. True when it did."""
+        current = await asyncio.to_thread(self.mappings.get, new.id)
+        if current.assets or current.asset_types:
+            return False
+        previous = await asyncio.to_thread(self.mappings.get, old.id)
+        columns = {(t.direction, t.name) for t in new.templates}
+        if not all(
+            (m.direction, m.column) in columns for m in previous.assets + previous.asset_types
+        ):
+            return False
+        await asyncio.to_thread(self.mappings.replace, new.id, previous)
+        return True
+
+    async def clear(self, model: ModelRecord) -> None:
+        """Undo an inheritance: the model is left with no mappings."""
+        await asyncio.to_thread(self.mappings.replace, model.id, ModelMappings((), ()))
 
     def _replace(self, tenant: str, name: str, version: str, body: dict[str, Any]) -> ModelMappings:
         model = self.models.get_model(tenant, name, version)
@@ -128,10 +146,10 @@ class ModelMappingService:
     ) -> AssetType | None:
         try:
             if key == "assets":
-                type_id = self.registry.get_asset(tenant, target).asset_type
+                type_id = self.assets.get_asset(tenant, target).asset_type
             else:
                 type_id = target
-            return self.registry.get_asset_type(tenant, type_id)
+            return self.assets.get_asset_type(tenant, type_id)
         except NotFound as exc:
             problems.append(Problem(where, exc.message))
             return None
@@ -156,7 +174,7 @@ class ModelMappingService:
         for m in mappings.asset_types:
             by_type.setdefault(m.target, []).append(m)
         for type_id, type_mappings in sorted(by_type.items()):
-            for asset in self.registry.list_assets(tenant, type_id):
+            for asset in self.assets.list_assets(tenant, type_id):
                 if asset.id in resolved:
                     continue
                 entry = ResolvedAsset(asset.id, f"asset-type:{type_id}", {}, {})

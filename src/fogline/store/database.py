@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from fogline.store.db import open_engine
+from fogline.store.assets import SqlAssetStore
 from fogline.store.deployments import SqlDeploymentStore
+from fogline.store.devices import SqlDeviceStore
+from fogline.store.engine import open_engine
 from fogline.store.migrations import migrate
 from fogline.store.models import SqlModelMappings, SqlModelStore
-from fogline.store.registry import SqlRegistry
 from fogline.store.telemetry import SqlTelemetryStore
+from fogline.store.tenants import SqlTenantStore
 
 
 class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.registry = SqlRegistry(engine)
+        self.tenants = SqlTenantStore(engine)
+        self.assets = SqlAssetStore(engine)
+        self.devices = SqlDeviceStore(engine)
         self.telemetry = SqlTelemetryStore(engine)
         self.models = SqlModelStore(engine)
         self.model_mappings = SqlModelMappings(engine)

@@ -3,43 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, insert, select, update
 
+from fogline.domain.models import DeploymentRecord, SagaStepRecord, StaleRequest
 from fogline.domain.timeseries import now_ms
 from fogline.store import schema as s
-
-
-@dataclass(frozen=True)
-class DeploymentRecord:
-    model_id: int
-    tenant: str
-    saga: str
-    status: str
-    step: str | None
-    runtime: dict[str, Any] | None
-    detail: str | None
-    updated_at: int
-
-
-@dataclass(frozen=True)
-class SagaStepRecord:
-    saga: str
-    step: str
-    status: str
-    attempt: int
-    detail: str | None
-    at: int
-
-
-@dataclass(frozen=True)
-class StaleRequest:
-    request_id: str
-    readings: int
-    sent_at: int
-    timed_out_at: int
 
 
 class DeploymentStore(Protocol):
@@ -50,7 +20,6 @@ class DeploymentStore(Protocol):
     def set_runtime(self, model_id: int, runtime: dict[str, Any] | None) -> None: ...
     def finish(self, model_id: int, status: str, detail: str | None = None) -> None: ...
     def get(self, model_id: int) -> DeploymentRecord | None: ...
-    def unfinished(self) -> list[DeploymentRecord]: ...
     def steps(self, model_id: int, limit: int = 200) -> list[SagaStepRecord]: ...
     def record_stale(self, model_id: int, request: StaleRequest) -> None: ...
     def stale(self, model_id: int, limit: int = 100) -> list[StaleRequest]: ...
@@ -129,13 +98,6 @@ class SqlDeploymentStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(d).where(d.c.model_id == model_id)).first()
         return None if row is None else _record(row)
-
-    def unfinished(self) -> list[DeploymentRecord]:
-        """Sagas a crash interrupted, and deployments whose runtime may still be recorded."""
-        d = s.model_deployments
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(d).order_by(d.c.model_id)).all()
-        return [_record(r) for r in rows if r.status in ("running", "compensating")]
 
     def steps(self, model_id: int, limit: int = 200) -> list[SagaStepRecord]:
         t = s.saga_steps

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, Row, insert, select, update
@@ -12,48 +11,16 @@ from sqlalchemy.exc import IntegrityError
 
 from fogline.domain.errors import AlreadyExists, Conflict, NotFound
 from fogline.domain.lifecycle import ModelEvent, ModelState, next_state
+from fogline.domain.models import (
+    Mapping,
+    ModelEventRecord,
+    ModelMappings,
+    ModelRecord,
+    RegistryCredentials,
+    TemplateColumn,
+)
 from fogline.domain.timeseries import now_ms
 from fogline.store import schema as s
-
-
-@dataclass(frozen=True)
-class TemplateColumn:
-    direction: str  # "input" | "output"
-    name: str
-    read_as_string: bool
-
-
-@dataclass(frozen=True)
-class RegistryCredentials:
-    registry: str
-    username: str | None
-    password_sealed: str | None
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    id: int
-    tenant: str
-    name: str
-    version: str
-    description: str | None
-    state: ModelState
-    state_reason: str | None
-    manifest: dict[str, Any]  # as submitted, without secrets
-    templates: tuple[TemplateColumn, ...]
-    has_registry_password: bool
-    created_at: int
-    updated_at: int
-
-
-@dataclass(frozen=True)
-class ModelEventRecord:
-    id: int
-    event: str
-    from_state: str | None
-    to_state: str
-    reason: str | None
-    at: int
 
 
 class ModelStore(Protocol):
@@ -270,20 +237,9 @@ class SqlModelStore:
         )
 
 
-@dataclass(frozen=True)
-class Mapping:
-    """One template column bound to one telemetry, of an asset or of every asset of a type."""
-
-    direction: str
-    column: str
-    target: str  # asset id or asset type id
-    telemetry: str
-
-
-@dataclass(frozen=True)
-class ModelMappings:
-    assets: tuple[Mapping, ...]
-    asset_types: tuple[Mapping, ...]
+class ModelMappingStore(Protocol):
+    def replace(self, model_id: int, mappings: ModelMappings) -> None: ...
+    def get(self, model_id: int) -> ModelMappings: ...
 
 
 class SqlModelMappings:

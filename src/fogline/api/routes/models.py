@@ -21,10 +21,10 @@ from fogline.api.problems import (
 from fogline.api.routing import FoglineRoute
 from fogline.api.schemas import Strict
 from fogline.domain.errors import InvalidInput, Problem
+from fogline.domain.models import Mapping, ModelEventRecord, ModelMappings, ModelRecord
 from fogline.domain.timeseries import iso_from_ms
 from fogline.library.catalog import CATALOG, library_model
 from fogline.models.manifest import MAX_VERSION_LENGTH, REDACTED, SEMVER_PATTERN
-from fogline.store.models import Mapping, ModelEventRecord, ModelMappings, ModelRecord
 
 router = APIRouter(tags=["models"], route_class=FoglineRoute)
 

@@ -16,7 +16,7 @@ from fogline.domain.ids import require_slug
 
 router = APIRouter(tags=["tenants"], route_class=FoglineRoute)
 
-# API key ids are 16 hex digits (store.registry.create_api_key).
+# API key ids are 16 hex digits (store.tenants.create_api_key).
 KeyIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
 
 
@@ -31,9 +31,9 @@ async def create_tenant(
     """Create a tenant (admin only) and its first API key, shown this once."""
     key.require_admin()
     tenant = require_slug(body.id, "id")
-    await asyncio.to_thread(svc.registry.create_tenant, tenant, body.name or tenant)
+    await asyncio.to_thread(svc.tenants.create_tenant, tenant, body.name or tenant)
     new_key, secret = await asyncio.to_thread(
-        svc.registry.create_api_key, tenant, f"{tenant} first key", Role.TENANT
+        svc.tenants.create_api_key, tenant, f"{tenant} first key", Role.TENANT
     )
     return {
         "id": tenant,
@@ -47,7 +47,7 @@ async def create_tenant(
 async def list_tenants(
     key: ApiKey = Depends(api_key), svc: ApiServices = Depends(services)
 ) -> list[dict[str, str]]:
-    tenants = await asyncio.to_thread(svc.registry.list_tenants)
+    tenants = await asyncio.to_thread(svc.tenants.list_tenants)
     return [
         {"id": tid, "name": name}
         for tid, name in tenants
@@ -60,7 +60,7 @@ async def create_api_key(
     body: ApiKeyIn, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> dict[str, Any]:
     key, secret = await asyncio.to_thread(
-        svc.registry.create_api_key, tenant, body.name, Role.TENANT
+        svc.tenants.create_api_key, tenant, body.name, Role.TENANT
     )
     return {"api_key": secret, "key": api_key_json(key)}
 
@@ -69,11 +69,11 @@ async def create_api_key(
 async def list_api_keys(
     tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> list[dict[str, Any]]:
-    return [api_key_json(k) for k in await asyncio.to_thread(svc.registry.list_api_keys, tenant)]
+    return [api_key_json(k) for k in await asyncio.to_thread(svc.tenants.list_api_keys, tenant)]
 
 
 @router.delete("/tenants/{tenant}/api-keys/{key_id}", status_code=204, responses=IN_TENANT)
 async def revoke_api_key(
     key_id: KeyIdPath, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
 ) -> None:
-    await asyncio.to_thread(svc.registry.revoke_api_key, key_id, tenant)
+    await asyncio.to_thread(svc.tenants.revoke_api_key, key_id, tenant)

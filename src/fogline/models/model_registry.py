@@ -7,14 +7,14 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from fogline.domain.lifecycle import ModelEvent
-from fogline.models.manifest import LimitCaps, Manifest, parse_manifest
-from fogline.store.models import (
+from fogline.domain.models import (
     ModelEventRecord,
     ModelRecord,
-    ModelStore,
     RegistryCredentials,
     TemplateColumn,
 )
+from fogline.models.manifest import LimitCaps, Manifest, parse_manifest
+from fogline.store.models import ModelStore
 from fogline.store.secrets import SecretBox
 
 log = logging.getLogger(__name__)

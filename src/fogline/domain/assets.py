@@ -1,4 +1,4 @@
-"""Tenants, asset types, assets and devices: what telemetry belongs to and who sends it."""
+"""Asset types and assets: what telemetry belongs to, and the rules it must follow."""
 
 from __future__ import annotations
 
@@ -76,35 +76,6 @@ class Asset:
     labels: dict[str, str] = field(default_factory=dict)
     site: str | None = None
     location: Location | None = None
-
-
-@dataclass(frozen=True)
-class HardwareProfile:
-    cpu: str | None = None
-    cpu_cores: int | None = None
-    memory_mb: int | None = None
-    accelerator: str | None = None
-    connectivity: str | None = None
-    power_source: str | None = None
-
-
-@dataclass(frozen=True)
-class Device:
-    tenant: str
-    id: str
-    name: str
-    hardware: HardwareProfile = field(default_factory=HardwareProfile)
-    firmware: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def username(self) -> str:
-        """The device's broker user name: unique across tenants, since ids are dot-free slugs."""
-        return device_username(self.tenant, self.id)
-
-
-def device_username(tenant: str, device: str) -> str:
-    return f"{tenant}.{device}"
 
 
 _FLOAT, _INT, _BOOL, _STRING = DType.FLOAT, DType.INT, DType.BOOL, DType.STRING

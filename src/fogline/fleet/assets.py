@@ -7,9 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from fogline.domain.errors import InvalidInput, NotFound, Problem
-from fogline.domain.ids import slug_problem
-from fogline.domain.registry import (
+from fogline.domain.assets import (
     Asset,
     AssetType,
     Location,
@@ -17,7 +15,9 @@ from fogline.domain.registry import (
     check_telemetry_definitions,
     resolve_attributes,
 )
-from fogline.store.registry import RegistryStore
+from fogline.domain.errors import InvalidInput, NotFound, Problem
+from fogline.domain.ids import slug_problem
+from fogline.store.assets import AssetStore
 
 Notify = Callable[[], Awaitable[None]]
 
@@ -28,7 +28,7 @@ class AssetRegistry:
     """Checks and stores asset types and assets, and tells the bus when they change so that
     validation caches (the historian's) drop what they knew."""
 
-    def __init__(self, store: RegistryStore, notify: Notify) -> None:
+    def __init__(self, store: AssetStore, notify: Notify) -> None:
         self.store = store
         self.notify = notify
 

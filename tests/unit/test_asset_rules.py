@@ -1,8 +1,7 @@
 import pytest
 
 from fogline.domain.access import ApiKey, Role
-from fogline.domain.errors import Forbidden, InvalidInput
-from fogline.domain.registry import (
+from fogline.domain.assets import (
     AssetType,
     AttributeDefinition,
     DType,
@@ -12,6 +11,7 @@ from fogline.domain.registry import (
     resolve_attributes,
     value_matches,
 )
+from fogline.domain.errors import Forbidden, InvalidInput
 
 
 @pytest.mark.parametrize(
