@@ -1,5 +1,6 @@
-"""The platform process: one embedded (or external) NATS, one database, the historian, the
-MQTT bridge when asked for, and the HTTP API, started in order and stopped in reverse."""
+"""The platform process: the backbone (database, NATS, and Fogline's own nats-server unless
+one is given), then each context (ingest, fleet, models) and the HTTP API, started in order
+and stopped in reverse by one exit stack. The builders are in `app/contexts.py`."""
 
 from __future__ import annotations
 
@@ -13,52 +14,40 @@ import socket
 import stat
 import time
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import uvicorn
-from nats.js.errors import ServiceUnavailableError
 
 from fogline import __version__
 from fogline.api.app import create_app
 from fogline.api.deps import ApiServices
 from fogline.api.limits import RequestLimits
-from fogline.app.settings import Settings
-from fogline.bus.bridge import MqttBridge, MqttEndpoint, bridge_client_id
-from fogline.bus.connection import Bus, HotStoreSettings, redact_url
-from fogline.bus.errors import PortInUse
-from fogline.bus.refusals import ConnectionEvents, OversizeReporter
-from fogline.bus.server import (
-    PLATFORM_USER,
-    SYSTEM_USER,
-    BrokerUser,
-    EmbeddedNats,
-    EmbeddedNatsSettings,
+from fogline.app.contexts import (
+    Backbone,
+    FleetContext,
+    IngestContext,
+    ModelsContext,
+    build_fleet,
+    build_ingest,
+    build_models,
+    open_backbone,
 )
+from fogline.app.settings import Settings
+from fogline.bus.bridge import MqttBridge
+from fogline.bus.connection import Bus, redact_url
+from fogline.bus.errors import PortInUse
+from fogline.bus.refusals import OversizeReporter
+from fogline.bus.server import EmbeddedNats
 from fogline.bus.subjects import Subjects
 from fogline.domain.access import DEFAULT_TENANT, Role
 from fogline.domain.errors import ConfigurationError
-from fogline.fleet.assets import AssetRegistry
-from fogline.fleet.broker_auth import BrokerAuth, EmbeddedBrokerAuth, UnmanagedBrokerAuth
-from fogline.fleet.devices import DeviceRegistry
-from fogline.ingest.cache import RegistryCache
-from fogline.ingest.intake import HttpIntake
-from fogline.ingest.queries import TelemetryQueries
-from fogline.ingest.validation import IngestLimits
-from fogline.ingest.worker import HistorianSupervisor, HistorianWorkerConfig
-from fogline.models.deployment import DeploymentManager, SagaSettings
-from fogline.models.mappings import ModelMappingService
-from fogline.models.model_registry import ModelRegistry
-from fogline.models.packages import PackageLimits, PackageStore
-from fogline.models.runtimes.base import Runtime
-from fogline.models.runtimes.external import ExternalRuntime
-from fogline.models.runtimes.local import LocalRuntime, LocalRuntimeSettings
-from fogline.models.runtimes.sandbox import SandboxSettings
-from fogline.models.transport import AmqpConnections
+from fogline.ingest.worker import HistorianSupervisor
+from fogline.models.deployment import DeploymentManager
 from fogline.procs import rss_mb
 from fogline.store.database import Database
-from fogline.store.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -136,38 +125,67 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
+@dataclass(frozen=True)
+class _Running:
+    """Everything a started platform is made of."""
+
+    backbone: Backbone
+    ingest: IngestContext
+    fleet: FleetContext
+    models: ModelsContext
+
+
+class NotStarted(ConfigurationError):
+    def __init__(self) -> None:
+        super().__init__("the platform is not started")
+
+
 class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.subjects = Subjects(settings.subject_root)
-        self.db: Database | None = None
-        self.nats: EmbeddedNats | None = None
-        self.bus: Bus | None = None
-        self.historian: HistorianSupervisor | None = None
-        self.bridge: MqttBridge | None = None
-        self.oversize: OversizeReporter | None = None
-        self._events: ConnectionEvents | None = None
-        self.devices: DeviceRegistry | None = None
-        self.deployments: DeploymentManager | None = None
         self.bootstrap = Bootstrap(None)
-        self._http: _Server | None = None
-        self._http_task: asyncio.Task[None] | None = None
-        self._http_socket: socket.socket | None = None
         self.started_at = time.time()
-        s = settings
-        self._local_runtime = LocalRuntime(
-            LocalRuntimeSettings(
-                s.runtime_dir,
-                SandboxSettings(
-                    s.model_sandbox,
-                    s.model_uid_base,
-                    s.model_sandbox_bwrap,
-                    caps=s.model_limit_caps,
-                ),
-                s.amqp_url,
-                callback_base=lambda: f"{self.http_url}/api/v1/model-callbacks",
-            )
-        )
+        self._stack: AsyncExitStack | None = None
+        self._running: _Running | None = None
+        self._http_socket: socket.socket | None = None
+
+    # -- the parts of a started platform ----------------------------------------------------
+
+    @property
+    def running(self) -> _Running:
+        if self._running is None:
+            raise NotStarted()
+        return self._running
+
+    @property
+    def db(self) -> Database:
+        return self.running.backbone.db
+
+    @property
+    def bus(self) -> Bus:
+        return self.running.backbone.bus
+
+    @property
+    def nats(self) -> EmbeddedNats | None:
+        """Fogline's own nats-server; None with an external NATS (or when stopped)."""
+        return self._running.backbone.nats if self._running else None
+
+    @property
+    def oversize(self) -> OversizeReporter | None:
+        return self._running.backbone.oversize if self._running else None
+
+    @property
+    def historian(self) -> HistorianSupervisor:
+        return self.running.ingest.historian
+
+    @property
+    def bridge(self) -> MqttBridge | None:
+        return self._running.ingest.bridge if self._running else None
+
+    @property
+    def deployments(self) -> DeploymentManager:
+        return self.running.models.deployments
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -195,111 +213,57 @@ class Platform:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        s = self.settings
-        ensure_data_dir(s.data_dir)
-        self._http_socket = bind_http(s.http_host, s.http_port)  # fail fast on a taken port
+        ensure_data_dir(self.settings.data_dir)
+        stack = AsyncExitStack()
         try:
-            await self._start_services()
+            # Bound first: a taken port fails the start before anything else is made.
+            sock = self._http_socket = bind_http(self.settings.http_host, self.settings.http_port)
+            stack.callback(self._forget_http_socket)
+            await self._build(stack, sock)
         except BaseException:
-            await self.stop()
+            self._running = None
+            await stack.aclose()
             raise
-
-    async def _start_services(self) -> None:
-        s = self.settings
-        self.db = await asyncio.to_thread(Database.open, s.effective_database_url)
-        self.bootstrap = await asyncio.to_thread(self._bootstrap, self.db)
-        broker: BrokerAuth
-        if s.nats_url:
-            self.bus = await Bus.connect(s.nats_url, self.subjects)
-            broker = UnmanagedBrokerAuth()
-        else:
-            self.nats = EmbeddedNats(
-                EmbeddedNatsSettings(
-                    directory=s.data_dir / "nats",
-                    client_port=s.nats_port,
-                    mqtt_port=s.mqtt_port,
-                ),
-                self.subjects,
-            )
-            users = [
-                BrokerUser(c.username, c.password_hash)
-                for c in await asyncio.to_thread(self.db.devices.device_credentials)
-            ]
-            await self.nats.start(users)
-            self.bus = await Bus.connect(
-                self.nats.client_url, self.subjects, PLATFORM_USER, self.nats.platform_password
-            )
-            broker = EmbeddedBrokerAuth(self.nats)
-            # MQTT messages nats-server refuses by closing the connection become dead letters.
-            self.oversize = OversizeReporter(self.bus, self.nats.settings.max_payload)
-            self._events = ConnectionEvents(
-                self.nats.client_url,
-                SYSTEM_USER,
-                self.nats.system_password,
-                self.oversize.on_closed,
-            )
-            await self._events.start()
-        await self.bus.ensure_streams(HotStoreSettings(s.hot_retention_seconds, s.hot_max_bytes))
-
-        cache = RegistryCache(self.db.assets, self.db.devices)
-
-        mappings = ModelMappingService(self.db.models, self.db.model_mappings, self.db.assets)
-        packages = PackageStore(
-            s.package_dir,
-            self.db.models,
-            PackageLimits(s.package_max_bytes, s.package_max_expanded_bytes, s.package_max_files),
+        self._stack = stack
+        log.info(
+            "platform.started", extra={"fields": {"http": self.http_url, "nats": self.nats_url}}
         )
-        self.deployments = self._deployment_manager(self.db, self.bus, mappings, packages)
-        mappings.on_change = self.deployments.refresh_mappings
 
-        async def on_registry_change(_msg: Any) -> None:
-            cache.invalidate()
-            if self.deployments is not None:  # assets came or went: companions follow
-                await self.deployments.refresh_mappings()
+    async def _build(self, stack: AsyncExitStack, http_socket: socket.socket) -> None:
+        backbone = await open_backbone(self.settings, self.subjects, stack)
+        self.bootstrap = await asyncio.to_thread(self._bootstrap, backbone.db)
+        ingest = await build_ingest(backbone, stack)
+        fleet = build_fleet(backbone)
+        models = await build_models(backbone, self._callback_base, stack)
+        self._running = _Running(backbone, ingest, fleet, models)
+        await self._serve_http(stack, http_socket)
+        # After the API (stopped before it): async models call back on the HTTP address.
+        stack.push_async_callback(models.deployments.shutdown)
+        await models.deployments.recover()
 
-        await self.bus.nc.subscribe(self.subjects.registry_changed, cb=on_registry_change)
+    def _callback_base(self) -> str:
+        return f"{self.http_url}/api/v1/model-callbacks"
 
-        async def notify_registry_change() -> None:
-            assert self.bus is not None
-            cache.invalidate()
-            await self.bus.nc.publish(self.subjects.registry_changed, b"")
-
-        limits = IngestLimits(max_message_bytes=s.max_message_bytes)
-        self.historian = HistorianSupervisor(self._historian_config(), self.bus)
-        await self.historian.start()
-        if s.mqtt_url:
-            self.bridge = MqttBridge(
-                MqttEndpoint.parse(s.mqtt_url),
-                self.bus,
-                bridge_client_id(self.subjects.root, s.data_dir),
-                s.max_message_bytes,
-            )
-            await self.bridge.start()
-
-        self.devices = DeviceRegistry(self.db.devices, broker, notify_registry_change)
+    async def _serve_http(self, stack: AsyncExitStack, sock: socket.socket) -> None:
+        r, s = self.running, self.settings
         services = ApiServices(
-            tenants=self.db.tenants,
-            assets=AssetRegistry(self.db.assets, notify_registry_change),
-            devices=self.devices,
-            queries=TelemetryQueries(self.db.assets, self.db.telemetry),
-            telemetry=self.db.telemetry,
-            intake=HttpIntake(self.bus, cache, self.db.telemetry, limits),
-            models=ModelRegistry(
-                self.db.models,
-                SecretBox.for_platform(s.data_dir, s.secret_key),
-                s.model_limit_caps,
-                on_removed=[packages.remove, self._local_runtime.purge],
-            ),
-            mappings=mappings,
-            deployments=self.deployments,
-            packages=packages,
-            bus=self.bus,
+            tenants=r.backbone.db.tenants,
+            assets=r.fleet.assets,
+            devices=r.fleet.devices,
+            queries=r.ingest.queries,
+            telemetry=r.backbone.db.telemetry,
+            intake=r.ingest.intake,
+            models=r.models.registry,
+            mappings=r.models.mappings,
+            deployments=r.models.deployments,
+            packages=r.models.packages,
+            bus=r.backbone.bus,
             system_info=self.system_info,
             hot_store=self.hot_store_state,
             readiness=self.readiness,
             limits=RequestLimits(
                 json_bytes=s.max_request_bytes,
-                telemetry_bytes=limits.max_message_bytes,
+                telemetry_bytes=r.ingest.limits.max_message_bytes,
                 package_bytes=s.package_max_bytes,
             ),
         )
@@ -310,61 +274,28 @@ class Platform:
             lifespan="off",
             timeout_graceful_shutdown=3,
         )
-        self._http = _Server(config)
-        assert self._http_socket is not None
-        self._http_task = asyncio.create_task(self._http.serve(sockets=[self._http_socket]))
+        server = _Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+
+        async def stop_http() -> None:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await task
+
+        stack.push_async_callback(stop_http)
         deadline = time.monotonic() + 10
-        while not self._http.started:
-            if self._http_task.done():
-                self._http_task.result()
+        while not server.started:
+            if task.done():
+                task.result()
                 raise ConfigurationError("the HTTP server stopped while starting")
             if time.monotonic() > deadline:
                 raise ConfigurationError("the HTTP server did not start in 10s")
             await asyncio.sleep(0.02)
-        # Only now: async models call back on the HTTP address.
-        await self.deployments.recover()
-        log.info(
-            "platform.started", extra={"fields": {"http": self.http_url, "nats": self.nats_url}}
-        )
 
-    def _deployment_manager(
-        self, db: Database, bus: Bus, mappings: ModelMappingService, packages: PackageStore
-    ) -> DeploymentManager:
-        s = self.settings
-        runtimes: dict[str, Runtime] = {"local": self._local_runtime, "external": ExternalRuntime()}
-        return DeploymentManager(
-            db.models,
-            db.deployments,
-            db.telemetry,
-            mappings,
-            bus,
-            runtimes,
-            packages,
-            AmqpConnections(s.amqp_url),
-            lambda: f"{self.http_url}/api/v1/model-callbacks",
-            SagaSettings(
-                health_interval_s=s.model_health_interval,
-                health_timeout_s=s.model_start_timeout,
-                max_health_failures=s.model_max_health_failures,
-            ),
-        )
-
-    def _historian_config(self) -> HistorianWorkerConfig:
-        s = self.settings
-        if s.nats_url:
-            url, user, password = s.nats_url, None, None
-        else:
-            assert self.nats is not None
-            url, user, password = self.nats.client_url, PLATFORM_USER, self.nats.platform_password
-        return HistorianWorkerConfig(
-            nats_url=url,
-            nats_user=user,
-            nats_password=password,
-            subject_root=self.subjects.root,
-            database_url=s.effective_database_url,
-            max_message_bytes=s.max_message_bytes,
-            log_level=s.log_level,
-        )
+    def _forget_http_socket(self) -> None:
+        if self._http_socket is not None:
+            self._http_socket.close()
+            self._http_socket = None
 
     def _bootstrap(self, db: Database) -> Bootstrap:
         """A fresh platform gets a default tenant and an admin key, shown once and kept for the
@@ -395,84 +326,45 @@ class Platform:
             self.write_client_file(document["api_key"])
 
     async def stop(self) -> None:
-        if self.deployments is not None:
-            await self.deployments.shutdown()
-            self.deployments = None
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
-            with contextlib.suppress(Exception):
-                await self._http_task
-        self._http = self._http_task = None
-        if self._http_socket is not None:
-            self._http_socket.close()
-            self._http_socket = None
-        if self.bridge is not None:
-            await self.bridge.stop()
-            self.bridge = None
-        if self.historian is not None:
-            await self.historian.stop()
-            self.historian = None
-        if self._events is not None:
-            await self._events.stop()
-            self._events = None
-        if self.bus is not None:
-            await self.bus.close()
-            self.bus = None
-        if self.nats is not None:
-            await self.nats.stop()
-        if self.db is not None:
-            self.db.close()
-            self.db = None
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+        self._running = None
         log.info("platform.stopped")
+
+    # -- what the API reports about the platform ------------------------------------------
 
     async def hot_store_state(self) -> dict[str, Any]:
         """The telemetry stream as JetStream sees it."""
-        assert self.bus is not None
-        deadline = time.monotonic() + 3.0
-        while True:
-            try:
-                info = await self.bus.js.stream_info(self.subjects.telemetry_stream)
-                break
-            except ServiceUnavailableError:
-                # JetStream's API is away while a reload re-applies accounts (a device was
-                # added): see EmbeddedNats.reload. Say so rather than fail the whole answer.
-                if time.monotonic() > deadline:
-                    return {"stream": self.subjects.telemetry_stream, "unavailable": True}
-                await asyncio.sleep(0.1)
-        return {
-            "stream": info.config.name,
-            "messages": info.state.messages,
-            "bytes": info.state.bytes,
-            "first_seq": info.state.first_seq,
-            "last_seq": info.state.last_seq,
-            "max_age_s": info.config.max_age,
-        }
+        return await self.bus.telemetry_stream_state()
 
     async def readiness(self) -> dict[str, Any]:
         """Whether this platform takes telemetry in and stores it: NATS connected, the database
         answering, the historian doing its work."""
         checks: dict[str, Any] = {}
         problems: list[str] = []
-        nats_ok = self.bus is not None and self.bus.nc.is_connected
+        running = self._running
+        nats_ok = running is not None and running.backbone.bus.connected
         checks["nats"] = {"ok": nats_ok}
         if not nats_ok:
             problems.append("not connected to NATS")
         try:
-            assert self.db is not None
             await asyncio.wait_for(asyncio.to_thread(self.db.ping), 5)
             checks["database"] = {"ok": True}
         except Exception as exc:
             checks["database"] = {"ok": False}
             problems.append(f"the database does not answer ({type(exc).__name__})")
-        if self.historian is not None:
-            health = self.historian.health()
+        if running is not None:
+            health = running.ingest.historian.health()
             checks["historian"] = health
             if health["problem"]:
                 problems.append(health["problem"])
         return {"ready": not problems, "problems": problems, "checks": checks}
 
     def system_info(self) -> dict[str, Any]:
-        h = self.historian.stats if self.historian else None
+        running = self.running
+        historian, bridge = running.ingest.historian, running.ingest.bridge
+        nats, oversize = running.backbone.nats, running.backbone.oversize
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -481,23 +373,21 @@ class Platform:
             "http": self.http_url,
             "mqtt": self.mqtt_url,
             "nats": self.nats_url,
-            "nats_pid": self.nats.pid if self.nats else None,
-            "nats_rss_mb": rss_mb(self.nats.pid) if self.nats and self.nats.pid else None,
-            "historian_pid": self.historian.pid if self.historian else None,
-            "historian_rss_mb": rss_mb(self.historian.pid)
-            if self.historian and self.historian.pid
-            else None,
-            "historian_restarts": self.historian.restarts if self.historian else 0,
-            "database": self.db.dialect if self.db else None,
-            "device_auth_enforced": self.nats is not None,
+            "nats_pid": nats.pid if nats else None,
+            "nats_rss_mb": rss_mb(nats.pid) if nats and nats.pid else None,
+            "historian_pid": historian.pid,
+            "historian_rss_mb": rss_mb(historian.pid) if historian.pid else None,
+            "historian_restarts": historian.restarts,
+            "database": running.backbone.db.dialect,
+            "device_auth_enforced": nats is not None,
             "bridge": None
-            if self.bridge is None
+            if bridge is None
             else {
-                "forwarded": self.bridge.forwarded,
-                "refused": self.bridge.refused,
-                "too_large": self.bridge.too_large,
+                "forwarded": bridge.forwarded,
+                "refused": bridge.refused,
+                "too_large": bridge.too_large,
             },
-            "mqtt_over_limit_reported": self.oversize.reported if self.oversize else 0,
-            "historian": None if h is None else asdict(h),
-            "historian_health": self.historian.health() if self.historian else None,
+            "mqtt_over_limit_reported": oversize.reported if oversize else 0,
+            "historian": asdict(historian.stats),
+            "historian_health": historian.health(),
         }

@@ -1,21 +1,44 @@
-"""The platform's connection to NATS and the streams it relies on."""
+"""The platform's connection to NATS: the only holder of the client. Contexts reach the bus
+through the typed methods of `Bus` (telemetry in, model outputs, the live feed, the durable
+pull of the telemetry stream, platform events), never through the raw client."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from fogline.bus.errors import BrokerUnavailable
+from fogline.bus.events import (
+    EventHandler,
+    EventType,
+    PlatformEvent,
+    StoredEvent,
+    decode_event,
+    encode_event,
+)
+from fogline.bus.pull import BoundedPull
 from fogline.bus.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -27,6 +50,71 @@ class HotStoreSettings:
 
     max_age_seconds: float = 7 * 24 * 3600
     max_bytes: int = 5 * 1024**3
+
+
+@dataclass(frozen=True)
+class EventStoreSettings:
+    """Retention of the platform-events stream: long enough to replay a month of changes."""
+
+    max_age_seconds: float = 30 * 24 * 3600
+    max_bytes: int = 256 * 1024**2
+
+
+@dataclass(frozen=True)
+class PublishAck:
+    seq: int
+    duplicate: bool
+
+
+DataHandler = Callable[[bytes], Awaitable[None]]
+# How long a publisher waits for this process's own subscribers to have handled its event:
+# what a context changed is then seen by every other context here when its call returns.
+LOCAL_DELIVERY_S = 5.0
+# How long an event publish rides out JetStream being away (a config reload re-applying
+# accounts takes it away for a moment).
+EVENT_PUBLISH_S = 5.0
+
+
+class Subscription:
+    """A subscription a context holds; `close` ends it (and never raises)."""
+
+    def __init__(self, sub: NatsSubscription, on_close: Callable[[], None] | None = None) -> None:
+        self._sub = sub
+        self._on_close = on_close
+
+    async def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+        with contextlib.suppress(NatsError):
+            await self._sub.unsubscribe()
+
+
+class _LocalEventSubscription:
+    """An event subscription of this process: publishers here wait until it has handled
+    their event (see LOCAL_DELIVERY_S)."""
+
+    def __init__(self, handler: EventHandler, types: frozenset[str] | None) -> None:
+        self.handler = handler
+        self.types = types
+        self.waiting: dict[str, asyncio.Future[None]] = {}
+
+    def wants(self, event: PlatformEvent) -> bool:
+        return self.types is None or event.type in self.types
+
+    def expect(self, event_id: str) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[event_id] = future
+        return future
+
+    async def deliver(self, event: PlatformEvent) -> None:
+        try:
+            await self.handler(event)
+        except Exception:
+            log.exception("events.handler_failed", extra={"fields": {"type": event.type}})
+        finally:
+            future = self.waiting.pop(event.id, None)
+            if future is not None and not future.done():
+                future.set_result(None)
 
 
 def redact_url(url: str) -> str:
@@ -44,6 +132,7 @@ class Bus:
         self.js: JetStreamContext = nc.jetstream()
         self.subjects = subjects
         self.telemetry_stream_id = ""
+        self._local_events: list[_LocalEventSubscription] = []
 
     @classmethod
     async def connect(
@@ -91,7 +180,43 @@ class Bus:
         created = info.created.isoformat() if info.created else "unknown"
         self.telemetry_stream_id = f"{info.config.name}@{created}"
 
-    async def ensure_streams(self, hot: HotStoreSettings) -> None:
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message the server takes (what it told us when we connected)."""
+        return int(self.nc.max_payload)
+
+    async def ensure_streams(
+        self, hot: HotStoreSettings, events: EventStoreSettings | None = None
+    ) -> None:
+        await self._ensure_telemetry_stream(hot)
+        await self._ensure_stream(self._events_config(events or EventStoreSettings()))
+
+    def _events_config(self, events: EventStoreSettings) -> StreamConfig:
+        return StreamConfig(
+            name=self.subjects.events_stream,
+            subjects=[self.subjects.events_filter()],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=events.max_age_seconds,
+            max_bytes=events.max_bytes,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=120.0,  # an event published twice (a retried publish) is kept once
+        )
+
+    async def _ensure_stream(self, config: StreamConfig) -> Any:
+        try:
+            await self.js.stream_info(config.name or "")
+            return await self.js.update_stream(config)
+        except NotFoundError:
+            return await self.js.add_stream(config)
+        except NatsError as exc:
+            raise BrokerUnavailable(f"JetStream is not available on this NATS: {exc}") from None
+
+    async def _ensure_telemetry_stream(self, hot: HotStoreSettings) -> None:
         config = StreamConfig(
             name=self.subjects.telemetry_stream,
             subjects=self.subjects.stream_subjects,
@@ -102,15 +227,213 @@ class Bus:
             discard=DiscardPolicy.OLD,
             duplicate_window=120.0,
         )
-        try:
-            await self.js.stream_info(self.subjects.telemetry_stream)
-            info = await self.js.update_stream(config)
-        except NotFoundError:
-            info = await self.js.add_stream(config)
-        except NatsError as exc:
-            raise BrokerUnavailable(f"JetStream is not available on this NATS: {exc}") from None
         # The creation time tells one incarnation of the stream from another.
-        self._remember(info)
+        self._remember(await self._ensure_stream(config))
+
+    # -- telemetry, model outputs, the historian's pull ------------------------------------
+
+    async def publish_telemetry(
+        self, tenant: str, device: str, payload: bytes, dedup_id: str | None = None
+    ) -> PublishAck:
+        """Into the hot store, as a device's MQTT publish would be (raises NatsError)."""
+        headers = {"Nats-Msg-Id": dedup_id} if dedup_id else None
+        ack = await self.js.publish(
+            self.subjects.telemetry(tenant, device), payload, headers=headers, timeout=5
+        )
+        return PublishAck(ack.seq, bool(ack.duplicate))
+
+    async def publish_model_outputs(self, tenant: str, model: str, payload: bytes) -> None:
+        """A data companion writes its model's outputs back as telemetry (raises NatsError)."""
+        await self.js.publish(self.subjects.model_outputs(tenant, model), payload, timeout=5)
+
+    async def telemetry_stream_state(self) -> dict[str, Any]:
+        """The telemetry stream as JetStream sees it; "unavailable" while JetStream's API is
+        away for a moment (a reload re-applying accounts when a device was added)."""
+        deadline = time.monotonic() + 3.0
+        while True:
+            try:
+                info = await self.js.stream_info(self.subjects.telemetry_stream)
+                break
+            except ServiceUnavailableError:
+                if time.monotonic() > deadline:
+                    return {"stream": self.subjects.telemetry_stream, "unavailable": True}
+                await asyncio.sleep(0.1)
+        return {
+            "stream": info.config.name,
+            "messages": info.state.messages,
+            "bytes": info.state.bytes,
+            "first_seq": info.state.first_seq,
+            "last_seq": info.state.last_seq,
+            "max_age_s": info.config.max_age,
+        }
+
+    async def telemetry_pull(
+        self, consumer: str, start_seq: int | None, max_ack_pending: int = 100_000
+    ) -> BoundedPull:
+        """The durable consumer of everything the telemetry stream takes in, made afresh to
+        start at `start_seq` (the beginning when None), acked cumulatively."""
+        stream = self.subjects.telemetry_stream
+        config = ConsumerConfig(
+            durable_name=consumer,
+            ack_policy=AckPolicy.ALL,
+            deliver_policy=DeliverPolicy.ALL
+            if start_seq is None
+            else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start_seq,
+            ack_wait=60,
+            max_deliver=-1,
+            max_ack_pending=max_ack_pending,
+            max_waiting=16,
+            filter_subjects=self.subjects.stream_subjects,
+        )
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(stream, consumer)
+        await self.js.add_consumer(stream, config)
+        return await BoundedPull.create(self.nc, stream, consumer)
+
+    # -- the live feed and the historian's counters (core NATS: fire and forget) -----------
+
+    async def publish_live(self, tenant: str, asset: str, payload: bytes) -> None:
+        await self.nc.publish(self.subjects.live(tenant, asset), payload)
+
+    async def subscribe_live(self, tenant: str, asset: str, on_data: DataHandler) -> Subscription:
+        return await self._subscribe_data(self.subjects.live(tenant, asset), on_data)
+
+    async def publish_historian_stats(self, payload: bytes) -> None:
+        await self.nc.publish(self.subjects.historian_stats, payload)
+
+    async def subscribe_historian_stats(self, on_data: DataHandler) -> Subscription:
+        return await self._subscribe_data(self.subjects.historian_stats, on_data)
+
+    async def _subscribe_data(self, subject: str, on_data: DataHandler) -> Subscription:
+        async def on_message(msg: Msg) -> None:
+            await on_data(msg.data)
+
+        return Subscription(await self.nc.subscribe(subject, cb=on_message))
+
+    # -- platform events ------------------------------------------------------------------
+
+    async def publish_event(self, event: PlatformEvent) -> None:
+        """Store the event in the events stream; return once this process's own subscribers
+        have handled it. A stream that stays away is logged (the change itself is already
+        committed by its owner) and this process's subscribers are told directly."""
+        local = [sub for sub in self._local_events if sub.wants(event)]
+        waits = [sub.expect(event.id) for sub in local]
+        subject = self.subjects.event(event.tenant, event.type)
+        try:
+            await self._publish_durably(subject, encode_event(event), event.id)
+        except (NatsError, TimeoutError) as exc:
+            log.error(
+                "events.publish_failed",
+                extra={"fields": {"type": event.type, "id": event.id, "error": str(exc)}},
+            )
+            for sub in local:
+                await sub.deliver(event)
+            return
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=LOCAL_DELIVERY_S)
+            if late:
+                log.warning("events.local_delivery_slow", extra={"fields": {"type": event.type}})
+
+    async def _publish_durably(self, subject: str, data: bytes, msg_id: str) -> None:
+        deadline = time.monotonic() + EVENT_PUBLISH_S
+        while True:
+            try:
+                await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=2)
+                return
+            except (NatsError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    async def subscribe_events(
+        self, handler: EventHandler, types: Iterable[EventType] | None = None
+    ) -> Subscription:
+        """New events (of `types`, or all) as they are published, by any process. Events of
+        this process are handled before their publisher's call returns."""
+        wanted = None if types is None else frozenset(str(t) for t in types)
+        local = _LocalEventSubscription(handler, wanted)
+
+        async def on_message(msg: Msg) -> None:
+            try:
+                event = decode_event(msg.data)
+            except ValueError as exc:  # a newer platform's event: not ours to understand
+                log.warning("events.undecodable", extra={"fields": {"error": str(exc)}})
+                return
+            if local.wants(event):
+                await local.deliver(event)
+
+        sub = await self.nc.subscribe(self.subjects.events_filter(), cb=on_message)
+        self._local_events.append(local)
+        return Subscription(sub, lambda: self._local_events.remove(local))
+
+    async def read_events(
+        self,
+        after_seq: int = 0,
+        tenant: str | None = None,
+        types: Iterable[EventType] | None = None,
+        limit: int = 1000,
+        wait_s: float = 0.0,
+    ) -> list[StoredEvent]:
+        """Up to `limit` stored events after `after_seq`, oldest first. With `wait_s`, waits
+        that long for the first one when there is none yet."""
+        found: list[StoredEvent] = []
+        async for stored in self._replay(after_seq, tenant, types, wait_s, follow=False):
+            found.append(stored)
+            if len(found) >= limit:
+                break
+        return found
+
+    async def follow_events(
+        self,
+        after_seq: int = 0,
+        tenant: str | None = None,
+        types: Iterable[EventType] | None = None,
+    ) -> AsyncIterator[StoredEvent]:
+        """Stored events after `after_seq`, then new ones as they come, until the caller
+        stops iterating."""
+        async for stored in self._replay(after_seq, tenant, types, 1.0, follow=True):
+            yield stored
+
+    async def _replay(
+        self,
+        after_seq: int,
+        tenant: str | None,
+        types: Iterable[EventType] | None,
+        wait_s: float,
+        follow: bool,
+    ) -> AsyncIterator[StoredEvent]:
+        stream = self.subjects.events_stream
+        wanted: list[str | None] = [str(t) for t in types] if types else [None]
+        filters = [self.subjects.events_filter(tenant, t) for t in wanted]
+        name = self.nc.new_inbox().rsplit(".", 1)[-1]
+        config = ConsumerConfig(
+            name=name,
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after_seq + 1,
+            filter_subjects=filters,
+            inactive_threshold=60.0,  # gone on its own should we not delete it
+            mem_storage=True,
+        )
+        await self.js.add_consumer(stream, config)
+        pull = await BoundedPull.create(self.nc, stream, name)
+        try:
+            while True:
+                msgs = await pull.fetch(256, 4 * 1024 * 1024, wait_s)
+                for msg in msgs:
+                    try:
+                        event = decode_event(msg.data)
+                    except ValueError:
+                        continue
+                    yield StoredEvent(msg.metadata.sequence.stream, event)
+                if not msgs and not follow:
+                    return
+                wait_s = max(wait_s, 1.0) if follow else 0.0
+        finally:
+            await pull.close()
+            with contextlib.suppress(NatsError, TimeoutError):
+                await self.js.delete_consumer(stream, name)
 
     async def close(self) -> None:
         """Flush what we published, then close. Not drain: draining a pull subscription waits

@@ -77,8 +77,21 @@ class Subjects:
         return f"{self.root}.{tenant}.assets.{asset}.live"
 
     @property
-    def registry_changed(self) -> str:
-        return f"{self.root}._platform.registry.changed"
+    def events_stream(self) -> str:
+        return f"{self.root.upper()}_EVENTS"
+
+    def event(self, tenant: str, event_type: str) -> str:
+        """Where a platform event of `event_type` (dotted, e.g. model.transitioned) goes."""
+        return f"{self.root}._platform.events.{tenant}.{event_type}"
+
+    def events_filter(self, tenant: str | None = None, event_type: str | None = None) -> str:
+        """Events of one tenant and/or one type; every event with neither."""
+        return f"{self.root}._platform.events.{tenant or '*'}.{event_type or '>'}"
+
+    @property
+    def historian_stats(self) -> str:
+        """Where the historian process reports its counters to the platform, every second."""
+        return f"{self.root}._platform.historian.stats"
 
     def mqtt_topic(self, subject: str) -> str:
         return subject.replace(".", "/")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
+from fogline.bus.events import Change, EventPublisher, RegistryChanged
 from fogline.domain.assets import (
     Asset,
     AssetType,
@@ -19,18 +19,16 @@ from fogline.domain.errors import InvalidInput, NotFound, Problem
 from fogline.domain.ids import slug_problem
 from fogline.store.assets import AssetStore
 
-Notify = Callable[[], Awaitable[None]]
-
 _UNSET: Any = object()
 
 
 class AssetRegistry:
-    """Checks and stores asset types and assets, and tells the bus when they change so that
-    validation caches (the historian's) drop what they knew."""
+    """Checks and stores asset types and assets, and publishes `registry.changed` for each
+    change (validation caches drop what they knew, data companions follow their assets)."""
 
-    def __init__(self, store: AssetStore, notify: Notify) -> None:
+    def __init__(self, store: AssetStore, events: EventPublisher) -> None:
         self.store = store
-        self.notify = notify
+        self.events = events
 
     async def put_asset_type(self, asset_type: AssetType) -> bool:
         problems = []
@@ -41,7 +39,8 @@ class AssetRegistry:
         if problems:
             raise InvalidInput.of(problems, "asset type")
         created = await asyncio.to_thread(self.store.put_asset_type, asset_type)
-        await self.notify()
+        change = Change.CREATED if created else Change.UPDATED
+        await self._changed(asset_type.tenant, "asset_type", asset_type.id, change)
         return created
 
     async def get_asset_type(self, tenant: str, type_id: str) -> AssetType:
@@ -52,7 +51,7 @@ class AssetRegistry:
 
     async def delete_asset_type(self, tenant: str, type_id: str) -> None:
         await asyncio.to_thread(self.store.delete_asset_type, tenant, type_id)
-        await self.notify()
+        await self._changed(tenant, "asset_type", type_id, Change.DELETED)
 
     async def create_asset(self, asset: Asset) -> Asset:
         problems = []
@@ -63,7 +62,7 @@ class AssetRegistry:
             raise InvalidInput.of(problems, "asset")
         asset = replace(asset, attributes=resolve_attributes(asset_type, asset.attributes))
         await asyncio.to_thread(self.store.create_asset, asset)
-        await self.notify()
+        await self._changed(asset.tenant, "asset", asset.id, Change.CREATED)
         return asset
 
     async def _type_for(
@@ -105,6 +104,7 @@ class AssetRegistry:
             changes["location"] = location
         updated = replace(asset, **changes)
         await asyncio.to_thread(self.store.update_asset, updated)
+        await self._changed(tenant, "asset", asset_id, Change.UPDATED)
         return updated
 
     async def get_asset(self, tenant: str, asset_id: str) -> Asset:
@@ -115,4 +115,11 @@ class AssetRegistry:
 
     async def delete_asset(self, tenant: str, asset_id: str) -> None:
         await asyncio.to_thread(self.store.delete_asset, tenant, asset_id)
-        await self.notify()
+        await self._changed(tenant, "asset", asset_id, Change.DELETED)
+
+    async def _changed(
+        self, tenant: str, kind: Literal["asset_type", "asset"], target: str, change: Change
+    ) -> None:
+        await self.events.publish_event(
+            RegistryChanged(tenant=tenant, kind=kind, target=target, change=change)
+        )

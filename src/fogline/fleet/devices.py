@@ -11,12 +11,12 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import bcrypt
 
+from fogline.bus.events import Change, DeviceChanged, EventPublisher
 from fogline.bus.server import BrokerUser, hash_password
 from fogline.domain.devices import Device, device_username
 from fogline.domain.errors import InvalidInput, Problem, Unauthenticated
@@ -59,12 +59,12 @@ class DeviceRegistry:
         self,
         store: DeviceStore,
         broker: BrokerAuth,
-        notify: Callable[[], Awaitable[None]] | None = None,
+        events: EventPublisher,
     ) -> None:
         self.store = store
         self.broker = broker
-        # Tells validation caches (the historian's) that devices changed.
-        self.notify = notify
+        # Publishes device.changed: validation caches (the historian's) follow.
+        self.events = events
         self._lock = asyncio.Lock()
         # HTTP ingest checks device passwords per request; bcrypt is slow on purpose, so a
         # successful check is remembered (by a hash of the password, never the password).
@@ -82,6 +82,7 @@ class DeviceRegistry:
         hashed = await asyncio.to_thread(hash_password, password)
         await asyncio.to_thread(self.store.create_device, device, hashed)
         await self._sync_broker(device_username(device.tenant, device.id), password)
+        await self._changed(device.tenant, device.id, Change.CREATED, credentials=True)
         return DeviceCredentials(device.username, password)
 
     async def rotate_password(self, tenant: str, device_id: str) -> DeviceCredentials:
@@ -91,6 +92,7 @@ class DeviceRegistry:
         self._forget(tenant, device_id)
         username = device_username(tenant, device_id)
         await self._sync_broker(username, password)
+        await self._changed(tenant, device_id, Change.UPDATED, credentials=True)
         return DeviceCredentials(username, password)
 
     async def update(
@@ -116,12 +118,14 @@ class DeviceRegistry:
             changes["hardware"] = replace(device.hardware, **hardware)
         updated = replace(device, **changes)
         await asyncio.to_thread(self.store.update_device, updated)
+        await self._changed(tenant, device_id, Change.UPDATED)
         return updated
 
     async def delete(self, tenant: str, device_id: str) -> None:
         await asyncio.to_thread(self.store.delete_device, tenant, device_id)
         self._forget(tenant, device_id)
         await self._sync_broker(None, None)
+        await self._changed(tenant, device_id, Change.DELETED, credentials=True)
 
     async def get(self, tenant: str, device_id: str) -> Device:
         return await asyncio.to_thread(self.store.get_device, tenant, device_id)
@@ -137,10 +141,17 @@ class DeviceRegistry:
         # One reload at a time, each with the full, current user list.
         async with self._lock:
             await self.broker.apply(await self.broker_users())
-        if self.notify is not None:
-            await self.notify()
         if username is not None and password is not None:
             await self.broker.wait_accepted(username, password)
+
+    async def _changed(
+        self, tenant: str, device_id: str, change: Change, credentials: bool = False
+    ) -> None:
+        await self.events.publish_event(
+            DeviceChanged(
+                tenant=tenant, device=device_id, change=change, credentials_changed=credentials
+            )
+        )
 
     async def verify_password(self, tenant: str, device_id: str, password: str) -> None:
         """One answer, in about one bcrypt check's time, for an unknown device, a wrong password

@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 import time
 
+from fogline.bus.connection import Bus, Subscription
+from fogline.bus.events import EventType, PlatformEvent
 from fogline.domain.assets import AssetType
 from fogline.domain.errors import NotFound
 from fogline.store.assets import AssetStore
@@ -27,6 +29,17 @@ class RegistryCache:
         self._devices: dict[tuple[str, str], tuple[bool, float]] = {}
         self._assets: dict[tuple[str, str], tuple[AssetType | None, float]] = {}
         self._types: dict[tuple[str, str], AssetType] = {}
+
+    async def follow(self, bus: Bus) -> Subscription:
+        """Forget what a registry or device change may have made wrong, as the owner of the
+        change publishes it (handled before the owner's call returns, in this process)."""
+
+        async def on_change(_event: PlatformEvent) -> None:
+            self.invalidate()
+
+        return await bus.subscribe_events(
+            on_change, [EventType.REGISTRY_CHANGED, EventType.DEVICE_CHANGED]
+        )
 
     def invalidate(self) -> None:
         with self._lock:

@@ -30,8 +30,6 @@ from typing import Any
 
 import orjson
 from nats.errors import Error as NatsError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
 
 from fogline.bus.connection import Bus
 from fogline.bus.errors import BrokerUnavailable
@@ -147,8 +145,8 @@ class Historian:
         self.batch_size = batch_size
         self.stats = HistorianStats()
         # Any stored message must fit a batch, or the consumer could never move past it.
-        self.fetch_max_bytes = max(FETCH_MAX_BYTES, bus.nc.max_payload + 64 * 1024)
-        self.live_event_bytes = min(live_event_bytes, bus.nc.max_payload - 4096)
+        self.fetch_max_bytes = max(FETCH_MAX_BYTES, bus.max_payload + 64 * 1024)
+        self.live_event_bytes = min(live_event_bytes, bus.max_payload - 4096)
         self._offset: StreamOffset | None = None
         self._pull: BoundedPull | None = None
         self._task: asyncio.Task[None] | None = None
@@ -175,26 +173,11 @@ class Historian:
         """The durable consumer, made afresh at the committed offset. Messages an earlier run
         fetched but did not commit come again at once (not after an ack wait), and cannot be
         covered by an ack-all of later messages."""
-        subjects = self.bus.subjects
         start = self._offset.last_seq + 1 if self._offset is not None else None
-        config = ConsumerConfig(
-            durable_name=CONSUMER,
-            ack_policy=AckPolicy.ALL,
-            deliver_policy=DeliverPolicy.ALL if start is None else DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start,
-            ack_wait=60,
-            max_deliver=-1,
-            max_ack_pending=100_000,
-            max_waiting=16,
-            filter_subjects=subjects.stream_subjects,
-        )
         if self._pull is not None:
             await self._pull.close()
             self._pull = None
-        with contextlib.suppress(NotFoundError):
-            await self.bus.js.delete_consumer(subjects.telemetry_stream, CONSUMER)
-        await self.bus.js.add_consumer(subjects.telemetry_stream, config)
-        self._pull = await BoundedPull.create(self.bus.nc, subjects.telemetry_stream, CONSUMER)
+        self._pull = await self.bus.telemetry_pull(CONSUMER, start)
 
     @property
     def _consumer_name(self) -> str:
@@ -371,12 +354,10 @@ class Historian:
     async def _publish_live(self, batch: _Batch) -> None:
         """One live event per asset and batch (or several, each under the size limit):
         subscribers get every reading, and the bus is spared a publish per message."""
-        subjects = self.bus.subjects
         for (tenant, asset), readings in batch.live.items():
-            subject = subjects.live(tenant, asset)
             for payload in live_events(tenant, asset, readings, self.live_event_bytes):
                 try:
-                    await self.bus.nc.publish(subject, payload)
+                    await self.bus.publish_live(tenant, asset, payload)
                     self.stats.live_events += 1
                 except NatsError as exc:
                     self.stats.live_failures += 1

@@ -56,18 +56,14 @@ class HttpIntake:
         preview = validate_message(
             MessageContext(tenant, device, received_at), payload, self.cache, self.limits
         )
-        headers = (
-            {"Nats-Msg-Id": f"{tenant}.{device}.{idempotency_key}"} if idempotency_key else None
-        )
+        dedup_id = f"{tenant}.{device}.{idempotency_key}" if idempotency_key else None
         try:
-            ack = await self.bus.js.publish(
-                self.bus.subjects.telemetry(tenant, device), payload, headers=headers, timeout=5
-            )
+            ack = await self.bus.publish_telemetry(tenant, device, payload, dedup_id)
         except NatsError as exc:
             raise BrokerUnavailable(
                 f"telemetry could not be stored in the hot store: {exc}"
             ) from None
-        return IntakeReceipt(ack.seq, bool(ack.duplicate), preview)
+        return IntakeReceipt(ack.seq, ack.duplicate, preview)
 
     async def refuse_too_large(
         self, tenant: str, device: str, size: int | None, limit: int

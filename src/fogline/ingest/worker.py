@@ -62,10 +62,6 @@ class HistorianWorkerConfig:
     log_level: str = "warning"
 
 
-def stats_subject(subjects: Subjects) -> str:
-    return f"{subjects.root}._platform.historian.stats"
-
-
 def run_worker(config: HistorianWorkerConfig, parent_pid: int, channel: Connection) -> None:
     """Entry point of the historian process."""
     if hasattr(ctypes, "CDLL"):
@@ -95,10 +91,7 @@ async def _serve(config: HistorianWorkerConfig, channel: Connection) -> None:
     await bus.describe_streams()
     cache = RegistryCache(db.assets, db.devices)
 
-    async def on_registry_change(_msg: Any) -> None:
-        cache.invalidate()
-
-    await bus.nc.subscribe(subjects.registry_changed, cb=on_registry_change)
+    await cache.follow(bus)
     historian = Historian(
         bus, db.telemetry, cache, IngestLimits(max_message_bytes=config.max_message_bytes)
     )
@@ -110,7 +103,7 @@ async def _serve(config: HistorianWorkerConfig, channel: Connection) -> None:
     try:
         while not stop.is_set():
             payload = orjson.dumps(asdict(historian.stats))
-            await bus.nc.publish(stats_subject(subjects), payload)
+            await bus.publish_historian_stats(payload)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
         task = historian.task
@@ -122,7 +115,7 @@ async def _serve(config: HistorianWorkerConfig, channel: Connection) -> None:
             raise FoglineError(f"the historian's loop ended: {error!r}")
     finally:
         await historian.stop()
-        await bus.nc.publish(stats_subject(subjects), orjson.dumps(asdict(historian.stats)))
+        await bus.publish_historian_stats(orjson.dumps(asdict(historian.stats)))
         await bus.close()
         db.close()
 
@@ -150,12 +143,13 @@ class HistorianSupervisor:
         return self._process.pid if self._process else None
 
     async def start(self, timeout: float = 60.0) -> None:
-        async def on_stats(msg: Any) -> None:
-            self.stats = HistorianStats(**orjson.loads(msg.data))
+        async def on_stats(data: bytes) -> None:
+            self.stats = HistorianStats(**orjson.loads(data))
             self._stats_at = time.monotonic()
             self._reported.set()
 
-        await self.bus.nc.subscribe(stats_subject(self.bus.subjects), cb=on_stats)
+        # Held as long as the bus: the process's last report comes as it stops.
+        await self.bus.subscribe_historian_stats(on_stats)
         await self._spawn(timeout)
         with contextlib.suppress(TimeoutError):  # its first stats follow "ready" at once
             await asyncio.wait_for(self._reported.wait(), 5.0)

@@ -28,10 +28,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
-from fogline.bus.connection import Bus
+from fogline.bus.connection import Bus, Subscription
 from fogline.domain.errors import FoglineError
 from fogline.domain.models import StaleRequest
 from fogline.domain.timeseries import now_ms
@@ -116,7 +115,6 @@ class Companion:
         self.is_async = m.model.is_async
         self.timeout_s = m.model.timeout_ms / 1000
         self.as_string = {c.data_column_name: c.read_as_string for c in m.outputs}
-        self.output_subject = bus.subjects.model_outputs(spec.tenant, spec.name)
         self._assets: dict[str, _AssetState] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.settings.max_queue)
@@ -145,8 +143,7 @@ class Companion:
 
     async def stop(self) -> None:
         for sub in self._subscriptions.values():
-            with contextlib.suppress(NatsError):
-                await sub.unsubscribe()
+            await sub.close()
         self._subscriptions.clear()
         for task in [*self._tasks, *self._calls]:
             task.cancel()
@@ -164,8 +161,7 @@ class Companion:
                 del self._assets[asset]
                 sub = self._subscriptions.pop(asset, None)
                 if sub is not None:
-                    with contextlib.suppress(NatsError):
-                        await sub.unsubscribe()
+                    await sub.close()
             for asset, mapping in resolved.items():
                 state = self._assets.get(asset)
                 if state is None:
@@ -173,9 +169,8 @@ class Companion:
                 else:
                     state.mapping = mapping
                 if self.trigger.type is TriggerType.REAL_TIME and asset not in self._subscriptions:
-                    subject = self.bus.subjects.live(self.spec.tenant, asset)
-                    self._subscriptions[asset] = await self.bus.nc.subscribe(
-                        subject, cb=self._on_live
+                    self._subscriptions[asset] = await self.bus.subscribe_live(
+                        self.spec.tenant, asset, self._on_live
                     )
             self.stats.asset_count = len(self._assets)
 
@@ -185,8 +180,8 @@ class Companion:
 
     # -- REAL_TIME ------------------------------------------------------------------------
 
-    async def _on_live(self, msg: Any) -> None:
-        event = orjson.loads(msg.data)
+    async def _on_live(self, data: bytes) -> None:
+        event = orjson.loads(data)
         state = self._assets.get(event.get("asset"))
         if state is None:
             return
@@ -415,7 +410,7 @@ class Companion:
         for i in range(0, len(readings), OUTPUT_CHUNK):
             payload = orjson.dumps({"readings": readings[i : i + OUTPUT_CHUNK]})
             try:
-                await self.bus.js.publish(self.output_subject, payload, timeout=5)
+                await self.bus.publish_model_outputs(self.spec.tenant, self.spec.name, payload)
             except (NatsError, TimeoutError) as exc:
                 self.stats.failures += 1
                 self.stats.last_error = f"writing outputs failed: {exc}"

@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fogline.bus.connection import Bus
+from fogline.bus.connection import Bus, Subscription
+from fogline.bus.events import EventType, PlatformEvent
 from fogline.domain.errors import (
     Conflict,
     FoglineError,
@@ -33,6 +34,7 @@ from fogline.domain.errors import (
 from fogline.domain.lifecycle import ModelEvent, ModelState
 from fogline.domain.models import ModelRecord
 from fogline.models.companion import Companion, CompanionSettings
+from fogline.models.lifecycle import ModelLifecycle
 from fogline.models.manifest import check_manifest
 from fogline.models.mappings import ModelMappingService
 from fogline.models.packages import PackageStore
@@ -90,6 +92,7 @@ class DeploymentManager:
         packages: PackageStore,
         amqp: AmqpConnections,
         callback_base: Callable[[], str | None],
+        lifecycle: ModelLifecycle,
         settings: SagaSettings | None = None,
     ) -> None:
         self.models = models
@@ -102,6 +105,7 @@ class DeploymentManager:
         self.amqp = amqp
         self.callback_base = callback_base
         self.settings = settings or SagaSettings()
+        self.lifecycle = lifecycle
         self._running: dict[int, _Running] = {}
         self._sagas: dict[int, asyncio.Task[None]] = {}
         self._by_token: dict[str, _Running] = {}
@@ -308,9 +312,7 @@ class DeploymentManager:
         self, model: ModelRecord, event: ModelEvent, reason: str, quiet: bool = False
     ) -> ModelRecord:
         try:
-            moved = await asyncio.to_thread(
-                self.models.transition, model.tenant, model.name, model.version, event, reason
-            )
+            return await self.lifecycle.move(model, event, reason)
         except FoglineError as exc:
             if not quiet:
                 raise
@@ -319,17 +321,6 @@ class DeploymentManager:
                 extra={"fields": {"model": model.id, "error": exc.message}},
             )
             return model
-        log.info(
-            "model.transition",
-            extra={
-                "fields": {
-                    "model": f"{model.name}:{model.version}",
-                    "event": event.value,
-                    "to": moved.state.value,
-                }
-            },
-        )
-        return moved
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -573,6 +564,16 @@ class DeploymentManager:
             raise NotFound("no running companion has this callback address")
         if not await r.companion.on_answer(request_id, answer):
             raise Conflict(f"request {request_id} is not pending: unknown, answered or stale")
+
+    async def follow_changes(self, bus: Bus) -> Subscription:
+        """Companions follow their assets: mappings replaced, assets or types come and go."""
+
+        async def on_change(_event: PlatformEvent) -> None:
+            await self.refresh_mappings()
+
+        return await bus.subscribe_events(
+            on_change, [EventType.MAPPINGS_CHANGED, EventType.REGISTRY_CHANGED]
+        )
 
     async def refresh_mappings(self) -> None:
         """Mappings or the registry changed: every running companion follows."""

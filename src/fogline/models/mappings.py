@@ -14,10 +14,10 @@ A target given as a list maps each column to the telemetry of the same name; as 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fogline.bus.events import EventPublisher, MappingsChanged
 from fogline.domain.assets import AssetType, DType
 from fogline.domain.errors import InvalidInput, NotFound, Problem
 from fogline.domain.lifecycle import ModelState
@@ -37,19 +37,24 @@ class ResolvedAsset:
 
 
 class ModelMappingService:
-    def __init__(self, models: ModelStore, mappings: ModelMappingStore, assets: AssetStore) -> None:
+    def __init__(
+        self,
+        models: ModelStore,
+        mappings: ModelMappingStore,
+        assets: AssetStore,
+        events: EventPublisher,
+    ) -> None:
         self.models = models
         self.mappings = mappings
         self.assets = assets
-        # Told after every change, so running companions follow at once.
-        self.on_change: Callable[[], Awaitable[None]] | None = None
+        # mappings.changed after every change: running companions follow at once.
+        self.events = events
 
     async def replace(
         self, tenant: str, name: str, version: str, body: dict[str, Any]
     ) -> ModelMappings:
         result = await asyncio.to_thread(self._replace, tenant, name, version, body)
-        if self.on_change is not None:
-            await self.on_change()
+        await self._changed(tenant, name, version, result)
         return result
 
     async def inherit(self, old: ModelRecord, new: ModelRecord) -> bool:
@@ -65,11 +70,25 @@ class ModelMappingService:
         ):
             return False
         await asyncio.to_thread(self.mappings.replace, new.id, previous)
+        await self._changed(new.tenant, new.name, new.version, previous)
         return True
 
     async def clear(self, model: ModelRecord) -> None:
         """Undo an inheritance: the model is left with no mappings."""
-        await asyncio.to_thread(self.mappings.replace, model.id, ModelMappings((), ()))
+        nothing = ModelMappings((), ())
+        await asyncio.to_thread(self.mappings.replace, model.id, nothing)
+        await self._changed(model.tenant, model.name, model.version, nothing)
+
+    async def _changed(self, tenant: str, name: str, version: str, now: ModelMappings) -> None:
+        await self.events.publish_event(
+            MappingsChanged(
+                tenant=tenant,
+                model=name,
+                version=version,
+                assets=sorted({m.target for m in now.assets}),
+                asset_types=sorted({m.target for m in now.asset_types}),
+            )
+        )
 
     def _replace(self, tenant: str, name: str, version: str, body: dict[str, Any]) -> ModelMappings:
         model = self.models.get_model(tenant, name, version)

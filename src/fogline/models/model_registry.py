@@ -13,6 +13,7 @@ from fogline.domain.models import (
     RegistryCredentials,
     TemplateColumn,
 )
+from fogline.models.lifecycle import ModelLifecycle
 from fogline.models.manifest import LimitCaps, Manifest, parse_manifest
 from fogline.store.models import ModelStore
 from fogline.store.secrets import SecretBox
@@ -34,11 +35,13 @@ class ModelRegistry:
     def __init__(
         self,
         store: ModelStore,
+        lifecycle: ModelLifecycle,
         secrets: SecretBox,
         caps: LimitCaps | None = None,
         on_removed: list[Cleanup] | None = None,
     ) -> None:
         self.store = store
+        self.lifecycle = lifecycle
         self.secrets = secrets
         self.caps = caps or LimitCaps()
         self.on_removed = on_removed or []
@@ -68,6 +71,7 @@ class ModelRegistry:
             "model.submitted",
             extra={"fields": {"tenant": tenant, "model": m.name, "version": m.version}},
         )
+        await self.lifecycle.submitted(record)
         return record
 
     async def get(self, tenant: str, name: str, version: str) -> ModelRecord:
@@ -82,9 +86,8 @@ class ModelRegistry:
     async def remove(self, tenant: str, name: str, version: str) -> ModelRecord:
         """Only a draft can be removed (the lifecycle table says so). Its package and working
         directory (disk image, log) go with it."""
-        record = await asyncio.to_thread(
-            self.store.transition, tenant, name, version, ModelEvent.REMOVE, "removed by a user"
-        )
+        model = await self.get(tenant, name, version)
+        record = await self.lifecycle.move(model, ModelEvent.REMOVE, "removed by a user")
         for cleanup in self.on_removed:
             await cleanup(tenant, name, version)
         return record

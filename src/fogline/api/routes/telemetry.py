@@ -196,14 +196,14 @@ async def live(
     queue: asyncio.Queue[bytes] = asyncio.Queue(LIVE_QUEUE_LIMIT)
     dropped = 0
 
-    async def on_message(msg: Any) -> None:
+    async def on_message(data: bytes) -> None:
         nonlocal dropped
         try:
-            queue.put_nowait(msg.data)
+            queue.put_nowait(data)
         except asyncio.QueueFull:  # a slow reader loses live events, never the history
             dropped += 1
 
-    subscription = await svc.bus.nc.subscribe(svc.bus.subjects.live(tenant, asset), cb=on_message)
+    subscription = await svc.bus.subscribe_live(tenant, asset, on_message)
 
     async def events() -> AsyncIterator[dict[str, str]]:
         try:
@@ -229,7 +229,7 @@ async def live(
                 if data is not None:
                     yield {"event": "readings", "data": data.decode()}
         finally:
-            await subscription.unsubscribe()
+            await subscription.close()
 
     return EventSourceResponse(events(), ping=15)
 

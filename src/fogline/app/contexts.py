@@ -1,0 +1,236 @@
+"""One builder per context: each takes what it stands on (the backbone: database, bus, broker)
+and the settings, makes the context's parts, and registers their stop on the platform's exit
+stack, so that they stop in the reverse order of their start.
+
+A new context (edge, monitor, evolve...) plugs in here: a dataclass of its parts, a builder,
+its event subscriptions made through the bus, and a line in `Platform._build`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from fogline.app.settings import Settings
+from fogline.bus.bridge import MqttBridge, MqttEndpoint, bridge_client_id
+from fogline.bus.connection import Bus, HotStoreSettings
+from fogline.bus.refusals import ConnectionEvents, OversizeReporter
+from fogline.bus.server import (
+    PLATFORM_USER,
+    SYSTEM_USER,
+    BrokerUser,
+    EmbeddedNats,
+    EmbeddedNatsSettings,
+)
+from fogline.bus.subjects import Subjects
+from fogline.fleet.assets import AssetRegistry
+from fogline.fleet.broker_auth import BrokerAuth, EmbeddedBrokerAuth, UnmanagedBrokerAuth
+from fogline.fleet.devices import DeviceRegistry
+from fogline.ingest.cache import RegistryCache
+from fogline.ingest.intake import HttpIntake
+from fogline.ingest.queries import TelemetryQueries
+from fogline.ingest.validation import IngestLimits
+from fogline.ingest.worker import HistorianSupervisor, HistorianWorkerConfig
+from fogline.models.deployment import DeploymentManager, SagaSettings
+from fogline.models.lifecycle import ModelLifecycle
+from fogline.models.mappings import ModelMappingService
+from fogline.models.model_registry import ModelRegistry
+from fogline.models.packages import PackageLimits, PackageStore
+from fogline.models.runtimes.base import Runtime
+from fogline.models.runtimes.external import ExternalRuntime
+from fogline.models.runtimes.local import LocalRuntime, LocalRuntimeSettings
+from fogline.models.runtimes.sandbox import SandboxSettings
+from fogline.models.transport import AmqpConnections
+from fogline.store.database import Database
+from fogline.store.secrets import SecretBox
+
+
+@dataclass(frozen=True)
+class NatsLogin:
+    url: str
+    user: str | None
+    password: str | None
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """What every context stands on."""
+
+    settings: Settings
+    db: Database
+    bus: Bus
+    nats_login: NatsLogin
+    broker_auth: BrokerAuth
+    # Only when Fogline runs its own nats-server (not with FOGLINE_NATS_URL):
+    nats: EmbeddedNats | None
+    oversize: OversizeReporter | None
+
+
+async def open_backbone(settings: Settings, subjects: Subjects, stack: AsyncExitStack) -> Backbone:
+    db = await asyncio.to_thread(Database.open, settings.effective_database_url)
+    stack.callback(db.close)
+    if settings.nats_url:
+        login = NatsLogin(settings.nats_url, None, None)
+        bus = await Bus.connect(login.url, subjects)
+        stack.push_async_callback(bus.close)
+        backbone = Backbone(settings, db, bus, login, UnmanagedBrokerAuth(), None, None)
+    else:
+        backbone = await _embedded_backbone(settings, subjects, db, stack)
+    await backbone.bus.ensure_streams(
+        HotStoreSettings(settings.hot_retention_seconds, settings.hot_max_bytes)
+    )
+    return backbone
+
+
+async def _embedded_backbone(
+    settings: Settings, subjects: Subjects, db: Database, stack: AsyncExitStack
+) -> Backbone:
+    nats = EmbeddedNats(
+        EmbeddedNatsSettings(
+            directory=settings.data_dir / "nats",
+            client_port=settings.nats_port,
+            mqtt_port=settings.mqtt_port,
+        ),
+        subjects,
+    )
+    credentials = await asyncio.to_thread(db.devices.device_credentials)
+    stack.push_async_callback(nats.stop)
+    await nats.start([BrokerUser(c.username, c.password_hash) for c in credentials])
+    login = NatsLogin(nats.client_url, PLATFORM_USER, nats.platform_password)
+    bus = await Bus.connect(login.url, subjects, login.user, login.password)
+    stack.push_async_callback(bus.close)
+    # MQTT messages nats-server refuses by closing the connection become dead letters.
+    oversize = OversizeReporter(bus, nats.settings.max_payload)
+    events = ConnectionEvents(
+        nats.client_url, SYSTEM_USER, nats.system_password, oversize.on_closed
+    )
+    await events.start()
+    stack.push_async_callback(events.stop)
+    return Backbone(settings, db, bus, login, EmbeddedBrokerAuth(nats), nats, oversize)
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    limits: IngestLimits
+    cache: RegistryCache
+    intake: HttpIntake
+    queries: TelemetryQueries
+    historian: HistorianSupervisor
+    bridge: MqttBridge | None  # only with FOGLINE_MQTT_URL
+
+
+async def build_ingest(b: Backbone, stack: AsyncExitStack) -> IngestContext:
+    s = b.settings
+    limits = IngestLimits(max_message_bytes=s.max_message_bytes)
+    cache = RegistryCache(b.db.assets, b.db.devices)
+    await cache.follow(b.bus)
+    historian = HistorianSupervisor(_historian_config(b), b.bus)
+    stack.push_async_callback(historian.stop)
+    await historian.start()
+    bridge = None
+    if s.mqtt_url:
+        bridge = MqttBridge(
+            MqttEndpoint.parse(s.mqtt_url),
+            b.bus,
+            bridge_client_id(b.bus.subjects.root, s.data_dir),
+            s.max_message_bytes,
+        )
+        stack.push_async_callback(bridge.stop)
+        await bridge.start()
+    return IngestContext(
+        limits,
+        cache,
+        HttpIntake(b.bus, cache, b.db.telemetry, limits),
+        TelemetryQueries(b.db.assets, b.db.telemetry),
+        historian,
+        bridge,
+    )
+
+
+def _historian_config(b: Backbone) -> HistorianWorkerConfig:
+    s = b.settings
+    return HistorianWorkerConfig(
+        nats_url=b.nats_login.url,
+        nats_user=b.nats_login.user,
+        nats_password=b.nats_login.password,
+        subject_root=b.bus.subjects.root,
+        database_url=s.effective_database_url,
+        max_message_bytes=s.max_message_bytes,
+        log_level=s.log_level,
+    )
+
+
+@dataclass(frozen=True)
+class FleetContext:
+    assets: AssetRegistry
+    devices: DeviceRegistry
+
+
+def build_fleet(b: Backbone) -> FleetContext:
+    return FleetContext(
+        AssetRegistry(b.db.assets, b.bus),
+        DeviceRegistry(b.db.devices, b.broker_auth, b.bus),
+    )
+
+
+@dataclass(frozen=True)
+class ModelsContext:
+    registry: ModelRegistry
+    mappings: ModelMappingService
+    packages: PackageStore
+    deployments: DeploymentManager
+
+
+async def build_models(
+    b: Backbone, callback_base: Callable[[], str], stack: AsyncExitStack
+) -> ModelsContext:
+    """The models context. Its deployments are not resumed here: async models call back on
+    the HTTP address, so `DeploymentManager.recover` runs once the API listens."""
+    s = b.settings
+    local = LocalRuntime(
+        LocalRuntimeSettings(
+            s.runtime_dir,
+            SandboxSettings(
+                s.model_sandbox, s.model_uid_base, s.model_sandbox_bwrap, caps=s.model_limit_caps
+            ),
+            s.amqp_url,
+            callback_base=callback_base,
+        )
+    )
+    lifecycle = ModelLifecycle(b.db.models, b.bus)
+    mappings = ModelMappingService(b.db.models, b.db.model_mappings, b.db.assets, b.bus)
+    packages = PackageStore(
+        s.package_dir,
+        b.db.models,
+        PackageLimits(s.package_max_bytes, s.package_max_expanded_bytes, s.package_max_files),
+    )
+    runtimes: dict[str, Runtime] = {"local": local, "external": ExternalRuntime()}
+    deployments = DeploymentManager(
+        b.db.models,
+        b.db.deployments,
+        b.db.telemetry,
+        mappings,
+        b.bus,
+        runtimes,
+        packages,
+        AmqpConnections(s.amqp_url),
+        callback_base,
+        lifecycle,
+        SagaSettings(
+            health_interval_s=s.model_health_interval,
+            health_timeout_s=s.model_start_timeout,
+            max_health_failures=s.model_max_health_failures,
+        ),
+    )
+    subscription = await deployments.follow_changes(b.bus)
+    stack.push_async_callback(subscription.close)
+    registry = ModelRegistry(
+        b.db.models,
+        lifecycle,
+        SecretBox.for_platform(s.data_dir, s.secret_key),
+        s.model_limit_caps,
+        on_removed=[packages.remove, local.purge],
+    )
+    return ModelsContext(registry, mappings, packages, deployments)
