@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,8 +12,10 @@ import yaml
 
 from fogline import __version__, aio
 from fogline.cli import output
+from fogline.cli.context import Context, ctx_of
+from fogline.cli.inputs import key_value_pairs, read_bytes, read_bytes_or_stdin, read_document
 from fogline.cli.output import console, emit_json, table
-from fogline.client.http import ApiError, FoglineClient, resolve_connection
+from fogline.client.http import ApiError
 from fogline.client.packaging import manifest_in, pack_directory
 from fogline.domain.errors import FoglineError, InvalidInput, Problem, Unavailable
 
@@ -46,40 +46,6 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(model_app, name="model")
 library_app = typer.Typer(help="Ready-made models shipped with Fogline.", no_args_is_help=True)
 app.add_typer(library_app, name="library")
-
-
-@dataclass
-class Context:
-    url: str | None
-    api_key: str | None
-    tenant: str | None
-    data_dir: Path | None
-    as_json: bool
-    _client: FoglineClient | None = None
-    _tenant: str | None = None
-
-    def client(self) -> FoglineClient:
-        if self._client is None:
-            url, key, saved_tenant = resolve_connection(self.url, self.api_key, self.data_dir)
-            self._client = FoglineClient(url, key)
-            self._tenant = self.tenant or saved_tenant or "default"
-        return self._client
-
-    def t(self) -> str:
-        self.client()
-        assert self._tenant is not None
-        return self._tenant
-
-    def show(self, value: Any, human: Any = None) -> None:
-        if self.as_json or human is None:
-            emit_json(value)
-        else:
-            human()
-
-
-def ctx_of(ctx: typer.Context) -> Context:
-    obj: Context = ctx.obj
-    return obj
 
 
 @app.callback()
@@ -211,18 +177,6 @@ def key_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(metavar
 # -- asset types and assets -----------------------------------------------------------------------
 
 
-def read_document(path: Path) -> Any:
-    """JSON or YAML from a file, or from stdin for '-'."""
-    try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text()
-    except OSError as exc:
-        raise InvalidInput.of([Problem(str(path), exc.strerror or str(exc))], "file") from None
-    try:
-        return yaml.safe_load(text)  # YAML is a superset of JSON
-    except yaml.YAMLError as exc:
-        raise InvalidInput.of([Problem(str(path), f"not JSON or YAML: {exc}")], "file") from None
-
-
 @type_app.command("apply")
 def type_apply(ctx: typer.Context, file: Path) -> None:
     """Create or replace an asset type from a JSON or YAML file (with an `id`)."""
@@ -259,25 +213,6 @@ def type_rm(ctx: typer.Context, type_id: Annotated[str, typer.Argument(metavar="
     console.print(f"asset type {type_id} deleted")
 
 
-def pairs(values: list[str] | None, what: str) -> dict[str, Any]:
-    """`k=v` options to a dict; values that parse as JSON numbers or booleans become them."""
-    result: dict[str, Any] = {}
-    problems = []
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            problems.append(Problem(what, f"{item!r} is not key=value"))
-            continue
-        try:
-            parsed = json.loads(value)
-            result[key] = parsed if isinstance(parsed, int | float | bool) else value
-        except ValueError:
-            result[key] = value
-    if problems:
-        raise InvalidInput.of(problems)
-    return result
-
-
 @asset_app.command("create")
 def asset_create(
     ctx: typer.Context,
@@ -297,8 +232,8 @@ def asset_create(
         "asset_type": asset_type,
         "name": name,
         "site": site,
-        "labels": {k: str(v) for k, v in pairs(label, "label").items()},
-        "attributes": pairs(attr, "attr"),
+        "labels": {k: str(v) for k, v in key_value_pairs(label, "label").items()},
+        "attributes": key_value_pairs(attr, "attr"),
     }
     if lat is not None or lon is not None:
         body["location"] = {"latitude": lat, "longitude": lon}
@@ -365,7 +300,7 @@ def device_create(
             "name": name,
             "firmware": firmware,
             "hardware": {k: v for k, v in hardware.items() if v is not None},
-            "labels": {k: str(v) for k, v in pairs(label, "label").items()},
+            "labels": {k: str(v) for k, v in key_value_pairs(label, "label").items()},
         },
     )
     creds = created["credentials"]
@@ -438,7 +373,7 @@ def telemetry_send(
 ) -> None:
     """Send telemetry over HTTP on a device's behalf."""
     c = ctx_of(ctx)
-    payload = sys.stdin.buffer.read() if str(file) == "-" else _read_bytes(file)
+    payload = read_bytes_or_stdin(file)
     receipt = c.client().send_telemetry(c.t(), device_id, payload)
 
     def human() -> None:
@@ -449,13 +384,6 @@ def telemetry_send(
             console.print(f"  rejected: {r['reason']}")
 
     c.show(receipt, human)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput.of([Problem(str(path), exc.strerror or str(exc))], "file") from None
 
 
 @telemetry_app.command("latest")
@@ -591,9 +519,9 @@ def model_submit(
         manifest = manifest_in(directory)
         if manifest is None:
             raise InvalidInput.of([Problem(str(path), "has no fogline.yaml manifest")], "model")
-        payload = _read_bytes(manifest)
+        payload = read_bytes(manifest)
     else:
-        payload = sys.stdin.buffer.read() if str(path) == "-" else _read_bytes(path)
+        payload = read_bytes_or_stdin(path)
     kind = "application/json" if payload.lstrip()[:1] in (b"{", b"[") else "application/yaml"
     client = c.client()
     created = client.request(
@@ -655,7 +583,7 @@ def model_map(
     """Map a model's inputs and outputs to telemetry of the same names (or as --file says)."""
     c = ctx_of(ctx)
     if file is not None:
-        body = yaml.safe_load(_read_bytes(file))
+        body = yaml.safe_load(read_bytes(file))
     else:
         body = {"assets": asset or [], "asset_types": asset_type or []}
     result = c.client().put(f"/tenants/{c.t()}/models/{name}/{version}/mappings", body)
