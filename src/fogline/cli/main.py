@@ -12,8 +12,9 @@ import yaml
 
 from fogline import __version__, aio
 from fogline.cli import output
+from fogline.cli.commands import asset_types, assets, devices, keys, tenants
 from fogline.cli.context import Context, ctx_of
-from fogline.cli.inputs import key_value_pairs, read_bytes, read_bytes_or_stdin, read_document
+from fogline.cli.inputs import read_bytes, read_bytes_or_stdin
 from fogline.cli.output import console, emit_json, table
 from fogline.client.http import ApiError
 from fogline.client.packaging import manifest_in, pack_directory
@@ -26,21 +27,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-tenant_app = typer.Typer(help="Tenants (admin key).", no_args_is_help=True)
-key_app = typer.Typer(help="API keys of a tenant.", no_args_is_help=True)
-type_app = typer.Typer(
-    help="Asset types: telemetry definitions and attributes.", no_args_is_help=True
-)
-asset_app = typer.Typer(help="Assets.", no_args_is_help=True)
-device_app = typer.Typer(help="Devices and their MQTT credentials.", no_args_is_help=True)
 telemetry_app = typer.Typer(help="Send and read telemetry.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
 model_app = typer.Typer(help="Models: manifests, versions, lifecycle.", no_args_is_help=True)
-app.add_typer(tenant_app, name="tenant")
-app.add_typer(key_app, name="key")
-app.add_typer(type_app, name="asset-type")
-app.add_typer(asset_app, name="asset")
-app.add_typer(device_app, name="device")
+app.add_typer(tenants.app, name="tenant")
+app.add_typer(keys.app, name="key")
+app.add_typer(asset_types.app, name="asset-type")
+app.add_typer(assets.app, name="asset")
+app.add_typer(devices.app, name="device")
 app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(bench_app, name="bench")
 app.add_typer(model_app, name="model")
@@ -120,246 +114,6 @@ def demo(
 
     configure("warning")
     aio.run(run_demo(demo_dir, duration, motors, keep_running))
-
-
-# -- tenants and keys -----------------------------------------------------------------------------
-
-
-@tenant_app.command("create")
-def tenant_create(
-    ctx: typer.Context,
-    tenant_id: Annotated[str, typer.Argument(metavar="ID")],
-    name: Annotated[str | None, typer.Option()] = None,
-) -> None:
-    """Create a tenant; prints its first API key (shown once)."""
-    c = ctx_of(ctx)
-    created = c.client().post("/tenants", {"id": tenant_id, "name": name})
-    c.show(
-        created,
-        lambda: console.print(
-            f"tenant [bold]{created['id']}[/] created\nAPI key (shown once): {created['api_key']}"
-        ),
-    )
-
-
-@tenant_app.command("ls")
-def tenant_ls(ctx: typer.Context) -> None:
-    """List tenants."""
-    c = ctx_of(ctx)
-    rows = c.client().get("/tenants")
-    c.show(rows, lambda: table(rows, ["id", "name"]))
-
-
-@key_app.command("create")
-def key_create(ctx: typer.Context, name: str) -> None:
-    """Create an API key for the tenant; prints it (shown once)."""
-    c = ctx_of(ctx)
-    created = c.client().post(f"/tenants/{c.t()}/api-keys", {"name": name})
-    c.show(created, lambda: console.print(f"API key (shown once): {created['api_key']}"))
-
-
-@key_app.command("ls")
-def key_ls(ctx: typer.Context) -> None:
-    """List the tenant's API keys (never their secrets)."""
-    c = ctx_of(ctx)
-    rows = c.client().get(f"/tenants/{c.t()}/api-keys")
-    c.show(rows, lambda: table(rows, ["id", "name", "role", "created_at", "revoked"]))
-
-
-@key_app.command("revoke")
-def key_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Revoke an API key."""
-    c = ctx_of(ctx)
-    c.client().delete(f"/tenants/{c.t()}/api-keys/{key_id}")
-    console.print(f"API key {key_id} revoked")
-
-
-# -- asset types and assets -----------------------------------------------------------------------
-
-
-@type_app.command("apply")
-def type_apply(ctx: typer.Context, file: Path) -> None:
-    """Create or replace an asset type from a JSON or YAML file (with an `id`)."""
-    c = ctx_of(ctx)
-    document = read_document(file)
-    if not isinstance(document, dict) or not isinstance(document.get("id"), str):
-        raise InvalidInput.of([Problem("id", "the file must be a mapping with an 'id'")])
-    type_id = document.pop("id")
-    result = c.client().put(f"/tenants/{c.t()}/asset-types/{type_id}", document)
-    c.show(result, lambda: console.print(f"asset type [bold]{type_id}[/] applied"))
-
-
-@type_app.command("ls")
-def type_ls(ctx: typer.Context) -> None:
-    """List asset types."""
-    c = ctx_of(ctx)
-    rows = c.client().get(f"/tenants/{c.t()}/asset-types")
-    view = [{**r, "telemetry": ", ".join(d["name"] for d in r["telemetry"])} for r in rows]
-    c.show(rows, lambda: table(view, ["id", "name", "telemetry"]))
-
-
-@type_app.command("show")
-def type_show(ctx: typer.Context, type_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Show an asset type."""
-    c = ctx_of(ctx)
-    emit_json(c.client().get(f"/tenants/{c.t()}/asset-types/{type_id}"))
-
-
-@type_app.command("rm")
-def type_rm(ctx: typer.Context, type_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Delete an asset type that no asset uses."""
-    c = ctx_of(ctx)
-    c.client().delete(f"/tenants/{c.t()}/asset-types/{type_id}")
-    console.print(f"asset type {type_id} deleted")
-
-
-@asset_app.command("create")
-def asset_create(
-    ctx: typer.Context,
-    asset_id: Annotated[str, typer.Argument(metavar="ID")],
-    asset_type: Annotated[str, typer.Option("--type", help="asset type id")],
-    name: Annotated[str | None, typer.Option()] = None,
-    site: Annotated[str | None, typer.Option()] = None,
-    label: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
-    attr: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
-    lat: Annotated[float | None, typer.Option(help="latitude")] = None,
-    lon: Annotated[float | None, typer.Option(help="longitude")] = None,
-) -> None:
-    """Create an asset of an asset type."""
-    c = ctx_of(ctx)
-    body: dict[str, Any] = {
-        "id": asset_id,
-        "asset_type": asset_type,
-        "name": name,
-        "site": site,
-        "labels": {k: str(v) for k, v in key_value_pairs(label, "label").items()},
-        "attributes": key_value_pairs(attr, "attr"),
-    }
-    if lat is not None or lon is not None:
-        body["location"] = {"latitude": lat, "longitude": lon}
-    created = c.client().post(f"/tenants/{c.t()}/assets", body)
-    c.show(created, lambda: console.print(f"asset [bold]{asset_id}[/] created"))
-
-
-@asset_app.command("ls")
-def asset_ls(
-    ctx: typer.Context, asset_type: Annotated[str | None, typer.Option("--type")] = None
-) -> None:
-    """List assets."""
-    c = ctx_of(ctx)
-    rows = c.client().get(f"/tenants/{c.t()}/assets", type=asset_type)
-    c.show(rows, lambda: table(rows, ["id", "asset_type", "name", "site", "labels"]))
-
-
-@asset_app.command("show")
-def asset_show(ctx: typer.Context, asset_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Show an asset."""
-    c = ctx_of(ctx)
-    emit_json(c.client().get(f"/tenants/{c.t()}/assets/{asset_id}"))
-
-
-@asset_app.command("rm")
-def asset_rm(ctx: typer.Context, asset_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Delete an asset and its telemetry history."""
-    c = ctx_of(ctx)
-    c.client().delete(f"/tenants/{c.t()}/assets/{asset_id}")
-    console.print(f"asset {asset_id} deleted")
-
-
-# -- devices --------------------------------------------------------------------------------------
-
-
-@device_app.command("create")
-def device_create(
-    ctx: typer.Context,
-    device_id: Annotated[str, typer.Argument(metavar="ID")],
-    name: Annotated[str | None, typer.Option()] = None,
-    cpu: Annotated[str | None, typer.Option()] = None,
-    cores: Annotated[int | None, typer.Option(help="CPU cores")] = None,
-    memory_mb: Annotated[int | None, typer.Option()] = None,
-    accelerator: Annotated[str | None, typer.Option()] = None,
-    connectivity: Annotated[str | None, typer.Option(help="ethernet, wifi, lte, ...")] = None,
-    power: Annotated[str | None, typer.Option(help="mains, battery, solar, ...")] = None,
-    firmware: Annotated[str | None, typer.Option()] = None,
-    label: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
-) -> None:
-    """Register a device; prints its MQTT credentials (the password is shown once)."""
-    c = ctx_of(ctx)
-    hardware = {
-        "cpu": cpu,
-        "cpu_cores": cores,
-        "memory_mb": memory_mb,
-        "accelerator": accelerator,
-        "connectivity": connectivity,
-        "power_source": power,
-    }
-    created = c.client().post(
-        f"/tenants/{c.t()}/devices",
-        {
-            "id": device_id,
-            "name": name,
-            "firmware": firmware,
-            "hardware": {k: v for k, v in hardware.items() if v is not None},
-            "labels": {k: str(v) for k, v in key_value_pairs(label, "label").items()},
-        },
-    )
-    creds = created["credentials"]
-
-    def human() -> None:
-        console.print(f"device [bold]{device_id}[/] registered")
-        console.print(f"  MQTT broker  {creds['mqtt']}")
-        console.print(f"  username     {creds['username']}")
-        console.print(f"  password     {creds['password']}   (shown once)")
-        console.print(f"  topic        {creds['topic']}")
-
-    c.show(created, human)
-
-
-@device_app.command("ls")
-def device_ls(ctx: typer.Context) -> None:
-    """List devices with their ingest counters."""
-    c = ctx_of(ctx)
-    rows = c.client().get(f"/tenants/{c.t()}/devices")
-    view = [
-        {
-            **r,
-            "messages": (r.get("stats") or {}).get("messages"),
-            "dead_letters": (r.get("stats") or {}).get("dead_letters"),
-            "last_seen": (r.get("stats") or {}).get("last_seen"),
-        }
-        for r in rows
-    ]
-    c.show(
-        rows,
-        lambda: table(view, ["id", "firmware", "labels", "messages", "dead_letters", "last_seen"]),
-    )
-
-
-@device_app.command("show")
-def device_show(
-    ctx: typer.Context, device_id: Annotated[str, typer.Argument(metavar="ID")]
-) -> None:
-    """Show a device."""
-    c = ctx_of(ctx)
-    emit_json(c.client().get(f"/tenants/{c.t()}/devices/{device_id}"))
-
-
-@device_app.command("rotate")
-def device_rotate(
-    ctx: typer.Context, device_id: Annotated[str, typer.Argument(metavar="ID")]
-) -> None:
-    """Give a device a new MQTT password; the old one stops working."""
-    c = ctx_of(ctx)
-    creds = c.client().post(f"/tenants/{c.t()}/devices/{device_id}/credentials")
-    c.show(creds, lambda: console.print(f"new password (shown once): {creds['password']}"))
-
-
-@device_app.command("rm")
-def device_rm(ctx: typer.Context, device_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Delete a device; its credentials stop working."""
-    c = ctx_of(ctx)
-    c.client().delete(f"/tenants/{c.t()}/devices/{device_id}")
-    console.print(f"device {device_id} deleted")
 
 
 # -- telemetry ------------------------------------------------------------------------------------
