@@ -1,4 +1,7 @@
-"""`fogline`: run the platform; manage tenants, assets, devices and telemetry through its API."""
+"""`fogline`: run the platform; manage tenants, assets, devices and telemetry through its API.
+
+This module only assembles the command groups of `fogline.cli.commands` under the global options.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from typing import Annotated
 
 import typer
 
-from fogline import __version__, aio
 from fogline.cli import output
 from fogline.cli.commands import (
     asset_types,
@@ -19,12 +21,11 @@ from fogline.cli.commands import (
     keys,
     library,
     models,
+    platform,
     telemetry,
     tenants,
 )
-from fogline.cli.context import Context, ctx_of
-from fogline.cli.output import console, emit_json, table
-from fogline.client.http import ApiError
+from fogline.cli.context import Context
 from fogline.domain.errors import FoglineError
 
 app = typer.Typer(
@@ -34,6 +35,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+# Added without a name, the platform's commands (up, status, ...) sit at the top level; added
+# first, they are listed before the groups in `fogline --help`.
+app.add_typer(platform.app)
 app.add_typer(tenants.app, name="tenant")
 app.add_typer(keys.app, name="key")
 app.add_typer(asset_types.app, name="asset-type")
@@ -59,112 +63,6 @@ def root(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     ctx.obj = Context(url, api_key, tenant, data_dir, as_json)
-
-
-@app.command()
-def version() -> None:
-    """Print Fogline's version."""
-    console.print(__version__)
-
-
-# -- the platform ---------------------------------------------------------------------------------
-
-
-@app.command()
-def up(
-    ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option(help="YAML config file")] = None,
-    http_host: Annotated[str | None, typer.Option(help="HTTP address")] = None,
-    http_port: Annotated[int | None, typer.Option(help="HTTP port [default: 8470]")] = None,
-    nats_port: Annotated[
-        int | None, typer.Option(help="embedded NATS port [default: 42220]")
-    ] = None,
-    mqtt_port: Annotated[
-        int | None, typer.Option(help="embedded MQTT port [default: 18830]")
-    ] = None,
-) -> None:
-    """Start the platform in the foreground; Ctrl-C stops it."""
-    from fogline.app.runner import serve
-    from fogline.app.settings import load_settings
-    from fogline.logs import configure
-
-    settings = load_settings(
-        config,
-        data_dir=ctx_of(ctx).data_dir,
-        http_host=http_host,
-        http_port=http_port,
-        nats_port=nats_port,
-        mqtt_port=mqtt_port,
-    )
-    configure(settings.log_level)
-    aio.run(serve(settings))
-
-
-@app.command()
-def demo(
-    ctx: typer.Context,
-    duration: Annotated[float, typer.Option(help="seconds the fleet publishes")] = 30.0,
-    motors: Annotated[int, typer.Option(help="virtual induction motors")] = 20,
-    keep_running: Annotated[
-        bool, typer.Option(help="leave the platform up after the summary, until Ctrl-C")
-    ] = False,
-    demo_dir: Annotated[Path, typer.Option(help="data dir of the demo")] = Path(".fogline-demo"),
-) -> None:
-    """Start the platform with a virtual fleet of motors over real MQTT, show it live, and end
-    with a summary."""
-    from fogline.app.demo import run_demo
-    from fogline.logs import configure
-
-    configure("warning")
-    aio.run(run_demo(demo_dir, duration, motors, keep_running))
-
-
-@app.command("dead-letters")
-def dead_letters(
-    ctx: typer.Context,
-    device: Annotated[str | None, typer.Option()] = None,
-    since: Annotated[str | None, typer.Option(help="epoch ms, ISO 8601 or -15m")] = None,
-    limit: Annotated[int, typer.Option()] = 50,
-) -> None:
-    """Telemetry that was refused, newest first, with the reason."""
-    c = ctx_of(ctx)
-    result = c.client().get(
-        f"/tenants/{c.t()}/dead-letters", device=device, since=since, limit=limit
-    )
-
-    def human() -> None:
-        console.print(f"{result['total']} dead letter(s): {result['by_reason']}")
-        table(result["items"], ["received_at", "device", "reason_code", "reason"])
-
-    c.show(result, human)
-
-
-@app.command()
-def status(ctx: typer.Context) -> None:
-    """The platform's state, whether it is ready (NATS, database, historian, with the
-    historian's failures and restarts), and the tenant's ingest counters."""
-    c = ctx_of(ctx)
-    try:
-        ready = c.client().get("/ready")
-    except ApiError as exc:
-        if exc.status != 503:
-            raise
-        ready = exc.body  # not ready: the problem says why
-    system = c.client().get("/system")
-    stats = c.client().get(f"/tenants/{c.t()}/ingest/stats")
-
-    def human() -> None:
-        emit_json(
-            {
-                "ready": ready,
-                "system": system,
-                "ingest": {k: v for k, v in stats.items() if k != "devices"},
-            }
-        )
-        if ready.get("status") != "ready":
-            output.errors.print(f"[bold red]not ready[/]: {ready.get('detail')}", highlight=False)
-
-    c.show({"ready": ready, "system": system, "ingest": stats}, human)
 
 
 GLOBAL_FLAGS = {"--json"}
@@ -194,6 +92,7 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    # Every command's errors end here: one message and an exit code per kind (output.fail).
     try:
         app(args=hoist_global_options(sys.argv[1:]), standalone_mode=False)
     except FoglineError as exc:
