@@ -15,6 +15,8 @@ from fogline.client.http import FoglineClient, resolve_connection
 
 @dataclass
 class Context:
+    """The global options of one `fogline` run, and the client they lead to."""
+
     url: str | None
     api_key: str | None
     tenant: str | None
