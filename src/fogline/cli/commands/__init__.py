@@ -1,0 +1,1 @@
+"""The commands of `fogline`, one module per command group; `fogline.cli.main` assembles them."""

@@ -1,0 +1,246 @@
+"""`fogline model`: submit models, map them to assets, and run their lifecycle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from fogline.cli.context import Context, ctx_of
+from fogline.cli.inputs import read_bytes, read_bytes_or_stdin
+from fogline.cli.output import console, emit_json, table
+from fogline.client.packaging import manifest_in, pack_directory
+from fogline.domain.errors import InvalidInput, Problem, Unavailable
+
+app = typer.Typer(help="Models: manifests, versions, lifecycle.", no_args_is_help=True)
+
+
+@app.command("submit")
+def model_submit(
+    ctx: typer.Context,
+    path: Annotated[
+        Path,
+        typer.Argument(help="a manifest (JSON or YAML; - for stdin), or a model directory"),
+    ],
+) -> None:
+    """Submit a model; it becomes a draft. A directory is submitted with its manifest
+    (fogline.yaml) and uploaded as the model's package, which the local runtime runs."""
+    c = ctx_of(ctx)
+    directory = path if str(path) != "-" and path.is_dir() else None
+    if directory is not None:
+        manifest = manifest_in(directory)
+        if manifest is None:
+            raise InvalidInput.of([Problem(str(path), "has no fogline.yaml manifest")], "model")
+        payload = read_bytes(manifest)
+    else:
+        payload = read_bytes_or_stdin(path)
+    kind = "application/json" if payload.lstrip()[:1] in (b"{", b"[") else "application/yaml"
+    client = c.client()
+    created = client.request(
+        "POST", f"/tenants/{c.t()}/models", content=payload, headers={"Content-Type": kind}
+    )
+    if directory is not None:
+        where = f"/tenants/{c.t()}/models/{created['name']}/{created['version']}/package"
+        uploaded = client.request(
+            "PUT",
+            where,
+            content=pack_directory(directory),
+            headers={"Content-Type": "application/gzip"},
+        )
+        created["package"] = uploaded["files"]
+    c.show(
+        created,
+        lambda: console.print(
+            f"model [bold]{created['name']}[/] {created['version']} submitted ({created['state']})"
+            + (f" with {len(created['package'])} package files" if "package" in created else "")
+        ),
+    )
+
+
+@app.command("init")
+def model_init(
+    name: Annotated[str, typer.Argument(help="the model's name (a slug)")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="where to write it (default: ./NAME)")
+    ] = None,
+) -> None:
+    """Write a model project (SDK model, manifest, test) ready to submit."""
+    from fogline.domain.ids import require_slug
+    from fogline.sdk.template import write_template
+
+    require_slug(name, "name")
+    target = directory or Path(name)
+    try:
+        written = write_template(target, name)
+    except FileExistsError as exc:
+        raise InvalidInput.of([Problem(str(exc), "already exists; not overwritten")]) from None
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print(f"next: cd {target} && python -m pytest && fogline model submit .")
+
+
+@app.command("map")
+def model_map(
+    ctx: typer.Context,
+    name: str,
+    version: str,
+    asset_type: Annotated[
+        list[str] | None, typer.Option("--type", help="map to every asset of this type")
+    ] = None,
+    asset: Annotated[list[str] | None, typer.Option("--asset", help="map to this asset")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="a JSON/YAML mappings body (renames too)")
+    ] = None,
+) -> None:
+    """Map a model's inputs and outputs to telemetry of the same names (or as --file says)."""
+    c = ctx_of(ctx)
+    if file is not None:
+        body = yaml.safe_load(read_bytes(file))
+    else:
+        body = {"assets": asset or [], "asset_types": asset_type or []}
+    result = c.client().put(f"/tenants/{c.t()}/models/{name}/{version}/mappings", body)
+    c.show(
+        result,
+        lambda: table(
+            [{"asset": r["asset"], "via": r["via"], **r} for r in result["resolved"]],
+            ["asset", "via", "inputs", "outputs"],
+        ),
+    )
+
+
+def _follow(c: Context, name: str, version: str, until: set[str], timeout: float) -> dict[str, Any]:
+    """Poll the model until it reaches one of `until` (a saga runs in the background)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        model: dict[str, Any] = c.client().get(f"/tenants/{c.t()}/models/{name}/{version}")
+        if model["state"] in until or time.monotonic() > deadline:
+            return model
+        time.sleep(0.3)
+
+
+def _lifecycle_command(
+    ctx: typer.Context, action: str, name: str, version: str, wait: bool, timeout: float
+) -> None:
+    c = ctx_of(ctx)
+    model = c.client().post(f"/tenants/{c.t()}/models/{name}/{version}/{action}")
+    goal = {"deploy": "active", "stop": "stopped", "retire": "draft"}[action]
+    if wait and model["state"] != goal:
+        model = _follow(c, name, version, {goal, "draft"}, timeout)
+        if model["state"] != goal:
+            why = model["state_reason"] or "timed out"
+            raise Unavailable(f"model {name} {version} is {model['state']}: {why}")
+    c.show(model, lambda: console.print(f"model {name} {version}: {model['state']}"))
+
+
+WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the saga to finish")]
+TimeoutOption = Annotated[float, typer.Option(help="seconds to wait at most")]
+
+
+@app.command("deploy")
+def model_deploy(
+    ctx: typer.Context,
+    name: str,
+    version: str,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 180,
+) -> None:
+    """Deploy: provision, start, wait healthy, start the data companion, mark active."""
+    _lifecycle_command(ctx, "deploy", name, version, wait, timeout)
+
+
+@app.command("stop")
+def model_stop(
+    ctx: typer.Context,
+    name: str,
+    version: str,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 60,
+) -> None:
+    """Stop an active model (companion first, then the model)."""
+    _lifecycle_command(ctx, "stop", name, version, wait, timeout)
+
+
+@app.command("retire")
+def model_retire(ctx: typer.Context, name: str, version: str) -> None:
+    """Send a stopped model back to draft."""
+    _lifecycle_command(ctx, "retire", name, version, False, 0)
+
+
+@app.command("update")
+def model_update(
+    ctx: typer.Context,
+    name: str,
+    to: Annotated[str, typer.Option("--to", help="the version that takes over")],
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 180,
+) -> None:
+    """Replace the active version of NAME by another; the old one runs until the new one is
+    healthy, and keeps running if it fails."""
+    c = ctx_of(ctx)
+    model = c.client().post(f"/tenants/{c.t()}/models/{name}/update", {"to_version": to})
+    if wait:
+        model = _follow(c, name, to, {"active", "draft"}, timeout)
+        if model["state"] != "active":
+            raise Unavailable(f"update to {to} failed: {model['state_reason'] or 'timed out'}")
+    c.show(model, lambda: console.print(f"model {name} {to}: {model['state']}"))
+
+
+@app.command("status")
+def model_status(ctx: typer.Context, name: str, version: str) -> None:
+    """The deployment: saga steps, runtime, health, companion counters, stale requests."""
+    c = ctx_of(ctx)
+    status = c.client().get(f"/tenants/{c.t()}/models/{name}/{version}/deployment")
+
+    def human() -> None:
+        console.print(
+            f"[bold]{name} {version}[/]: {status['state']} {status['state_reason'] or ''}"
+        )
+        if status["runtime"]:
+            r = status["runtime"]
+            console.print(
+                f"runtime {r['kind']} pid={r['pid']} as {r['run_as']} {r['endpoint'] or ''}"
+            )
+        if status["companion"]:
+            comp = status["companion"]
+            console.print(
+                f"companion: {len(comp['assets'])} assets, {comp['scored']} readings scored, "
+                f"{comp['outputs']} outputs, {comp['failures']} failures, {comp['stale']} stale"
+            )
+        table(status["steps"][-12:], ["saga", "step", "status", "attempt", "detail"])
+
+    c.show(status, human)
+
+
+@app.command("ls")
+def model_ls(ctx: typer.Context) -> None:
+    """List models."""
+    c = ctx_of(ctx)
+    rows = c.client().get(f"/tenants/{c.t()}/models")
+    c.show(rows, lambda: table(rows, ["name", "version", "state", "inputs", "outputs"]))
+
+
+@app.command("show")
+def model_show(ctx: typer.Context, name: str, version: str) -> None:
+    """Show a model, its manifest (secrets masked) and state."""
+    c = ctx_of(ctx)
+    emit_json(c.client().get(f"/tenants/{c.t()}/models/{name}/{version}"))
+
+
+@app.command("events")
+def model_events(ctx: typer.Context, name: str, version: str) -> None:
+    """A model's lifecycle events."""
+    c = ctx_of(ctx)
+    rows = c.client().get(f"/tenants/{c.t()}/models/{name}/{version}/events")
+    c.show(rows, lambda: table(rows, ["at", "event", "from", "to", "reason"]))
+
+
+@app.command("rm")
+def model_rm(ctx: typer.Context, name: str, version: str) -> None:
+    """Remove a draft model."""
+    c = ctx_of(ctx)
+    c.client().delete(f"/tenants/{c.t()}/models/{name}/{version}")
+    console.print(f"model {name} {version} removed")

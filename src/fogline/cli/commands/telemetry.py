@@ -1,0 +1,102 @@
+"""`fogline telemetry`: send readings over HTTP, and read them back."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fogline.cli.context import ctx_of
+from fogline.cli.inputs import read_bytes_or_stdin
+from fogline.cli.output import console, table
+
+app = typer.Typer(help="Send and read telemetry.", no_args_is_help=True)
+
+
+@app.command("send")
+def telemetry_send(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(metavar="DEVICE")],
+    file: Annotated[Path, typer.Argument(help="JSON file of readings, or - for stdin")],
+) -> None:
+    """Send telemetry over HTTP on a device's behalf."""
+    c = ctx_of(ctx)
+    payload = read_bytes_or_stdin(file)
+    receipt = c.client().send_telemetry(c.t(), device_id, payload)
+
+    def human() -> None:
+        console.print(
+            f"accepted {receipt['accepted_values']} value(s) (stream seq {receipt['stream_seq']})"
+        )
+        for r in receipt["rejected"]:
+            console.print(f"  rejected: {r['reason']}")
+
+    c.show(receipt, human)
+
+
+@app.command("latest")
+def telemetry_latest(
+    ctx: typer.Context,
+    asset: str,
+    keys: Annotated[str | None, typer.Option(help="comma-separated telemetry names")] = None,
+) -> None:
+    """Latest value of each telemetry of an asset."""
+    c = ctx_of(ctx)
+    result = c.client().get(f"/tenants/{c.t()}/assets/{asset}/telemetry/latest", keys=keys)
+    rows = [{"telemetry": k, **v} for k, v in result["values"].items()]
+    c.show(result, lambda: table(rows, ["telemetry", "value", "time"], title=asset))
+
+
+@app.command("history")
+def telemetry_history(
+    ctx: typer.Context,
+    asset: str,
+    keys: Annotated[str | None, typer.Option(help="comma-separated telemetry names")] = None,
+    start: Annotated[str, typer.Option("--from", help="epoch ms, ISO 8601 or -15m")] = "-1h",
+    end: Annotated[str, typer.Option("--to")] = "now",
+    bucket: Annotated[str | None, typer.Option(help="downsample: 10s, 1m, 1h")] = None,
+    limit: Annotated[int, typer.Option(help="raw points per telemetry")] = 1000,
+) -> None:
+    """Telemetry history of an asset, raw or in buckets (avg/min/max/count)."""
+    from fogline.domain.timeseries import iso_from_ms
+
+    c = ctx_of(ctx)
+    result = c.client().get(
+        f"/tenants/{c.t()}/assets/{asset}/telemetry/history",
+        keys=keys,
+        **{"from": start, "to": end},
+        bucket=bucket,
+        limit=limit,
+    )
+
+    def human() -> None:
+        for name, s in result["series"].items():
+            if bucket:
+                rows = [{**b, "time": iso_from_ms(b["ts"])} for b in s["buckets"]]
+                table(rows, ["time", "avg", "min", "max", "count"], title=f"{name} ({s['unit']})")
+            else:
+                rows = [{"time": iso_from_ms(p[0]), "value": p[1]} for p in s["points"]]
+                table(rows, ["time", "value"], title=f"{name} ({s['unit']})")
+
+    c.show(result, human)
+
+
+@app.command("live")
+def telemetry_live(
+    ctx: typer.Context,
+    asset: str,
+    count: Annotated[int, typer.Option(help="stop after this many events (0: never)")] = 0,
+) -> None:
+    """Follow an asset's telemetry as it is committed (Server-Sent Events)."""
+    c = ctx_of(ctx)
+    seen = 0
+    for event, data in c.client().live(c.t(), asset):
+        if event != "readings":
+            continue
+        sys.stdout.write(data + "\n")
+        sys.stdout.flush()
+        seen += 1
+        if count and seen >= count:
+            return
