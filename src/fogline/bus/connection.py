@@ -373,12 +373,10 @@ class Bus:
         tenant: str | None = None,
         types: Iterable[EventType] | None = None,
         limit: int = 1000,
-        wait_s: float = 0.0,
     ) -> list[StoredEvent]:
-        """Up to `limit` stored events after `after_seq`, oldest first. With `wait_s`, waits
-        that long for the first one when there is none yet."""
+        """Up to `limit` stored events after `after_seq`, oldest first."""
         found: list[StoredEvent] = []
-        async for stored in self._replay(after_seq, tenant, types, wait_s, follow=False):
+        async for stored in self._replay(after_seq, tenant, types, follow=False):
             found.append(stored)
             if len(found) >= limit:
                 break
@@ -392,7 +390,7 @@ class Bus:
     ) -> AsyncIterator[StoredEvent]:
         """Stored events after `after_seq`, then new ones as they come, until the caller
         stops iterating."""
-        async for stored in self._replay(after_seq, tenant, types, 1.0, follow=True):
+        async for stored in self._replay(after_seq, tenant, types, follow=True):
             yield stored
 
     async def _replay(
@@ -400,7 +398,6 @@ class Bus:
         after_seq: int,
         tenant: str | None,
         types: Iterable[EventType] | None,
-        wait_s: float,
         follow: bool,
     ) -> AsyncIterator[StoredEvent]:
         stream = self.subjects.events_stream
@@ -420,7 +417,10 @@ class Bus:
         pull = await BoundedPull.create(self.nc, stream, name)
         try:
             while True:
-                msgs = await pull.fetch(256, 4 * 1024 * 1024, wait_s)
+                if follow:  # what there is, else the first to come within a second
+                    msgs = await pull.fetch(256, 4 * 1024 * 1024, 1.0)
+                else:
+                    msgs = await pull.fetch_available(256, 4 * 1024 * 1024)
                 for msg in msgs:
                     try:
                         event = decode_event(msg.data)
@@ -429,7 +429,6 @@ class Bus:
                     yield StoredEvent(msg.metadata.sequence.stream, event)
                 if not msgs and not follow:
                     return
-                wait_s = max(wait_s, 1.0) if follow else 0.0
         finally:
             await pull.close()
             with contextlib.suppress(NatsError, TimeoutError):

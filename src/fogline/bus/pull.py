@@ -131,6 +131,17 @@ class BoundedPull:
         await self._collect(msgs, batch, deadline, wait=True)
         return msgs
 
+    async def fetch_available(self, batch: int, max_bytes: int, timeout: float = 5.0) -> list[Msg]:
+        """What the stream has for this consumer now, up to `batch`: never waits for messages
+        to come (the timeout only bounds a server that does not answer)."""
+        deadline = time.monotonic() + timeout
+        msgs: list[Msg] = []
+        self._drain(msgs)
+        if len(msgs) < batch:
+            await self._request(batch - len(msgs), max_bytes, True, None)
+            await self._collect(msgs, batch, deadline, wait=True)
+        return msgs
+
 
 def _status(msg: Msg) -> str | None:
     if msg.headers is None or msg.data:

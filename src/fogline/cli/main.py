@@ -18,6 +18,7 @@ from fogline.cli.commands import (
     assets,
     bench,
     devices,
+    events,
     keys,
     library,
     models,
@@ -47,6 +48,7 @@ app.add_typer(telemetry.app, name="telemetry")
 app.add_typer(bench.app, name="bench")
 app.add_typer(models.app, name="model")
 app.add_typer(library.app, name="library")
+app.add_typer(events.app)  # `fogline events`, at the top level
 
 
 @app.callback()

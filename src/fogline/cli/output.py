@@ -36,8 +36,10 @@ def fail(exc: FoglineError) -> int:
     return EXIT_CODES[exc.kind]
 
 
-def emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+def emit_json(value: Any, compact: bool = False) -> None:
+    """JSON on stdout: indented, or (compact) one document per line for streams."""
+    text = json.dumps(value, default=str) if compact else json.dumps(value, indent=2, default=str)
+    sys.stdout.write(text + "\n")
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None) -> None:

@@ -137,15 +137,43 @@ class FoglineClient:
     def live(self, tenant: str, asset: str) -> Iterator[tuple[str, str]]:
         """(event, data) pairs from the live stream, until the caller stops reading. The
         server's `error` event (a problem: the key was revoked, say) raises it."""
-        path = f"/tenants/{tenant}/assets/{asset}/telemetry/live"
+        for _id, event, data in self._sse(f"/tenants/{tenant}/assets/{asset}/telemetry/live"):
+            yield event, data
+
+    def events(
+        self, tenant: str, after: int = 0, types: list[str] | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        """A page of the tenant's platform events after a sequence."""
+        page: dict[str, Any] = self.get(
+            f"/tenants/{tenant}/events", after=after, type=types or [], limit=limit
+        )
+        return page
+
+    def follow_events(
+        self, tenant: str, after: int = 0, types: list[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Stored events after `after`, then new ones as they happen, each as
+        {"seq": ..., "event": {...}}, until the caller stops reading."""
+        params: dict[str, Any] = {"after": after, "type": types or []}
+        for sse_id, _event, data in self._sse(f"/tenants/{tenant}/events/stream", params):
+            yield {"seq": int(sse_id or 0), "event": json.loads(data)}
+
+    def _sse(
+        self, path: str, params: dict[str, Any] | None = None
+    ) -> Iterator[tuple[str | None, str, str]]:
+        """(id, event, data) of a Server-Sent Events response, until the caller stops
+        reading. The server's `error` event (a problem: the key was revoked, say) raises it."""
         try:
-            with self.http.stream("GET", path, timeout=None) as response:
+            with self.http.stream("GET", path, params=params, timeout=None) as response:
                 if not response.is_success:
                     response.read()
                     self._result(response)
+                sse_id: str | None = None
                 event = "message"
                 for line in response.iter_lines():
-                    if line.startswith("event:"):
+                    if line.startswith("id:"):
+                        sse_id = line[3:].strip()
+                    elif line.startswith("event:"):
                         event = line[6:].strip()
                     elif line.startswith("data:"):
                         data = line[5:].strip()
@@ -153,7 +181,7 @@ class FoglineClient:
                             problem = json.loads(data)
                             status = int(problem.get("status", 500))
                             raise ApiError(status, str(problem.get("detail")), [], problem)
-                        yield event, data
-                        event = "message"
+                        yield sse_id, event, data
+                        sse_id, event = None, "message"
         except httpx.TransportError as exc:
-            raise Unavailable(f"the live stream from {self.base} broke off: {exc}") from None
+            raise Unavailable(f"the stream from {self.base} broke off: {exc}") from None

@@ -1,0 +1,130 @@
+"""Platform events of a tenant: what changed (models moved, assets and devices came and went,
+mappings were replaced, deployment steps ran), read back from the durable events stream as a
+page or followed live with Server-Sent Events. See docs/events.md for the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from pydantic import BaseModel, Field
+from sse_starlette.sse import EventSourceResponse
+
+from fogline.api.deps import ApiServices, key_still_valid, services, tenant_scope
+from fogline.api.problems import IN_TENANT, STATUS_OF_KIND, UNAVAILABLE, problem
+from fogline.api.routing import FoglineRoute
+from fogline.bus.events import EventType, PlatformEvent, StoredEvent
+
+router = APIRouter(tags=["events"], route_class=FoglineRoute, responses=IN_TENANT)
+
+KEY_CHECK_S = 1.0  # how soon a revoked key's event stream ends
+FOLLOW_QUEUE_LIMIT = 1000
+
+
+class StoredEventOut(BaseModel):
+    seq: int = Field(description="the event's place in the stream; resume after it")
+    event: PlatformEvent
+
+
+class EventPage(BaseModel):
+    events: list[StoredEventOut]
+    last_seq: int = Field(description="pass as `after` for the next page (0 when none came)")
+
+
+AfterSeq = Annotated[int, Query(ge=0, description="only events after this sequence")]
+EventTypes = Annotated[list[EventType] | None, Query(alias="type", description="only these")]
+
+
+@router.get("/tenants/{tenant}/events", response_model=EventPage, responses=UNAVAILABLE)
+async def list_events(
+    after: AfterSeq = 0,
+    event_types: EventTypes = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> EventPage:
+    """The tenant's events after a sequence, oldest first."""
+    stored = await svc.bus.read_events(after, tenant, event_types, limit)
+    return EventPage(
+        events=[StoredEventOut(seq=s.seq, event=s.event) for s in stored],
+        last_seq=stored[-1].seq if stored else after,
+    )
+
+
+@router.get(
+    "/tenants/{tenant}/events/stream",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events: each platform event as an SSE event whose `id` "
+            "is its sequence (reconnect with `Last-Event-ID` to resume), `event` its type and "
+            "`data` the event as JSON; `error` (a problem) and the end when the key stops "
+            "being valid",
+            "content": {
+                "text/event-stream": {
+                    "itemSchema": {
+                        "type": "object",
+                        "required": ["event", "data"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "event": {"type": "string"},
+                            "data": {"type": "string", "contentMediaType": "application/json"},
+                        },
+                    }
+                }
+            },
+        },
+        **UNAVAILABLE,
+    },
+)
+async def follow_events(
+    request: Request,
+    after: AfterSeq = 0,
+    event_types: EventTypes = None,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    tenant: str = Depends(tenant_scope),
+    svc: ApiServices = Depends(services),
+) -> EventSourceResponse:
+    """Stored events after `after` (or the `Last-Event-ID` header), then new ones as they
+    happen. The key is checked again every second: a revoked one ends the stream."""
+    start = last_event_id if last_event_id is not None else after
+    queue: asyncio.Queue[StoredEvent] = asyncio.Queue(FOLLOW_QUEUE_LIMIT)
+
+    async def pump() -> None:
+        # Back-pressure, not loss: a slow reader slows the replay down.
+        async for stored in svc.bus.follow_events(start, tenant, event_types):
+            await queue.put(stored)
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        reader = asyncio.create_task(pump(), name=f"events-{tenant}")
+        next_check = time.monotonic() + KEY_CHECK_S
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    stored = await asyncio.wait_for(queue.get(), KEY_CHECK_S)
+                    yield {
+                        "id": str(stored.seq),
+                        "event": stored.event.type,
+                        "data": stored.event.model_dump_json(),
+                    }
+                if reader.done():
+                    reader.result()  # a broken stream ends the response with its error
+                if time.monotonic() < next_check:
+                    continue
+                next_check = time.monotonic() + KEY_CHECK_S
+                refused = await key_still_valid(request, tenant)
+                if refused is not None:
+                    detail = f"the stream ends: {refused.message}"
+                    end = problem(STATUS_OF_KIND[refused.kind], detail).body
+                    yield {"event": "error", "data": bytes(end).decode()}
+                    return
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    return EventSourceResponse(stream(), ping=15)
