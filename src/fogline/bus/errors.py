@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from nats.errors import Error as NatsError
+
 from fogline.domain.errors import ConfigurationError, Unavailable
+
+# What a Bus call raises when NATS refuses or is away: contexts catch this, never nats' own.
+BusError = NatsError
 
 
 class PortInUse(ConfigurationError):

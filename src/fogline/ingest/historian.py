@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from nats.errors import Error as NatsError
 
 from fogline.bus.connection import Bus
-from fogline.bus.errors import BrokerUnavailable
+from fogline.bus.errors import BrokerUnavailable, BusError
 from fogline.bus.pull import BoundedPull
 from fogline.bus.refusals import refusal_of
 from fogline.domain.telemetry import DeadLetter, DeadLetterReason, DeviceActivity, Reading
@@ -217,7 +216,7 @@ class Historian:
         assert self._pull is not None
         try:
             msgs = await self._pull.fetch(self.batch_size, self.fetch_max_bytes, timeout=0.5)
-        except (NatsError, BrokerUnavailable) as exc:
+        except (BusError, BrokerUnavailable) as exc:
             self._failed("fetch", exc, level=logging.WARNING)
             await self._pause(0.5)
             return
@@ -230,7 +229,7 @@ class Historian:
         await self._store(msgs)
         try:
             await last.ack()
-        except NatsError as exc:  # the committed offset makes the redelivery harmless
+        except BusError as exc:  # the committed offset makes the redelivery harmless
             log.warning("historian.ack_failed", extra={"fields": {"error": str(exc)}})
 
     async def _store(self, msgs: list[Any]) -> None:
@@ -359,7 +358,7 @@ class Historian:
                 try:
                     await self.bus.publish_live(tenant, asset, payload)
                     self.stats.live_events += 1
-                except NatsError as exc:
+                except BusError as exc:
                     self.stats.live_failures += 1
                     self._failed("live_publish", exc)
 

@@ -6,10 +6,8 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from nats.errors import Error as NatsError
-
 from fogline.bus.connection import Bus
-from fogline.bus.errors import BrokerUnavailable
+from fogline.bus.errors import BrokerUnavailable, BusError
 from fogline.domain.telemetry import DeadLetterReason
 from fogline.ingest.cache import RegistryCache
 from fogline.ingest.validation import (
@@ -59,7 +57,7 @@ class HttpIntake:
         dedup_id = f"{tenant}.{device}.{idempotency_key}" if idempotency_key else None
         try:
             ack = await self.bus.publish_telemetry(tenant, device, payload, dedup_id)
-        except NatsError as exc:
+        except BusError as exc:
             raise BrokerUnavailable(
                 f"telemetry could not be stored in the hot store: {exc}"
             ) from None

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-from nats.errors import Error as NatsError
 
 from fogline.bus.connection import Bus, Subscription
+from fogline.bus.errors import BusError
 from fogline.domain.errors import FoglineError
 from fogline.domain.models import StaleRequest
 from fogline.domain.timeseries import now_ms
@@ -411,7 +411,7 @@ class Companion:
             payload = orjson.dumps({"readings": readings[i : i + OUTPUT_CHUNK]})
             try:
                 await self.bus.publish_model_outputs(self.spec.tenant, self.spec.name, payload)
-            except (NatsError, TimeoutError) as exc:
+            except (BusError, TimeoutError) as exc:
                 self.stats.failures += 1
                 self.stats.last_error = f"writing outputs failed: {exc}"
                 log.error(
