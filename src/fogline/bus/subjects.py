@@ -14,14 +14,18 @@ from dataclasses import dataclass
 from fogline.bus.errors import BrokerConfigInvalid
 from fogline.domain.errors import Problem
 from fogline.domain.ids import is_slug
+from fogline.domain.telemetry import SourceKind
 
 # The two kinds of source whose messages the telemetry stream holds: devices and the data
 # companions that write model outputs back as telemetry.
-_SOURCES = {("devices", "telemetry"): "device", ("models", "outputs"): "model"}
+_SOURCES = {
+    ("devices", "telemetry"): SourceKind.DEVICE,
+    ("models", "outputs"): SourceKind.MODEL,
+}
 
 
 @functools.lru_cache(maxsize=65536)
-def _parse_source(root: str, subject: str) -> tuple[str, str, str] | None:
+def _parse_source(root: str, subject: str) -> tuple[SourceKind, str, str] | None:
     # Cached: the historian parses the subject of every message, and sources are few.
     parts = subject.split(".")
     if len(parts) != 5 or parts[0] != root or not is_slug(parts[1]) or not is_slug(parts[3]):
@@ -103,10 +107,10 @@ class Subjects:
     def parse_telemetry(self, subject: str) -> tuple[str, str] | None:
         """(tenant, device) of a device telemetry subject, or None when it is not one."""
         parsed = _parse_source(self.root, subject)
-        return (parsed[1], parsed[2]) if parsed and parsed[0] == "device" else None
+        return (parsed[1], parsed[2]) if parsed and parsed[0] is SourceKind.DEVICE else None
 
-    def parse_source(self, subject: str) -> tuple[str, str, str] | None:
-        """(kind, tenant, id) of a stream subject: kind "device" or "model"; None otherwise."""
+    def parse_source(self, subject: str) -> tuple[SourceKind, str, str] | None:
+        """(kind, tenant, id) of a stream subject; None when it is not one of the stream's."""
         return _parse_source(self.root, subject)
 
     def subject_from_topic(self, topic: str) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, NamedTuple
 
 
@@ -15,6 +15,13 @@ class Reading(NamedTuple):
     asset: str
     ts: int
     values: dict[str, Any]
+
+
+class SourceKind(StrEnum):
+    """Who wrote a message of the telemetry stream: a device, or a model's data companion."""
+
+    DEVICE = "device"
+    MODEL = "model"
 
 
 class DeadLetterReason(Enum):

@@ -34,7 +34,13 @@ from fogline.bus.connection import Bus
 from fogline.bus.errors import BrokerUnavailable, BusError
 from fogline.bus.pull import BoundedPull
 from fogline.bus.refusals import refusal_of
-from fogline.domain.telemetry import DeadLetter, DeadLetterReason, DeviceActivity, Reading
+from fogline.domain.telemetry import (
+    DeadLetter,
+    DeadLetterReason,
+    DeviceActivity,
+    Reading,
+    SourceKind,
+)
 from fogline.ingest.cache import RegistryCache
 from fogline.ingest.validation import (
     IngestLimits,
@@ -377,7 +383,7 @@ class Historian:
             parts = (subject.split(".") + ["?"] * 5)[:5]
             return MessageContext(parts[1][:64], parts[3][:64], received_at, seq)
         kind, tenant, source = parsed
-        if kind == "model":
+        if kind is SourceKind.MODEL:
             # A model's outputs are labelled "model:<name>" where a device id would be.
             return MessageContext(tenant, f"model:{source}", received_at, seq, trusted_source=True)
         return MessageContext(tenant, source, received_at, seq)
