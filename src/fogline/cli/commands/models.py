@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from fogline.cli.context import Context, ctx_of
-from fogline.cli.inputs import read_bytes, read_bytes_or_stdin
+from fogline.cli.inputs import read_bytes, read_bytes_or_stdin, read_document
 from fogline.cli.output import console, emit_json, table
 from fogline.client.packaging import manifest_in, pack_directory
 from fogline.domain.errors import InvalidInput, Problem, Unavailable
@@ -97,7 +96,7 @@ def model_map(
     """Map a model's inputs and outputs to telemetry of the same names (or as --file says)."""
     c = ctx_of(ctx)
     if file is not None:
-        body = yaml.safe_load(read_bytes(file))
+        body = read_document(file)
     else:
         body = {"assets": asset or [], "asset_types": asset_type or []}
     result = c.client().put(f"/tenants/{c.t()}/models/{name}/{version}/mappings", body)
