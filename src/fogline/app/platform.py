@@ -21,6 +21,7 @@ import uvicorn
 from nats.js.errors import ServiceUnavailableError
 
 from fogline import __version__
+from fogline.access.tenants import AccessService
 from fogline.api.app import create_app
 from fogline.api.deps import ApiServices
 from fogline.api.limits import RequestLimits
@@ -278,11 +279,10 @@ class Platform:
 
         self.devices = DeviceRegistry(self.db.devices, broker, notify_registry_change)
         services = ApiServices(
-            tenants=self.db.tenants,
+            access=AccessService(self.db.tenants),
             assets=AssetRegistry(self.db.assets, notify_registry_change),
             devices=self.devices,
             queries=TelemetryQueries(self.db.assets, self.db.telemetry),
-            telemetry=self.db.telemetry,
             intake=HttpIntake(self.bus, cache, self.db.telemetry, limits),
             models=ModelRegistry(
                 self.db.models,
