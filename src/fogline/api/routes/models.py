@@ -87,20 +87,14 @@ async def list_models(tenant: ScopedTenant, svc: Services) -> list[ModelOut]:
 
 @router.get("/tenants/{tenant}/models/{name}/{version:semver}", responses=IN_TENANT)
 async def get_model(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: ScopedTenant,
-    svc: Services,
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
 ) -> ModelOut:
     return ModelOut.of(await svc.models.get(tenant, name, version))
 
 
 @router.get("/tenants/{tenant}/models/{name}/{version:semver}/events", responses=IN_TENANT)
 async def model_events(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: ScopedTenant,
-    svc: Services,
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
 ) -> list[ModelEventOut]:
     return [ModelEventOut.of(e) for e in await svc.models.events(tenant, name, version)]
 
@@ -109,10 +103,7 @@ async def model_events(
     "/tenants/{tenant}/models/{name}/{version:semver}", responses={**IN_TENANT, **CONFLICT}
 )
 async def remove_model(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: ScopedTenant,
-    svc: Services,
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
 ) -> ModelOut:
     """Remove a draft model (refused, with the reason, in any other state)."""
     return ModelOut.of(await svc.models.remove(tenant, name, version))
@@ -138,10 +129,7 @@ async def replace_mappings(
 
 @router.get("/tenants/{tenant}/models/{name}/{version:semver}/mappings", responses=IN_TENANT)
 async def get_mappings(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: ScopedTenant,
-    svc: Services,
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
 ) -> MappingsOut:
     """The declared mappings, and `resolved`: every asset fed now, type mappings expanded."""
     mappings = await svc.mappings.get(tenant, name, version)
@@ -178,10 +166,7 @@ async def upload_package(
     responses={**IN_TENANT, **CONFLICT},
 )
 async def deploy_model(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: ScopedTenant,
-    svc: Services,
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
 ) -> ModelOut:
     """Start the deployment saga; the model is `deploying` until it is `active`, or back in
     `draft` with the reason. Follow it with GET .../deployment or .../events."""
@@ -194,10 +179,7 @@ async def deploy_model(
     responses={**IN_TENANT, **CONFLICT},
 )
 async def stop_model(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: ScopedTenant,
-    svc: Services,
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
 ) -> ModelOut:
     return ModelOut.of(await svc.deployments.stop(tenant, name, version))
 
@@ -206,10 +188,7 @@ async def stop_model(
     "/tenants/{tenant}/models/{name}/{version:semver}/retire", responses={**IN_TENANT, **CONFLICT}
 )
 async def retire_model(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: ScopedTenant,
-    svc: Services,
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
 ) -> ModelOut:
     """A stopped model back to draft."""
     return ModelOut.of(await svc.deployments.retire(tenant, name, version))
@@ -233,10 +212,7 @@ async def update_model(
 
 @router.get("/tenants/{tenant}/models/{name}/{version:semver}/deployment", responses=IN_TENANT)
 async def deployment_status(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: ScopedTenant,
-    svc: Services,
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
 ) -> DeploymentOut:
     """The saga and its steps, the runtime, health, the companion's counters, stale requests."""
     return DeploymentOut.model_validate(await svc.deployments.describe(tenant, name, version))
