@@ -1,8 +1,8 @@
-"""What every route needs: the services, and who is calling."""
+"""What every route needs: the services, and who is calling, as `Annotated` types a route's
+parameters name (`svc: Services`, `tenant: ScopedTenant`...)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,11 +17,12 @@ from fastapi.security import (
     HTTPBearer,
 )
 
+from fogline.access.tenants import AccessService
 from fogline.api.limits import RequestLimits
 from fogline.bus.connection import Bus
 from fogline.domain.access import DEFAULT_TENANT, ApiKey
 from fogline.domain.devices import device_username
-from fogline.domain.errors import FoglineError, NotFound, Unauthenticated
+from fogline.domain.errors import FoglineError, Unauthenticated
 from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
 from fogline.fleet.assets import AssetRegistry
 from fogline.fleet.devices import DeviceRegistry
@@ -31,17 +32,14 @@ from fogline.models.deployment import DeploymentManager
 from fogline.models.mappings import ModelMappingService
 from fogline.models.model_registry import ModelRegistry
 from fogline.models.packages import PackageStore
-from fogline.store.telemetry import TelemetryStore
-from fogline.store.tenants import TenantStore
 
 
 @dataclass
 class ApiServices:
-    tenants: TenantStore
+    access: AccessService
     assets: AssetRegistry
     devices: DeviceRegistry
     queries: TelemetryQueries
-    telemetry: TelemetryStore
     intake: HttpIntake
     models: ModelRegistry
     mappings: ModelMappingService
@@ -59,6 +57,8 @@ def services(request: Request) -> ApiServices:
     return svc
 
 
+Services = Annotated[ApiServices, Depends(services)]
+
 # Ids in paths and queries, with the rule of `domain.ids` in the schema.
 SlugPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=SLUG_PATTERN)]
 
@@ -75,6 +75,9 @@ device_auth = HTTPBasic(
     scheme_name="DeviceBasic",
     description="the device's MQTT user name `<tenant>.<device>` and its password",
 )
+BearerShown = Annotated[HTTPAuthorizationCredentials | None, Security(bearer_auth)]
+HeaderShown = Annotated[str | None, Security(header_auth)]
+BasicShown = Annotated[HTTPBasicCredentials | None, Security(device_auth)]
 
 
 def _presented_key(request: Request) -> str | None:
@@ -93,7 +96,7 @@ async def authenticate_key(request: Request) -> ApiKey:
     presented = _presented_key(request)
     if not presented:
         raise Unauthenticated("an API key is required: send 'Authorization: Bearer <key>'")
-    key = await asyncio.to_thread(services(request).tenants.authenticate, presented)
+    key = await services(request).access.authenticate(presented)
     request.state.api_key = key
     return key
 
@@ -104,36 +107,27 @@ async def key_still_valid(request: Request, tenant: str) -> FoglineError | None:
     presented = _presented_key(request)
     if not presented:
         return Unauthenticated("an API key is required")
-    try:
-        key = await asyncio.to_thread(services(request).tenants.authenticate, presented)
-        key.require_tenant(tenant)
-    except FoglineError as exc:
-        return exc
-    return None
+    return await services(request).access.refusal(presented, tenant)
 
 
-async def api_key(
-    request: Request,
-    _bearer: HTTPAuthorizationCredentials | None = Security(bearer_auth),
-    _header: str | None = Security(header_auth),
-) -> ApiKey:
+async def api_key(request: Request, _bearer: BearerShown, _header: HeaderShown) -> ApiKey:
     return await authenticate_key(request)
 
 
-async def tenant_scope(
-    tenant: SlugPath,
-    key: ApiKey = Depends(api_key),
-    svc: ApiServices = Depends(services),
-) -> str:
-    """The tenant of the path, once the key is allowed in it: a tenant key never sees another
-    tenant's data, not even whether that tenant exists."""
-    key.require_tenant(tenant)
-    if not await asyncio.to_thread(svc.tenants.tenant_exists, tenant):
-        raise NotFound(f"tenant {tenant!r} does not exist")
-    return tenant
+Caller = Annotated[ApiKey, Depends(api_key)]
+
+
+async def tenant_scope(tenant: SlugPath, key: Caller, svc: Services) -> str:
+    """The tenant of the path, once the key is allowed in it."""
+    return await svc.access.enter_tenant(key, tenant)
+
+
+ScopedTenant = Annotated[str, Depends(tenant_scope)]
 
 
 async def key_tenant(
+    key: Caller,
+    svc: Services,
     tenant: Annotated[
         str | None,
         Query(
@@ -143,12 +137,13 @@ async def key_tenant(
             description="tenant id; default: the key's own",
         ),
     ] = None,
-    key: ApiKey = Depends(api_key),
-    svc: ApiServices = Depends(services),
 ) -> str:
     """For the short paths (`/api/v1/models`): the key's own tenant, or the one named, under the
     same rules as `/tenants/{tenant}/...`."""
-    return await tenant_scope(tenant or key.tenant or DEFAULT_TENANT, key, svc)
+    return await svc.access.enter_tenant(key, tenant or key.tenant or DEFAULT_TENANT)
+
+
+KeyTenant = Annotated[str, Depends(key_tenant)]
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
@@ -178,7 +173,7 @@ async def authenticate_sender(request: Request) -> tuple[str, str]:
         await svc.devices.verify_password(tenant, device, password)
     else:
         key = await authenticate_key(request)
-        await tenant_scope(tenant, key, svc)
+        await svc.access.enter_tenant(key, tenant)
         await svc.devices.get(tenant, device)
     request.state.sender = (tenant, device)
     return tenant, device
@@ -188,8 +183,12 @@ async def device_sender(
     request: Request,
     tenant: SlugPath,
     device: SlugPath,
-    _basic: HTTPBasicCredentials | None = Security(device_auth),
-    _bearer: HTTPAuthorizationCredentials | None = Security(bearer_auth),
-    _header: str | None = Security(header_auth),
+    _basic: BasicShown,
+    _bearer: BearerShown,
+    _header: HeaderShown,
 ) -> tuple[str, str]:
     return await authenticate_sender(request)
+
+
+# The (tenant, device) a device's own message comes from, once the sender is known to be it.
+Sender = Annotated[tuple[str, str], Depends(device_sender)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -179,6 +180,18 @@ def _reason(field: str, error: Any) -> str:
     return f"{shown} {_PATTERN_RULES.get(pattern, f'does not match {pattern}')}"
 
 
+def invalid_request(errors: Sequence[Any]) -> JSONResponse:
+    """pydantic's errors of a request (its path, query, headers or body) as one 422 problem
+    listing each: the one place the API words them."""
+    problems = []
+    for e in errors:
+        location = [str(part) for part in e.get("loc", ()) if part not in ("body",)]
+        field = ".".join(location)
+        problems.append({"field": field, "reason": _reason(field, e)})
+    noun = "problem" if len(problems) == 1 else "problems"
+    return problem(422, f"invalid request: {len(problems)} {noun}", problems)
+
+
 def install(app: FastAPI) -> None:
     generate = app.openapi
 
@@ -200,13 +213,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = []
-        for e in exc.errors():
-            location = [str(part) for part in e.get("loc", ()) if part not in ("body",)]
-            field = ".".join(location)
-            errors.append({"field": field, "reason": _reason(field, e)})
-        noun = "problem" if len(errors) == 1 else "problems"
-        return problem(422, f"invalid request: {len(errors)} {noun}", errors)
+        return invalid_request(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

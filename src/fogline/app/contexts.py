@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+from fogline.access.tenants import AccessService
 from fogline.app.settings import Settings
 from fogline.bus.bridge import MqttBridge, MqttEndpoint, bridge_client_id
 from fogline.bus.connection import Bus, HotStoreSettings
@@ -109,6 +110,10 @@ async def _embedded_backbone(
     await events.start()
     stack.push_async_callback(events.stop)
     return Backbone(settings, db, bus, login, EmbeddedBrokerAuth(nats), nats, oversize)
+
+
+def build_access(b: Backbone) -> AccessService:
+    return AccessService(b.db.tenants)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 
 from fogline import __version__
+from fogline.access.tenants import AccessService
 from fogline.api.app import create_app
 from fogline.api.deps import ApiServices
 from fogline.api.limits import RequestLimits
@@ -30,6 +31,7 @@ from fogline.app.contexts import (
     FleetContext,
     IngestContext,
     ModelsContext,
+    build_access,
     build_fleet,
     build_ingest,
     build_models,
@@ -130,6 +132,7 @@ class _Running:
     """Everything a started platform is made of."""
 
     backbone: Backbone
+    access: AccessService
     ingest: IngestContext
     fleet: FleetContext
     models: ModelsContext
@@ -232,10 +235,11 @@ class Platform:
     async def _build(self, stack: AsyncExitStack, http_socket: socket.socket) -> None:
         backbone = await open_backbone(self.settings, self.subjects, stack)
         self.bootstrap = await asyncio.to_thread(self._bootstrap, backbone.db)
+        access = build_access(backbone)
         ingest = await build_ingest(backbone, stack)
         fleet = build_fleet(backbone)
         models = await build_models(backbone, self._callback_base, stack)
-        self._running = _Running(backbone, ingest, fleet, models)
+        self._running = _Running(backbone, access, ingest, fleet, models)
         await self._serve_http(stack, http_socket)
         # After the API (stopped before it): async models call back on the HTTP address.
         stack.push_async_callback(models.deployments.shutdown)
@@ -247,11 +251,10 @@ class Platform:
     async def _serve_http(self, stack: AsyncExitStack, sock: socket.socket) -> None:
         r, s = self.running, self.settings
         services = ApiServices(
-            tenants=r.backbone.db.tenants,
+            access=r.access,
             assets=r.fleet.assets,
             devices=r.fleet.devices,
             queries=r.ingest.queries,
-            telemetry=r.backbone.db.telemetry,
             intake=r.ingest.intake,
             models=r.models.registry,
             mappings=r.models.mappings,

@@ -15,7 +15,7 @@ from fogline.domain.assets import (
     check_telemetry_definitions,
     resolve_attributes,
 )
-from fogline.domain.errors import InvalidInput, NotFound, Problem
+from fogline.domain.errors import AlreadyExists, InvalidInput, NotFound, Problem
 from fogline.domain.ids import slug_problem
 from fogline.store.assets import AssetStore
 
@@ -29,6 +29,17 @@ class AssetRegistry:
     def __init__(self, store: AssetStore, events: EventPublisher) -> None:
         self.store = store
         self.events = events
+
+    async def create_asset_type(self, asset_type: AssetType) -> None:
+        """A new asset type; one that exists already is left as it is (`put_asset_type`
+        replaces)."""
+        try:
+            await self.get_asset_type(asset_type.tenant, asset_type.id)
+        except NotFound:
+            pass
+        else:
+            raise AlreadyExists(f"asset type {asset_type.id!r} already exists; PUT replaces it")
+        await self.put_asset_type(asset_type)
 
     async def put_asset_type(self, asset_type: AssetType) -> bool:
         problems = []

@@ -85,6 +85,11 @@ class DeviceRegistry:
         await self._changed(device.tenant, device.id, Change.CREATED, credentials=True)
         return DeviceCredentials(device.username, password)
 
+    @property
+    def enforced_by_broker(self) -> bool:
+        """Whether the broker itself refuses a wrong password and another device's topics."""
+        return self.broker.enforced
+
     async def rotate_password(self, tenant: str, device_id: str) -> DeviceCredentials:
         password = secrets.token_urlsafe(24)
         hashed = await asyncio.to_thread(hash_password, password)

@@ -25,6 +25,11 @@ class IntakeReceipt:
     duplicate: bool
     preview: Outcome  # what the historian will make of it, for the caller's benefit
 
+    @property
+    def refused(self) -> bool:
+        """Nothing of it reached the stream (it was too large): it is a dead letter only."""
+        return self.stream_seq == 0
+
 
 class HttpIntake:
     def __init__(

@@ -1,4 +1,5 @@
-"""Reading telemetry back: latest values, raw history, downsampled buckets."""
+"""Reading telemetry back (latest values, raw history, downsampled buckets), and what ingest
+made of it (dead letters, counters per device)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from fogline.domain.assets import AssetType, DType
 from fogline.domain.errors import InvalidInput, Problem
+from fogline.domain.telemetry import DeviceStats, StoredDeadLetter
 from fogline.domain.timeseries import Bucket, check_bucketing
 from fogline.ingest.validation import decode_value
 from fogline.store.assets import AssetStore
@@ -42,6 +44,36 @@ class BucketedSeries:
     name: str
     unit: str | None
     buckets: list[Bucket]
+
+
+@dataclass(frozen=True)
+class DeadLetterPage:
+    letters: list[StoredDeadLetter]
+    by_reason: dict[str, int]  # every dead letter of the tenant, not only this page's
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_reason.values())
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """A tenant's ingest counters: per device, and summed."""
+
+    devices: list[DeviceStats]
+    dead_letters_by_reason: dict[str, int]
+
+    @property
+    def messages(self) -> int:
+        return sum(s.messages_total for s in self.devices)
+
+    @property
+    def values(self) -> int:
+        return sum(s.values_total for s in self.devices)
+
+    @property
+    def dead_letters(self) -> int:
+        return sum(self.dead_letters_by_reason.values())
 
 
 class TelemetryQueries:
@@ -108,3 +140,20 @@ class TelemetryQueries:
             if definition is not None:
                 result.append(BucketedSeries(name, definition.unit, buckets))
         return result
+
+    async def device_stats(self, tenant: str) -> dict[str, DeviceStats]:
+        """The ingest counters of each device that has sent anything, by device id."""
+        stats = await asyncio.to_thread(self.store.device_stats, tenant)
+        return {s.device: s for s in stats}
+
+    async def dead_letters(
+        self, tenant: str, device: str | None, since_ms: int | None, limit: int
+    ) -> DeadLetterPage:
+        letters = await asyncio.to_thread(self.store.dead_letters, tenant, device, since_ms, limit)
+        counts = await asyncio.to_thread(self.store.dead_letter_counts, tenant)
+        return DeadLetterPage(letters, counts)
+
+    async def summary(self, tenant: str) -> IngestSummary:
+        stats = await asyncio.to_thread(self.store.device_stats, tenant)
+        counts = await asyncio.to_thread(self.store.dead_letter_counts, tenant)
+        return IngestSummary(stats, counts)

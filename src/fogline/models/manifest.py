@@ -7,6 +7,7 @@ The shape follows the design guide; field names are the manifest's own camelCase
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fogline.domain.errors import InvalidInput, Problem
 from fogline.domain.ids import slug_problem
+from fogline.domain.models import ModelRecord
 
 REDACTED = "***"
 # ASCII digits only (Python's \d takes any script's); the API schema says the same.
@@ -187,6 +189,15 @@ class Manifest(_Strict):
         if registry:
             registry.pop("password", None)
         return data
+
+
+def shown_manifest(model: ModelRecord) -> dict[str, Any]:
+    """A stored manifest (kept without secrets) as the API shows it: where a registry password
+    is set, a marker says so, never what it is."""
+    manifest = copy.deepcopy(model.manifest)
+    if model.has_registry_password:
+        manifest["manifest"]["model"]["container"]["customRegistry"]["password"] = REDACTED
+    return manifest
 
 
 def parse_manifest(text: str | bytes, caps: LimitCaps | None = None) -> Manifest:

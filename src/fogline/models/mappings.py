@@ -2,28 +2,41 @@
 type (every asset of it, resolved afresh each time, so assets added to or removed from the type
 are in or out without any further step).
 
-Body of `PUT .../mappings`:
-
-    {"assets": ["m1", "m2"],                      # same telemetry names as the columns
-     "asset_types": {"motor": {"inputs": {"temperature": "winding_temp"}}}}
-
-A target given as a list maps each column to the telemetry of the same name; as a mapping,
-`inputs` / `outputs` rename columns, and columns not named keep their own name.
+What `PUT .../mappings` asks for, once the API has read its body (`MappingRequest`): per asset
+and per asset type, the columns to rename (`inputs` / `outputs`: column -> telemetry); columns
+not named read or write the telemetry of their own name. Here: whether those assets, types,
+columns and telemetry exist and fit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from fogline.bus.events import EventPublisher, MappingsChanged
 from fogline.domain.assets import AssetType, DType
 from fogline.domain.errors import InvalidInput, NotFound, Problem
 from fogline.domain.lifecycle import ModelState
-from fogline.domain.models import Mapping, ModelMappings, ModelRecord
+from fogline.domain.models import Mapping, ModelMappings, ModelRecord, TemplateColumn
 from fogline.store.assets import AssetStore
 from fogline.store.models import ModelMappingStore, ModelStore
+
+
+@dataclass(frozen=True)
+class ColumnRenames:
+    """Column -> telemetry, per direction; a column not named keeps its own name."""
+
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MappingRequest:
+    """The mappings asked for: by asset id, and by asset type id."""
+
+    assets: dict[str, ColumnRenames] = field(default_factory=dict)
+    asset_types: dict[str, ColumnRenames] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,9 +64,17 @@ class ModelMappingService:
         self.events = events
 
     async def replace(
-        self, tenant: str, name: str, version: str, body: dict[str, Any]
+        self,
+        tenant: str,
+        name: str,
+        version: str,
+        request: MappingRequest,
+        found: Sequence[Problem] = (),
     ) -> ModelMappings:
-        result = await asyncio.to_thread(self._replace, tenant, name, version, body)
+        """Replace every mapping of the model, or none: `InvalidInput` lists every problem,
+        those of `found` (what the caller already found wrong with the request) with these
+        checks' own, so that one answer tells them all."""
+        result = await asyncio.to_thread(self._replace, tenant, name, version, request, found)
         await self._changed(tenant, name, version, result)
         return result
 
@@ -90,15 +111,20 @@ class ModelMappingService:
             )
         )
 
-    def _replace(self, tenant: str, name: str, version: str, body: dict[str, Any]) -> ModelMappings:
+    def _replace(
+        self,
+        tenant: str,
+        name: str,
+        version: str,
+        request: MappingRequest,
+        found: Sequence[Problem],
+    ) -> ModelMappings:
         model = self.models.get_model(tenant, name, version)
         if model.state is ModelState.REMOVED:
             raise NotFound(f"model {name} version {version} was removed")
-        problems: list[Problem] = []
-        unknown = set(body) - {"assets", "asset_types"}
-        problems += [Problem(k, "unknown key; use 'assets' and 'asset_types'") for k in unknown]
-        assets = self._targets(tenant, model, body.get("assets", []), "assets", problems)
-        types = self._targets(tenant, model, body.get("asset_types", []), "asset_types", problems)
+        problems = list(found)
+        assets = self._targets(tenant, model, request.assets, "assets", problems)
+        types = self._targets(tenant, model, request.asset_types, "asset_types", problems)
         if problems:
             raise InvalidInput.of(problems, "mappings")
         mappings = ModelMappings(tuple(assets), tuple(types))
@@ -109,55 +135,43 @@ class ModelMappingService:
         self,
         tenant: str,
         model: ModelRecord,
-        given: Any,
+        given: dict[str, ColumnRenames],
         key: str,
         problems: list[Problem],
     ) -> list[Mapping]:
-        if isinstance(given, list):
-            given = {target: {} for target in given}
-        if not isinstance(given, dict):
-            problems.append(Problem(key, "must be a list of ids or a mapping of id to columns"))
-            return []
         result: list[Mapping] = []
-        for target, spec in given.items():
+        for target, renames in given.items():
             where = f"{key}.{target}"
-            asset_type = self._type_of(tenant, key, str(target), where, problems)
-            if asset_type is None:
-                continue
-            if not isinstance(spec, dict) or set(spec) - {"inputs", "outputs"}:
-                problems.append(Problem(where, "must be {'inputs': {...}, 'outputs': {...}}"))
-                continue
-            for direction, side in (("input", "inputs"), ("output", "outputs")):
-                renames = spec.get(side) or {}
-                columns = [t for t in model.templates if t.direction == direction]
-                for name in set(renames) - {c.name for c in columns}:
-                    problems.append(
-                        Problem(f"{where}.{side}.{name}", "the model has no such column")
-                    )
-                for column in columns:
-                    telemetry = str(renames.get(column.name, column.name))
-                    definition = asset_type.definition(telemetry)
-                    path = f"{where}.{side}.{column.name}"
-                    if definition is None:
-                        problems.append(
-                            Problem(
-                                path, f"asset type {asset_type.id!r} has no telemetry {telemetry!r}"
-                            )
-                        )
-                        continue
-                    if direction == "output" and column.read_as_string != (
-                        definition.dtype is DType.STRING
-                    ):
-                        wanted = "string" if column.read_as_string else "float, int or bool"
-                        problems.append(
-                            Problem(
-                                path,
-                                f"output {column.name!r} needs a {wanted} telemetry; "
-                                f"{telemetry!r} is {definition.dtype.value}",
-                            )
-                        )
-                        continue
-                    result.append(Mapping(direction, column.name, str(target), telemetry))
+            asset_type = self._type_of(tenant, key, target, where, problems)
+            if asset_type is not None:
+                result += self._columns(model, target, asset_type, renames, where, problems)
+        return result
+
+    def _columns(
+        self,
+        model: ModelRecord,
+        target: str,
+        asset_type: AssetType,
+        renames: ColumnRenames,
+        where: str,
+        problems: list[Problem],
+    ) -> list[Mapping]:
+        """The model's columns bound to the telemetry of `asset_type` that `renames` names."""
+        result: list[Mapping] = []
+        for direction, side, named in (
+            ("input", "inputs", renames.inputs),
+            ("output", "outputs", renames.outputs),
+        ):
+            columns = [t for t in model.templates if t.direction == direction]
+            for name in set(named) - {c.name for c in columns}:
+                problems.append(Problem(f"{where}.{side}.{name}", "the model has no such column"))
+            for column in columns:
+                telemetry = named.get(column.name, column.name)
+                problem = _binding_problem(column, asset_type, telemetry)
+                if problem is not None:
+                    problems.append(Problem(f"{where}.{side}.{column.name}", problem))
+                else:
+                    result.append(Mapping(direction, column.name, target, telemetry))
         return result
 
     def _type_of(
@@ -202,3 +216,18 @@ class ModelMappingService:
                     target[m.column] = m.telemetry
                 resolved[asset.id] = entry
         return [resolved[a] for a in sorted(resolved)]
+
+
+def _binding_problem(column: TemplateColumn, asset_type: AssetType, telemetry: str) -> str | None:
+    """Why `column` cannot be bound to `telemetry` of `asset_type`, or None when it can: the
+    telemetry must exist, and an output must write the kind of value the telemetry holds."""
+    definition = asset_type.definition(telemetry)
+    if definition is None:
+        return f"asset type {asset_type.id!r} has no telemetry {telemetry!r}"
+    if column.direction == "output" and column.read_as_string != (definition.dtype is DType.STRING):
+        wanted = "string" if column.read_as_string else "float, int or bool"
+        return (
+            f"output {column.name!r} needs a {wanted} telemetry; "
+            f"{telemetry!r} is {definition.dtype.value}"
+        )
+    return None

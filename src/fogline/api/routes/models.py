@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Request, Response
-from pydantic import Field
+from fastapi import APIRouter, Path, Request, Response
 
-from fogline.api.deps import ApiServices, SlugPath, key_tenant, services, tenant_scope
+from fogline.api.deps import KeyTenant, ScopedTenant, Services, SlugPath
 from fogline.api.limits import BodyKind, body
 from fogline.api.problems import (
     CONFLICT,
@@ -19,12 +17,19 @@ from fogline.api.problems import (
     problem_responses,
 )
 from fogline.api.routing import FoglineRoute
-from fogline.api.schemas import Strict
+from fogline.api.schemas.models import (
+    DeploymentOut,
+    LibraryEntryOut,
+    MappingsIn,
+    MappingsOut,
+    ModelEventOut,
+    ModelOut,
+    PackageOut,
+    UpdateBody,
+)
 from fogline.domain.errors import InvalidInput, Problem
-from fogline.domain.models import Mapping, ModelEventRecord, ModelMappings, ModelRecord
-from fogline.domain.timeseries import iso_from_ms
 from fogline.library.catalog import CATALOG, library_model
-from fogline.models.manifest import MAX_VERSION_LENGTH, REDACTED, SEMVER_PATTERN
+from fogline.models.manifest import MAX_VERSION_LENGTH, SEMVER_PATTERN
 
 router = APIRouter(tags=["models"], route_class=FoglineRoute)
 
@@ -43,49 +48,17 @@ MANIFEST_BODY = {
 }
 
 
-def model_json(m: ModelRecord) -> dict[str, Any]:
-    manifest = m.manifest
-    if m.has_registry_password:
-        # Show that a password is set, never what it is.
-        manifest["manifest"]["model"]["container"]["customRegistry"]["password"] = REDACTED
-    return {
-        "name": m.name,
-        "version": m.version,
-        "description": m.description,
-        "state": m.state.value,
-        "state_reason": m.state_reason,
-        "inputs": [t.name for t in m.templates if t.direction == "input"],
-        "outputs": [t.name for t in m.templates if t.direction == "output"],
-        "manifest": manifest,
-        "created_at": iso_from_ms(m.created_at),
-        "updated_at": iso_from_ms(m.updated_at),
-    }
-
-
-def event_json(e: ModelEventRecord) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "event": e.event,
-        "from": e.from_state,
-        "to": e.to_state,
-        "reason": e.reason,
-        "at": iso_from_ms(e.at),
-    }
-
-
 @router.post(
     "/tenants/{tenant}/models",
     status_code=201,
     responses={**IN_TENANT, **RAW_BODY, **CONFLICT},
     openapi_extra=MANIFEST_BODY,
 )
-async def submit_model(
-    request: Request, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
-) -> dict[str, Any]:
+async def submit_model(request: Request, tenant: ScopedTenant, svc: Services) -> ModelOut:
     """Submit a manifest as JSON or YAML (`Content-Type: application/json` or
     `application/yaml`). Every problem is reported at once; nothing is stored unless all is
     well. The model starts as a draft."""
-    return model_json(await svc.models.submit(tenant, await request.body()))
+    return ModelOut.of(await svc.models.submit(tenant, await request.body()))
 
 
 @router.post(
@@ -95,71 +68,45 @@ async def submit_model(
     openapi_extra=MANIFEST_BODY,
 )
 async def submit_model_to_key_tenant(
-    request: Request, tenant: str = Depends(key_tenant), svc: ApiServices = Depends(services)
-) -> dict[str, Any]:
+    request: Request, tenant: KeyTenant, svc: Services
+) -> ModelOut:
     """`POST /tenants/{tenant}/models` for the API key's own tenant (or `?tenant=`)."""
-    return model_json(await svc.models.submit(tenant, await request.body()))
+    return ModelOut.of(await svc.models.submit(tenant, await request.body()))
 
 
 @router.get("/models", responses=IN_TENANT)
-async def list_models_of_key_tenant(
-    tenant: str = Depends(key_tenant), svc: ApiServices = Depends(services)
-) -> list[dict[str, Any]]:
+async def list_models_of_key_tenant(tenant: KeyTenant, svc: Services) -> list[ModelOut]:
     """`GET /tenants/{tenant}/models` for the API key's own tenant (or `?tenant=`)."""
-    return [model_json(m) for m in await svc.models.all(tenant)]
+    return [ModelOut.of(m) for m in await svc.models.all(tenant)]
 
 
 @router.get("/tenants/{tenant}/models", responses=IN_TENANT)
-async def list_models(
-    tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
-) -> list[dict[str, Any]]:
-    return [model_json(m) for m in await svc.models.all(tenant)]
+async def list_models(tenant: ScopedTenant, svc: Services) -> list[ModelOut]:
+    return [ModelOut.of(m) for m in await svc.models.all(tenant)]
 
 
 @router.get("/tenants/{tenant}/models/{name}/{version:semver}", responses=IN_TENANT)
 async def get_model(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
-    return model_json(await svc.models.get(tenant, name, version))
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
+) -> ModelOut:
+    return ModelOut.of(await svc.models.get(tenant, name, version))
 
 
 @router.get("/tenants/{tenant}/models/{name}/{version:semver}/events", responses=IN_TENANT)
 async def model_events(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> list[dict[str, Any]]:
-    return [event_json(e) for e in await svc.models.events(tenant, name, version)]
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
+) -> list[ModelEventOut]:
+    return [ModelEventOut.of(e) for e in await svc.models.events(tenant, name, version)]
 
 
 @router.delete(
     "/tenants/{tenant}/models/{name}/{version:semver}", responses={**IN_TENANT, **CONFLICT}
 )
 async def remove_model(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
+) -> ModelOut:
     """Remove a draft model (refused, with the reason, in any other state)."""
-    return model_json(await svc.models.remove(tenant, name, version))
-
-
-def mappings_json(m: ModelMappings) -> dict[str, Any]:
-    def group(items: tuple[Mapping, ...]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for item in items:
-            side = "inputs" if item.direction == "input" else "outputs"
-            result.setdefault(item.target, {"inputs": {}, "outputs": {}})[side][item.column] = (
-                item.telemetry
-            )
-        return result
-
-    return {"assets": group(m.assets), "asset_types": group(m.asset_types)}
+    return ModelOut.of(await svc.models.remove(tenant, name, version))
 
 
 @router.put(
@@ -169,27 +116,24 @@ def mappings_json(m: ModelMappings) -> dict[str, Any]:
 async def replace_mappings(
     name: SlugPath,
     version: VersionPath,
-    body: dict[str, Any],
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
+    body: MappingsIn,
+    tenant: ScopedTenant,
+    svc: Services,
+) -> MappingsOut:
     """Bind inputs and outputs to telemetry of assets and asset types (replaces all)."""
-    mappings = await svc.mappings.replace(tenant, name, version, body)
-    resolved = await svc.mappings.resolve(tenant, name, version)
-    return {**mappings_json(mappings), "resolved": [asdict(r) for r in resolved]}
+    mappings = await svc.mappings.replace(
+        tenant, name, version, body.to_domain(), found=body.unknown_keys()
+    )
+    return MappingsOut.of(mappings, await svc.mappings.resolve(tenant, name, version))
 
 
 @router.get("/tenants/{tenant}/models/{name}/{version:semver}/mappings", responses=IN_TENANT)
 async def get_mappings(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
+) -> MappingsOut:
     """The declared mappings, and `resolved`: every asset fed now, type mappings expanded."""
     mappings = await svc.mappings.get(tenant, name, version)
-    resolved = await svc.mappings.resolve(tenant, name, version)
-    return {**mappings_json(mappings), "resolved": [asdict(r) for r in resolved]}
+    return MappingsOut.of(mappings, await svc.mappings.resolve(tenant, name, version))
 
 
 @router.put(
@@ -207,13 +151,13 @@ async def upload_package(
     name: SlugPath,
     version: VersionPath,
     request: Request,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
+    tenant: ScopedTenant,
+    svc: Services,
+) -> PackageOut:
     """The model's directory as a tar.gz (`application/gzip`): what the local runtime runs.
     Only a draft's package can be replaced; a bad archive leaves the previous one as it was."""
     files = await svc.packages.put(tenant, name, version, await request.body())
-    return {"files": files}
+    return PackageOut(files=files)
 
 
 @router.post(
@@ -222,14 +166,11 @@ async def upload_package(
     responses={**IN_TENANT, **CONFLICT},
 )
 async def deploy_model(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
+) -> ModelOut:
     """Start the deployment saga; the model is `deploying` until it is `active`, or back in
     `draft` with the reason. Follow it with GET .../deployment or .../events."""
-    return model_json(await svc.deployments.deploy(tenant, name, version))
+    return ModelOut.of(await svc.deployments.deploy(tenant, name, version))
 
 
 @router.post(
@@ -238,29 +179,19 @@ async def deploy_model(
     responses={**IN_TENANT, **CONFLICT},
 )
 async def stop_model(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
-    return model_json(await svc.deployments.stop(tenant, name, version))
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
+) -> ModelOut:
+    return ModelOut.of(await svc.deployments.stop(tenant, name, version))
 
 
 @router.post(
     "/tenants/{tenant}/models/{name}/{version:semver}/retire", responses={**IN_TENANT, **CONFLICT}
 )
 async def retire_model(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
+) -> ModelOut:
     """A stopped model back to draft."""
-    return model_json(await svc.deployments.retire(tenant, name, version))
-
-
-class UpdateBody(Strict):
-    to_version: str = Field(max_length=MAX_VERSION_LENGTH, pattern=SEMVER_PATTERN)
+    return ModelOut.of(await svc.deployments.retire(tenant, name, version))
 
 
 @router.post(
@@ -271,23 +202,20 @@ class UpdateBody(Strict):
 async def update_model(
     name: SlugPath,
     body: UpdateBody,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
+    tenant: ScopedTenant,
+    svc: Services,
+) -> ModelOut:
     """Replace the active version of a model by another: deployed beside it, then it takes
     over; the old one keeps running if the new one fails."""
-    return model_json(await svc.deployments.update(tenant, name, body.to_version))
+    return ModelOut.of(await svc.deployments.update(tenant, name, body.to_version))
 
 
 @router.get("/tenants/{tenant}/models/{name}/{version:semver}/deployment", responses=IN_TENANT)
 async def deployment_status(
-    name: SlugPath,
-    version: VersionPath,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
+) -> DeploymentOut:
     """The saga and its steps, the runtime, health, the companion's counters, stale requests."""
-    return await svc.deployments.describe(tenant, name, version)
+    return DeploymentOut.model_validate(await svc.deployments.describe(tenant, name, version))
 
 
 @router.post(
@@ -305,7 +233,7 @@ async def model_callback(
     token: Annotated[str, Path(max_length=200)],
     request_id: Annotated[str, Path(max_length=200)],
     request: Request,
-    svc: ApiServices = Depends(services),
+    svc: Services,
 ) -> Response:
     """Where an asynchronous model sends its answer. The unguessable token in the URL the
     companion gave it is the credential."""
@@ -320,27 +248,15 @@ async def model_callback(
 
 
 @router.get("/library")
-async def list_library() -> list[dict[str, Any]]:
+async def list_library() -> list[LibraryEntryOut]:
     """The ready-made models this platform ships."""
-    return [
-        {
-            "name": m.name,
-            "version": m.manifest["manifest"]["version"],
-            "summary": m.summary,
-            "trigger": m.manifest["manifest"]["trigger"]["type"],
-            "inputs": [c["dataColumnName"] for c in m.manifest["manifest"]["inputs"]],
-            "outputs": [c["dataColumnName"] for c in m.manifest["manifest"]["outputs"]],
-        }
-        for m in CATALOG.values()
-    ]
+    return [LibraryEntryOut.of(m) for m in CATALOG.values()]
 
 
 @router.post(
     "/tenants/{tenant}/library/{name}/import", status_code=201, responses={**IN_TENANT, **CONFLICT}
 )
-async def import_library_model(
-    name: SlugPath, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
-) -> dict[str, Any]:
+async def import_library_model(name: SlugPath, tenant: ScopedTenant, svc: Services) -> ModelOut:
     """Submit a library model into the tenant as a draft, ready to map and deploy."""
     entry = library_model(name)
-    return model_json(await svc.models.submit(tenant, orjson.dumps(entry.manifest)))
+    return ModelOut.of(await svc.models.submit(tenant, orjson.dumps(entry.manifest)))

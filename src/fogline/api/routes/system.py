@@ -2,55 +2,51 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from fogline import __version__
-from fogline.api.deps import ApiServices, api_key, services
+from fogline.api.deps import Caller, Services
 from fogline.api.problems import KEYED, UNAVAILABLE, problem
 from fogline.api.routing import FoglineRoute
-from fogline.domain.access import DEFAULT_TENANT, ApiKey, Role
+from fogline.api.schemas.system import (
+    HealthOut,
+    PlatformOut,
+    ReadyOut,
+    TenantIngestOut,
+    TenantSystemOut,
+)
+from fogline.domain.access import DEFAULT_TENANT, Role
 
 router = APIRouter(tags=["system"], route_class=FoglineRoute)
 
 
 @router.get("/health")
-async def health() -> dict[str, str]:
-    return {"status": "ok", "version": __version__}
+async def health() -> HealthOut:
+    return HealthOut(status="ok", version=__version__)
 
 
-@router.get("/ready", response_model=None, responses={**UNAVAILABLE})
-async def ready(svc: ApiServices = Depends(services)) -> dict[str, Any] | JSONResponse:
+@router.get("/ready", response_model=ReadyOut, responses={**UNAVAILABLE})
+async def ready(svc: Services) -> ReadyOut | JSONResponse:
     """Whether the platform takes telemetry in and stores it (NATS, the database, the
     historian), for load balancers and orchestrators: 200, or 503 as a problem listing why."""
     state = await svc.readiness()
     if not state["ready"]:
         return problem(503, "; ".join(state["problems"]), checks=state["checks"])
-    return {"status": "ready", "checks": state["checks"]}
+    return ReadyOut(status="ready", checks=state["checks"])
 
 
 @router.get("/system", responses={**KEYED, **UNAVAILABLE})
-async def system(
-    key: ApiKey = Depends(api_key), svc: ApiServices = Depends(services)
-) -> dict[str, Any]:
+async def system(key: Caller, svc: Services) -> PlatformOut | TenantSystemOut:
     """An admin key: the whole platform (processes, memory, every counter, the hot store).
     A tenant key: its own tenant's ingest counters, and nothing of the platform or of others."""
     if key.role is Role.ADMIN:
-        return {**svc.system_info(), "hot_store": await svc.hot_store()}
+        return PlatformOut.model_validate({**svc.system_info(), "hot_store": await svc.hot_store()})
     tenant = key.tenant or DEFAULT_TENANT
-    stats = await asyncio.to_thread(svc.telemetry.device_stats, tenant)
-    dead_letters = await asyncio.to_thread(svc.telemetry.dead_letter_counts, tenant)
-    return {
-        "version": __version__,
-        "tenant": tenant,
-        "mqtt": svc.system_info().get("mqtt"),
-        "ingest": {
-            "devices": len(stats),
-            "messages": sum(s.messages_total for s in stats),
-            "values": sum(s.values_total for s in stats),
-            "dead_letters": sum(dead_letters.values()),
-        },
-    }
+    summary = await svc.queries.summary(tenant)
+    return TenantSystemOut(
+        version=__version__,
+        tenant=tenant,
+        mqtt=svc.system_info().get("mqtt"),
+        ingest=TenantIngestOut.of(summary),
+    )

@@ -5,20 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
-from fogline.api.deps import (
-    ApiServices,
-    SlugPath,
-    device_sender,
-    key_still_valid,
-    services,
-    tenant_scope,
-)
+from fogline.api.deps import ScopedTenant, Sender, Services, SlugPath, key_still_valid
 from fogline.api.limits import BodyKind, BodyTooLarge, body
 from fogline.api.problems import (
     IN_TENANT,
@@ -28,9 +21,18 @@ from fogline.api.problems import (
     problem,
 )
 from fogline.api.routing import FoglineRoute
-from fogline.api.schemas import dead_letter_json, device_stats_json
+from fogline.api.schemas.telemetry import (
+    BucketedHistoryOut,
+    BucketedSeriesOut,
+    DeadLettersOut,
+    IngestReceiptOut,
+    IngestStatsOut,
+    LatestOut,
+    RawHistoryOut,
+    RawSeriesOut,
+)
 from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
-from fogline.domain.timeseries import iso_from_ms, now_ms, parse_duration_ms, parse_query_time
+from fogline.domain.timeseries import now_ms, parse_duration_ms, parse_query_time
 from fogline.ingest.queries import MAX_RAW_POINTS
 
 router = APIRouter(tags=["telemetry"], route_class=FoglineRoute, responses=IN_TENANT)
@@ -40,6 +42,8 @@ LIVE_KEY_CHECK_S = 1.0  # how soon a revoked key's live streams end
 
 _TIME_BOUND = "epoch ms, ISO 8601, `now`, or before now like `-15m`; 1970 to the year 9999"
 
+TelemetryKeys = Annotated[str | None, Query(description="comma-separated telemetry names")]
+
 
 def _keys(keys: str | None) -> list[str]:
     return [k.strip() for k in keys.split(",") if k.strip()] if keys else []
@@ -48,7 +52,7 @@ def _keys(keys: str | None) -> list[str]:
 @router.post(
     "/tenants/{tenant}/devices/{device}/telemetry",
     status_code=202,
-    response_model=None,
+    response_model=IngestReceiptOut,
     responses={**RAW_BODY, **UNAVAILABLE},
     openapi_extra={
         "requestBody": {
@@ -63,10 +67,10 @@ def _keys(keys: str | None) -> list[str]:
 @body(BodyKind.TELEMETRY)
 async def ingest(
     request: Request,
-    sender: tuple[str, str] = Depends(device_sender),
-    idempotency_key: str | None = Header(default=None, max_length=200),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any] | JSONResponse:
+    sender: Sender,
+    svc: Services,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> IngestReceiptOut | JSONResponse:
     """Telemetry for devices that cannot speak MQTT: the body is what an MQTT message would
     carry. It joins the same stream; what cannot be stored becomes a dead letter, and a body
     over the size limit is refused (413) as soon as it passes the limit, and dead-lettered."""
@@ -77,88 +81,55 @@ async def ingest(
         receipt = await svc.intake.refuse_too_large(tenant, device, exc.size, exc.limit)
     else:
         receipt = await svc.intake.publish(tenant, device, payload, idempotency_key)
-    rejected = [
-        {
-            "item": d.item,
-            "telemetry": d.telemetry,
-            "reason_code": d.reason_code.value,
-            "reason": d.reason,
-        }
-        for d in receipt.preview.dead_letters
-    ]
-    if receipt.stream_seq == 0:
-        return problem(413, str(rejected[0]["reason"]), rejected=rejected)
-    return {
-        "stream_seq": receipt.stream_seq,
-        "duplicate": receipt.duplicate,
-        "accepted_values": receipt.preview.value_count,
-        "rejected": rejected,
-    }
+    answer = IngestReceiptOut.of(receipt)
+    if receipt.refused:
+        rejected = [r.model_dump(mode="json") for r in answer.rejected]
+        return problem(413, answer.rejected[0].reason, rejected=rejected)
+    return answer
 
 
 @router.get("/tenants/{tenant}/assets/{asset}/telemetry/latest")
 async def latest(
-    asset: SlugPath,
-    keys: str | None = Query(default=None, description="comma-separated telemetry names"),
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
-    points = await svc.queries.latest(tenant, asset, _keys(keys))
-    return {
-        "asset": asset,
-        "values": {
-            name: {"ts": p.ts, "time": iso_from_ms(p.ts), "value": p.value}
-            for name, p in points.items()
-        },
-    }
+    asset: SlugPath, tenant: ScopedTenant, svc: Services, keys: TelemetryKeys = None
+) -> LatestOut:
+    return LatestOut.of(asset, await svc.queries.latest(tenant, asset, _keys(keys)))
 
 
 @router.get("/tenants/{tenant}/assets/{asset}/telemetry/history")
 async def history(
     asset: SlugPath,
-    keys: str | None = Query(default=None, description="comma-separated telemetry names"),
-    start: str = Query(default="-1h", alias="from", max_length=64, description=_TIME_BOUND),
-    end: str = Query(default="now", alias="to", max_length=64, description=_TIME_BOUND),
-    bucket: str | None = Query(
-        default=None, max_length=20, description="downsample into buckets: 10s, 1m, 1h"
-    ),
-    limit: int = Query(
-        default=10_000, ge=1, le=MAX_RAW_POINTS, description="raw points per telemetry at most"
-    ),
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
+    tenant: ScopedTenant,
+    svc: Services,
+    keys: TelemetryKeys = None,
+    start: Annotated[str, Query(alias="from", max_length=64, description=_TIME_BOUND)] = "-1h",
+    end: Annotated[str, Query(alias="to", max_length=64, description=_TIME_BOUND)] = "now",
+    bucket: Annotated[
+        str | None, Query(max_length=20, description="downsample into buckets: 10s, 1m, 1h")
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_RAW_POINTS, description="raw points per telemetry at most")
+    ] = 10_000,
+) -> RawHistoryOut | BucketedHistoryOut:
     now = now_ms()
     start_ms = parse_query_time(start, now, "from")
     end_ms = parse_query_time(end, now, "to")
-    body: dict[str, Any] = {"asset": asset, "from": start_ms, "to": end_ms}
     if bucket is None:
         series = await svc.queries.history(tenant, asset, _keys(keys), start_ms, end_ms, limit)
-        body["series"] = {
-            s.name: {
-                "unit": s.unit,
-                "truncated": s.truncated,
-                "points": [[p.ts, p.value] for p in s.points],
-            }
-            for s in series
-        }
-    else:
-        bucket_ms = parse_duration_ms(bucket, "bucket")
-        bucketed = await svc.queries.downsample(
-            tenant, asset, _keys(keys), start_ms, end_ms, bucket_ms
+        return RawHistoryOut(
+            asset=asset,
+            start=start_ms,
+            end=end_ms,
+            series={s.name: RawSeriesOut.of(s) for s in series},
         )
-        body["bucket_ms"] = bucket_ms
-        body["series"] = {
-            s.name: {
-                "unit": s.unit,
-                "buckets": [
-                    {"ts": b.start_ms, "avg": b.avg, "min": b.min, "max": b.max, "count": b.count}
-                    for b in s.buckets
-                ],
-            }
-            for s in bucketed
-        }
-    return body
+    bucket_ms = parse_duration_ms(bucket, "bucket")
+    bucketed = await svc.queries.downsample(tenant, asset, _keys(keys), start_ms, end_ms, bucket_ms)
+    return BucketedHistoryOut(
+        asset=asset,
+        start=start_ms,
+        end=end_ms,
+        bucket_ms=bucket_ms,
+        series={s.name: BucketedSeriesOut.of(s) for s in bucketed},
+    )
 
 
 @router.get(
@@ -185,10 +156,7 @@ async def history(
     },
 )
 async def live(
-    request: Request,
-    asset: SlugPath,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
+    request: Request, asset: SlugPath, tenant: ScopedTenant, svc: Services
 ) -> EventSourceResponse:
     """Server-Sent Events: one `readings` event per committed message of this asset. The key
     is checked again every second: a revoked one ends the stream with an `error` event."""
@@ -236,34 +204,18 @@ async def live(
 
 @router.get("/tenants/{tenant}/dead-letters")
 async def dead_letters(
-    device: str | None = Query(
-        default=None, min_length=1, max_length=MAX_ID_LENGTH, pattern=SLUG_PATTERN
-    ),
-    since: str | None = Query(default=None, max_length=64, description=_TIME_BOUND),
-    limit: int = Query(default=100, ge=1, le=10_000),
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
-) -> dict[str, Any]:
+    tenant: ScopedTenant,
+    svc: Services,
+    device: Annotated[
+        str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=SLUG_PATTERN)
+    ] = None,
+    since: Annotated[str | None, Query(max_length=64, description=_TIME_BOUND)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> DeadLettersOut:
     since_ms = parse_query_time(since, now_ms(), "since") if since else None
-    letters = await asyncio.to_thread(svc.telemetry.dead_letters, tenant, device, since_ms, limit)
-    counts = await asyncio.to_thread(svc.telemetry.dead_letter_counts, tenant)
-    return {
-        "total": sum(counts.values()),
-        "by_reason": counts,
-        "items": [dead_letter_json(d) for d in letters],
-    }
+    return DeadLettersOut.of(await svc.queries.dead_letters(tenant, device, since_ms, limit))
 
 
 @router.get("/tenants/{tenant}/ingest/stats")
-async def ingest_stats(
-    tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
-) -> dict[str, Any]:
-    stats = await asyncio.to_thread(svc.telemetry.device_stats, tenant)
-    counts = await asyncio.to_thread(svc.telemetry.dead_letter_counts, tenant)
-    return {
-        "messages": sum(s.messages_total for s in stats),
-        "values": sum(s.values_total for s in stats),
-        "dead_letters": sum(counts.values()),
-        "dead_letters_by_reason": counts,
-        "devices": [device_stats_json(s) for s in stats],
-    }
+async def ingest_stats(tenant: ScopedTenant, svc: Services) -> IngestStatsOut:
+    return IngestStatsOut.of(await svc.queries.summary(tenant))

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 
-from fogline.api.deps import ApiServices, api_key, services, tenant_scope
+from fogline.api.deps import Caller, ScopedTenant, Services
 from fogline.api.problems import CONFLICT, IN_TENANT, KEYED, WITH_BODY, problem_responses
 from fogline.api.routing import FoglineRoute
-from fogline.api.schemas import ApiKeyIn, TenantIn, api_key_json
-from fogline.domain.access import ApiKey, Role
-from fogline.domain.ids import require_slug
+from fogline.api.schemas.access import (
+    ApiKeyIn,
+    ApiKeyOut,
+    IssuedKeyOut,
+    NewTenantOut,
+    TenantIn,
+    TenantOut,
+)
 
 router = APIRouter(tags=["tenants"], route_class=FoglineRoute)
 
@@ -25,55 +29,28 @@ KeyIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
     status_code=201,
     responses={**KEYED, **problem_responses(403), **WITH_BODY, **CONFLICT},
 )
-async def create_tenant(
-    body: TenantIn, key: ApiKey = Depends(api_key), svc: ApiServices = Depends(services)
-) -> dict[str, Any]:
+async def create_tenant(body: TenantIn, key: Caller, svc: Services) -> NewTenantOut:
     """Create a tenant (admin only) and its first API key, shown this once."""
-    key.require_admin()
-    tenant = require_slug(body.id, "id")
-    await asyncio.to_thread(svc.tenants.create_tenant, tenant, body.name or tenant)
-    new_key, secret = await asyncio.to_thread(
-        svc.tenants.create_api_key, tenant, f"{tenant} first key", Role.TENANT
-    )
-    return {
-        "id": tenant,
-        "name": body.name or tenant,
-        "api_key": secret,
-        "key": api_key_json(new_key),
-    }
+    return NewTenantOut.of(await svc.access.create_tenant(key, body.id, body.name))
 
 
 @router.get("/tenants", responses=KEYED)
-async def list_tenants(
-    key: ApiKey = Depends(api_key), svc: ApiServices = Depends(services)
-) -> list[dict[str, str]]:
-    tenants = await asyncio.to_thread(svc.tenants.list_tenants)
-    return [
-        {"id": tid, "name": name}
-        for tid, name in tenants
-        if key.role is Role.ADMIN or key.tenant == tid
-    ]
+async def list_tenants(key: Caller, svc: Services) -> list[TenantOut]:
+    """Every tenant for an admin key; its own for a tenant key."""
+    return [TenantOut.of(t) for t in await svc.access.visible_tenants(key)]
 
 
 @router.post("/tenants/{tenant}/api-keys", status_code=201, responses={**IN_TENANT, **WITH_BODY})
-async def create_api_key(
-    body: ApiKeyIn, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
-) -> dict[str, Any]:
-    key, secret = await asyncio.to_thread(
-        svc.tenants.create_api_key, tenant, body.name, Role.TENANT
-    )
-    return {"api_key": secret, "key": api_key_json(key)}
+async def create_api_key(body: ApiKeyIn, tenant: ScopedTenant, svc: Services) -> IssuedKeyOut:
+    """A new key of the tenant; its secret is in this answer and kept nowhere."""
+    return IssuedKeyOut.of(await svc.access.create_api_key(tenant, body.name))
 
 
 @router.get("/tenants/{tenant}/api-keys", responses=IN_TENANT)
-async def list_api_keys(
-    tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
-) -> list[dict[str, Any]]:
-    return [api_key_json(k) for k in await asyncio.to_thread(svc.tenants.list_api_keys, tenant)]
+async def list_api_keys(tenant: ScopedTenant, svc: Services) -> list[ApiKeyOut]:
+    return [ApiKeyOut.of(k) for k in await svc.access.api_keys(tenant)]
 
 
 @router.delete("/tenants/{tenant}/api-keys/{key_id}", status_code=204, responses=IN_TENANT)
-async def revoke_api_key(
-    key_id: KeyIdPath, tenant: str = Depends(tenant_scope), svc: ApiServices = Depends(services)
-) -> None:
-    await asyncio.to_thread(svc.tenants.revoke_api_key, key_id, tenant)
+async def revoke_api_key(key_id: KeyIdPath, tenant: ScopedTenant, svc: Services) -> None:
+    await svc.access.revoke_api_key(tenant, key_id)

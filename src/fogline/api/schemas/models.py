@@ -1,0 +1,252 @@
+"""Models, their mappings and deployments, and the library."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from fogline.api.schemas.common import Out, Strict, Timestamp
+from fogline.domain.errors import Problem
+from fogline.domain.lifecycle import ModelState
+from fogline.domain.models import Mapping, ModelEventRecord, ModelMappings, ModelRecord
+from fogline.domain.timeseries import iso_from_ms
+from fogline.library.catalog import LibraryModel
+from fogline.models.manifest import MAX_VERSION_LENGTH, SEMVER_PATTERN, shown_manifest
+from fogline.models.mappings import ColumnRenames, MappingRequest, ResolvedAsset
+
+# -- models -----------------------------------------------------------------------------------
+
+
+class ModelOut(Out):
+    name: str
+    version: str
+    description: str | None
+    state: ModelState
+    state_reason: str | None
+    inputs: list[str] = Field(description="the manifest's input columns")
+    outputs: list[str] = Field(description="the manifest's output columns")
+    manifest: dict[str, Any] = Field(description="as submitted; a registry password as '***'")
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @classmethod
+    def of(cls, m: ModelRecord) -> ModelOut:
+        return cls(
+            name=m.name,
+            version=m.version,
+            description=m.description,
+            state=m.state,
+            state_reason=m.state_reason,
+            inputs=[t.name for t in m.templates if t.direction == "input"],
+            outputs=[t.name for t in m.templates if t.direction == "output"],
+            manifest=shown_manifest(m),
+            created_at=iso_from_ms(m.created_at),
+            updated_at=iso_from_ms(m.updated_at),
+        )
+
+
+class ModelEventOut(Out):
+    id: int
+    event: str
+    from_state: str | None = Field(serialization_alias="from")
+    to_state: str = Field(serialization_alias="to")
+    reason: str | None
+    at: Timestamp
+
+    @classmethod
+    def of(cls, e: ModelEventRecord) -> ModelEventOut:
+        return cls(
+            id=e.id,
+            event=e.event,
+            from_state=e.from_state,
+            to_state=e.to_state,
+            reason=e.reason,
+            at=iso_from_ms(e.at),
+        )
+
+
+class UpdateBody(Strict):
+    to_version: str = Field(max_length=MAX_VERSION_LENGTH, pattern=SEMVER_PATTERN)
+
+
+class PackageOut(Out):
+    files: list[str] = Field(description="the files of the package, as unpacked")
+
+
+# -- mappings ---------------------------------------------------------------------------------
+
+# The messages are those of every other problem of a mapping body, wherever it is found.
+_TARGETS_RULE = "must be a list of ids or a mapping of id to columns"
+_COLUMNS_RULE = "must be {'inputs': {...}, 'outputs': {...}}"
+_UNKNOWN_KEY = "unknown key; use 'assets' and 'asset_types'"
+
+
+def _as_targets(given: Any) -> Any:
+    """A list of ids is each id with no column renamed."""
+    if isinstance(given, list) and all(isinstance(target, str) for target in given):
+        return {target: {} for target in given}
+    if isinstance(given, dict):
+        return given
+    raise PydanticCustomError("mapping_targets", _TARGETS_RULE)
+
+
+def _as_columns(given: Any) -> Any:
+    if isinstance(given, dict) and set(given) <= {"inputs", "outputs"}:
+        return given
+    raise PydanticCustomError("mapping_columns", _COLUMNS_RULE)
+
+
+class ColumnsIn(Strict):
+    """The model's columns to bind to telemetry of another name: column -> telemetry. A column
+    not named is bound to the telemetry of its own name."""
+
+    inputs: dict[str, str] | None = None
+    outputs: dict[str, str] | None = None
+
+    def to_domain(self) -> ColumnRenames:
+        return ColumnRenames(dict(self.inputs or {}), dict(self.outputs or {}))
+
+
+Columns = Annotated[ColumnsIn, BeforeValidator(_as_columns)]
+Targets = Annotated[
+    dict[str, Columns],
+    BeforeValidator(_as_targets, json_schema_input_type=list[str] | dict[str, ColumnsIn]),
+    Field(
+        description="ids (every column bound to the telemetry of its own name), or ids each "
+        "with the columns bound to telemetry of another name"
+    ),
+]
+
+
+class MappingsIn(BaseModel):
+    """Every mapping of the model (what was there before is replaced), by asset and by asset
+    type; a type's mappings reach every asset of the type, now and later."""
+
+    # A key of its own is not refused here but told with the checks of the models context
+    # (whether the assets, columns and telemetry exist), so that one answer lists every problem.
+    model_config = ConfigDict(
+        extra="allow", strict=True, json_schema_extra={"additionalProperties": False}
+    )
+
+    assets: Targets = Field(default_factory=dict)
+    asset_types: Targets = Field(default_factory=dict)
+
+    def unknown_keys(self) -> list[Problem]:
+        return [Problem(key, _UNKNOWN_KEY) for key in self.model_extra or {}]
+
+    def to_domain(self) -> MappingRequest:
+        return MappingRequest(
+            {target: columns.to_domain() for target, columns in self.assets.items()},
+            {target: columns.to_domain() for target, columns in self.asset_types.items()},
+        )
+
+
+class ColumnsOut(Out):
+    inputs: dict[str, str] = Field(description="column -> telemetry")
+    outputs: dict[str, str] = Field(description="column -> telemetry")
+
+
+class ResolvedAssetOut(Out):
+    asset: str
+    via: str = Field(description="`asset`, or `asset-type:<id>` for a type's mapping")
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+
+    @classmethod
+    def of(cls, r: ResolvedAsset) -> ResolvedAssetOut:
+        return cls(asset=r.asset, via=r.via, inputs=r.inputs, outputs=r.outputs)
+
+
+def _by_target(mappings: tuple[Mapping, ...]) -> dict[str, ColumnsOut]:
+    grouped: dict[str, ColumnsOut] = {}
+    for m in mappings:
+        columns = grouped.setdefault(m.target, ColumnsOut(inputs={}, outputs={}))
+        (columns.inputs if m.direction == "input" else columns.outputs)[m.column] = m.telemetry
+    return grouped
+
+
+class MappingsOut(Out):
+    assets: dict[str, ColumnsOut]
+    asset_types: dict[str, ColumnsOut]
+    resolved: list[ResolvedAssetOut] = Field(
+        description="every asset the model is fed from now, type mappings expanded"
+    )
+
+    @classmethod
+    def of(cls, mappings: ModelMappings, resolved: list[ResolvedAsset]) -> MappingsOut:
+        return cls(
+            assets=_by_target(mappings.assets),
+            asset_types=_by_target(mappings.asset_types),
+            resolved=[ResolvedAssetOut.of(r) for r in resolved],
+        )
+
+
+# -- deployments ------------------------------------------------------------------------------
+
+
+class SagaOut(Out):
+    name: str
+    status: str
+    step: str | None
+    detail: str | None
+
+
+class RuntimeHealthOut(Out):
+    last: str | None = Field(description="`ok`, or why the last check failed")
+    failures: int
+    restarts: int
+
+
+class SagaStepOut(Out):
+    saga: str
+    step: str
+    status: str
+    attempt: int
+    detail: str | None
+    at: int = Field(description="epoch ms")
+
+
+class StaleRequestOut(Out):
+    request_id: str
+    readings: int
+    sent_at: int = Field(description="epoch ms")
+    timed_out_at: int = Field(description="epoch ms")
+
+
+class DeploymentOut(Out):
+    """What `DeploymentManager.describe` tells of a model's deployment."""
+
+    state: ModelState
+    state_reason: str | None
+    saga: SagaOut | None
+    runtime: dict[str, Any] | None = Field(description="where it runs, as its runtime says")
+    health: RuntimeHealthOut | None
+    companion: dict[str, Any] | None = Field(description="the data companion's counters")
+    steps: list[SagaStepOut]
+    stale_requests: list[StaleRequestOut]
+
+
+# -- the library ------------------------------------------------------------------------------
+
+
+class LibraryEntryOut(Out):
+    name: str
+    version: str
+    summary: str
+    trigger: str
+    inputs: list[str]
+    outputs: list[str]
+
+    @classmethod
+    def of(cls, m: LibraryModel) -> LibraryEntryOut:
+        manifest = m.manifest["manifest"]
+        return cls(
+            name=m.name,
+            version=manifest["version"],
+            summary=m.summary,
+            trigger=manifest["trigger"]["type"],
+            inputs=[c["dataColumnName"] for c in manifest["inputs"]],
+            outputs=[c["dataColumnName"] for c in manifest["outputs"]],
+        )

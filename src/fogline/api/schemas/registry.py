@@ -1,0 +1,366 @@
+"""Asset types, assets and devices."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from fogline.api.schemas.common import (
+    DTypeName,
+    Name,
+    Out,
+    Short,
+    Slug,
+    Strict,
+    omitted_when_none,
+)
+from fogline.api.schemas.telemetry import DeviceStatsOut
+from fogline.domain.assets import (
+    Asset,
+    AssetType,
+    AttributeDefinition,
+    DType,
+    Location,
+    TelemetryDefinition,
+)
+from fogline.domain.devices import Device, HardwareProfile
+from fogline.domain.telemetry import DeviceStats
+from fogline.fleet.devices import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    PASSWORD_PATTERN,
+    DeviceCredentials,
+)
+
+Password = Annotated[
+    str,
+    Field(
+        min_length=MIN_PASSWORD_LENGTH,
+        max_length=MAX_PASSWORD_LENGTH,
+        pattern=PASSWORD_PATTERN,
+        description="printable ASCII, 16 to 72 characters (bcrypt reads 72 bytes)",
+    ),
+]
+
+# -- asset types ------------------------------------------------------------------------------
+
+
+class TelemetryDefinitionIn(Strict):
+    name: Slug
+    dtype: DTypeName = "float"
+    unit: str | None = Field(default=None, max_length=32)
+    min: float | None = None
+    max: float | None = None
+    description: str | None = None
+
+    def to_domain(self) -> TelemetryDefinition:
+        return TelemetryDefinition(
+            self.name, DType(self.dtype), self.unit, self.min, self.max, self.description
+        )
+
+
+class AttributeDefinitionIn(Strict):
+    name: Slug
+    dtype: DTypeName = "string"
+    required: bool = False
+    default: Any = None
+    description: str | None = None
+
+    def to_domain(self) -> AttributeDefinition:
+        return AttributeDefinition(
+            self.name, DType(self.dtype), self.required, self.default, self.description
+        )
+
+
+class AssetTypeBody(Strict):
+    name: Name | None = None
+    description: str | None = None
+    telemetry: list[TelemetryDefinitionIn] = Field(default_factory=list)
+    attributes: list[AttributeDefinitionIn] = Field(default_factory=list)
+
+    def to_domain(self, tenant: str, type_id: str) -> AssetType:
+        return AssetType(
+            tenant=tenant,
+            id=type_id,
+            name=self.name or type_id,
+            description=self.description,
+            telemetry=tuple(d.to_domain() for d in self.telemetry),
+            attributes=tuple(d.to_domain() for d in self.attributes),
+        )
+
+
+class AssetTypeIn(AssetTypeBody):
+    id: Slug
+
+
+class TelemetryDefinitionOut(Out):
+    name: str
+    dtype: DTypeName
+    unit: str | None = omitted_when_none()
+    min: float | None = omitted_when_none()
+    max: float | None = omitted_when_none()
+    description: str | None = omitted_when_none()
+
+    @classmethod
+    def of(cls, d: TelemetryDefinition) -> TelemetryDefinitionOut:
+        return cls(
+            name=d.name,
+            dtype=d.dtype.value,
+            unit=d.unit,
+            min=d.min,
+            max=d.max,
+            description=d.description,
+        )
+
+
+class AttributeDefinitionOut(Out):
+    name: str
+    dtype: DTypeName
+    required: bool
+    default: Any
+    description: str | None
+
+    @classmethod
+    def of(cls, d: AttributeDefinition) -> AttributeDefinitionOut:
+        return cls(
+            name=d.name,
+            dtype=d.dtype.value,
+            required=d.required,
+            default=d.default,
+            description=d.description,
+        )
+
+
+class AssetTypeOut(Out):
+    id: str
+    name: str
+    description: str | None
+    telemetry: list[TelemetryDefinitionOut]
+    attributes: list[AttributeDefinitionOut]
+
+    @classmethod
+    def of(cls, t: AssetType) -> AssetTypeOut:
+        return cls(
+            id=t.id,
+            name=t.name,
+            description=t.description,
+            telemetry=[TelemetryDefinitionOut.of(d) for d in t.telemetry],
+            attributes=[AttributeDefinitionOut.of(d) for d in t.attributes],
+        )
+
+
+# -- assets -----------------------------------------------------------------------------------
+
+
+class LocationIn(Strict):
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    altitude: float | None = None
+
+    def to_domain(self) -> Location:
+        return Location(self.latitude, self.longitude, self.altitude)
+
+
+class AssetIn(Strict):
+    id: Slug
+    asset_type: Slug
+    name: Name | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    site: Name | None = None
+    location: LocationIn | None = None
+
+    def to_domain(self, tenant: str) -> Asset:
+        return Asset(
+            tenant=tenant,
+            id=self.id,
+            asset_type=self.asset_type,
+            name=self.name or self.id,
+            attributes=self.attributes,
+            labels=self.labels,
+            site=self.site,
+            location=self.location.to_domain() if self.location else None,
+        )
+
+
+class AssetPatch(Strict):
+    name: Name | None = None
+    attributes: dict[str, Any] | None = None
+    labels: dict[str, str | None] | None = None
+    site: Name | None = None
+    location: LocationIn | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """What `AssetRegistry.update_asset` is to change: name, attributes and labels when
+        given a value; site and location when given at all (null clears them)."""
+        changes: dict[str, Any] = {
+            "name": self.name,
+            "attributes": self.attributes,
+            "labels": self.labels,
+        }
+        given = self.model_fields_set
+        if "site" in given:
+            changes["site"] = self.site
+        if "location" in given:
+            changes["location"] = self.location.to_domain() if self.location else None
+        return changes
+
+
+class LocationOut(Out):
+    latitude: float
+    longitude: float
+    altitude: float | None
+
+
+class AssetOut(Out):
+    id: str
+    asset_type: str
+    name: str
+    attributes: dict[str, Any]
+    labels: dict[str, str]
+    site: str | None
+    location: LocationOut | None
+
+    @classmethod
+    def of(cls, a: Asset) -> AssetOut:
+        location = a.location
+        return cls(
+            id=a.id,
+            asset_type=a.asset_type,
+            name=a.name,
+            attributes=a.attributes,
+            labels=a.labels,
+            site=a.site,
+            location=None
+            if location is None
+            else LocationOut(
+                latitude=location.latitude,
+                longitude=location.longitude,
+                altitude=location.altitude,
+            ),
+        )
+
+
+# -- devices ----------------------------------------------------------------------------------
+
+
+class HardwareIn(Strict):
+    cpu: Short | None = None
+    cpu_cores: int | None = Field(default=None, ge=1, le=1_000_000)
+    memory_mb: int | None = Field(default=None, ge=1, le=2**53)
+    accelerator: Short | None = None
+    connectivity: Short | None = None
+    power_source: Short | None = None
+
+    def to_domain(self) -> HardwareProfile:
+        return HardwareProfile(**self.model_dump())
+
+
+class DeviceIn(Strict):
+    id: Slug
+    name: Name | None = None
+    hardware: HardwareIn = Field(default_factory=HardwareIn)
+    firmware: Short | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    password: Password | None = Field(default=None, description="default: one is generated")
+
+    def to_domain(self, tenant: str) -> Device:
+        return Device(
+            tenant=tenant,
+            id=self.id,
+            name=self.name or self.id,
+            hardware=self.hardware.to_domain(),
+            firmware=self.firmware,
+            labels=self.labels,
+        )
+
+
+class DevicePatch(Strict):
+    name: Name | None = None
+    firmware: Short | None = None
+    labels: dict[str, str | None] | None = None
+    hardware: HardwareIn | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """What `DeviceRegistry.update` is to change; of the hardware, only what was given."""
+        hardware = self.hardware.model_dump(exclude_unset=True) if self.hardware else None
+        return {
+            "name": self.name,
+            "firmware": self.firmware,
+            "labels": self.labels,
+            "hardware": hardware,
+        }
+
+
+class HardwareOut(Out):
+    """What is known of the device's hardware: what is not known is left out."""
+
+    cpu: str | None = omitted_when_none()
+    cpu_cores: int | None = omitted_when_none()
+    memory_mb: int | None = omitted_when_none()
+    accelerator: str | None = omitted_when_none()
+    connectivity: str | None = omitted_when_none()
+    power_source: str | None = omitted_when_none()
+
+    @classmethod
+    def of(cls, h: HardwareProfile) -> HardwareOut:
+        return cls(
+            cpu=h.cpu,
+            cpu_cores=h.cpu_cores,
+            memory_mb=h.memory_mb,
+            accelerator=h.accelerator,
+            connectivity=h.connectivity,
+            power_source=h.power_source,
+        )
+
+
+class DeviceOut(Out):
+    id: str
+    name: str
+    hardware: HardwareOut
+    firmware: str | None
+    labels: dict[str, str]
+    mqtt_username: str
+    stats: DeviceStatsOut | None = omitted_when_none(
+        "its ingest counters, once it has sent anything (in reads only)"
+    )
+
+    @classmethod
+    def of(cls, d: Device, stats: DeviceStats | None = None) -> DeviceOut:
+        return cls(
+            id=d.id,
+            name=d.name,
+            hardware=HardwareOut.of(d.hardware),
+            firmware=d.firmware,
+            labels=d.labels,
+            mqtt_username=d.username,
+            stats=DeviceStatsOut.of(stats) if stats is not None else None,
+        )
+
+
+class CredentialsOut(Out):
+    """A device's MQTT login: the password is shown in this answer and kept nowhere."""
+
+    username: str
+    password: str
+
+    @classmethod
+    def of(cls, creds: DeviceCredentials) -> CredentialsOut:
+        return cls(username=creds.username, password=creds.password)
+
+
+class ConnectionOut(CredentialsOut):
+    mqtt: str | None = Field(description="the MQTT URL devices connect to")
+    topic: str = Field(description="the MQTT topic the device publishes its telemetry to")
+    enforced_by_broker: bool = Field(
+        description="whether the broker itself refuses other logins and other topics"
+    )
+
+
+class NewDeviceOut(DeviceOut):
+    credentials: ConnectionOut
+
+    @classmethod
+    def created(cls, device: Device, connection: ConnectionOut) -> NewDeviceOut:
+        return cls(**dict(DeviceOut.of(device)), credentials=connection)

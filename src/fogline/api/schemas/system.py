@@ -1,0 +1,80 @@
+"""Health, readiness and the platform's own state."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from fogline.api.schemas.common import Out
+from fogline.ingest.queries import IngestSummary
+
+
+class HealthOut(Out):
+    status: Literal["ok"]
+    version: str
+
+
+class ReadyOut(Out):
+    status: Literal["ready"]
+    checks: dict[str, Any] = Field(
+        description="each check (nats, database, historian) and its state"
+    )
+
+
+class BridgeOut(Out):
+    forwarded: int
+    refused: int
+    too_large: int
+
+
+class PlatformOut(Out):
+    """The whole platform, for an admin key: its processes, memory and counters."""
+
+    # What the composition root adds to its report later is passed on as it is.
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    pid: int
+    uptime_s: float
+    rss_mb: float | None
+    http: str | None
+    mqtt: str | None
+    nats: str | None
+    nats_pid: int | None
+    nats_rss_mb: float | None
+    historian_pid: int | None
+    historian_rss_mb: float | None
+    historian_restarts: int
+    database: str | None
+    device_auth_enforced: bool
+    bridge: BridgeOut | None = Field(description="the MQTT bridge's counters, when there is one")
+    mqtt_over_limit_reported: int
+    historian: dict[str, Any] | None = Field(description="the historian's counters")
+    historian_health: dict[str, Any] | None
+    hot_store: dict[str, Any] = Field(description="the telemetry stream, as JetStream sees it")
+
+
+class TenantIngestOut(Out):
+    devices: int
+    messages: int
+    values: int
+    dead_letters: int
+
+    @classmethod
+    def of(cls, summary: IngestSummary) -> TenantIngestOut:
+        return cls(
+            devices=len(summary.devices),
+            messages=summary.messages,
+            values=summary.values,
+            dead_letters=summary.dead_letters,
+        )
+
+
+class TenantSystemOut(Out):
+    """A tenant's own view, for a tenant key: its ingest counters, nothing of the platform."""
+
+    version: str
+    tenant: str
+    mqtt: str | None
+    ingest: TenantIngestOut

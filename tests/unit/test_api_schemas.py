@@ -1,0 +1,62 @@
+"""The API's schemas on their own: every route documents what it answers, and a mapping body
+is read into what the models context checks, with the same messages as before it was typed."""
+
+from typing import Any, cast
+
+import pytest
+from pydantic import ValidationError
+
+from fogline.api.app import create_app
+from fogline.api.schemas.models import MappingsIn
+from fogline.domain.errors import Problem
+from fogline.models.mappings import ColumnRenames, MappingRequest
+
+
+def test_every_answer_with_a_body_has_a_schema() -> None:
+    schema = create_app(cast(Any, None)).openapi()
+    undocumented = []
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if not status.startswith("2") or status == "204":
+                    continue
+                for media, content in response.get("content", {}).items():
+                    if not (content.get("schema") or content.get("itemSchema")):
+                        undocumented.append(f"{method.upper()} {path} {status} {media}")
+    assert undocumented == []
+
+
+def test_a_list_of_ids_maps_every_column_by_its_own_name() -> None:
+    body = MappingsIn.model_validate(
+        {"assets": {"m1": {"inputs": {"temperature": "winding_temp"}}}, "asset_types": ["motor"]}
+    )
+    assert body.to_domain() == MappingRequest(
+        assets={"m1": ColumnRenames(inputs={"temperature": "winding_temp"})},
+        asset_types={"motor": ColumnRenames()},
+    )
+    assert body.unknown_keys() == []
+
+
+def test_an_unknown_key_is_left_for_the_models_context_to_tell_with_its_own_problems() -> None:
+    body = MappingsIn.model_validate({"assets": ["m1"], "extra": 1})
+    assert body.unknown_keys() == [Problem("extra", "unknown key; use 'assets' and 'asset_types'")]
+
+
+@pytest.mark.parametrize(
+    ("given", "where", "reason"),
+    [
+        ({"assets": 5}, ("assets",), "must be a list of ids or a mapping of id to columns"),
+        ({"asset_types": None}, ("asset_types",), "must be a list of ids or a mapping"),
+        ({"assets": {"m1": {"foo": {}}}}, ("assets", "m1"), "must be {'inputs': {...}, 'outputs'"),
+        ({"assets": {"m1": None}}, ("assets", "m1"), "must be {'inputs': {...}, 'outputs'"),
+        ({"assets": {"m1": {"inputs": {"t": 5}}}}, ("assets", "m1", "inputs", "t"), "string"),
+    ],
+)
+def test_a_body_of_the_wrong_shape_says_where_and_why(
+    given: dict[str, Any], where: tuple[str, ...], reason: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        MappingsIn.model_validate(given)
+    [error] = caught.value.errors()
+    assert error["loc"] == where
+    assert reason in error["msg"]
