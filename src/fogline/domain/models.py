@@ -5,14 +5,22 @@ store reads and writes them, the models context decides what happens to them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from fogline.domain.lifecycle import ModelState
 
 
+class Direction(StrEnum):
+    """Which side of a model a template column is on: fed to it, or written back by it."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+
+
 @dataclass(frozen=True)
 class TemplateColumn:
-    direction: str  # "input" | "output"
+    direction: Direction
     name: str
     read_as_string: bool
 
@@ -54,7 +62,7 @@ class ModelEventRecord:
 class Mapping:
     """One template column bound to one telemetry, of an asset or of every asset of a type."""
 
-    direction: str
+    direction: Direction
     column: str
     target: str  # asset id or asset type id
     telemetry: str

@@ -154,6 +154,8 @@ class TelemetryQueries:
         return DeadLetterPage(letters, counts)
 
     async def summary(self, tenant: str) -> IngestSummary:
-        stats = await asyncio.to_thread(self.store.device_stats, tenant)
+        # Dead letters first: the historian commits them with the device counters in one
+        # transaction, so counters read after them include at least what they counted.
         counts = await asyncio.to_thread(self.store.dead_letter_counts, tenant)
+        stats = await asyncio.to_thread(self.store.device_stats, tenant)
         return IngestSummary(stats, counts)

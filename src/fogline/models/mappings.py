@@ -18,7 +18,7 @@ from fogline.bus.events import EventPublisher, MappingsChanged
 from fogline.domain.assets import AssetType, DType
 from fogline.domain.errors import InvalidInput, NotFound, Problem
 from fogline.domain.lifecycle import ModelState
-from fogline.domain.models import Mapping, ModelMappings, ModelRecord, TemplateColumn
+from fogline.domain.models import Direction, Mapping, ModelMappings, ModelRecord, TemplateColumn
 from fogline.store.assets import AssetStore
 from fogline.store.models import ModelMappingStore, ModelStore
 
@@ -159,8 +159,8 @@ class ModelMappingService:
         """The model's columns bound to the telemetry of `asset_type` that `renames` names."""
         result: list[Mapping] = []
         for direction, side, named in (
-            ("input", "inputs", renames.inputs),
-            ("output", "outputs", renames.outputs),
+            (Direction.INPUT, "inputs", renames.inputs),
+            (Direction.OUTPUT, "outputs", renames.outputs),
         ):
             columns = [t for t in model.templates if t.direction == direction]
             for name in set(named) - {c.name for c in columns}:
@@ -202,7 +202,9 @@ class ModelMappingService:
         resolved: dict[str, ResolvedAsset] = {}
         for m in mappings.assets:
             entry = resolved.setdefault(m.target, ResolvedAsset(m.target, "asset", {}, {}))
-            (entry.inputs if m.direction == "input" else entry.outputs)[m.column] = m.telemetry
+            (entry.inputs if m.direction is Direction.INPUT else entry.outputs)[m.column] = (
+                m.telemetry
+            )
         by_type: dict[str, list[Mapping]] = {}
         for m in mappings.asset_types:
             by_type.setdefault(m.target, []).append(m)
@@ -212,7 +214,7 @@ class ModelMappingService:
                     continue
                 entry = ResolvedAsset(asset.id, f"asset-type:{type_id}", {}, {})
                 for m in type_mappings:
-                    target = entry.inputs if m.direction == "input" else entry.outputs
+                    target = entry.inputs if m.direction is Direction.INPUT else entry.outputs
                     target[m.column] = m.telemetry
                 resolved[asset.id] = entry
         return [resolved[a] for a in sorted(resolved)]
@@ -224,7 +226,9 @@ def _binding_problem(column: TemplateColumn, asset_type: AssetType, telemetry: s
     definition = asset_type.definition(telemetry)
     if definition is None:
         return f"asset type {asset_type.id!r} has no telemetry {telemetry!r}"
-    if column.direction == "output" and column.read_as_string != (definition.dtype is DType.STRING):
+    if column.direction is Direction.OUTPUT and column.read_as_string != (
+        definition.dtype is DType.STRING
+    ):
         wanted = "string" if column.read_as_string else "float, int or bool"
         return (
             f"output {column.name!r} needs a {wanted} telemetry; "

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from fogline.domain.lifecycle import ModelEvent
 from fogline.domain.models import (
+    Direction,
     ModelEventRecord,
     ModelRecord,
     RegistryCredentials,
@@ -23,9 +24,9 @@ log = logging.getLogger(__name__)
 
 def templates_of(manifest: Manifest) -> list[TemplateColumn]:
     m = manifest.manifest
-    return [TemplateColumn("input", c.data_column_name, c.read_as_string) for c in m.inputs] + [
-        TemplateColumn("output", c.data_column_name, c.read_as_string) for c in m.outputs
-    ]
+    return [
+        TemplateColumn(Direction.INPUT, c.data_column_name, c.read_as_string) for c in m.inputs
+    ] + [TemplateColumn(Direction.OUTPUT, c.data_column_name, c.read_as_string) for c in m.outputs]
 
 
 Cleanup = Callable[[str, str, str], Awaitable[None]]

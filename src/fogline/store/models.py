@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from fogline.domain.errors import AlreadyExists, Conflict, NotFound
 from fogline.domain.lifecycle import ModelEvent, ModelState, next_state
 from fogline.domain.models import (
+    Direction,
     Mapping,
     ModelEventRecord,
     ModelMappings,
@@ -208,7 +209,7 @@ class SqlModelStore:
     def _record_of(self, conn: Connection, row: Row[Any]) -> ModelRecord:
         t = s.template_mappings
         templates = tuple(
-            TemplateColumn(r.direction, r.data_column_name, bool(r.read_as_string))
+            TemplateColumn(Direction(r.direction), r.data_column_name, bool(r.read_as_string))
             for r in conn.execute(
                 select(t).where(t.c.model_id == row.id).order_by(t.c.direction, t.c.position)
             )
@@ -289,5 +290,5 @@ class SqlModelMappings:
                     .where(table.c.model_id == model_id)
                     .order_by(target, t.c.direction, t.c.position)
                 )
-                result[key] = [Mapping(r[0], r[1], r[2], r[3]) for r in rows]
+                result[key] = [Mapping(Direction(r[0]), r[1], r[2], r[3]) for r in rows]
         return ModelMappings(tuple(result["assets"]), tuple(result["asset_types"]))

@@ -10,29 +10,19 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Header, Query, Request
 from sse_starlette.sse import EventSourceResponse
 
-from fogline.api.deps import ApiServices, key_still_valid, services, tenant_scope
+from fogline.api.deps import ScopedTenant, Services, key_still_valid
 from fogline.api.problems import IN_TENANT, STATUS_OF_KIND, UNAVAILABLE, problem
 from fogline.api.routing import FoglineRoute
-from fogline.bus.events import EventType, PlatformEvent, StoredEvent
+from fogline.api.schemas.events import EventPage, StoredEventOut
+from fogline.bus.events import EventType, StoredEvent
 
 router = APIRouter(tags=["events"], route_class=FoglineRoute, responses=IN_TENANT)
 
 KEY_CHECK_S = 1.0  # how soon a revoked key's event stream ends
 FOLLOW_QUEUE_LIMIT = 1000
-
-
-class StoredEventOut(BaseModel):
-    seq: int = Field(description="the event's place in the stream; resume after it")
-    event: PlatformEvent
-
-
-class EventPage(BaseModel):
-    events: list[StoredEventOut]
-    last_seq: int = Field(description="pass as `after` for the next page (0 when none came)")
 
 
 AfterSeq = Annotated[int, Query(ge=0, description="only events after this sequence")]
@@ -41,11 +31,11 @@ EventTypes = Annotated[list[EventType] | None, Query(alias="type", description="
 
 @router.get("/tenants/{tenant}/events", response_model=EventPage, responses=UNAVAILABLE)
 async def list_events(
+    tenant: ScopedTenant,
+    svc: Services,
     after: AfterSeq = 0,
     event_types: EventTypes = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
 ) -> EventPage:
     """The tenant's events after a sequence, oldest first."""
     stored = await svc.bus.read_events(after, tenant, event_types, limit)
@@ -83,11 +73,11 @@ async def list_events(
 )
 async def follow_events(
     request: Request,
+    tenant: ScopedTenant,
+    svc: Services,
     after: AfterSeq = 0,
     event_types: EventTypes = None,
     last_event_id: Annotated[int | None, Header(ge=0)] = None,
-    tenant: str = Depends(tenant_scope),
-    svc: ApiServices = Depends(services),
 ) -> EventSourceResponse:
     """Stored events after `after` (or the `Last-Event-ID` header), then new ones as they
     happen. The key is checked again every second: a revoked one ends the stream."""

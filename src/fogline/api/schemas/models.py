@@ -10,7 +10,13 @@ from pydantic_core import PydanticCustomError
 from fogline.api.schemas.common import Out, Strict, Timestamp
 from fogline.domain.errors import Problem
 from fogline.domain.lifecycle import ModelState
-from fogline.domain.models import Mapping, ModelEventRecord, ModelMappings, ModelRecord
+from fogline.domain.models import (
+    Direction,
+    Mapping,
+    ModelEventRecord,
+    ModelMappings,
+    ModelRecord,
+)
 from fogline.domain.timeseries import iso_from_ms
 from fogline.library.catalog import LibraryModel
 from fogline.models.manifest import MAX_VERSION_LENGTH, SEMVER_PATTERN, shown_manifest
@@ -39,8 +45,8 @@ class ModelOut(Out):
             description=m.description,
             state=m.state,
             state_reason=m.state_reason,
-            inputs=[t.name for t in m.templates if t.direction == "input"],
-            outputs=[t.name for t in m.templates if t.direction == "output"],
+            inputs=[t.name for t in m.templates if t.direction is Direction.INPUT],
+            outputs=[t.name for t in m.templates if t.direction is Direction.OUTPUT],
             manifest=shown_manifest(m),
             created_at=iso_from_ms(m.created_at),
             updated_at=iso_from_ms(m.updated_at),
@@ -163,7 +169,9 @@ def _by_target(mappings: tuple[Mapping, ...]) -> dict[str, ColumnsOut]:
     grouped: dict[str, ColumnsOut] = {}
     for m in mappings:
         columns = grouped.setdefault(m.target, ColumnsOut(inputs={}, outputs={}))
-        (columns.inputs if m.direction == "input" else columns.outputs)[m.column] = m.telemetry
+        (columns.inputs if m.direction is Direction.INPUT else columns.outputs)[m.column] = (
+            m.telemetry
+        )
     return grouped
 
 
