@@ -335,6 +335,7 @@ class Platform:
         return DeploymentManager(
             db.models,
             db.deployments,
+            db.sagas,
             db.telemetry,
             mappings,
             bus,
