@@ -57,6 +57,7 @@ from fogline.models.runtimes.local import LocalRuntime, LocalRuntimeSettings
 from fogline.models.runtimes.sandbox import SandboxSettings
 from fogline.models.transport import AmqpConnections
 from fogline.procs import rss_mb
+from fogline.retry import wait_until
 from fogline.store.database import Database
 from fogline.store.secrets import SecretBox
 
@@ -313,14 +314,16 @@ class Platform:
         self._http = _Server(config)
         assert self._http_socket is not None
         self._http_task = asyncio.create_task(self._http.serve(sockets=[self._http_socket]))
-        deadline = time.monotonic() + 10
-        while not self._http.started:
-            if self._http_task.done():
-                self._http_task.result()
+        http, serving = self._http, self._http_task
+
+        async def http_started() -> bool:
+            if serving.done():
+                serving.result()
                 raise ConfigurationError("the HTTP server stopped while starting")
-            if time.monotonic() > deadline:
-                raise ConfigurationError("the HTTP server did not start in 10s")
-            await asyncio.sleep(0.02)
+            return bool(http.started)
+
+        if not await wait_until(http_started, 10, interval_s=0.02):
+            raise ConfigurationError("the HTTP server did not start in 10s")
         # Only now: async models call back on the HTTP address.
         await self.deployments.recover()
         log.info(
@@ -429,17 +432,19 @@ class Platform:
     async def hot_store_state(self) -> dict[str, Any]:
         """The telemetry stream as JetStream sees it."""
         assert self.bus is not None
-        deadline = time.monotonic() + 3.0
-        while True:
+        bus = self.bus
+
+        async def stream_info() -> Any:
             try:
-                info = await self.bus.js.stream_info(self.subjects.telemetry_stream)
-                break
+                return await bus.js.stream_info(self.subjects.telemetry_stream)
             except ServiceUnavailableError:
                 # JetStream's API is away while a reload re-applies accounts (a device was
                 # added): see EmbeddedNats.reload. Say so rather than fail the whole answer.
-                if time.monotonic() > deadline:
-                    return {"stream": self.subjects.telemetry_stream, "unavailable": True}
-                await asyncio.sleep(0.1)
+                return None
+
+        info = await wait_until(stream_info, 3.0, interval_s=0.1)
+        if info is None:
+            return {"stream": self.subjects.telemetry_stream, "unavailable": True}
         return {
             "stream": info.config.name,
             "messages": info.state.messages,
