@@ -233,3 +233,37 @@ def test_a_saga_killed_mid_step_resumes_where_it_stopped(
     record = db.sagas.get(worker.KEY)
     assert record is not None and (record.run, record.status) == (1, SagaStatus.DONE)
     assert db.sagas.unfinished("test") == []
+
+
+async def test_a_saga_interrupted_while_undoing_goes_on_undoing(
+    db: Database, journal: Journal
+) -> None:
+    release = journal.directory / "hold.release"
+
+    async def slow_undo(j: Journal) -> None:
+        j.write("undo-a")
+        await worker.hold(j)  # blocks until released
+
+    saga = Saga(
+        "undone",
+        (Step("a", writes("a").run, slow_undo), fails("b", Unavailable("no"))),
+    )
+    engine = SagaEngine(db.sagas, fast(attempts=1))
+    task = asyncio.create_task(engine.run(KEY, "acme", saga, journal))
+    await async_wait_for(lambda: "hold" in journal.lines(), 10, "the compensation to block")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    record = db.sagas.get(KEY)
+    assert record is not None
+    assert (record.status, record.detail) == (
+        SagaStatus.COMPENSATING,
+        "b failed after 1 attempts: no",
+    )
+    release.touch()
+    failure = await engine.resume(KEY, "acme", saga, journal, Resume.FROM_STEP)
+    assert failure is not None and failure.reason == "b failed after 1 attempts: no"
+    assert journal.lines() == ["a", "b", "undo-a", "hold", "undo-a", "hold"]  # b never again
+    assert steps_of(db)[-1] == ("a", St.COMPENSATED, 1)
+    record = db.sagas.get(KEY)
+    assert record is not None and record.status is SagaStatus.FAILED

@@ -138,16 +138,14 @@ class SagaEngine:
         that name, FROM_START and FROM_STEP run a new one and COMPENSATE has nothing to undo.
         `reason` is why the interrupted attempt failed, or why the compensated saga did."""
         record = await self.get(key)
-        interrupted = record is not None and record.unfinished and record.name == saga.name
+        resumable = record is not None and record.unfinished and record.name == saga.name
         if how is Resume.COMPENSATE:
             failure = SagaFailed((record.step if record else None) or "", reason)
-            if record is not None and interrupted:
+            if record is not None and resumable:
                 await self._compensate(await self._reload(record), saga, context, failure)
             return failure
-        where = f"{record.name if record else saga.name} interrupted at "
-        where += f"{record.step if record else '?'}"
-        await self.note(key, tenant, SagaName.RECOVER, "resume", StepStatus.STARTED, 1, where)
-        if how is Resume.FROM_START or record is None or not interrupted:
+        await self._note_resume(key, tenant, saga, record)
+        if how is Resume.FROM_START or record is None or not resumable:
             return await self.run(key, tenant, saga, context)
         run = await self._reload(record)
         if run.status is SagaStatus.COMPENSATING:  # half undone: it can only go on undoing
@@ -155,6 +153,15 @@ class SagaEngine:
             await self._compensate(run, saga, context, failure)
             return failure
         return await self._go_on(run, saga, context, reason)
+
+    async def _note_resume(
+        self, key: SagaKey, tenant: str, saga: Saga[C], record: SagaRecord | None
+    ) -> None:
+        if record is not None and record.name == saga.name:
+            where = f"{saga.name} interrupted at {record.step}"
+        else:  # its owner moved on before the saga began
+            where = f"{saga.name} interrupted before its first step"
+        await self.note(key, tenant, SagaName.RECOVER, "resume", StepStatus.STARTED, 1, where)
 
     async def _go_on(
         self, run: _Run, saga: Saga[C], context: C, interrupted: str = INTERRUPTED
@@ -197,6 +204,8 @@ class SagaEngine:
                         raise
         except policy.retry_on as exc:
             error = self._describe(exc)
+            # The policy's attempts, even when the error was never retried: the reason users
+            # have always read.
             return SagaFailed(
                 step.name, f"{step.name} failed after {policy.attempts} attempts: {error}"
             )
@@ -219,7 +228,7 @@ class SagaEngine:
             if step.compensate is not None and run.steps.get(step.name) is StepStatus.DONE
         ]
         if undo and run.status is not SagaStatus.COMPENSATING:
-            await self._set_status(run, SagaStatus.COMPENSATING)
+            await self._set_status(run, SagaStatus.COMPENSATING, failure.reason)
         for step in undo:
             assert step.compensate is not None
             try:
