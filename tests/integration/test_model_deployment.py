@@ -444,3 +444,75 @@ async def test_a_model_with_requirements_gets_its_own_virtualenv(platform: Any, 
     now = int(time.time() * 1000)
     await k.send(api, "s1", now, 21.5)
     assert await outputs_of(api, "s1", "level") == [[now, "t = 21.5"]]
+
+
+async def test_a_restart_goes_on_with_each_interrupted_saga(platform: Any, api: Api) -> None:
+    """What a killed platform leaves half done (written here as it would have) goes on through
+    the saga engine: a stop goes on from its step, the old version of an update whose new one
+    had taken over is stopped, and the new version of an update cut short is undone."""
+    from fogline.domain.lifecycle import ModelEvent as E
+    from fogline.domain.sagas import SagaKey, SagaStatus, StepStatus
+
+    db = platform.db
+    versions = {}
+    for name, events in {
+        "halted": [E.DEPLOY, E.DEPLOYED, E.STOP],
+        "replaced": [E.DEPLOY, E.DEPLOYED, E.UPDATE],
+        "cut": [E.DEPLOY],
+    }.items():
+        await k.submit(api, k.manifest(name), {"model.py": k.DOUBLER})
+        for event in events:
+            versions[name] = db.models.transition("default", name, "1.0.0", event)
+
+    def interrupted(name: str, saga: str, steps: list[tuple[str, StepStatus]]) -> SagaKey:
+        key = SagaKey("model", str(versions[name].id))
+        run = db.sagas.begin(key, "default", saga)
+        for step, status in steps:
+            db.sagas.record(key, "default", run, saga, step, status, 1, None)
+        return key
+
+    started, done = StepStatus.STARTED, StepStatus.DONE
+    halted = interrupted(
+        "halted",
+        "stop",
+        [("stop-companion", started), ("stop-companion", done), ("stop-model", started)],
+    )
+    replaced = interrupted("replaced", "update", [("stop-companion", started)])
+    cut = interrupted(
+        "cut",
+        "update",
+        [
+            ("provision", started),
+            ("provision", done),
+            ("start-model", started),
+            ("start-model", done),
+        ],
+    )
+    await platform.deployments.recover()
+
+    await k.wait_state(api, "halted", "stopped")
+    assert [(s.step, s.status, s.attempt) for s in db.sagas.steps(halted)][3:] == [
+        ("resume", started, 1),  # kept beside the saga
+        ("stop-model", StepStatus.FAILED, 1),  # the attempt the restart cut short
+        ("stop-model", started, 2),
+        ("stop-model", done, 2),
+        ("mark-stopped", started, 1),
+        ("mark-stopped", done, 1),
+    ]
+    model = (await api.http.get("/tenants/default/models/halted/1.0.0")).json()
+    assert model["state_reason"] == "stop finished after a restart"
+
+    await k.wait_state(api, "replaced", "stopped")
+    events = (await api.http.get("/tenants/default/models/replaced/1.0.0/events")).json()
+    assert events[-1]["event"] == "updated"
+
+    await k.wait_state(api, "cut", "draft")
+    steps = [(s.step, s.status) for s in db.sagas.steps(cut)]
+    assert steps[-1] == ("start-model", StepStatus.COMPENSATED)
+    record = db.sagas.get(cut)
+    assert (record.status, record.detail) == (
+        SagaStatus.FAILED,
+        "interrupted by a restart during an update",
+    )
+    for key in (halted, replaced):
+        assert db.sagas.get(key).status is SagaStatus.DONE

@@ -211,17 +211,7 @@ def test_migrating_a_version_1_database_gives_the_fresh_schema(db: Database) -> 
 
     from fogline.store import schema as current
 
-    v2_tables = [
-        "stale_requests",
-        "saga_steps",
-        "model_deployments",
-        "model_events",
-        "asset_type_mappings",
-        "model_mappings",
-        "template_mappings",
-        "models",
-        "model_registries",
-    ]
+    v2_tables = MODEL_TABLES
     fresh = {t: {c["name"] for c in inspect(db.engine).get_columns(t)} for t in v2_tables}
     with db.engine.begin() as conn:
         for table in v2_tables:
@@ -290,3 +280,134 @@ def test_model_mappings_round_trip(db: Database) -> None:
     assert db.model_mappings.get(model.id) == mappings
     db.model_mappings.replace(model.id, ModelMappings((), ()))
     assert db.model_mappings.get(model.id) == ModelMappings((), ())
+
+
+MODEL_TABLES = [
+    "sagas",
+    "stale_requests",
+    "saga_steps",
+    "model_deployments",
+    "model_events",
+    "asset_type_mappings",
+    "model_mappings",
+    "template_mappings",
+    "models",
+    "model_registries",
+]
+
+
+def at_version_3(db: Database) -> None:
+    """The database as Fogline left it at schema version 3 (before sagas had owners)."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+    from sqlalchemy import text
+
+    from fogline.store.migrations import MIGRATIONS
+
+    with db.engine.begin() as conn:
+        for table in MODEL_TABLES:
+            conn.execute(text(f"DROP TABLE {table}"))
+        operations = Operations(MigrationContext.configure(conn))
+        for step in MIGRATIONS:
+            if step.to_version <= 3:
+                step.apply(operations)
+        conn.execute(text("UPDATE fogline_schema_version SET version = 3"))
+
+
+def test_migrating_version_3_keeps_every_saga_and_step(db: Database) -> None:
+    from sqlalchemy import text
+
+    from fogline.domain.sagas import SagaKey, SagaStatus, SagaStepRecord, StepStatus
+
+    seeded(db)
+    at_version_3(db)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO models (id, tenant_id, name, version, state, manifest_json, "
+                "created_at, updated_at) VALUES (7, 'acme', 'm', '1.0.0', 'deploying', '{}', 1, 1)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO model_deployments (model_id, tenant_id, saga, status, step, "
+                "runtime_json, detail, updated_at) VALUES "
+                "(7, 'acme', 'deploy', 'running', 'wait-healthy', '{\"pid\": 42}', NULL, 5)"
+            )
+        )
+        for i, (step, status) in enumerate([("provision", "started"), ("provision", "done")]):
+            conn.execute(
+                text(
+                    "INSERT INTO saga_steps (model_id, saga, step, status, attempt, detail, at) "
+                    f"VALUES (7, 'deploy', '{step}', '{status}', 1, NULL, {10 + i})"
+                )
+            )
+    assert migrate(db.engine) == 3
+    key = SagaKey("model", "7")
+    record = db.sagas.get(key)
+    assert record is not None
+    assert (record.tenant, record.name, record.run, record.status, record.step) == (
+        "acme",
+        "deploy",
+        0,
+        SagaStatus.RUNNING,
+        "wait-healthy",
+    )
+    assert db.sagas.unfinished("model") == [record]
+    assert db.sagas.steps(key) == [
+        SagaStepRecord("deploy", "provision", StepStatus.STARTED, 1, None, 10),
+        SagaStepRecord("deploy", "provision", StepStatus.DONE, 1, None, 11),
+    ]
+    assert db.deployments.runtime(7) == {"pid": 42}
+    # The next saga counts from there, and new steps follow the old ones.
+    assert db.sagas.begin(key, "acme", "deploy") == 1
+    db.sagas.record(key, "acme", 1, "deploy", "provision", StepStatus.STARTED, 1, None)
+    assert [s.at for s in db.sagas.steps(key)][:2] == [10, 11]
+
+
+def test_sagas_are_kept_per_owner_with_their_steps(db: Database) -> None:
+    from fogline.domain.sagas import SagaKey, SagaStatus, StepStatus
+
+    seeded(db)
+    sagas = db.sagas
+    rollout, model = SagaKey("rollout", "r1"), SagaKey("model", "1")
+    assert sagas.get(rollout) is None
+    assert sagas.begin(rollout, "acme", "roll") == 1
+    assert sagas.begin(model, "acme", "deploy") == 1
+    sagas.record(rollout, "acme", 1, "roll", "wave-1", StepStatus.STARTED, 1, None)
+    sagas.record(rollout, "acme", 1, "roll", "wave-1", StepStatus.FAILED, 1, "gate closed")
+    sagas.record(rollout, "acme", None, "note", "seen", StepStatus.DONE, 1, "beside the saga")
+    record = sagas.get(rollout)
+    assert record is not None
+    assert (record.step, record.status, record.run) == ("wave-1", SagaStatus.RUNNING, 1)
+    assert {r.key for r in sagas.unfinished("rollout")} == {rollout}
+    sagas.set_status(rollout, SagaStatus.FAILED, "wave-1 failed")
+    assert sagas.unfinished("rollout") == []
+    assert [r.key for r in sagas.unfinished("model")] == [model]
+    failed = sagas.get(rollout)
+    assert failed is not None and (failed.status, failed.detail) == (
+        SagaStatus.FAILED,
+        "wave-1 failed",
+    )
+    assert [(s.step, s.status, s.detail) for s in sagas.steps(rollout)] == [
+        ("wave-1", StepStatus.STARTED, None),
+        ("wave-1", StepStatus.FAILED, "gate closed"),
+        ("seen", StepStatus.DONE, "beside the saga"),
+    ]
+    assert [s.status for s in sagas.steps(rollout, run=1)] == [
+        StepStatus.STARTED,
+        StepStatus.FAILED,
+    ]
+    assert [s.step for s in sagas.steps(rollout, limit=1)] == ["seen"]  # the latest
+    # A new saga of the same owner: the next run, running again, its own steps.
+    assert sagas.begin(rollout, "acme", "roll-back") == 2
+    again = sagas.get(rollout)
+    assert again is not None
+    assert (again.name, again.status, again.step, again.detail) == (
+        "roll-back",
+        SagaStatus.RUNNING,
+        None,
+        None,
+    )
+    assert sagas.steps(rollout, run=2) == []
+    assert sagas.steps(model) == []

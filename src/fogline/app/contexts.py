@@ -215,6 +215,7 @@ async def build_models(
     deployments = DeploymentManager(
         b.db.models,
         b.db.deployments,
+        b.db.sagas,
         b.db.telemetry,
         mappings,
         b.bus,

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from fogline.app.settings import load_settings
 from fogline.client.http import FoglineClient
 from fogline.domain.access import DEFAULT_TENANT
 from fogline.domain.errors import ConfigurationError
+from fogline.retry import block_until, wait_until
 from fogline.sim.fleet import MOTOR_TYPE, VirtualFleet
 from fogline.sim.motors import Fault
 
@@ -154,13 +156,17 @@ def _deploy_models(api: FoglineClient, timeout: float = 120.0) -> None:
         api.post(f"/tenants/{t}/models/{name}/1.0.0/deploy")
     deadline = time.monotonic() + timeout
     for name in DEMO_MODELS:
-        while True:
-            model = api.get(f"/tenants/{t}/models/{name}/1.0.0")
-            if model["state"] == "active":
-                break
-            if model["state"] == "draft" or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not deploy: {model['state_reason']}")
-            time.sleep(0.3)
+        settled = partial(_deployed_or_failed, api, name)
+        model = block_until(settled, deadline - time.monotonic(), interval_s=0.3)
+        if model is None or model["state"] != "active":
+            reason = model["state_reason"] if model else f"not active within {timeout:.0f}s"
+            raise RuntimeError(f"{name} did not deploy: {reason}")
+
+
+def _deployed_or_failed(api: FoglineClient, name: str) -> dict[str, Any] | None:
+    """The model once its deployment has ended: active, or back in draft with the reason."""
+    model: dict[str, Any] = api.get(f"/tenants/{DEFAULT_TENANT}/models/{name}/1.0.0")
+    return model if model["state"] in ("active", "draft") else None
 
 
 def _latest(api: FoglineClient, assets: list[str]) -> dict[str, dict[str, Any]]:
@@ -217,12 +223,12 @@ def _view(
 
 
 async def _wait_committed(platform: Platform, fleet: VirtualFleet, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    async def committed() -> bool:
         h = platform.historian.stats if platform.historian else None
-        if h is not None and h.values + h.dead_letters >= fleet.stats.values:
-            return
-        await asyncio.sleep(0.2)
+        return h is not None and h.values + h.dead_letters >= fleet.stats.values
+
+    await wait_until(committed, timeout, interval_s=0.2)  # the summary shows what made it
 
 
 def _summary(

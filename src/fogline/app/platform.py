@@ -49,6 +49,7 @@ from fogline.domain.errors import ConfigurationError
 from fogline.ingest.worker import HistorianSupervisor
 from fogline.models.deployment import DeploymentManager
 from fogline.procs import rss_mb
+from fogline.retry import wait_until
 from fogline.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -286,14 +287,15 @@ class Platform:
                 await task
 
         stack.push_async_callback(stop_http)
-        deadline = time.monotonic() + 10
-        while not server.started:
+
+        async def http_started() -> bool:
             if task.done():
                 task.result()
                 raise ConfigurationError("the HTTP server stopped while starting")
-            if time.monotonic() > deadline:
-                raise ConfigurationError("the HTTP server did not start in 10s")
-            await asyncio.sleep(0.02)
+            return bool(server.started)
+
+        if not await wait_until(http_started, 10, interval_s=0.02):
+            raise ConfigurationError("the HTTP server did not start in 10s")
 
     def _forget_http_socket(self) -> None:
         if self._http_socket is not None:

@@ -25,6 +25,7 @@ from fogline.bench.fleet_load import BenchFleet, LatencyProbe, PhaseResult
 from fogline.client.http import ApiError, FoglineClient
 from fogline.domain.errors import InvalidInput, Problem, Unavailable
 from fogline.procs import tree_rss_mb
+from fogline.retry import block_until
 
 BENCH_TYPE = "bench-e2e"
 VERSION = "1.0.0"
@@ -117,21 +118,28 @@ class E2eBench:
         self.api.put(self._path(name, "/mappings"), body)
 
     def wait_states(self, names: list[str], wanted: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         waiting = list(names)
-        while waiting:
-            model = self.api.get(self._path(waiting[0]))
-            if model["state"] == wanted:
+        state = ""
+
+        def all_reached() -> bool:
+            nonlocal state
+            while waiting:
+                model = self.api.get(self._path(waiting[0]))
+                state = model["state"]
+                if wanted == "active" and state == "draft":
+                    raise Unavailable(
+                        f"model {waiting[0]} did not deploy: {model.get('state_reason')}"
+                    )
+                if state != wanted:
+                    return False
                 waiting.pop(0)
-                continue
-            if wanted == "active" and model["state"] == "draft":
-                raise Unavailable(f"model {waiting[0]} did not deploy: {model.get('state_reason')}")
-            if time.monotonic() > deadline:
-                raise Unavailable(
-                    f"{len(waiting)} models not {wanted} after {timeout:.0f} s "
-                    f"({waiting[0]} is {model['state']})"
-                )
-            time.sleep(0.2)
+            return True
+
+        if not block_until(all_reached, timeout, interval_s=0.2):
+            raise Unavailable(
+                f"{len(waiting)} models not {wanted} after {timeout:.0f} s "
+                f"({waiting[0]} is {state})"
+            )
 
     def deploy(self, names: list[str]) -> float:
         """Deploys in waves; seconds from the first request to the last model active."""
@@ -205,6 +213,8 @@ class E2eBench:
 
     def drain(self, names: list[str], expected: int, timeout: float = 120) -> list[dict[str, Any]]:
         """Waits until the companions have scored every published reading, or stop moving."""
+        # A loop of its own, not fogline.retry's: besides its deadline it stops once the count
+        # has not moved for 15 s, a second clock that moves with each change.
         deadline = time.monotonic() + timeout
         last, last_change = -1, time.monotonic()
         while True:
@@ -219,12 +229,15 @@ class E2eBench:
             time.sleep(0.5)
 
     def wait_outputs(self, assets: list[str], since: int, timeout: float = 60) -> dict[str, int]:
-        deadline = time.monotonic() + timeout
-        while True:
+        missing: dict[str, int] = {}
+
+        def all_scored() -> bool:
+            nonlocal missing
             missing = self.unscored(assets, since)
-            if not any(missing.values()) or time.monotonic() > deadline:
-                return missing
-            time.sleep(1.0)
+            return not any(missing.values())
+
+        block_until(all_scored, timeout, interval_s=1.0)
+        return missing
 
     # -- phases -----------------------------------------------------------------------------
 

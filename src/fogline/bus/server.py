@@ -28,7 +28,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from nats.errors import Error as NatsError
 
 from fogline.bus.errors import BrokerUnavailable, PortInUse
 from fogline.bus.subjects import Subjects
+from fogline.retry import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -250,18 +250,21 @@ class EmbeddedNats:
         await self._wait_ready(timeout=20.0)
 
     async def _wait_ready(self, timeout: float) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+        process = self._process
+        assert process is not None
+        logged_in = False
+
+        async def ready() -> bool:
+            nonlocal logged_in
+            if process.poll() is not None:
                 raise BrokerUnavailable(f"nats-server exited at start: {self._failure_reason()}")
-            if not await self._can_log_in(PLATFORM_USER, self.platform_password):
-                await asyncio.sleep(0.05)
-                continue
-            if await self._mqtt_listening(deadline):
-                return
-        await self.stop()
-        raise BrokerUnavailable(f"nats-server did not become ready in {timeout:.0f}s")
+            # Logging in costs a bcrypt check on the server: once it worked, only MQTT is left.
+            logged_in = logged_in or await self._can_log_in(PLATFORM_USER, self.platform_password)
+            return logged_in and await self._mqtt_listening()
+
+        if not await wait_until(ready, timeout):
+            await self.stop()
+            raise BrokerUnavailable(f"nats-server did not become ready in {timeout:.0f}s")
 
     async def _can_log_in(self, username: str, password: str) -> bool:
         try:
@@ -279,18 +282,15 @@ class EmbeddedNats:
         await nc.close()
         return True
 
-    async def _mqtt_listening(self, deadline: float) -> bool:
+    async def _mqtt_listening(self) -> bool:
         host, port = self.mqtt_address
-        while time.monotonic() < deadline:
-            try:
-                _, writer = await asyncio.open_connection(host, port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return True
-        return False
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
 
     def _failure_reason(self) -> str:
         lines: list[str] = []
@@ -316,12 +316,12 @@ class EmbeddedNats:
 
     async def wait_user_accepted(self, username: str, password: str, timeout: float = 10.0) -> None:
         """Wait until a reload has taken effect for this user, so its first connect succeeds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if await self._can_log_in(username, password):
-                return
-            await asyncio.sleep(0.05)
-        raise BrokerUnavailable(f"nats-server did not accept the new credentials of {username}")
+
+        async def accepted() -> bool:
+            return await self._can_log_in(username, password)
+
+        if not await wait_until(accepted, timeout):
+            raise BrokerUnavailable(f"nats-server did not accept the new credentials of {username}")
 
     async def stop(self, timeout: float = 10.0) -> None:
         process, self._process = self._process, None

@@ -1,6 +1,6 @@
 """The models context's records: a submitted model version, its template columns, its
-mappings to assets, its lifecycle events and where its deployment stands. Plain data; the
-store reads and writes them, the models context decides what happens to them."""
+mappings to assets, its lifecycle events and its stale requests (its sagas: `sagas.py`).
+Plain data; the store reads and writes them, the models context decides what happens to them."""
 
 from __future__ import annotations
 
@@ -72,28 +72,6 @@ class Mapping:
 class ModelMappings:
     assets: tuple[Mapping, ...]
     asset_types: tuple[Mapping, ...]
-
-
-@dataclass(frozen=True)
-class DeploymentRecord:
-    model_id: int
-    tenant: str
-    saga: str
-    status: str
-    step: str | None
-    runtime: dict[str, Any] | None
-    detail: str | None
-    updated_at: int
-
-
-@dataclass(frozen=True)
-class SagaStepRecord:
-    saga: str
-    step: str
-    status: str
-    attempt: int
-    detail: str | None
-    at: int
 
 
 @dataclass(frozen=True)

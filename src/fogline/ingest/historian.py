@@ -48,6 +48,7 @@ from fogline.ingest.validation import (
     clip_payload,
     validate_message,
 )
+from fogline.retry import Backoff
 from fogline.store.telemetry import StreamOffset, TelemetryStore
 
 log = logging.getLogger(__name__)
@@ -200,18 +201,17 @@ class Historian:
         """Fetch, validate, commit, ack. Validation and the commit run on the event loop's own
         thread: the historian has a process of its own (see `worker.py`), and one thread avoids
         the GIL hand-offs that a worker thread costs on every SQL step."""
-        delay = 0.5
+        backoff = Backoff(0.5, MAX_BACKOFF_S)
         while not self._stopping.is_set():
             try:
                 await self._turn()
-                delay = 0.5
+                backoff.reset()
             except _Stopping:
                 return
             except Exception as exc:  # a failure no step handled: start over, never stop
                 self._failed("loop", exc, exc_info=True)
                 self.stats.loop_restarts += 1
-                await self._pause(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
+                await self._pause(backoff.next())
                 try:
                     await self._subscribe()
                 except Exception as again:  # NATS away: the next turn tries again
@@ -242,7 +242,7 @@ class Historian:
         """Commit these messages, or split them until the one that cannot be committed is
         found; then publish their live events."""
         attempts = 0
-        delay = 0.2
+        backoff = Backoff(0.2, MAX_BACKOFF_S)
         while True:
             try:
                 batch = self._prepare(msgs)
@@ -254,8 +254,7 @@ class Historian:
                     raise _Stopping from None
                 if not self._database_writable():
                     # The database is away or locked: no message is to blame. Keep the batch.
-                    await self._pause(delay)
-                    delay = min(delay * 2, MAX_BACKOFF_S)
+                    await self._pause(backoff.next())
                     continue
                 attempts += 1
                 if len(msgs) > 1:
@@ -268,8 +267,7 @@ class Historian:
                     await self._store(msgs[middle:])
                     return
                 if attempts < POISON_ATTEMPTS:
-                    await self._pause(delay)
-                    delay = min(delay * 2, MAX_BACKOFF_S)
+                    await self._pause(backoff.next())
                     continue
                 await self._store_poison(msgs[0], exc)
                 return
@@ -296,7 +294,7 @@ class Historian:
             "historian.poison_message",
             extra={"fields": {"stream_seq": seq, "subject": msg.subject}},
         )
-        delay = 0.2
+        backoff = Backoff(0.2, MAX_BACKOFF_S)
         while True:
             try:
                 self._commit(batch)
@@ -305,8 +303,7 @@ class Historian:
                 self._failed("commit", again)
                 if self._stopping.is_set():
                     raise _Stopping from None
-                await self._pause(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
+                await self._pause(backoff.next())
         self.stats.poison_messages += 1
         self._recovered()
         self._record(batch)

@@ -36,6 +36,7 @@ from fogline.ingest.cache import RegistryCache
 from fogline.ingest.historian import Historian, HistorianStats
 from fogline.ingest.validation import IngestLimits
 from fogline.logs import configure as configure_logging
+from fogline.retry import Backoff, wait_until
 from fogline.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -169,20 +170,25 @@ class HistorianSupervisor:
         self._process = process
         self._stats_at = time.monotonic()
         self._reported.clear()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if await asyncio.to_thread(ours.poll, 0.1):
+        gone = ("gone", None)
+
+        async def first_word() -> tuple[str, Any] | None:
+            """What the worker said first ("ready" or "failed", why), or that it is gone."""
+            if await asyncio.to_thread(ours.poll, 0.1):  # the wait between checks is here
                 try:
-                    kind, detail = ours.recv()
+                    word: tuple[str, Any] = ours.recv()
                 except EOFError:
-                    break
-                if kind == "ready":
-                    log.info("historian.started", extra={"fields": {"pid": process.pid}})
-                    return
-                raise Unavailable(f"the historian could not start: {detail}")
-            if not process.is_alive():
-                break
-        process.kill()
+                    return gone
+                return word
+            return None if process.is_alive() else gone
+
+        kind, detail = await wait_until(first_word, timeout, interval_s=0) or gone
+        if kind == "ready":
+            log.info("historian.started", extra={"fields": {"pid": process.pid}})
+            return
+        if kind == "failed":
+            raise Unavailable(f"the historian could not start: {detail}")
+        process.kill()  # gone, or silent past the deadline
         raise Unavailable("the historian process did not start; see the log above")
 
     def _stalled(self) -> str | None:
@@ -196,7 +202,7 @@ class HistorianSupervisor:
         return None
 
     async def _supervise(self) -> None:
-        delay = 1.0
+        backoff = Backoff(1.0, cap_s=30.0)
         while not self._stopping:
             await asyncio.sleep(1.0)
             process = self._process
@@ -213,6 +219,7 @@ class HistorianSupervisor:
             else:
                 reason = f"exited with code {process.exitcode}"
             self.last_restart_reason = reason
+            delay = backoff.next()
             log.error(
                 "historian.died",
                 extra={"fields": {"why": reason, "restart_in_s": delay}},
@@ -223,10 +230,9 @@ class HistorianSupervisor:
             self.restarts += 1
             try:
                 await self._spawn(60.0)
-                delay = 1.0
+                backoff.reset()
             except Unavailable as exc:
                 log.error("historian.restart_failed", extra={"fields": {"error": exc.message}})
-                delay = min(delay * 2, 30.0)
 
     def health(self) -> dict[str, Any]:
         """What `/api/v1/ready` and `fogline status` show of the historian: its state, whether

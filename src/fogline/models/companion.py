@@ -38,6 +38,7 @@ from fogline.models.manifest import TriggerType
 from fogline.models.mappings import ResolvedAsset
 from fogline.models.runtimes.base import ModelSpec
 from fogline.models.transport import ModelClient
+from fogline.retry import retrying
 from fogline.store.deployments import DeploymentStore
 from fogline.store.telemetry import TelemetryStore
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 Resolver = Callable[[], Awaitable[list[ResolvedAsset]]]
 OUTPUT_CHUNK = 1000
+CALL_BACKOFF_S = 0.1  # before a call's second attempt, doubled before each next
 
 
 @dataclass(frozen=True)
@@ -301,41 +303,46 @@ class Companion:
         request_id = uuid.uuid4().hex
         body = self._request(request_id, readings, window)
         wait = not self.is_async
-        delay = 0.1
-        for attempt in range(1, self.settings.call_attempts + 1):
-            started = time.perf_counter()
-            if not wait:
-                self._pending[request_id] = _Pending(
-                    now_ms(), len(readings), time.monotonic() + self.timeout_s
-                )
-            try:
-                answer = await self.client.score(request_id, body, self.timeout_s, wait)
-            except FoglineError as exc:
-                self._pending.pop(request_id, None)
-                self.stats.last_error = exc.message
-                if attempt == self.settings.call_attempts:
-                    self.stats.failures += 1
-                    log.warning(
-                        "companion.call_failed",
-                        extra={
-                            "fields": {
-                                "model": self.spec.key,
-                                "readings": len(readings),
-                                "error": exc.message,
-                            }
-                        },
-                    )
-                    return
-                await asyncio.sleep(delay)
-                delay *= 2
-                continue
-            self.stats.calls += 1
-            self.stats.last_call_ms = round((time.perf_counter() - started) * 1000, 2)
-            if wait:
-                self.stats.scored += len(readings)
-                await self._write(answer)
-            self.stats.pending = len(self._pending)
+        try:
+            async for attempt in retrying(
+                self.settings.call_attempts, CALL_BACKOFF_S, retry_on=(FoglineError,)
+            ):
+                with attempt:
+                    started = time.perf_counter()
+                    answer = await self._score(request_id, body, len(readings), wait)
+        except FoglineError as exc:
+            self.stats.failures += 1
+            log.warning(
+                "companion.call_failed",
+                extra={
+                    "fields": {
+                        "model": self.spec.key,
+                        "readings": len(readings),
+                        "error": exc.message,
+                    }
+                },
+            )
             return
+        self.stats.calls += 1
+        self.stats.last_call_ms = round((time.perf_counter() - started) * 1000, 2)
+        if wait:
+            self.stats.scored += len(readings)
+            await self._write(answer)
+        self.stats.pending = len(self._pending)
+
+    async def _score(self, request_id: str, body: bytes, readings: int, wait: bool) -> Any:
+        """One attempt of a call. An asynchronous model's request is pending from now until its
+        answer comes, or no longer when the call itself failed."""
+        if not wait:
+            self._pending[request_id] = _Pending(
+                now_ms(), readings, time.monotonic() + self.timeout_s
+            )
+        try:
+            return await self.client.score(request_id, body, self.timeout_s, wait)
+        except FoglineError as exc:
+            self._pending.pop(request_id, None)
+            self.stats.last_error = exc.message
+            raise
 
     async def on_answer(self, request_id: str, answer: dict[str, Any]) -> bool:
         """An asynchronous model's answer. False when the request is unknown or went stale."""

@@ -1,14 +1,19 @@
-"""Deploying, stopping and updating models: sagas that persist every step and its
-compensation, and a health monitor for what runs.
+"""Deploying, stopping and updating models: saga definitions on the saga engine
+(`fogline.saga`), which persists every step and its compensation; what runs is watched by the
+health monitor (`health.py`).
 
 Deploy: provision the runtime -> start the model -> wait until healthy -> start the data
 companion -> mark active. A failing step is retried with backoff; when it still fails, the
 steps already done are compensated in reverse and the model goes back to draft with the reason.
+Stop: stop the companion -> stop the model -> mark stopped. Update: the new version goes
+through the deploy steps beside the old one and takes over; then the old one goes through the
+stop steps (a saga `update` of its own) and is marked updated.
 
 A platform killed in the middle of any of this leaves no model process behind (each dies with
 the platform) and, on its next start, `recover` resumes or compensates every unfinished saga
 from what the store says: a deploying model is deployed again from the start, a stopping one
-is stopped, an active one is started again, an interrupted update is undone.
+is stopped, an active one is started again, an interrupted update is undone (unless the new
+version had already taken over: then the old one's stop is finished).
 """
 
 from __future__ import annotations
@@ -16,13 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fogline.bus.connection import Bus, Subscription
-from fogline.bus.events import EventType, PlatformEvent
+from fogline.bus.events import DeploymentStep, EventType, PlatformEvent
 from fogline.domain.errors import (
     Conflict,
     FoglineError,
@@ -33,13 +37,26 @@ from fogline.domain.errors import (
 )
 from fogline.domain.lifecycle import ModelEvent, ModelState
 from fogline.domain.models import ModelRecord
+from fogline.domain.sagas import SagaKey, SagaName, SagaOwner, StepStatus
 from fogline.models.companion import Companion, CompanionSettings
+from fogline.models.health import Health, HealthMonitor, HealthSettings
 from fogline.models.lifecycle import ModelLifecycle
 from fogline.models.manifest import check_manifest
 from fogline.models.mappings import ModelMappingService
 from fogline.models.packages import PackageStore
 from fogline.models.runtimes.base import ModelSpec, Runtime, RuntimeHandle
 from fogline.models.transport import AmqpConnections, AmqpModelClient, HttpModelClient, ModelClient
+from fogline.retry import wait_until
+from fogline.saga.engine import (
+    Resume,
+    RetryPolicy,
+    Saga,
+    SagaEngine,
+    SagaFailed,
+    SagaStore,
+    Step,
+    StepRecorded,
+)
 from fogline.store.deployments import DeploymentStore
 from fogline.store.models import ModelStore
 from fogline.store.telemetry import TelemetryStore
@@ -59,7 +76,7 @@ class SagaSettings:
 
 @dataclass
 class _Running:
-    """A model this platform has started (or is starting)."""
+    """A model this platform has started (or is starting): what the deploy steps work on."""
 
     model: ModelRecord
     spec: ModelSpec
@@ -67,17 +84,21 @@ class _Running:
     handle: RuntimeHandle | None = None
     client: ModelClient | None = None
     companion: Companion | None = None
-    monitor: asyncio.Task[None] | None = None
-    health_failures: int = 0
-    restarts: int = 0
-    last_health: str | None = None
+    monitor: HealthMonitor | None = None
+    health: Health = field(default_factory=Health)
 
 
-@dataclass(frozen=True)
-class _Step:
-    name: str
-    run: Callable[[_Running], Awaitable[None]]
-    compensate: Callable[[_Running], Awaitable[None]] | None = None
+@dataclass
+class _Stopping:
+    """What the stop steps work on: the model, and what of it runs here, if anything (after a
+    restart nothing does)."""
+
+    model: ModelRecord
+    running: _Running | None
+
+
+Finish = Callable[[_Running], Awaitable[None]]
+C = TypeVar("C")
 
 
 class DeploymentManager:
@@ -85,6 +106,7 @@ class DeploymentManager:
         self,
         models: ModelStore,
         deployments: DeploymentStore,
+        sagas: SagaStore,
         telemetry: TelemetryStore,
         mappings: ModelMappingService,
         bus: Bus,
@@ -106,9 +128,42 @@ class DeploymentManager:
         self.callback_base = callback_base
         self.settings = settings or SagaSettings()
         self.lifecycle = lifecycle
+        self.sagas = SagaEngine(
+            sagas,
+            RetryPolicy(self.settings.attempts, self.settings.backoff_s),
+            on_step=self._publish_step,
+        )
+        # Whose saga a key is, for the deployment.step events: filled as sagas start.
+        self._saga_models: dict[str, ModelRecord] = {}
+        self._health_settings = HealthSettings(
+            interval_s=self.settings.health_interval_s,
+            max_failures=self.settings.max_health_failures,
+            backoff_s=self.settings.backoff_s,
+        )
         self._running: dict[int, _Running] = {}
-        self._sagas: dict[int, asyncio.Task[None]] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
         self._by_token: dict[str, _Running] = {}
+
+    def _key(self, model: ModelRecord) -> SagaKey:
+        self._saga_models[str(model.id)] = model
+        return SagaKey(SagaOwner.MODEL, str(model.id))
+
+    async def _publish_step(self, recorded: StepRecorded) -> None:
+        model = self._saga_models.get(recorded.key.id)
+        if model is None:
+            return
+        await self.bus.publish_event(
+            DeploymentStep(
+                tenant=recorded.tenant,
+                model=model.name,
+                version=model.version,
+                saga=recorded.saga,
+                step=recorded.step,
+                status=recorded.status.value,
+                attempt=recorded.attempt,
+                detail=recorded.detail,
+            )
+        )
 
     # -- what users ask for -----------------------------------------------------------------
 
@@ -189,7 +244,7 @@ class DeploymentManager:
         self._refuse_if_busy(model)
 
     def _refuse_if_busy(self, model: ModelRecord) -> None:
-        task = self._sagas.get(model.id)
+        task = self._tasks.get(model.id)
         if task is not None and not task.done():
             raise Conflict(f"model {model.name} {model.version} is busy with another step")
 
@@ -204,24 +259,65 @@ class DeploymentManager:
             except Exception:
                 log.exception("saga.crashed", extra={"fields": {"model": model.id}})
 
-        self._sagas[model.id] = asyncio.create_task(run(), name=f"saga-{model.id}")
+        self._tasks[model.id] = asyncio.create_task(run(), name=f"saga-{model.id}")
 
-    def _deploy_steps(self, finish: Callable[[_Running], Awaitable[None]]) -> list[_Step]:
-        return [
-            _Step("provision", self._provision),
-            _Step("start-model", self._start_model, self._stop_model),
-            _Step("wait-healthy", self._wait_healthy),
-            _Step("start-companion", self._start_companion, self._stop_companion),
-            _Step("mark-active", finish),
-        ]
+    def _starting(self, name: SagaName, finish: Finish) -> Saga[_Running]:
+        """Deploy, update (of the new version) and restore: the same steps, their own end."""
+        return Saga(
+            name,
+            (
+                Step("provision", self._provision),
+                Step("start-model", self._start_model, self._stop_model),
+                Step("wait-healthy", self._wait_healthy),
+                Step("start-companion", self._start_companion, self._stop_companion),
+                Step("mark-active", finish),
+            ),
+        )
 
-    async def _deploy_saga(self, model: ModelRecord, saga: str = "deploy") -> None:
+    def _stopping(self, name: SagaName, event: ModelEvent, reason: str) -> Saga[_Stopping]:
+        """Stop, and the end of an update (of the old version)."""
+
+        async def mark(s: _Stopping) -> None:
+            await self._move(s.model, event, reason, quiet=True)
+
+        return Saga(
+            name,
+            (
+                Step("stop-companion", self._stop_watching),
+                Step("stop-model", self._stop_running),
+                Step(f"mark-{event.value}", mark),
+            ),
+        )
+
+    async def _go(
+        self, model: ModelRecord, saga: Saga[C], context: C, how: Resume | None
+    ) -> SagaFailed | None:
+        """A new saga of this model, or the interrupted one resumed `how`."""
+        if how is None:
+            return await self.sagas.run(self._key(model), model.tenant, saga, context)
+        return await self.sagas.resume(self._key(model), model.tenant, saga, context, how)
+
+    async def _start(
+        self, model: ModelRecord, saga: Saga[_Running], how: Resume | None = None
+    ) -> SagaFailed | None:
+        """Run a starting saga; what it starts is watched once it is done, and forgotten if it
+        failed (after the compensation)."""
+        running = self._prepare(model)
+        self._running[model.id] = running
+        failure = await self._go(model, saga, running, how)
+        if failure is not None:
+            self._running.pop(model.id, None)
+            return failure
+        self._watch(running)
+        return None
+
+    async def _deploy_saga(self, model: ModelRecord, how: Resume | None = None) -> None:
         async def mark_active(r: _Running) -> None:
             r.model = await self._move(r.model, ModelEvent.DEPLOYED, "healthy and fed")
 
-        error = await self._run(model, saga, self._deploy_steps(mark_active))
-        if error is not None:
-            await self._move(model, ModelEvent.DEPLOY_FAILED, error, quiet=True)
+        failure = await self._start(model, self._starting(SagaName.DEPLOY, mark_active), how)
+        if failure is not None:
+            await self._move(model, ModelEvent.DEPLOY_FAILED, failure.reason, quiet=True)
 
     async def _restore_saga(self, model: ModelRecord) -> None:
         """An active model of a previous run: started again, state unchanged."""
@@ -229,84 +325,62 @@ class DeploymentManager:
         async def keep_active(r: _Running) -> None:
             return None
 
-        error = await self._run(model, "restore", self._deploy_steps(keep_active))
-        if error is not None:
-            await self._move(
-                model, ModelEvent.UNHEALTHY, f"could not be restored: {error}", quiet=True
-            )
+        failure = await self._start(model, self._starting(SagaName.RESTORE, keep_active))
+        if failure is not None:
+            reason = f"could not be restored: {failure.reason}"
+            await self._move(model, ModelEvent.UNHEALTHY, reason, quiet=True)
 
     async def _update_saga(self, old: ModelRecord, new: ModelRecord) -> None:
         async def take_over(r: _Running) -> None:
             r.model = await self._move(r.model, ModelEvent.DEPLOYED, f"replaced {old.version}")
 
-        error = await self._run(new, "update", self._deploy_steps(take_over))
-        if error is not None:
-            await self._move(new, ModelEvent.DEPLOY_FAILED, error, quiet=True)
-            await self._move(
-                old, ModelEvent.UPDATE_FAILED, f"{new.version} failed: {error}", quiet=True
-            )
+        failure = await self._start(new, self._starting(SagaName.UPDATE, take_over))
+        if failure is not None:
+            await self._move(new, ModelEvent.DEPLOY_FAILED, failure.reason, quiet=True)
+            reason = f"{new.version} failed: {failure.reason}"
+            await self._move(old, ModelEvent.UPDATE_FAILED, reason, quiet=True)
             return
-        await self._teardown(old.id, "update")
-        await self._move(old, ModelEvent.UPDATED, f"replaced by {new.version}", quiet=True)
+        await self._replaced_saga(old, f"replaced by {new.version}")
 
-    async def _stop_saga(self, model: ModelRecord) -> None:
-        await asyncio.to_thread(self.deployments.begin, model.id, model.tenant, "stop")
-        await self._teardown(model.id, "stop")
-        await self._move(model, ModelEvent.STOPPED, "stopped by a user", quiet=True)
-        await asyncio.to_thread(self.deployments.finish, model.id, "done")
-
-    async def _run(self, model: ModelRecord, saga: str, steps: list[_Step]) -> str | None:
-        """Run the steps; None when all succeeded, else the reason, after compensation."""
-        spec = self._spec(model)
-        running = _Running(model, spec, self._runtime_for(spec))
-        self._running[model.id] = running
-        await asyncio.to_thread(self.deployments.begin, model.id, model.tenant, saga)
-        done: list[_Step] = []
-        for step in steps:
-            error = await self._attempt(running, saga, step)
-            if error is None:
-                done.append(step)
-                continue
-            for finished in reversed(done):
-                if finished.compensate is not None:
-                    with contextlib.suppress(Exception):
-                        await finished.compensate(running)
-                    await self._record(model.id, saga, finished.name, "compensated", 1, None)
-            self._running.pop(model.id, None)
-            reason = f"{step.name} failed after {self.settings.attempts} attempts: {error}"
-            await asyncio.to_thread(self.deployments.finish, model.id, "failed", reason)
-            return reason
-        await asyncio.to_thread(self.deployments.finish, model.id, "done")
-        running.monitor = asyncio.create_task(self._monitor(running), name=f"health-{model.id}")
-        return None
-
-    async def _attempt(self, running: _Running, saga: str, step: _Step) -> str | None:
-        delay = self.settings.backoff_s
-        error = "not attempted"
-        for attempt in range(1, self.settings.attempts + 1):
-            await self._record(running.model.id, saga, step.name, "started", attempt, None)
-            try:
-                await step.run(running)
-            except InvalidInput as exc:
-                await self._record(running.model.id, saga, step.name, "failed", attempt, str(exc))
-                return str(exc)  # retrying cannot help
-            except (FoglineError, OSError) as exc:
-                error = exc.message if isinstance(exc, FoglineError) else str(exc)
-                await self._record(running.model.id, saga, step.name, "failed", attempt, error)
-                if attempt < self.settings.attempts:
-                    await asyncio.sleep(delay)
-                    delay *= 2
-                continue
-            await self._record(running.model.id, saga, step.name, "done", attempt, None)
-            return None
-        return error
-
-    async def _record(
-        self, model_id: int, saga: str, step: str, status: str, attempt: int, detail: str | None
+    async def _stop_saga(
+        self, model: ModelRecord, reason: str = "stopped by a user", how: Resume | None = None
     ) -> None:
-        await asyncio.to_thread(
-            self.deployments.step, model_id, saga, step, status, attempt, detail
+        await self._run_stopping(
+            model, self._stopping(SagaName.STOP, ModelEvent.STOPPED, reason), how
         )
+
+    async def _replaced_saga(
+        self, old: ModelRecord, reason: str, how: Resume | None = None
+    ) -> None:
+        """The old version of an update, once the new one has taken over."""
+        await self._run_stopping(
+            old, self._stopping(SagaName.UPDATE, ModelEvent.UPDATED, reason), how
+        )
+
+    async def _run_stopping(
+        self, model: ModelRecord, saga: Saga[_Stopping], how: Resume | None
+    ) -> None:
+        stopping = _Stopping(model, self._running.pop(model.id, None))
+        failure = await self._go(model, saga, stopping, how)
+        if failure is not None:  # the model stays where it is; the platform's next start goes on
+            log.error(
+                "saga.stop_failed",
+                extra={"fields": {"model": model.id, "error": failure.reason}},
+            )
+
+    async def _undo_update(self, new: ModelRecord, reason: str) -> None:
+        """The new version of an update a restart interrupted: what it had done is undone (its
+        processes died with the platform) and it goes back to draft."""
+
+        async def never(r: _Running) -> None:
+            return None
+
+        saga = self._starting(SagaName.UPDATE, never)
+        running = self._prepare(new)
+        await self.sagas.resume(
+            self._key(new), new.tenant, saga, running, Resume.COMPENSATE, reason
+        )
+        await self._move(new, ModelEvent.DEPLOY_FAILED, reason, quiet=True)
 
     async def _move(
         self, model: ModelRecord, event: ModelEvent, reason: str, quiet: bool = False
@@ -329,7 +403,9 @@ class DeploymentManager:
 
     async def _start_model(self, r: _Running) -> None:
         r.handle = await r.runtime.start(r.spec)
-        await asyncio.to_thread(self.deployments.set_runtime, r.model.id, r.handle.to_json())
+        await asyncio.to_thread(
+            self.deployments.set_runtime, r.model.id, r.model.tenant, r.handle.to_json()
+        )
         r.client = await self._client(r)
 
     async def _client(self, r: _Running) -> ModelClient:
@@ -355,7 +431,7 @@ class DeploymentManager:
         if r.handle is not None:
             await r.runtime.stop(r.handle)
             r.handle = None
-            await asyncio.to_thread(self.deployments.set_runtime, r.model.id, None)
+            await asyncio.to_thread(self.deployments.set_runtime, r.model.id, r.model.tenant, None)
 
     async def _wait_healthy(self, r: _Running) -> None:
         """Until the model answers its health check. A process that died is started again
@@ -363,20 +439,21 @@ class DeploymentManager:
         if r.handle is None or not r.runtime.alive(r.handle):
             await self._stop_model(r)
             await self._start_model(r)
-        assert r.handle is not None and r.client is not None
-        deadline = time.monotonic() + self.settings.health_timeout_s
+        handle, client = r.handle, r.client
+        assert handle is not None and client is not None
         reason = "no answer yet"
-        while time.monotonic() < deadline:
-            if not r.runtime.alive(r.handle):
+
+        async def healthy() -> bool:
+            nonlocal reason
+            if not r.runtime.alive(handle):  # no answer will ever come
                 raise Unavailable(f"the model process exited while starting{self._log_tail(r)}")
-            ok, reason = await r.client.health(timeout=2.0)
-            if ok:
-                r.last_health = "ok"
-                return
-            await asyncio.sleep(0.1)
-        raise Unavailable(
-            f"not healthy within {self.settings.health_timeout_s:.0f}s: {reason}{self._log_tail(r)}"
-        )
+            ok, reason = await client.health(timeout=2.0)
+            return ok
+
+        timeout = self.settings.health_timeout_s
+        if not await wait_until(healthy, timeout, interval_s=0.1):
+            raise Unavailable(f"not healthy within {timeout:.0f}s: {reason}{self._log_tail(r)}")
+        r.health.last = "ok"
 
     def _log_tail(self, r: _Running) -> str:
         tail = getattr(r.runtime, "log_tail", None)
@@ -412,79 +489,39 @@ class DeploymentManager:
             await r.companion.stop()
             r.companion = None
 
-    async def _teardown(self, model_id: int, saga: str) -> None:
-        r = self._running.pop(model_id, None)
-        if r is None:
-            return
-        if r.monitor is not None:
-            r.monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await r.monitor
-        await self._stop_companion(r)
-        await self._record(model_id, saga, "stop-companion", "done", 1, None)
-        await self._stop_model(r)
-        await self._record(model_id, saga, "stop-model", "done", 1, None)
-        await r.runtime.deprovision(r.spec)
+    async def _stop_watching(self, s: _Stopping) -> None:
+        """The first stop step: the monitor, then the companion."""
+        if s.running is not None:
+            if s.running.monitor is not None:
+                await s.running.monitor.stop()
+                s.running.monitor = None
+            await self._stop_companion(s.running)
+
+    async def _stop_running(self, s: _Stopping) -> None:
+        if s.running is not None:
+            await self._stop_model(s.running)
+            await s.running.runtime.deprovision(s.running.spec)
 
     # -- health ---------------------------------------------------------------------------
 
-    async def _monitor(self, r: _Running) -> None:
-        """Watch a running model: a crash is noticed within half a second, a failing health
-        check within `health_interval_s`. Each time, the model is started again; after
-        `max_health_failures` failed recoveries in a row it goes back to draft."""
-        next_check = time.monotonic() + self.settings.health_interval_s
-        while True:
-            await asyncio.sleep(0.5)
-            assert r.handle is not None and r.client is not None
-            if r.runtime.alive(r.handle):
-                if time.monotonic() < next_check:
-                    continue
-                next_check = time.monotonic() + self.settings.health_interval_s
-                ok, reason = await r.client.health(timeout=2.0)
-                r.last_health = reason
-                if ok:
-                    continue
-            else:
-                reason = f"the model process exited{self._log_tail(r)}"
-                r.last_health = reason
-            if await self._recover(r, reason):
-                next_check = time.monotonic() + self.settings.health_interval_s
-                continue
-            return
+    def _watch(self, r: _Running) -> None:
+        r.monitor = HealthMonitor(_Watched(self, r), r.health, self._health_settings)
+        r.monitor.start(f"health-{r.model.id}")
 
-    async def _recover(self, r: _Running, reason: str) -> bool:
-        model_id = r.model.id
-        while r.health_failures < self.settings.max_health_failures:
-            r.health_failures += 1
-            await self._record(model_id, "health", "restart", "started", r.health_failures, reason)
-            await self._stop_companion(r)
-            try:
-                await self._stop_model(r)
-                await self._start_model(r)
-                await self._wait_healthy(r)
-                await self._start_companion(r)
-            except (FoglineError, OSError) as exc:
-                reason = exc.message if isinstance(exc, FoglineError) else str(exc)
-                await self._record(
-                    model_id, "health", "restart", "failed", r.health_failures, reason
-                )
-                await asyncio.sleep(self.settings.backoff_s * 2 ** (r.health_failures - 1))
-                continue
-            r.restarts += 1
-            r.health_failures = 0
-            await self._record(model_id, "health", "restart", "done", 1, None)
-            return True
+    async def _restart(self, r: _Running) -> None:
+        await self._stop_companion(r)
+        await self._stop_model(r)
+        await self._start_model(r)
+        await self._wait_healthy(r)
+        await self._start_companion(r)
+
+    async def _lost(self, r: _Running, reason: str) -> None:
+        """Health not recovered: nothing of the model keeps running, and it goes to draft."""
         await self._stop_companion(r)
         with contextlib.suppress(Exception):
             await self._stop_model(r)
-        self._running.pop(model_id, None)
-        await self._move(
-            r.model,
-            ModelEvent.UNHEALTHY,
-            f"health not recovered after {self.settings.max_health_failures} attempts: {reason}",
-            quiet=True,
-        )
-        return False
+        self._running.pop(r.model.id, None)
+        await self._move(r.model, ModelEvent.UNHEALTHY, reason, quiet=True)
 
     # -- the platform's own start and stop --------------------------------------------------
 
@@ -492,39 +529,21 @@ class DeploymentManager:
         """Resume or compensate what a previous run left unfinished (see the module doc)."""
         states = [ModelState.DEPLOYING, ModelState.STOPPING, ModelState.ACTIVE, ModelState.UPDATING]
         for model in await asyncio.to_thread(self.models.in_states, states):
-            record = await asyncio.to_thread(self.deployments.get, model.id)
-            if record is not None and record.runtime:
-                handle = RuntimeHandle.from_json(record.runtime)
-                runtime = self.runtimes.get(handle.kind)
-                if runtime is not None:
-                    await runtime.stop(handle)
-                await asyncio.to_thread(self.deployments.set_runtime, model.id, None)
-                await self._record(
-                    model.id, "recover", "stop-model", "compensated", 1, "left by the previous run"
-                )
-            saga = record.saga if record else "deploy"
-            if model.state is ModelState.DEPLOYING and saga == "update":
-                await self._move(
-                    model,
-                    ModelEvent.DEPLOY_FAILED,
-                    "interrupted by a restart during an update",
-                    quiet=True,
-                )
+            await self._stop_leftover(model)
+            saga = await self.sagas.get(self._key(model))
+            in_update = saga is not None and saga.name == SagaName.UPDATE
+            if model.state is ModelState.DEPLOYING and in_update:
+                reason = "interrupted by a restart during an update"
+                self._launch(model, self._undo_update(model, reason))
             elif model.state is ModelState.DEPLOYING:
-                await self._record(
-                    model.id,
-                    "recover",
-                    "resume",
-                    "started",
-                    1,
-                    f"{saga} interrupted at {record.step if record else '?'}",
-                )
-                self._launch(model, self._deploy_saga(model))
+                self._launch(model, self._deploy_saga(model, Resume.FROM_START))
             elif model.state is ModelState.STOPPING:
-                await self._move(
-                    model, ModelEvent.STOPPED, "stop finished after a restart", quiet=True
-                )
-                await asyncio.to_thread(self.deployments.finish, model.id, "done")
+                reason = "stop finished after a restart"
+                self._launch(model, self._stop_saga(model, reason, Resume.FROM_STEP))
+            elif model.state is ModelState.UPDATING and in_update and saga and saga.unfinished:
+                # The old version's own update saga begins only once the new one took over.
+                reason = "replaced; its stop finished after a restart"
+                self._launch(model, self._replaced_saga(model, reason, Resume.FROM_STEP))
             elif model.state is ModelState.UPDATING:
                 moved = await self._move(
                     model, ModelEvent.UPDATE_FAILED, "update interrupted by a restart", quiet=True
@@ -533,19 +552,37 @@ class DeploymentManager:
             else:
                 self._launch(model, self._restore_saga(model))
 
+    async def _stop_leftover(self, model: ModelRecord) -> None:
+        """A model process the previous run started (it should have died with it)."""
+        runtime = await asyncio.to_thread(self.deployments.runtime, model.id)
+        if not runtime:
+            return
+        handle = RuntimeHandle.from_json(runtime)
+        kind = self.runtimes.get(handle.kind)
+        if kind is not None:
+            await kind.stop(handle)
+        await asyncio.to_thread(self.deployments.set_runtime, model.id, model.tenant, None)
+        await self.sagas.note(
+            self._key(model),
+            model.tenant,
+            SagaName.RECOVER,
+            "stop-model",
+            StepStatus.COMPENSATED,
+            1,
+            "left by the previous run",
+        )
+
     async def shutdown(self) -> None:
         """Stop every model process and companion; states stay as they are, so the next start
         restores active models and resumes unfinished sagas."""
-        for task in self._sagas.values():
+        for task in self._tasks.values():
             task.cancel()
-        for task in list(self._sagas.values()):
+        for task in list(self._tasks.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for r in list(self._running.values()):
             if r.monitor is not None:
-                r.monitor.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await r.monitor
+                await r.monitor.stop()
             with contextlib.suppress(Exception):
                 await self._stop_companion(r)
             with contextlib.suppress(Exception):
@@ -586,8 +623,8 @@ class DeploymentManager:
 
     async def describe(self, tenant: str, name: str, version: str) -> dict[str, Any]:
         model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
-        record = await asyncio.to_thread(self.deployments.get, model.id)
-        steps = await asyncio.to_thread(self.deployments.steps, model.id, 50)
+        record = await self.sagas.get(self._key(model))
+        steps = await self.sagas.history(self._key(model), 50)
         stale = await asyncio.to_thread(self.deployments.stale, model.id, 20)
         r = self._running.get(model.id)
         runtime = r.handle.to_json() if r is not None and r.handle is not None else None
@@ -597,17 +634,21 @@ class DeploymentManager:
             "saga": None
             if record is None
             else {
-                "name": record.saga,
-                "status": record.status,
+                "name": record.name,
+                "status": str(record.status),
                 "step": record.step,
                 "detail": record.detail,
             },
             "runtime": runtime,
             "health": None
             if r is None
-            else {"last": r.last_health, "failures": r.health_failures, "restarts": r.restarts},
+            else {
+                "last": r.health.last,
+                "failures": r.health.failures,
+                "restarts": r.health.restarts,
+            },
             "companion": r.companion.describe() if r is not None and r.companion else None,
-            "steps": [asdict(s) for s in steps],
+            "steps": [{**asdict(s), "status": str(s.status)} for s in steps],
             "stale_requests": [asdict(s) for s in stale],
         }
 
@@ -624,6 +665,47 @@ class DeploymentManager:
             self.packages.find(model.tenant, model.name, model.version),
         )
 
+    def _prepare(self, model: ModelRecord) -> _Running:
+        spec = self._spec(model)
+        return _Running(model, spec, self._runtime_for(spec))
+
     def _runtime_for(self, spec: ModelSpec) -> Runtime:
         kind = "external" if spec.manifest.model.hosted == "external" else "local"
         return self.runtimes[kind]
+
+
+class _Watched:
+    """A running model as its health monitor sees it."""
+
+    def __init__(self, manager: DeploymentManager, running: _Running) -> None:
+        self.manager = manager
+        self.running = running
+
+    def alive(self) -> bool:
+        r = self.running
+        return r.handle is not None and r.runtime.alive(r.handle)
+
+    async def check(self) -> tuple[bool, str]:
+        assert self.running.client is not None
+        return await self.running.client.health(timeout=2.0)
+
+    def exit_reason(self) -> str:
+        return f"the model process exited{self.manager._log_tail(self.running)}"
+
+    async def restart(self) -> None:
+        await self.manager._restart(self.running)
+
+    async def give_up(self, reason: str) -> None:
+        await self.manager._lost(self.running, reason)
+
+    async def record(self, status: StepStatus, attempt: int, detail: str | None) -> None:
+        model = self.running.model
+        await self.manager.sagas.note(
+            self.manager._key(model),
+            model.tenant,
+            SagaName.HEALTH,
+            "restart",
+            status,
+            attempt,
+            detail,
+        )

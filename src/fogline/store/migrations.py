@@ -23,6 +23,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -149,10 +150,59 @@ def _v3_deployments(op: Operations) -> None:
     op.create_index("ix_stale_requests_model_id", "stale_requests", ["model_id"])
 
 
+def _v4_sagas(op: Operations) -> None:
+    """Sagas of any owner, not only of models: the saga row moves out of `model_deployments`
+    (which keeps the runtime) into `sagas`, keyed by owner kind and id, and `saga_steps` is
+    keyed the same way. Every row is kept: a model's saga becomes the saga of owner 'model'
+    with run 0 (runs were not counted before), its steps stay as history (run null)."""
+    op.create_table(
+        "sagas",
+        Column("owner", String(16), nullable=False),
+        Column("owner_id", String(64), nullable=False),
+        Column("tenant_id", String(64), nullable=False),
+        Column("name", String(32), nullable=False),
+        Column("run", Integer, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("step", String(32), nullable=True),
+        Column("detail", Text, nullable=True),
+        Column("updated_at", BigInteger, nullable=False),
+        PrimaryKeyConstraint("owner", "owner_id"),
+        ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+    )
+    op.execute(
+        "INSERT INTO sagas (owner, owner_id, tenant_id, name, run, status, step, detail, "
+        "updated_at) SELECT 'model', CAST(model_id AS VARCHAR(64)), tenant_id, saga, 0, status, "
+        "step, detail, updated_at FROM model_deployments"
+    )
+    with op.batch_alter_table("saga_steps") as batch:
+        batch.add_column(Column("owner", String(16), nullable=True))
+        batch.add_column(Column("owner_id", String(64), nullable=True))
+        batch.add_column(Column("tenant_id", String(64), nullable=True))
+        batch.add_column(Column("run", Integer, nullable=True))
+    op.execute(
+        "UPDATE saga_steps SET owner = 'model', owner_id = CAST(model_id AS VARCHAR(64)), "
+        "tenant_id = (SELECT m.tenant_id FROM models m WHERE m.id = saga_steps.model_id)"
+    )
+    with op.batch_alter_table("saga_steps") as batch:
+        batch.drop_index("ix_saga_steps_model_id")
+        batch.drop_column("model_id")  # its foreign key to `models` goes with it
+        for name in ("owner", "owner_id", "tenant_id"):
+            batch.alter_column(name, existing_type=String(64), nullable=False)
+        batch.alter_column("saga", existing_type=String(16), type_=String(32))
+        batch.create_index("ix_saga_steps_owner", ["owner", "owner_id"])
+        batch.create_foreign_key(
+            "saga_steps_tenant_id_fkey", "tenants", ["tenant_id"], ["id"], ondelete="CASCADE"
+        )
+    with op.batch_alter_table("model_deployments") as batch:
+        for name in ("saga", "status", "step", "detail"):
+            batch.drop_column(name)
+
+
 # Version 1 is the first released schema. Append steps here; never edit one that shipped.
 MIGRATIONS: list[Migration] = [
     Migration(2, "model management: registries, models, mappings, events", _v2_model_management),
     Migration(3, "deployments: saga state, saga steps, stale requests", _v3_deployments),
+    Migration(4, "sagas of any owner: sagas table, saga steps keyed by owner", _v4_sagas),
 ]
 
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -290,35 +291,54 @@ model_events = Table(
 )
 
 
-# -- deployments (schema version 3) -------------------------------------------------------
-# The saga that deploys, stops and updates a model keeps its current step here, and every step
-# it takes (and every compensation) in `saga_steps`, so a restart knows where it was.
+# -- sagas (schema version 4) --------------------------------------------------------------
+# Long-running work of any owner (a model's deploy, stop, update; rollouts and pipelines next):
+# where each owner's latest saga stands, and every step it took, so a restart knows where it was.
 
-model_deployments = Table(
-    "model_deployments",
+sagas = Table(
+    "sagas",
     metadata,
-    Column("model_id", BigInteger, primary_key=True),
+    Column("owner", String(16), nullable=False),  # model | ...
+    Column("owner_id", String(64), nullable=False),
     Column("tenant_id", String(64), nullable=False),
-    Column("saga", String(16), nullable=False),  # deploy | stop | update | health
+    Column("name", String(32), nullable=False),  # deploy | stop | update | restore | ...
+    Column("run", Integer, nullable=False),  # counts this owner's sagas; its steps carry it
     Column("status", String(16), nullable=False),  # running | compensating | done | failed
-    Column("step", String(32), nullable=True),  # the step last started
-    Column("runtime_json", Text, nullable=True),  # what the runtime started (pid, port, ...)
+    Column("step", String(32), nullable=True),  # the step last recorded
     Column("detail", Text, nullable=True),
     Column("updated_at", BigInteger, nullable=False),
-    ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+    PrimaryKeyConstraint("owner", "owner_id"),
+    ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
 )
 
 saga_steps = Table(
     "saga_steps",
     metadata,
     Column("id", AutoId, primary_key=True, autoincrement=True),
-    Column("model_id", BigInteger, nullable=False, index=True),
-    Column("saga", String(16), nullable=False),
+    Column("owner", String(16), nullable=False),
+    Column("owner_id", String(64), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("run", Integer, nullable=True),  # null: kept beside the sagas (health, recover)
+    Column("saga", String(32), nullable=False),
     Column("step", String(32), nullable=False),
     Column("status", String(16), nullable=False),  # started | done | failed | compensated
     Column("attempt", Integer, nullable=False),
     Column("detail", Text, nullable=True),
     Column("at", BigInteger, nullable=False),
+    Index("ix_saga_steps_owner", "owner", "owner_id"),
+    ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+)
+
+# -- deployments (schema version 3, saga columns moved to `sagas` in version 4) ---------------
+# What the runtime started for a model (pid, port, ...), so a restart can find and stop it.
+
+model_deployments = Table(
+    "model_deployments",
+    metadata,
+    Column("model_id", BigInteger, primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("runtime_json", Text, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
     ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
 )
 

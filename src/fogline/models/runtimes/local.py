@@ -22,7 +22,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from fogline.models.runtimes import sandbox
 from fogline.models.runtimes.base import ModelSpec, RuntimeHandle
 from fogline.models.runtimes.egress import Egress, EgressRelays
 from fogline.models.runtimes.sandbox import SandboxSettings, SandboxView
+from fogline.retry import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -554,18 +554,15 @@ class LocalRuntime:
             return  # gone already (or the pid now belongs to someone else)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if process is not None:
-                if process.returncode is not None:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), 0.1)
-            elif process_start_ticks(pid) != handle.started_at_ticks:
-                break
-            else:
-                await asyncio.sleep(0.05)
-        else:
+
+        async def exited() -> bool:
+            if process is None:  # started by an earlier run: only its pid is known
+                return process_start_ticks(pid) != handle.started_at_ticks
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 0.1)
+            return process.returncode is not None
+
+        if not await wait_until(exited, grace_s):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
         if process is not None and process.returncode is None:
