@@ -4,6 +4,7 @@ and is replayable from a sequence."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -50,6 +51,10 @@ def follower(url: str, key: str, after: int = 0) -> Iterator[queue.Queue[dict[st
     reader.start()
     try:
         yield lines
+    except AssertionError as failed:  # say what the follower said, if anything
+        process.terminate()
+        _, errors = process.communicate(timeout=10)
+        raise AssertionError(f"{failed}; the follower's stderr: {errors[-2000:]!r}") from None
     finally:
         process.terminate()
         process.wait(10)
@@ -101,8 +106,9 @@ async def test_events_reach_another_process_survive_a_restart_and_replay(
             def stopped(seen: list[dict[str, Any]]) -> bool:
                 return any(s["event"].get("to_state") == "stopped" for s in seen)
 
-            followed = collect_until(
-                lines, lambda seen: types_of(seen) >= EVERY_TYPE and stopped(seen)
+            # In a thread: the platform runs on this test's event loop and must go on serving.
+            followed = await asyncio.to_thread(
+                collect_until, lines, lambda seen: types_of(seen) >= EVERY_TYPE and stopped(seen)
             )
     finally:
         await api.close()
@@ -146,8 +152,10 @@ async def test_events_reach_another_process_survive_a_restart_and_replay(
         assert resumed and all(s["seq"] > middle for s in resumed)
         assert {s["event"]["type"] for s in resumed} == {"model.transitioned"}
         with follower(again.http_url, key, after=middle) as lines:
-            replayed = collect_until(
-                lines, lambda seen: len(seen) >= len(followed) - sequences.index(middle) - 1
+            replayed = await asyncio.to_thread(
+                collect_until,
+                lines,
+                lambda seen: len(seen) >= len(followed) - sequences.index(middle) - 1,
             )
         assert [s["seq"] for s in replayed][: len(followed)] == [q for q in sequences if q > middle]
         r = await api.http.post("/tenants", json={"id": "other", "name": "Other"})

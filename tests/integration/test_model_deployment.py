@@ -89,6 +89,11 @@ async def test_a_model_scores_what_its_type_mapping_feeds_it(platform: Any, api:
     r = await api.http.delete(f"/tenants/default/models/{name}/1.0.0")
     assert r.status_code == 409  # removed only from draft
     assert (await api.http.post(f"/tenants/default/models/{name}/1.0.0/retire")).status_code == 200
+    saga = (await k.deployment(api, name))["saga"]  # retire is a saga too, of one step
+    assert (saga["name"], saga["status"], saga["step"]) == ("retire", "done", "mark-draft")
+    again = await api.http.post(f"/tenants/default/models/{name}/1.0.0/retire")
+    assert again.status_code == 409  # the lifecycle table refuses at once: already in draft
+    assert (await k.deployment(api, name))["saga"]["name"] == "retire"  # no saga began
     assert (await api.http.delete(f"/tenants/default/models/{name}/1.0.0")).status_code == 200
 
 
@@ -459,6 +464,8 @@ async def test_a_restart_goes_on_with_each_interrupted_saga(platform: Any, api: 
         "halted": [E.DEPLOY, E.DEPLOYED, E.STOP],
         "replaced": [E.DEPLOY, E.DEPLOYED, E.UPDATE],
         "cut": [E.DEPLOY],
+        "retiring": [E.DEPLOY, E.DEPLOYED, E.STOP, E.STOPPED],
+        "retired": [E.DEPLOY, E.DEPLOYED, E.STOP, E.STOPPED, E.RETIRE],
     }.items():
         await k.submit(api, k.manifest(name), {"model.py": k.DOUBLER})
         for event in events:
@@ -488,7 +495,15 @@ async def test_a_restart_goes_on_with_each_interrupted_saga(platform: Any, api: 
             ("start-model", done),
         ],
     )
+    # A retire cut short before its move, and one cut short after it (its step is idempotent).
+    retiring = interrupted("retiring", "retire", [("mark-draft", started)])
+    retired = interrupted("retired", "retire", [("mark-draft", started)])
     await platform.deployments.recover()
+
+    await k.wait_state(api, "retiring", "draft")
+    for key in (retiring, retired):
+        await async_wait_for(lambda key=key: db.sagas.get(key).status is SagaStatus.DONE, 10)
+    assert (await k.state_of(api, "retired")) == "draft"
 
     await k.wait_state(api, "halted", "stopped")
     assert [(s.step, s.status, s.attempt) for s in db.sagas.steps(halted)][3:] == [

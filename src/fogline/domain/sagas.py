@@ -28,6 +28,7 @@ class SagaName(StrEnum):
     UPDATE = "update"  # the new version deploys and takes over; the old one is stopped
     STOP = "stop"
     RESTORE = "restore"  # an active model of a previous run, started again
+    RETIRE = "retire"  # a stopped model back to draft
     # Not sagas of their own: records kept beside a model's sagas, in the same history.
     HEALTH = "health"  # the health monitor's restarts
     RECOVER = "recover"  # what a restart found and did (leftovers stopped, sagas resumed)

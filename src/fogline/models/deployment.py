@@ -35,7 +35,7 @@ from fogline.domain.errors import (
     Problem,
     Unavailable,
 )
-from fogline.domain.lifecycle import ModelEvent, ModelState
+from fogline.domain.lifecycle import ModelEvent, ModelState, next_state
 from fogline.domain.models import ModelRecord
 from fogline.domain.sagas import SagaKey, SagaName, SagaOwner, StepStatus
 from fogline.models.companion import Companion, CompanionSettings
@@ -95,6 +95,13 @@ class _Stopping:
 
     model: ModelRecord
     running: _Running | None
+
+
+@dataclass
+class _Retiring:
+    """What the retire step works on; `model` is the record once it moved."""
+
+    model: ModelRecord
 
 
 Finish = Callable[[_Running], Awaitable[None]]
@@ -182,9 +189,16 @@ class DeploymentManager:
         return model
 
     async def retire(self, tenant: str, name: str, version: str) -> ModelRecord:
-        """A stopped model goes back to draft (to be edited, re-mapped or removed)."""
+        """A stopped model goes back to draft (to be edited, re-mapped or removed). A move the
+        lifecycle table refuses is refused at once, before any saga begins."""
         model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
-        return await self._move(model, ModelEvent.RETIRE, "retired by a user")
+        self._refuse_if_busy(model)
+        next_state(model.state, ModelEvent.RETIRE)
+        retiring = _Retiring(model)
+        failure = await self._go(model, self._retiring(), retiring, None)
+        if failure is not None:
+            raise Unavailable(f"model {name} {version} could not be retired: {failure.reason}")
+        return retiring.model
 
     async def update(self, tenant: str, name: str, to_version: str) -> ModelRecord:
         """Replace the active version of `name` by `to_version`: the new one is deployed beside
@@ -288,6 +302,24 @@ class DeploymentManager:
                 Step(f"mark-{event.value}", mark),
             ),
         )
+
+    def _retiring(self) -> Saga[_Retiring]:
+        async def mark_draft(r: _Retiring) -> None:
+            # Idempotent, so that a restart can resume it: already in draft is done.
+            current = await asyncio.to_thread(
+                self.models.get_model, r.model.tenant, r.model.name, r.model.version
+            )
+            if current.state is ModelState.DRAFT:
+                r.model = current
+                return
+            r.model = await self._move(current, ModelEvent.RETIRE, "retired by a user")
+
+        return Saga(SagaName.RETIRE, (Step("mark-draft", mark_draft),))
+
+    async def _retire_saga(self, model: ModelRecord, how: Resume) -> None:
+        failure = await self._go(model, self._retiring(), _Retiring(model), how)
+        if failure is not None:
+            log.error("saga.retire_failed", extra={"fields": {"model": model.id}})
 
     async def _go(
         self, model: ModelRecord, saga: Saga[C], context: C, how: Resume | None
@@ -551,6 +583,18 @@ class DeploymentManager:
                 self._launch(moved, self._restore_saga(moved))
             else:
                 self._launch(model, self._restore_saga(model))
+        await self._recover_retires()
+
+    async def _recover_retires(self) -> None:
+        """A retire a restart cut short is finished (its one step is idempotent)."""
+        unfinished = await self.sagas.unfinished(SagaOwner.MODEL)
+        retiring = {r.key.id for r in unfinished if r.name == SagaName.RETIRE}
+        if not retiring:
+            return
+        states = [ModelState.STOPPED, ModelState.DRAFT]
+        for model in await asyncio.to_thread(self.models.in_states, states):
+            if str(model.id) in retiring:
+                self._launch(model, self._retire_saga(model, Resume.FROM_STEP))
 
     async def _stop_leftover(self, model: ModelRecord) -> None:
         """A model process the previous run started (it should have died with it)."""
