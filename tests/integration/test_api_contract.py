@@ -36,9 +36,10 @@ hooks = "{HOOKS}"
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 
-# The live stream never ends by itself: its first event (`subscribed`) is enough to check.
+# The live and events streams never end by themselves: their first event (`subscribed`,
+# `following`) is enough to check.
 [[operations]]
-include-path-regex = "/live$"
+include-path-regex = "/(live|events/stream)$"
 max-stream-events = 1
 """
 

@@ -168,3 +168,42 @@ async def test_events_reach_another_process_survive_a_restart_and_replay(
     finally:
         await api.close()
         await again.stop()
+
+
+async def test_a_revoked_key_ends_its_event_stream_and_bad_sequences_are_refused(
+    platform: Any, api: Api
+) -> None:
+    r = await api.http.post("/tenants/default/api-keys", json={"name": "watcher"})
+    watcher, key_id = api.as_key(r.json()["api_key"]), r.json()["key"]["id"]
+    await k.sensors(api, "s1")  # something to replay first
+    seen: list[str] = []
+    replayed = asyncio.Event()
+
+    async def follow() -> None:
+        path = "/tenants/default/events/stream"
+        async with watcher.http.stream("GET", path, timeout=30) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("event:"):
+                    seen.append(line[6:].strip())
+                    if seen[-1] != "following":  # the replay's first event came
+                        replayed.set()
+
+    stream = asyncio.create_task(follow())
+    try:
+        async with asyncio.timeout(15):
+            await replayed.wait()
+        assert (await api.http.delete(f"/tenants/default/api-keys/{key_id}")).status_code == 204
+        async with asyncio.timeout(10):  # the server ends the stream; the client would read on
+            await stream
+    finally:
+        stream.cancel()
+        await watcher.close()
+    assert seen[:2] == ["following", "registry.changed"] and seen[-1] == "error"
+
+    for query in ({"after": -1}, {"after": 2**64}, {"after": "abc"}, {"type": "nonsense"}):
+        r = await api.http.get("/tenants/default/events", params=query)
+        assert r.status_code == 422, (query, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    r = await api.http.get("/tenants/default/events/stream", headers={"Last-Event-ID": "1e99"})
+    assert r.status_code == 422

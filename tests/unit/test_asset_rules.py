@@ -82,3 +82,16 @@ def test_tenant_keys_stay_in_their_tenant() -> None:
     admin = ApiKey("a", None, "a", Role.ADMIN, 0)
     admin.require_tenant("globex")
     admin.require_admin()
+
+
+def test_a_range_bound_must_be_finite() -> None:
+    defs = [
+        TelemetryDefinition("a", DType.FLOAT, min=float("inf")),
+        TelemetryDefinition("b", DType.FLOAT, max=float("nan")),
+        TelemetryDefinition("c", DType.FLOAT, min=-1e300, max=1e300),
+    ]
+    problems = check_telemetry_definitions(defs, "telemetry")
+    assert [(p.field, p.reason) for p in problems] == [
+        ("telemetry[0].min", "must be a finite number"),
+        ("telemetry[1].max", "must be a finite number"),
+    ]

@@ -95,13 +95,19 @@ def ensure_data_dir(path: Path) -> None:
 
 
 def narrow_permissions(root: Path) -> list[str]:
-    """Take group and other bits off everything under root (links are left alone)."""
+    """Take group and other bits off everything under root (links are left alone). A
+    directory others may only traverse (0711: a model's run directory, made so by the local
+    runtime for the model's own uid) is left as it is: nobody can list it or write in it."""
     narrowed = []
     for directory, dirs, files in os.walk(root):
-        for name in [".", *dirs, *files]:
+        # Each directory once: the root itself, then every entry as its parent lists it.
+        own = ["."] if os.path.samefile(directory, root) else []
+        for name in [*own, *dirs, *files]:
             path = os.path.join(directory, name)
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode) or not st.st_mode & 0o077:
+                continue
+            if stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o066 and name != ".":
                 continue
             os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
             narrowed.append(os.path.relpath(path, root))

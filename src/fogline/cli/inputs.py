@@ -15,9 +15,12 @@ from fogline.domain.errors import InvalidInput, Problem
 def read_document(path: Path) -> Any:
     """JSON or YAML from a file, or from stdin for '-'."""
     try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidInput.of([Problem(str(path), exc.strerror or str(exc))], "file") from None
+    except UnicodeDecodeError as exc:
+        problem = Problem(str(path), f"not UTF-8 text (byte {exc.start}): not JSON or YAML")
+        raise InvalidInput.of([problem], "file") from None
     try:
         return yaml.safe_load(text)  # YAML is a superset of JSON
     except yaml.YAMLError as exc:

@@ -156,7 +156,8 @@ class FoglineClient:
         {"seq": ..., "event": {...}}, until the caller stops reading."""
         params: dict[str, Any] = {"after": after, "type": types or []}
         for sse_id, _event, data in self._sse(f"/tenants/{tenant}/events/stream", params):
-            yield {"seq": int(sse_id or 0), "event": json.loads(data)}
+            if sse_id:  # events have their sequence; `following` (where it starts) has none
+                yield {"seq": int(sse_id), "event": json.loads(data)}
 
     def _sse(
         self, path: str, params: dict[str, Any] | None = None

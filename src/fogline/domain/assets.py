@@ -107,6 +107,9 @@ def check_telemetry_definitions(defs: list[TelemetryDefinition], path: str) -> l
         seen.add(d.name)
         if not d.dtype.numeric and (d.min is not None or d.max is not None):
             problems.append(Problem(where, "a range (min/max) applies to float and int only"))
+        for bound, value in (("min", d.min), ("max", d.max)):
+            if value is not None and not math.isfinite(value):  # JSON would show it as null
+                problems.append(Problem(f"{where}.{bound}", "must be a finite number"))
         if d.min is not None and d.max is not None and d.min > d.max:
             problems.append(Problem(f"{where}.min", f"min {d.min} is above max {d.max}"))
     return problems

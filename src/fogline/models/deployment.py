@@ -63,6 +63,10 @@ from fogline.store.telemetry import TelemetryStore
 
 log = logging.getLogger(__name__)
 
+# States a saga ends in; SETTLE_S is how long a call waits for such a saga to finish recording.
+SETTLED = (ModelState.ACTIVE, ModelState.STOPPED, ModelState.DRAFT)
+SETTLE_S = 5.0
+
 
 @dataclass(frozen=True)
 class SagaSettings:
@@ -183,7 +187,7 @@ class DeploymentManager:
 
     async def stop(self, tenant: str, name: str, version: str) -> ModelRecord:
         model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
-        self._refuse_if_busy(model)
+        await self._refuse_if_busy(model)
         model = await self._move(model, ModelEvent.STOP, "stop requested")
         self._launch(model, self._stop_saga(model))
         return model
@@ -192,7 +196,7 @@ class DeploymentManager:
         """A stopped model goes back to draft (to be edited, re-mapped or removed). A move the
         lifecycle table refuses is refused at once, before any saga begins."""
         model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
-        self._refuse_if_busy(model)
+        await self._refuse_if_busy(model)
         next_state(model.state, ModelEvent.RETIRE)
         retiring = _Retiring(model)
         failure = await self._go(model, self._retiring(), retiring, None)
@@ -212,7 +216,7 @@ class DeploymentManager:
         if not active:
             raise Conflict(f"model {name} has no active version to update; deploy {to_version}")
         old = active[0]
-        self._refuse_if_busy(old)
+        await self._refuse_if_busy(old)
         inherited = await self.mappings.inherit(old, new)
         try:
             await self._check_deployable(new)
@@ -255,12 +259,19 @@ class DeploymentManager:
             )
         if problems:
             raise InvalidInput.of(problems, "deployment")
-        self._refuse_if_busy(model)
+        await self._refuse_if_busy(model)
 
-    def _refuse_if_busy(self, model: ModelRecord) -> None:
+    async def _refuse_if_busy(self, model: ModelRecord) -> None:
         task = self._tasks.get(model.id)
-        if task is not None and not task.done():
-            raise Conflict(f"model {model.name} {model.version} is busy with another step")
+        if task is None or task.done():
+            return
+        if model.state in SETTLED:
+            # The saga has made its last move and is recording it: a user who saw the model
+            # active (or stopped) and acts at once waits that moment out, not a 409.
+            await asyncio.wait({task}, timeout=SETTLE_S)
+            if task.done():
+                return
+        raise Conflict(f"model {model.name} {model.version} is busy with another step")
 
     # -- sagas ----------------------------------------------------------------------------
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from sse_starlette.sse import EventSourceResponse
 
 from fogline.api.deps import ScopedTenant, Services, key_still_valid
@@ -18,14 +19,18 @@ from fogline.api.problems import IN_TENANT, STATUS_OF_KIND, UNAVAILABLE, problem
 from fogline.api.routing import FoglineRoute
 from fogline.api.schemas.events import EventPage, StoredEventOut
 from fogline.bus.events import EventType, StoredEvent
+from fogline.domain.errors import InvalidInput, Problem
 
 router = APIRouter(tags=["events"], route_class=FoglineRoute, responses=IN_TENANT)
 
 KEY_CHECK_S = 1.0  # how soon a revoked key's event stream ends
 FOLLOW_QUEUE_LIMIT = 1000
+READER_STOP_S = 1.0
 
 
-AfterSeq = Annotated[int, Query(ge=0, description="only events after this sequence")]
+# Stream sequences are unsigned 64-bit; a start past them is an error of the server's.
+MAX_SEQ = 2**63 - 1
+AfterSeq = Annotated[int, Query(ge=0, le=MAX_SEQ, description="only events after this sequence")]
 EventTypes = Annotated[list[EventType] | None, Query(alias="type", description="only these")]
 
 
@@ -50,8 +55,9 @@ async def list_events(
     response_class=EventSourceResponse,
     responses={
         200: {
-            "description": "Server-Sent Events: each platform event as an SSE event whose `id` "
-            "is its sequence (reconnect with `Last-Event-ID` to resume), `event` its type and "
+            "description": "Server-Sent Events: `following` first (data: where it starts), then "
+            "each platform event as an SSE event whose `id` is its sequence (a client that "
+            "reconnects with the `Last-Event-ID` header resumes after it), `event` its type and "
             "`data` the event as JSON; `error` (a problem) and the end when the key stops "
             "being valid",
             "content": {
@@ -77,11 +83,12 @@ async def follow_events(
     svc: Services,
     after: AfterSeq = 0,
     event_types: EventTypes = None,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
 ) -> EventSourceResponse:
-    """Stored events after `after` (or the `Last-Event-ID` header), then new ones as they
-    happen. The key is checked again every second: a revoked one ends the stream."""
-    start = last_event_id if last_event_id is not None else after
+    """Stored events after `after` (or after the `Last-Event-ID` header, which an SSE client
+    sends by itself when it reconnects), then new ones as they happen. The key is checked again
+    every second: a revoked one ends the stream."""
+    resumed = _last_event_id(request.headers.get("last-event-id"))
+    start = resumed if resumed is not None else after
     queue: asyncio.Queue[StoredEvent] = asyncio.Queue(FOLLOW_QUEUE_LIMIT)
 
     async def pump() -> None:
@@ -93,6 +100,7 @@ async def follow_events(
         reader = asyncio.create_task(pump(), name=f"events-{tenant}")
         next_check = time.monotonic() + KEY_CHECK_S
         try:
+            yield {"event": "following", "data": json.dumps({"after": start})}
             while True:
                 with contextlib.suppress(TimeoutError):
                     stored = await asyncio.wait_for(queue.get(), KEY_CHECK_S)
@@ -113,8 +121,20 @@ async def follow_events(
                     yield {"event": "error", "data": bytes(end).decode()}
                     return
         finally:
+            # Not awaited to the end: a reader cut off in the middle of a NATS request could
+            # hold the response open (seen once in many); its ephemeral consumer expires alone.
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await asyncio.wait({reader}, timeout=READER_STOP_S)
 
     return EventSourceResponse(stream(), ping=15)
+
+
+def _last_event_id(value: str | None) -> int | None:
+    """The SSE protocol's own header, read here rather than declared: it is no parameter of
+    the API but what an EventSource sends back (a sequence this stream gave it)."""
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) > MAX_SEQ:
+        problem = Problem("Last-Event-ID", f"must be a sequence: 0 to {MAX_SEQ}")
+        raise InvalidInput.of([problem], "request")
+    return int(value)

@@ -70,6 +70,8 @@ def _summary(e: dict[str, Any]) -> str:
     if kind == "registry.changed":
         return f"{e['kind'].replace('_', ' ')} {e['target']} {e['change']}"
     if kind == "device.changed":
+        if e["change"] == "updated" and e.get("credentials_changed"):
+            return f"device {e['device']} given a new password"
         return f"device {e['device']} {e['change']}"
     if kind == "mappings.changed":
         targets = ", ".join(e["assets"] + [f"type {t}" for t in e["asset_types"]]) or "none"
