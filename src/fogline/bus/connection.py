@@ -83,8 +83,9 @@ class Subscription:
         self._on_close = on_close
 
     async def close(self) -> None:
-        if self._on_close is not None:
-            self._on_close()
+        on_close, self._on_close = self._on_close, None  # once, however often it is called
+        if on_close is not None:
+            on_close()
         with contextlib.suppress(NatsError):
             await self._sub.unsubscribe()
 
@@ -397,8 +398,10 @@ class Bus:
         follow: bool,
     ) -> AsyncIterator[StoredEvent]:
         stream = self.subjects.events_stream
-        wanted: list[str | None] = [str(t) for t in types] if types else [None]
+        # Each type once: JetStream refuses a consumer whose filters overlap.
+        wanted = sorted({str(t) for t in types or ()})
         filters = [self.subjects.events_filter(tenant, t) for t in wanted]
+        filters = filters or [self.subjects.events_filter(tenant)]
         name = self.nc.new_inbox().rsplit(".", 1)[-1]
         config = ConsumerConfig(
             name=name,
