@@ -336,6 +336,8 @@ class Bus:
             _, late = await asyncio.wait(waits, timeout=LOCAL_DELIVERY_S)
             if late:
                 log.warning("events.local_delivery_slow", extra={"fields": {"type": event.type}})
+                for sub in local:  # not waited for any longer
+                    sub.waiting.pop(event.id, None)
 
     async def _publish_durably(self, subject: str, data: bytes, msg_id: str) -> None:
         # Retried under its id: the stream keeps an event published twice only once.
