@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -47,8 +48,11 @@ def _fresh_dir(path: Path) -> None:
                 f"{path} exists and is not a demo directory; choose another with --demo-dir"
             )
         shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / MARKER).write_text("made by fogline demo; deleted by the next demo run\n")
+    # The platform's user only, as the platform makes its data dir (nothing to narrow later).
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    marker = os.open(path / MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(marker, "w") as f:
+        f.write("made by fogline demo; deleted by the next demo run\n")
 
 
 async def run_demo(demo_dir: Path, duration: float, motors: int, keep_running: bool) -> None:
