@@ -22,11 +22,19 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyNotFoundError,
+    NoKeysError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+from nats.js.kv import KeyValue
 
 from fogline.bus.errors import BrokerUnavailable
 from fogline.bus.events import (
@@ -88,6 +96,35 @@ class Subscription:
             on_close()
         with contextlib.suppress(NatsError):
             await self._sub.unsubscribe()
+
+
+class KeyValueBucket:
+    """A JetStream KV bucket: the latest value per key, kept with the stream's durability
+    (the place for state such as a device twin's desired and reported state)."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get(self, key: str) -> bytes | None:
+        """The key's value, or None when it was never put or was deleted."""
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.value
+
+    async def put(self, key: str, value: bytes) -> int:
+        """Store the value; returns its revision (increasing across the bucket)."""
+        return int(await self._kv.put(key, value))
+
+    async def delete(self, key: str) -> None:
+        await self._kv.delete(key)
+
+    async def keys(self) -> list[str]:
+        try:
+            return sorted(await self._kv.keys())
+        except NoKeysError:
+            return []
 
 
 class _LocalEventSubscription:
@@ -312,6 +349,20 @@ class Bus:
             await on_data(msg.data)
 
         return Subscription(await self.nc.subscribe(subject, cb=on_message))
+
+    # -- key-value buckets --------------------------------------------------------------------
+
+    async def key_value(self, name: str, history: int = 1) -> KeyValueBucket:
+        """The installation's bucket `name`, made on first use (file storage; `history`
+        values kept per key)."""
+        bucket = self.subjects.kv_bucket(name)
+        try:
+            kv = await self.js.key_value(bucket)
+        except BucketNotFoundError:
+            kv = await self.js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
+            )
+        return KeyValueBucket(kv)
 
     # -- platform events ------------------------------------------------------------------
 

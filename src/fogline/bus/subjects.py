@@ -92,6 +92,10 @@ class Subjects:
         """Events of one tenant and/or one type; every event with neither."""
         return f"{self.root}._platform.events.{tenant or '*'}.{event_type or '>'}"
 
+    def kv_bucket(self, name: str) -> str:
+        """A JetStream KV bucket of this installation (the root keeps installations apart)."""
+        return f"{self.root.upper()}_{name.upper()}"
+
     @property
     def historian_stats(self) -> str:
         """Where the historian process reports its counters to the platform, every second."""
