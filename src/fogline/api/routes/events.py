@@ -5,25 +5,23 @@ page or followed live with Server-Sent Events. See docs/events.md for the contra
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from sse_starlette.sse import EventSourceResponse
 
-from fogline.api.deps import ScopedTenant, Services, key_still_valid
-from fogline.api.problems import IN_TENANT, STATUS_OF_KIND, UNAVAILABLE, problem
+from fogline.api.deps import ScopedTenant, Services
+from fogline.api.problems import IN_TENANT, UNAVAILABLE
 from fogline.api.routing import FoglineRoute
 from fogline.api.schemas.events import EventPage, StoredEventOut
+from fogline.api.streams import while_key_valid
 from fogline.bus.events import EventType, StoredEvent
 from fogline.domain.errors import InvalidInput, Problem
 
 router = APIRouter(tags=["events"], route_class=FoglineRoute, responses=IN_TENANT)
 
-KEY_CHECK_S = 1.0  # how soon a revoked key's event stream ends
 FOLLOW_QUEUE_LIMIT = 1000
 READER_STOP_S = 1.0
 
@@ -98,28 +96,15 @@ async def follow_events(
 
     async def stream() -> AsyncIterator[dict[str, str]]:
         reader = asyncio.create_task(pump(), name=f"events-{tenant}")
-        next_check = time.monotonic() + KEY_CHECK_S
+
+        def reader_broke() -> None:
+            if reader.done():
+                reader.result()  # a broken stream ends the response with its error
+
         try:
             yield {"event": "following", "data": json.dumps({"after": start})}
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    stored = await asyncio.wait_for(queue.get(), KEY_CHECK_S)
-                    yield {
-                        "id": str(stored.seq),
-                        "event": stored.event.type,
-                        "data": stored.event.model_dump_json(),
-                    }
-                if reader.done():
-                    reader.result()  # a broken stream ends the response with its error
-                if time.monotonic() < next_check:
-                    continue
-                next_check = time.monotonic() + KEY_CHECK_S
-                refused = await key_still_valid(request, tenant)
-                if refused is not None:
-                    detail = f"the stream ends: {refused.message}"
-                    end = problem(STATUS_OF_KIND[refused.kind], detail).body
-                    yield {"event": "error", "data": bytes(end).decode()}
-                    return
+            async for event in while_key_valid(request, tenant, queue, _sse_of, reader_broke):
+                yield event
         finally:
             # Not awaited to the end: a reader cut off in the middle of a NATS request could
             # hold the response open (seen once in many); its ephemeral consumer expires alone.
@@ -127,6 +112,14 @@ async def follow_events(
             await asyncio.wait({reader}, timeout=READER_STOP_S)
 
     return EventSourceResponse(stream(), ping=15)
+
+
+def _sse_of(stored: StoredEvent) -> dict[str, str]:
+    return {
+        "id": str(stored.seq),
+        "event": stored.event.type,
+        "data": stored.event.model_dump_json(),
+    }
 
 
 def _last_event_id(value: str | None) -> int | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -11,12 +10,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
-from fogline.api.deps import ScopedTenant, Sender, Services, SlugPath, key_still_valid
+from fogline.api.deps import ScopedTenant, Sender, Services, SlugPath
 from fogline.api.limits import BodyKind, BodyTooLarge, body
 from fogline.api.problems import (
     IN_TENANT,
     RAW_BODY,
-    STATUS_OF_KIND,
     UNAVAILABLE,
     problem,
 )
@@ -31,6 +29,7 @@ from fogline.api.schemas.telemetry import (
     RawHistoryOut,
     RawSeriesOut,
 )
+from fogline.api.streams import while_key_valid
 from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
 from fogline.domain.timeseries import now_ms, parse_duration_ms, parse_query_time
 from fogline.ingest.queries import MAX_RAW_POINTS
@@ -38,7 +37,6 @@ from fogline.ingest.queries import MAX_RAW_POINTS
 router = APIRouter(tags=["telemetry"], route_class=FoglineRoute, responses=IN_TENANT)
 
 LIVE_QUEUE_LIMIT = 1000
-LIVE_KEY_CHECK_S = 1.0  # how soon a revoked key's live streams end
 
 _TIME_BOUND = "epoch ms, ISO 8601, `now`, or before now like `-15m`; 1970 to the year 9999"
 
@@ -176,30 +174,16 @@ async def live(
     async def events() -> AsyncIterator[dict[str, str]]:
         try:
             yield {"event": "subscribed", "data": f'{{"asset": "{asset}"}}'}
-            next_check = time.monotonic() + LIVE_KEY_CHECK_S
-            while True:
-                try:  # no timer per event while events keep coming
-                    data = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    try:
-                        data = await asyncio.wait_for(queue.get(), LIVE_KEY_CHECK_S)
-                    except TimeoutError:
-                        data = None
-                if time.monotonic() >= next_check:
-                    refused = await key_still_valid(request, tenant)
-                    if refused is not None:
-                        status = STATUS_OF_KIND[refused.kind]
-                        detail = f"the stream ends: {refused.message}"
-                        end = problem(status, detail).body
-                        yield {"event": "error", "data": bytes(end).decode()}
-                        return
-                    next_check = time.monotonic() + LIVE_KEY_CHECK_S
-                if data is not None:
-                    yield {"event": "readings", "data": data.decode()}
+            async for event in while_key_valid(request, tenant, queue, _readings_event):
+                yield event
         finally:
             await subscription.close()
 
     return EventSourceResponse(events(), ping=15)
+
+
+def _readings_event(data: bytes) -> dict[str, str]:
+    return {"event": "readings", "data": data.decode()}
 
 
 @router.get("/tenants/{tenant}/dead-letters")
