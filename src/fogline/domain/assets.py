@@ -95,16 +95,21 @@ def value_matches(dtype: DType, value: Any) -> bool:
     return kind is str
 
 
+def _name_problems(name: str, where: str, seen: set[str], what: str) -> list[Problem]:
+    """A definition's name: a slug, and once per list (`seen` collects the names so far)."""
+    problems = [p] if (p := slug_problem(name, f"{where}.name")) is not None else []
+    if name in seen:
+        problems.append(Problem(f"{where}.name", f"duplicate {what} name {name!r}"))
+    seen.add(name)
+    return problems
+
+
 def check_telemetry_definitions(defs: list[TelemetryDefinition], path: str) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[str] = set()
     for i, d in enumerate(defs):
         where = f"{path}[{i}]"
-        if (p := slug_problem(d.name, f"{where}.name")) is not None:
-            problems.append(p)
-        if d.name in seen:
-            problems.append(Problem(f"{where}.name", f"duplicate telemetry name {d.name!r}"))
-        seen.add(d.name)
+        problems += _name_problems(d.name, where, seen, "telemetry")
         if not d.dtype.numeric and (d.min is not None or d.max is not None):
             problems.append(Problem(where, "a range (min/max) applies to float and int only"))
         for bound, value in (("min", d.min), ("max", d.max)):
@@ -120,11 +125,7 @@ def check_attribute_definitions(defs: list[AttributeDefinition], path: str) -> l
     seen: set[str] = set()
     for i, d in enumerate(defs):
         where = f"{path}[{i}]"
-        if (p := slug_problem(d.name, f"{where}.name")) is not None:
-            problems.append(p)
-        if d.name in seen:
-            problems.append(Problem(f"{where}.name", f"duplicate attribute name {d.name!r}"))
-        seen.add(d.name)
+        problems += _name_problems(d.name, where, seen, "attribute")
         if d.default is not None and not value_matches(d.dtype, d.default):
             problems.append(Problem(f"{where}.default", f"is not a {d.dtype.value}"))
     return problems
