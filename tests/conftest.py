@@ -108,6 +108,9 @@ def platform_settings(tmp_path: Path) -> Callable[..., Any]:
             "nats_port": free_port(),
             "mqtt_port": free_port(),
             "log_level": "warning",
+            # The default reserve (5% of the disk, up to 2 GiB) would make a test machine with
+            # a nearly full disk refuse data; the tests of the reserve set their own.
+            "disk_reserve": "64MiB",
         }
         values.update(overrides)
         return load_settings(**values)

@@ -74,6 +74,7 @@ def start_platform(
         "FOGLINE_HTTP_PORT": str(http_port),
         "FOGLINE_NATS_PORT": str(nats_port),
         "FOGLINE_MQTT_PORT": str(mqtt_port),
+        "FOGLINE_DISK_RESERVE": "64MiB",  # as tests/conftest.py says why
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fogline.domain.errors import ErrorKind, FoglineError
+from fogline.domain.errors import ErrorKind, FoglineError, Unavailable
 from fogline.domain.ids import SLUG_PATTERN
 from fogline.fleet.devices import PASSWORD_PATTERN
 
@@ -209,7 +209,8 @@ def install(app: FastAPI) -> None:
         if status >= 500:
             log.error("api.error", extra={"fields": {"error": exc.message}})
         errors = [{"field": p.field, "reason": p.reason} for p in exc.problems]
-        return problem(status, exc.message, errors)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+        return problem(status, exc.message, errors, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

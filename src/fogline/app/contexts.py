@@ -9,14 +9,15 @@ its event subscriptions made through the bus, and a line in `Platform._build`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from fogline.access.tenants import AccessService
 from fogline.app.settings import Settings
 from fogline.bus.bridge import MqttBridge, MqttEndpoint, bridge_client_id
-from fogline.bus.connection import Bus, HotStoreSettings
+from fogline.bus.connection import Bus, EventStoreSettings, HotStoreSettings
 from fogline.bus.refusals import ConnectionEvents, OversizeReporter
 from fogline.bus.server import (
     PLATFORM_USER,
@@ -26,6 +27,7 @@ from fogline.bus.server import (
     EmbeddedNatsSettings,
 )
 from fogline.bus.subjects import Subjects
+from fogline.disk import DiskSpace, ReservePolicy, StoreSizes
 from fogline.fleet.assets import AssetRegistry
 from fogline.fleet.broker_auth import BrokerAuth, EmbeddedBrokerAuth, UnmanagedBrokerAuth
 from fogline.fleet.devices import DeviceRegistry
@@ -47,6 +49,8 @@ from fogline.models.transport import AmqpConnections
 from fogline.store.database import Database
 from fogline.store.secrets import SecretBox
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class NatsLogin:
@@ -67,32 +71,60 @@ class Backbone:
     # Only when Fogline runs its own nats-server (not with FOGLINE_NATS_URL):
     nats: EmbeddedNats | None
     oversize: OversizeReporter | None
+    store_sizes: StoreSizes  # the hot store's limits
+
+
+def size_stores(settings: Settings) -> StoreSizes:
+    """The hot store's limits. Fogline's own nats-server keeps it in the data dir, so they
+    are fitted to that filesystem (less the disk reserve); an external NATS keeps its own."""
+    wanted = (
+        EmbeddedNatsSettings.max_store_bytes,
+        settings.hot_max_bytes,
+        EventStoreSettings.max_bytes,
+    )
+    if settings.nats_url:
+        return StoreSizes(*wanted)
+    total = DiskSpace.of(settings.data_dir).total
+    reserve = ReservePolicy(settings.disk_reserve).bytes_for(total)
+    sizes = StoreSizes.fit(total, reserve, *wanted)
+    log.info(
+        "hot_store.sized",
+        extra={"fields": {"filesystem_bytes": total, "reserve_bytes": reserve, **asdict(sizes)}},
+    )
+    return sizes
 
 
 async def open_backbone(settings: Settings, subjects: Subjects, stack: AsyncExitStack) -> Backbone:
     db = await asyncio.to_thread(Database.open, settings.effective_database_url)
     stack.callback(db.close)
+    sizes = size_stores(settings)
     if settings.nats_url:
         login = NatsLogin(settings.nats_url, None, None)
         bus = await Bus.connect(login.url, subjects)
         stack.push_async_callback(bus.close)
-        backbone = Backbone(settings, db, bus, login, UnmanagedBrokerAuth(), None, None)
+        backbone = Backbone(settings, db, bus, login, UnmanagedBrokerAuth(), None, None, sizes)
     else:
-        backbone = await _embedded_backbone(settings, subjects, db, stack)
+        backbone = await _embedded_backbone(settings, subjects, db, sizes, stack)
     await backbone.bus.ensure_streams(
-        HotStoreSettings(settings.hot_retention_seconds, settings.hot_max_bytes)
+        HotStoreSettings(settings.hot_retention_seconds, sizes.telemetry_max),
+        EventStoreSettings(max_bytes=sizes.events_max),
     )
     return backbone
 
 
 async def _embedded_backbone(
-    settings: Settings, subjects: Subjects, db: Database, stack: AsyncExitStack
+    settings: Settings,
+    subjects: Subjects,
+    db: Database,
+    sizes: StoreSizes,
+    stack: AsyncExitStack,
 ) -> Backbone:
     nats = EmbeddedNats(
         EmbeddedNatsSettings(
             directory=settings.data_dir / "nats",
             client_port=settings.nats_port,
             mqtt_port=settings.mqtt_port,
+            max_store_bytes=sizes.jetstream_max,
         ),
         subjects,
     )
@@ -109,7 +141,7 @@ async def _embedded_backbone(
     )
     await events.start()
     stack.push_async_callback(events.stop)
-    return Backbone(settings, db, bus, login, EmbeddedBrokerAuth(nats), nats, oversize)
+    return Backbone(settings, db, bus, login, EmbeddedBrokerAuth(nats), nats, oversize, sizes)
 
 
 def build_access(b: Backbone) -> AccessService:

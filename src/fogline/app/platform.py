@@ -37,6 +37,7 @@ from fogline.app.contexts import (
     build_models,
     open_backbone,
 )
+from fogline.app.safety import start_disk_guard
 from fogline.app.settings import Settings
 from fogline.bus.bridge import MqttBridge
 from fogline.bus.connection import Bus, redact_url
@@ -44,6 +45,7 @@ from fogline.bus.errors import PortInUse
 from fogline.bus.refusals import OversizeReporter
 from fogline.bus.server import EmbeddedNats
 from fogline.bus.subjects import Subjects
+from fogline.disk import DiskGuard
 from fogline.domain.access import DEFAULT_TENANT, Role
 from fogline.domain.errors import ConfigurationError
 from fogline.ingest.worker import HistorianSupervisor
@@ -143,6 +145,7 @@ class _Running:
     ingest: IngestContext
     fleet: FleetContext
     models: ModelsContext
+    disk: DiskGuard
 
 
 class NotStarted(ConfigurationError):
@@ -244,9 +247,10 @@ class Platform:
         self.bootstrap = await asyncio.to_thread(self._bootstrap, backbone.db)
         access = build_access(backbone)
         ingest = await build_ingest(backbone, stack)
+        disk = await start_disk_guard(backbone, ingest, stack)
         fleet = build_fleet(backbone)
         models = await build_models(backbone, self._callback_base, stack)
-        self._running = _Running(backbone, access, ingest, fleet, models)
+        self._running = _Running(backbone, access, ingest, fleet, models, disk)
         await self._serve_http(stack, http_socket)
         # After the API (stopped before it): async models call back on the HTTP address.
         stack.push_async_callback(models.deployments.shutdown)
@@ -359,6 +363,14 @@ class Platform:
         checks["nats"] = {"ok": nats_ok}
         if not nats_ok:
             problems.append("not connected to NATS")
+        if running is not None and running.backbone.nats is not None:
+            broker = checks["broker"] = running.backbone.nats.health()
+            if broker["problem"]:
+                problems.append(broker["problem"])
+        if running is not None:
+            disk = checks["disk"] = running.disk.health()
+            if disk["problem"]:
+                problems.append(disk["problem"])
         try:
             await asyncio.wait_for(asyncio.to_thread(self.db.ping), 5)
             checks["database"] = {"ok": True}
@@ -385,6 +397,10 @@ class Platform:
             "mqtt": self.mqtt_url,
             "nats": self.nats_url,
             "nats_pid": nats.pid if nats else None,
+            "nats_restarts": nats.restarts if nats else 0,
+            "broker": nats.health() if nats else None,
+            "disk": running.disk.health(),
+            "hot_store_limits": asdict(running.backbone.store_sizes),
             "nats_rss_mb": rss_mb(nats.pid) if nats and nats.pid else None,
             "historian_pid": historian.pid,
             "historian_rss_mb": rss_mb(historian.pid) if historian.pid else None,

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fogline.disk import ReservePolicy
 from fogline.domain.errors import ConfigurationError, InvalidInput, Problem
 from fogline.domain.timeseries import parse_duration_ms
 from fogline.models.manifest import LimitCaps
@@ -36,6 +37,9 @@ class Settings(BaseModel):
     subject_root: str = "fogline"
     hot_retention: str = "7d"
     hot_max_bytes: int = Field(default=5 * 1024**3, ge=1024**2)
+    # Kept free on the data dir's filesystem: new data is refused below it ("auto": 5% of the
+    # filesystem, at least 16 MiB and at most 2 GiB; or a size such as 1GiB, or a percentage).
+    disk_reserve: str = "auto"
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=1024**2 - 4096)
     # API request bodies (JSON documents, manifests); telemetry has max_message_bytes.
     max_request_bytes: int = Field(default=1024**2, ge=64 * 1024, le=64 * 1024**2)
@@ -131,6 +135,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         settings = Settings(**merged)
         settings.hot_retention_seconds  # noqa: B018 - parse now, fail early
+        ReservePolicy(settings.disk_reserve).check()
     except ValidationError as exc:
         where = f" (config file {config_file})" if config_file else ""
         problems = [Problem(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]

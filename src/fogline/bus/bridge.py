@@ -91,6 +91,7 @@ class MqttBridge:
         self.forwarded = 0
         self.refused = 0
         self.too_large = 0
+        self.paused = False  # while the platform refuses data: nothing acknowledged
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
         self._connect_error: str | None = None
@@ -109,6 +110,7 @@ class MqttBridge:
 
     async def start(self, timeout: float = 10.0) -> None:
         self._loop = asyncio.get_running_loop()
+        self._connected.clear()
         e = self.endpoint
         try:
             await asyncio.to_thread(self._client.connect, e.host, e.port, 30)
@@ -134,6 +136,8 @@ class MqttBridge:
 
     def _on_message(self, client: Any, _userdata: Any, message: Any) -> None:
         assert self._loop is not None
+        if self.paused:
+            return  # not acked: the broker keeps it for when the bridge takes data again
         subject = self.bus.subjects.subject_from_topic(message.topic)
         if subject is None or self.bus.subjects.parse_telemetry(subject) is None:
             self.refused += 1
@@ -163,6 +167,18 @@ class MqttBridge:
             self.too_large += 1
         else:
             self.forwarded += 1
+
+    async def pause(self, reason: str) -> None:
+        """Take no data for now: leave the broker, which keeps the bridge's QoS 1 messages in
+        its persistent session until `resume`."""
+        self.paused = True
+        log.warning("bridge.paused", extra={"fields": {"why": reason}})
+        await self.stop()
+
+    async def resume(self) -> None:
+        self.paused = False
+        await self.start()
+        log.warning("bridge.resumed")
 
     async def stop(self) -> None:
         self._client.disconnect()

@@ -17,6 +17,7 @@ platform nats-server's own events (why a connection was closed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import json
@@ -28,7 +29,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from nats.errors import Error as NatsError
 
 from fogline.bus.errors import BrokerUnavailable, PortInUse
 from fogline.bus.subjects import Subjects
-from fogline.retry import wait_until
+from fogline.retry import Backoff, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,20 @@ SYSTEM_ACCOUNT = "SYS"
 # nats-server closes an MQTT connection that sends more, the only refusal MQTT 3.1.1 has.
 DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
 _PR_SET_PDEATHSIG = 1
+LOG_FILES = 3
+SUPERVISE_INTERVAL_S = 0.25  # how often the process is looked at (and its log read)
+PROBE_INTERVAL_S = 2.0  # how often it is asked to answer
+PROBE_TIMEOUT_S = 2.0
+RESTART_FIRST_S, RESTART_CAP_S = 0.5, 30.0
+# What nats-server logs when JetStream could not write (disk full, I/O error): from then on
+# it fails every write to that store until it restarts, while its MQTT listener still
+# acknowledges QoS 1 messages. Only errors: limits reached (max bytes...) are logged at debug.
+STORE_FAILURE_MARKERS = (
+    "Critical write error",
+    "failed to store a msg",
+    "will be DISABLED",
+    "disabling JetStream",
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,9 @@ class EmbeddedNatsSettings:
     mqtt_port: int = 18830
     max_payload: int = DEFAULT_MAX_PAYLOAD
     max_store_bytes: int = 10 * 1024**3
+    log_max_bytes: int = 16 * 1024**2  # then rotated, LOG_FILES kept: the log cannot fill a disk
+    # A server that does not answer for this long (frozen, wedged) is killed and restarted.
+    stalled_s: float = 30.0
 
 
 def hash_password(password: str, rounds: int = 10) -> str:
@@ -119,6 +138,17 @@ async def _ignore_error(_exc: Exception) -> None:
     return None
 
 
+def _write_file(path: Path, data: bytes, flags: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o600)
+    try:
+        written = os.pwrite(fd, data, 0)
+        if written != len(data):
+            raise OSError(errno.ENOSPC, "short write", str(path))
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
 def _die_with_parent() -> None:
     # If the platform is killed (even SIGKILL), the kernel kills its broker too: no orphans.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -133,9 +163,24 @@ class EmbeddedNats:
         self._platform_hash = hash_password(self.platform_password, _RANDOM_SECRET_ROUNDS)
         self.system_password = secrets.token_urlsafe(32)
         self._system_hash = hash_password(self.system_password, _RANDOM_SECRET_ROUNDS)
+        # Device logins while the platform refuses data: a hash of a secret nobody has, so
+        # nats-server refuses every device (and closes those connected) until data is taken.
+        self._refusing_hash = hash_password(secrets.token_urlsafe(32), _RANDOM_SECRET_ROUNDS)
         self._process: subprocess.Popen[bytes] | None = None
+        self._devices: list[BrokerUser] = []
         self.config_path = settings.directory / "nats-server.conf"
         self.log_path = settings.directory / "nats-server.log"
+        # Supervision: restarts, why, and what the log said about the store.
+        self.refusing_devices = False
+        self.restarts = 0
+        self.last_restart_reason: str | None = None
+        self.state = "stopped"  # starting | running | restarting | failed | stopped
+        self.problem: str | None = None
+        self.on_store_failure: Callable[[str], None] | None = None
+        self._log_offset = 0
+        self._supervisor: asyncio.Task[None] | None = None
+        self._restart_lock = asyncio.Lock()
+        self._stopping = False
 
     @property
     def client_url(self) -> str:
@@ -167,7 +212,7 @@ class EmbeddedNats:
             by_tenant.setdefault(tenant, []).append(
                 {
                     "user": d.username,
-                    "password": d.password_hash,
+                    "password": self._refusing_hash if self.refusing_devices else d.password_hash,
                     "permissions": {
                         "publish": {"allow": [scope]},
                         "subscribe": {"allow": [scope]},
@@ -198,6 +243,8 @@ class EmbeddedNats:
             "system_account": SYSTEM_ACCOUNT,
             "accounts": accounts,
             "log_file": str(self.log_path),
+            "logfile_size_limit": s.log_max_bytes,
+            "logfile_max_num": LOG_FILES,
         }
 
     def _adopt_global_account_streams(self) -> None:
@@ -222,21 +269,42 @@ class EmbeddedNats:
 
     def _write_config(self, devices: Sequence[BrokerUser]) -> None:
         # nats-server reads JSON as its own config format; json.dumps does the quoting for us.
-        text = json.dumps(self.render_config(devices), indent=2)
+        text = json.dumps(self.render_config(devices), indent=2).encode()
         tmp = self.config_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, self.config_path)
+        try:
+            _write_file(tmp, text, os.O_TRUNC)
+            os.replace(tmp, self.config_path)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            # A full disk is when refusing devices matters most, and a second copy needs room
+            # the disk may not have: write over the file in place (the same size, as the
+            # refused devices' hashes are as long as their own). nats-server reads it only
+            # on the SIGHUP that follows, and a start writes it anew.
+            tmp.unlink(missing_ok=True)
+            _write_file(self.config_path, text, 0)
 
-    async def start(self, devices: Sequence[BrokerUser]) -> None:
+    async def start(self, devices: Sequence[BrokerUser], supervise: bool = True) -> None:
+        """Start nats-server and, unless told not to, keep it running: restarted with back-off
+        when it dies or stops answering, each restart logged and counted (`health`)."""
+        self._devices = list(devices)
+        self._stopping = False
+        self.settings.directory.mkdir(parents=True, exist_ok=True)
+        self._adopt_global_account_streams()
+        self.state = "starting"
+        await self._launch()
+        self.state, self.problem = "running", None
+        if supervise:
+            self._supervisor = asyncio.create_task(self._supervise(), name="nats-supervisor")
+
+    async def _launch(self) -> None:
         s = self.settings
         check_port_free(s.host, s.client_port, "NATS", "FOGLINE_NATS_PORT")
         check_port_free(s.host, s.mqtt_port, "MQTT", "FOGLINE_MQTT_PORT")
-        s.directory.mkdir(parents=True, exist_ok=True)
-        self._adopt_global_account_streams()
-        self._write_config(devices)
+        self._write_config(self._devices)
         binary = find_nats_server()
+        # What the log said before this start is old news: read only what follows.
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._process = subprocess.Popen(
             [binary, "-c", str(self.config_path)],
             stdin=subprocess.DEVNULL,
@@ -262,9 +330,139 @@ class EmbeddedNats:
             logged_in = logged_in or await self._can_log_in(PLATFORM_USER, self.platform_password)
             return logged_in and await self._mqtt_listening()
 
-        if not await wait_until(ready, timeout):
-            await self.stop()
+        try:
+            started = await wait_until(ready, timeout)
+        except BrokerUnavailable:
+            await self._terminate()
+            raise
+        if not started:
+            await self._terminate()
             raise BrokerUnavailable(f"nats-server did not become ready in {timeout:.0f}s")
+
+    # -- supervision ----------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        backoff = Backoff(RESTART_FIRST_S, cap_s=RESTART_CAP_S)
+        silent_since: float | None = None
+        next_probe = 0.0
+        while not self._stopping:
+            await asyncio.sleep(SUPERVISE_INTERVAL_S)
+            if self._stopping or self._restart_lock.locked():
+                continue
+            self._scan_log()
+            process = self._process
+            now = time.monotonic()
+            if process is not None and process.poll() is None:
+                if now < next_probe:
+                    continue
+                next_probe = now + PROBE_INTERVAL_S
+                if await self._answers():
+                    silent_since = None
+                    continue
+                silent_since = silent_since or now
+                if now - silent_since < self.settings.stalled_s:
+                    continue
+                reason = f"did not answer for {now - silent_since:.0f}s"
+            elif process is not None:
+                reason = self._exit_reason(process.returncode)
+            else:
+                reason = self.problem or "not running"
+            silent_since = None
+            await self._restart(reason, backoff.next())
+            if self.state == "running":
+                backoff.reset()
+
+    def _exit_reason(self, code: int) -> str:
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with code {code}: {self._failure_reason()}"
+
+    async def restart(self, reason: str) -> None:
+        """Restart now (e.g. to clear a write error nats-server keeps until it restarts)."""
+        await self._restart(reason, 0.0)
+        if self.state != "running":
+            raise BrokerUnavailable(f"nats-server could not be restarted: {self.problem}")
+
+    async def _restart(self, reason: str, delay_s: float) -> None:
+        async with self._restart_lock:
+            if self._stopping:
+                return
+            self.state, self.problem = "restarting", f"nats-server {reason}; restarting"
+            self.last_restart_reason = reason
+            log.error("nats.restarting", extra={"fields": {"why": reason, "in_s": delay_s}})
+            await self._terminate()
+            await asyncio.sleep(delay_s)
+            if self._stopping:
+                return
+            self.restarts += 1
+            try:
+                await self._launch()
+            except (BrokerUnavailable, PortInUse, OSError) as exc:
+                self.state = "failed"
+                self.problem = f"nats-server could not be restarted: {exc}"
+                log.error("nats.restart_failed", extra={"fields": {"error": str(exc)}})
+                return
+            self.state, self.problem = "running", None
+            log.warning(
+                "nats.restarted", extra={"fields": {"pid": self.pid, "restarts": self.restarts}}
+            )
+
+    async def _answers(self) -> bool:
+        """Whether nats-server greets a new connection (its INFO line) within the timeout:
+        no login (no bcrypt), so it is cheap enough to ask every few seconds."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.settings.host, self.settings.client_port),
+                PROBE_TIMEOUT_S,
+            )
+        except (OSError, TimeoutError):
+            return False
+        try:
+            line = await asyncio.wait_for(reader.readline(), PROBE_TIMEOUT_S)
+            return line.startswith(b"INFO")
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    def _scan_log(self) -> None:
+        """Read what nats-server logged since the last look, for store failures."""
+        try:
+            size = self.log_path.stat().st_size
+            if size < self._log_offset:
+                self._log_offset = 0  # rotated
+            if size == self._log_offset:
+                return
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_offset)
+                chunk = f.read(1024**2)
+        except OSError:
+            return
+        complete = chunk.rfind(b"\n") + 1
+        self._log_offset += complete
+        for raw in chunk[:complete].splitlines():
+            line = raw.decode(errors="replace")
+            if ("[ERR]" in line or "[FTL]" in line) and any(
+                marker in line for marker in STORE_FAILURE_MARKERS
+            ):
+                detail = line.split("]", 2)[-1].strip()
+                if self.on_store_failure is not None:
+                    self.on_store_failure(detail)
+
+    def health(self) -> dict[str, Any]:
+        """What `/api/v1/ready` and `fogline status` show of the embedded nats-server."""
+        return {
+            "state": self.state,
+            "ok": self.state == "running",
+            "problem": self.problem,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "last_restart": self.last_restart_reason,
+            "refusing_devices": self.refusing_devices,
+        }
 
     async def _can_log_in(self, username: str, password: str) -> bool:
         try:
@@ -308,11 +506,35 @@ class EmbeddedNats:
         every connected client's password again (bcrypt, about 60 ms per device connected);
         JetStream's API (stream info, consumer changes, new MQTT sessions) is away until that
         is done. Messages keep flowing meanwhile: stream capture, the historian's pulls and
-        acks, MQTT QoS 1 publishes do not go through that API."""
-        if self._process is None or self._process.poll() is not None:
+        acks, MQTT QoS 1 publishes do not go through that API. While the server is being
+        restarted the new list is written only: the new process reads it as it starts."""
+        if self.state == "stopped":
             raise BrokerUnavailable("the embedded nats-server is not running")
-        self._write_config(devices)
-        self._process.send_signal(signal.SIGHUP)
+        self._devices = list(devices)
+        await self._apply()
+
+    async def _apply(self) -> None:
+        self._write_config(self._devices)
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGHUP)
+
+    async def refuse_devices(self, reason: str) -> None:
+        """Refuse every device login, and close the devices connected: a device then keeps
+        its unacknowledged QoS 1 messages and sends them again once it is let back in. (A
+        device refused a publish instead would get its PUBACK and lose the message.)"""
+        if self.refusing_devices:
+            return
+        self.refusing_devices = True
+        log.warning("nats.refusing_devices", extra={"fields": {"why": reason}})
+        await self._apply()
+
+    async def admit_devices(self) -> None:
+        if not self.refusing_devices:
+            return
+        self.refusing_devices = False
+        log.warning("nats.admitting_devices")
+        await self._apply()
 
     async def wait_user_accepted(self, username: str, password: str, timeout: float = 10.0) -> None:
         """Wait until a reload has taken effect for this user, so its first connect succeeds."""
@@ -324,15 +546,26 @@ class EmbeddedNats:
             raise BrokerUnavailable(f"nats-server did not accept the new credentials of {username}")
 
     async def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        self.state = "stopped"
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        await self._terminate(timeout)
+
+    async def _terminate(self, timeout: float = 10.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
-        except TimeoutError:
-            process.kill()
-            await asyncio.to_thread(process.wait)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
+            except TimeoutError:
+                process.kill()
+                await asyncio.to_thread(process.wait)
         if process.stderr is not None:
             process.stderr.close()
         log.info("nats.stopped", extra={"fields": {"pid": process.pid}})

@@ -78,6 +78,7 @@ class Forbidden(FoglineError):
 
 class Unavailable(FoglineError):
     kind = ErrorKind.UNAVAILABLE
+    retry_after_s = 5  # what a 503 tells the client to wait before it tries again
 
 
 class ConfigurationError(FoglineError):

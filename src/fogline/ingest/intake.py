@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from fogline.bus.connection import Bus
 from fogline.bus.errors import BrokerUnavailable, BusError
+from fogline.domain.errors import Unavailable
 from fogline.domain.telemetry import DeadLetterReason
 from fogline.ingest.cache import RegistryCache
 from fogline.ingest.validation import (
@@ -31,6 +32,12 @@ class IntakeReceipt:
         return self.stream_seq == 0
 
 
+class IntakeClosed(Unavailable):
+    """The platform takes no data in for now (the disk is nearly full): nothing was stored."""
+
+    retry_after_s = 30
+
+
 class HttpIntake:
     def __init__(
         self, bus: Bus, cache: RegistryCache, store: TelemetryStore, limits: IngestLimits
@@ -39,6 +46,11 @@ class HttpIntake:
         self.store = store
         self.cache = cache
         self.limits = limits
+        self.closed_because: str | None = None  # set while the platform refuses data
+
+    def refuse_if_closed(self) -> None:
+        if self.closed_because is not None:
+            raise IntakeClosed(f"telemetry is not taken in for now: {self.closed_because}")
 
     async def publish(
         self, tenant: str, device: str, payload: bytes, idempotency_key: str | None
@@ -48,6 +60,7 @@ class HttpIntake:
         An `Idempotency-Key` becomes the JetStream message id, so a client that retries a
         request it is unsure about does not store its readings twice.
         """
+        self.refuse_if_closed()
         received_at = int(time.time() * 1000)
         if len(payload) > self.limits.max_message_bytes:
             # Too big for the hot store; kept as a dead letter here, as the historian would.
@@ -73,6 +86,7 @@ class HttpIntake:
     ) -> IntakeReceipt:
         """A body refused while it was read, as soon as it passed the limit: nothing of it is
         kept but a dead letter saying how large it was (or that it was larger than the limit)."""
+        self.refuse_if_closed()
         told = f"{size} bytes" if size is not None else f"more than {limit} bytes"
         letter = MessageContext(tenant, device, int(time.time() * 1000)).dead_letter(
             DeadLetterReason.TOO_LARGE, f"message is {told}; the limit is {limit}", None
