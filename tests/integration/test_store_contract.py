@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,7 +215,7 @@ def test_migrating_a_version_1_database_gives_the_fresh_schema(db: Database) -> 
     v2_tables = MODEL_TABLES
     fresh = {t: {c["name"] for c in inspect(db.engine).get_columns(t)} for t in v2_tables}
     with db.engine.begin() as conn:
-        for table in v2_tables:
+        for table in [*RETENTION_TABLES, *v2_tables]:
             conn.execute(text(f"DROP TABLE {table}"))
         conn.execute(text("UPDATE fogline_schema_version SET version = 1"))
     assert migrate(db.engine) == 1
@@ -296,6 +297,10 @@ MODEL_TABLES = [
 ]
 
 
+# Schema version 5: a database of an older version has none of them.
+RETENTION_TABLES = ["telemetry_aggregates", "asset_type_retention", "tenant_retention"]
+
+
 def at_version_3(db: Database) -> None:
     """The database as Fogline left it at schema version 3 (before sagas had owners)."""
     from alembic.migration import MigrationContext
@@ -305,7 +310,7 @@ def at_version_3(db: Database) -> None:
     from fogline.store.migrations import MIGRATIONS
 
     with db.engine.begin() as conn:
-        for table in MODEL_TABLES:
+        for table in [*RETENTION_TABLES, *MODEL_TABLES]:
             conn.execute(text(f"DROP TABLE {table}"))
         operations = Operations(MigrationContext.configure(conn))
         for step in MIGRATIONS:
@@ -411,3 +416,194 @@ def test_sagas_are_kept_per_owner_with_their_steps(db: Database) -> None:
     )
     assert sagas.steps(rollout, run=2) == []
     assert sagas.steps(model) == []
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+DAY = 86_400_000
+HOUR = 3_600_000
+NOW = T0 + 400 * DAY
+
+
+def retention_job(db: Database, history: str, aggregates: str = "off", batch: int = 10) -> Any:
+    from fogline.domain.retention import platform_default
+    from fogline.ingest.retention import RetentionJob, RetentionJobSettings
+
+    return RetentionJob(
+        db.retention,
+        platform_default(history, aggregates),
+        RetentionJobSettings(batch_rows=batch, pause_s=0),
+        clock=lambda: NOW,
+    )
+
+
+def stored_ts(db: Database, tenant: str, asset: str) -> list[int]:
+    history = db.telemetry.history(tenant, asset, ["rpm"], 0, NOW + DAY, 100_000)
+    return [p.ts for p in history["rpm"]]
+
+
+async def test_retention_deletes_expired_readings_in_bounded_batches(db: Database) -> None:
+    store = seeded(db).telemetry
+    cutoff = NOW - 30 * DAY
+    expired = [cutoff - 1 - i * 60_000 for i in range(25)]
+    kept = [cutoff, cutoff + 1, NOW - 1000]
+    store.commit_batch([reading(ts, rpm=1) for ts in expired + kept], [], [], None)
+    (series,) = db.retention.retained_series()
+    assert (series.tenant, series.asset, series.asset_type) == ("acme", "m1", "motor")
+    # One step deletes at most its batch, the oldest first.
+    first = db.retention.expire_readings(series.series_id, cutoff, 10, aggregate=False)
+    assert (first.deleted, first.aggregated) == (10, 0)
+    assert stored_ts(db, "acme", "m1") == sorted(expired)[10:] + kept
+    job = retention_job(db, "30d")
+    report = await job.run_once()
+    assert report.readings_deleted == 15
+    assert stored_ts(db, "acme", "m1") == kept
+    assert job.stats.oldest_reading_ms == cutoff
+    assert (job.stats.runs, job.stats.readings_deleted, job.stats.last_run_at_ms) == (1, 15, NOW)
+    assert db.telemetry.latest("acme", "m1", ["rpm"])["rpm"].ts == NOW - 1000
+    again = await job.run_once()
+    assert again.readings_deleted == 0
+    assert stored_ts(db, "acme", "m1") == kept
+
+
+async def test_retention_history_forever_keeps_everything(db: Database) -> None:
+    store = seeded(db).telemetry
+    store.commit_batch([reading(NOW - 3000 * DAY, rpm=1)], [], [], None)
+    report = await retention_job(db, "off").run_once()
+    assert report.readings_deleted == 0
+    assert stored_ts(db, "acme", "m1") == [NOW - 3000 * DAY]
+
+
+async def test_retention_asset_type_overrides_tenant_overrides_platform(db: Database) -> None:
+    from fogline.domain.retention import RetentionOverride
+
+    seeded(db)
+    db.tenants.create_tenant("globex", "Globex")
+    db.assets.put_asset_type(motor("globex"))
+    db.assets.create_asset(Asset("globex", "g1", "motor", "G1", {"power": 1.0}))
+    pump = AssetType("acme", "pump", "Pump", None, (TelemetryDefinition("rpm", DType.INT),), ())
+    db.assets.put_asset_type(pump)
+    db.assets.create_asset(Asset("acme", "p1", "pump", "P1", {}))
+    ages = [45 * DAY, 20 * DAY, 5 * DAY]
+    batch = [
+        Reading(tenant, asset, NOW - age, {"rpm": 1})
+        for tenant, asset in (("acme", "m1"), ("acme", "p1"), ("globex", "g1"))
+        for age in ages
+    ]
+    db.telemetry.commit_batch(batch, [], [], None)
+    db.retention.set_tenant_override("acme", RetentionOverride(history="10d"))
+    db.retention.set_asset_type_override("acme", "pump", RetentionOverride(history="60d"))
+    # globex's motor type sets nothing: the platform's 30d holds there.
+    await retention_job(db, "30d").run_once()
+    assert stored_ts(db, "acme", "m1") == [NOW - 5 * DAY]  # the tenant's 10d
+    assert stored_ts(db, "acme", "p1") == [NOW - a for a in ages]  # the asset type's 60d
+    assert stored_ts(db, "globex", "g1") == [NOW - 20 * DAY, NOW - 5 * DAY]  # the platform's
+    # An override that sets nothing is gone, and the level above holds again.
+    db.retention.set_asset_type_override("acme", "pump", RetentionOverride())
+    assert db.retention.asset_type_overrides("acme") == {}
+    await retention_job(db, "30d").run_once()
+    assert stored_ts(db, "acme", "p1") == [NOW - 5 * DAY]
+    with pytest.raises(NotFound):
+        db.retention.set_asset_type_override("acme", "nope", RetentionOverride(history="1d"))
+    with pytest.raises(NotFound):
+        db.retention.set_tenant_override("nope", RetentionOverride(history="1d"))
+
+
+def expected_hours(
+    readings: list[Reading], name: str, start: int, end: int, bucket: int
+) -> list[tuple[int, float | None, float | None, float | None, int]]:
+    """(bucket, mean, min, max, count) of `name` computed here from the readings themselves."""
+    by_bucket: dict[int, list[Any]] = {}
+    for r in readings:
+        if name in r.values and start <= r.ts < end:
+            by_bucket.setdefault(r.ts - r.ts % bucket, []).append(r.values[name])
+    result = []
+    for b, values in sorted(by_bucket.items()):
+        numbers = [float(v) for v in values if not isinstance(v, str)]
+        if numbers:
+            result.append((b, sum(numbers) / len(numbers), min(numbers), max(numbers), len(values)))
+        else:
+            result.append((b, None, None, None, len(values)))
+    return result
+
+
+def bucket_tuples(buckets: list[Any]) -> list[tuple[int, Any, Any, Any, int]]:
+    return [(b.start_ms, b.avg, b.min, b.max, b.count) for b in buckets]
+
+
+async def test_expired_readings_leave_hourly_aggregates_that_history_adds_in(
+    db: Database,
+) -> None:
+    import random
+
+    from fogline.domain.retention import RetentionOverride
+
+    store = seeded(db).telemetry
+    db.retention.set_tenant_override("acme", RetentionOverride(aggregates="365d"))
+    rng = random.Random(7)
+    cutoff = NOW - 2 * DAY
+    start = cutoff - cutoff % HOUR - 5 * HOUR  # five whole hours and a part before the cutoff
+    readings = [
+        reading(
+            ts,
+            temperature=round(rng.uniform(-20, 120), 3),
+            rpm=rng.randint(0, 3000),
+            running=rng.random() < 0.3,
+            state=rng.choice(["run", "idle"]),
+        )
+        for ts in sorted(rng.sample(range(start, cutoff + 3 * HOUR), 400))
+    ]
+    store.commit_batch(readings, [], [], None)
+    kinds = {
+        "temperature": ValueKind.NUMBER,
+        "rpm": ValueKind.NUMBER,
+        "running": ValueKind.BOOL,
+        "state": ValueKind.TEXT,
+    }
+    before = store.downsample_with_aggregates("acme", "m1", kinds, start, NOW, HOUR)
+    assert (before.from_raw, before.from_aggregates) == (True, False)
+
+    job = retention_job(db, "2d", batch=7)  # hours are split over several batches
+    report = await job.run_once()
+    expired = [r for r in readings if r.ts < cutoff]
+    assert report.readings_deleted == len(expired) and report.aggregates_written > 0
+    assert db.telemetry.count_readings("acme") == len(readings) - len(expired)
+
+    # A late reading of an hour already rolled up is added to it on the next run.
+    late = reading(start + 17, temperature=500.0, rpm=-1, running=True, state="late")
+    store.commit_batch([late], [], [], None)
+    readings.append(late)
+    await job.run_once()
+
+    for bucket in (HOUR, 2 * HOUR):
+        after = store.downsample_with_aggregates("acme", "m1", kinds, start, NOW, bucket)
+        assert (after.from_raw, after.from_aggregates) == (True, True)
+        for name in ("temperature", "rpm", "running"):
+            got = bucket_tuples(after.series[name])
+            want = expected_hours(readings, name, start, NOW, bucket)
+            assert [g[0] for g in got] == [w[0] for w in want]
+            assert [g[4] for g in got] == [w[4] for w in want]
+            for g, w in zip(got, want, strict=True):
+                assert g[1:4] == pytest.approx(w[1:4], rel=1e-9), (name, g, w)
+        states = bucket_tuples(after.series["state"])
+        assert states == expected_hours(readings, "state", start, NOW, bucket)
+    # Buckets that are not whole hours come from the raw readings alone.
+    raw_only = store.downsample_with_aggregates("acme", "m1", kinds, start, NOW, 10 * 60_000)
+    assert (raw_only.from_raw, raw_only.from_aggregates) == (True, False)
+    assert sum(b.count for b in raw_only.series["rpm"]) == db.telemetry.count_readings("acme")
+    # Only aggregates past the range's start: hourly alone.
+    old = store.downsample_with_aggregates("acme", "m1", kinds, start, start + 2 * HOUR, HOUR)
+    assert (old.from_raw, old.from_aggregates) == (False, True)
+
+    # Aggregates go once older than their own retention; deleting the asset takes the rest.
+    await retention_job(db, "2d", "forever").run_once()
+    db.retention.set_tenant_override("acme", RetentionOverride(aggregates="2d"))
+    kept = await retention_job(db, "1d").run_once()
+    assert kept.aggregates_deleted > 0
+    gone = store.downsample_with_aggregates("acme", "m1", kinds, 0, cutoff - HOUR, HOUR)
+    assert gone.from_aggregates is False
+    db.assets.delete_asset("acme", "m1")
+    with db.engine.connect() as conn:
+        from sqlalchemy import text
+
+        assert conn.execute(text("SELECT count(*) FROM telemetry_aggregates")).scalar_one() == 0

@@ -28,6 +28,7 @@ from fogline.fleet.assets import AssetRegistry
 from fogline.fleet.devices import DeviceRegistry
 from fogline.ingest.intake import HttpIntake
 from fogline.ingest.queries import TelemetryQueries
+from fogline.ingest.retention import RetentionPolicies
 from fogline.models.deployment import DeploymentManager
 from fogline.models.mappings import ModelMappingService
 from fogline.models.model_registry import ModelRegistry
@@ -40,6 +41,7 @@ class ApiServices:
     assets: AssetRegistry
     devices: DeviceRegistry
     queries: TelemetryQueries
+    retention: RetentionPolicies
     intake: HttpIntake
     models: ModelRegistry
     mappings: ModelMappingService

@@ -34,6 +34,7 @@ from fogline.fleet.devices import DeviceRegistry
 from fogline.ingest.cache import RegistryCache
 from fogline.ingest.intake import HttpIntake
 from fogline.ingest.queries import TelemetryQueries
+from fogline.ingest.retention import RetentionJob, RetentionJobSettings, RetentionPolicies
 from fogline.ingest.validation import IngestLimits
 from fogline.ingest.worker import HistorianSupervisor, HistorianWorkerConfig
 from fogline.models.deployment import DeploymentManager, SagaSettings
@@ -156,6 +157,8 @@ class IngestContext:
     queries: TelemetryQueries
     historian: HistorianSupervisor
     bridge: MqttBridge | None  # only with FOGLINE_MQTT_URL
+    retention: RetentionPolicies
+    retention_job: RetentionJob
 
 
 async def build_ingest(b: Backbone, stack: AsyncExitStack) -> IngestContext:
@@ -176,6 +179,14 @@ async def build_ingest(b: Backbone, stack: AsyncExitStack) -> IngestContext:
         )
         stack.push_async_callback(bridge.stop)
         await bridge.start()
+    defaults = s.retention_defaults
+    retention_job = RetentionJob(
+        b.db.retention,
+        defaults,
+        RetentionJobSettings(s.retention_interval, s.retention_batch_rows),
+    )
+    stack.push_async_callback(retention_job.stop)
+    await retention_job.start()
     return IngestContext(
         limits,
         cache,
@@ -183,6 +194,8 @@ async def build_ingest(b: Backbone, stack: AsyncExitStack) -> IngestContext:
         TelemetryQueries(b.db.assets, b.db.telemetry),
         historian,
         bridge,
+        RetentionPolicies(b.db.retention, b.db.assets, defaults),
+        retention_job,
     )
 
 

@@ -48,6 +48,7 @@ from fogline.bus.subjects import Subjects
 from fogline.disk import DiskGuard
 from fogline.domain.access import DEFAULT_TENANT, Role
 from fogline.domain.errors import ConfigurationError
+from fogline.ingest.retention import RetentionJob
 from fogline.ingest.worker import HistorianSupervisor
 from fogline.models.deployment import DeploymentManager
 from fogline.procs import rss_mb
@@ -197,6 +198,10 @@ class Platform:
         return self._running.ingest.bridge if self._running else None
 
     @property
+    def retention_job(self) -> RetentionJob:
+        return self.running.ingest.retention_job
+
+    @property
     def deployments(self) -> DeploymentManager:
         return self.running.models.deployments
 
@@ -266,6 +271,7 @@ class Platform:
             assets=r.fleet.assets,
             devices=r.fleet.devices,
             queries=r.ingest.queries,
+            retention=r.ingest.retention,
             intake=r.ingest.intake,
             models=r.models.registry,
             mappings=r.models.mappings,
@@ -417,4 +423,5 @@ class Platform:
             "mqtt_over_limit_reported": oversize.reported if oversize else 0,
             "historian": asdict(historian.stats),
             "historian_health": historian.health(),
+            "retention": asdict(running.ingest.retention_job.stats),
         }

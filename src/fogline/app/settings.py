@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fogline.disk import ReservePolicy
 from fogline.domain.errors import ConfigurationError, InvalidInput, Problem
+from fogline.domain.retention import Retention, platform_default
 from fogline.domain.timeseries import parse_duration_ms
 from fogline.models.manifest import LimitCaps
 
@@ -36,6 +37,13 @@ class Settings(BaseModel):
     mqtt_url: str | None = None
     subject_root: str = "fogline"
     hot_retention: str = "7d"
+    # The SQL history: raw readings are deleted once older than this ("0"/"off": kept forever,
+    # which must be said), and, where aggregate_retention is a duration or "forever", rolled up
+    # into hourly aggregates kept that long ("off": none). Tenants and asset types override.
+    history_retention: str = "90d"
+    aggregate_retention: str = "off"
+    retention_interval: float = Field(default=3600.0, gt=0)  # seconds between retention runs
+    retention_batch_rows: int = Field(default=5000, ge=100, le=100_000)  # per transaction
     hot_max_bytes: int = Field(default=5 * 1024**3, ge=1024**2)
     # Kept free on the data dir's filesystem: new data is refused below it ("auto": 5% of the
     # filesystem, at least 16 MiB and at most 2 GiB; or a size such as 1GiB, or a percentage).
@@ -72,6 +80,10 @@ class Settings(BaseModel):
     @property
     def hot_retention_seconds(self) -> float:
         return parse_duration_ms(self.hot_retention, "hot_retention") / 1000
+
+    @property
+    def retention_defaults(self) -> Retention:
+        return platform_default(self.history_retention, self.aggregate_retention)
 
     @property
     def model_limit_caps(self) -> LimitCaps:
@@ -136,6 +148,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         settings = Settings(**merged)
         settings.hot_retention_seconds  # noqa: B018 - parse now, fail early
         ReservePolicy(settings.disk_reserve).check()
+        settings.retention_defaults  # noqa: B018
     except ValidationError as exc:
         where = f" (config file {config_file})" if config_file else ""
         problems = [Problem(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]

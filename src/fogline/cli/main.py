@@ -23,6 +23,7 @@ from fogline.cli.commands import (
     library,
     models,
     platform,
+    retention,
     telemetry,
     tenants,
 )
@@ -45,6 +46,7 @@ app.add_typer(asset_types.app, name="asset-type")
 app.add_typer(assets.app, name="asset")
 app.add_typer(devices.app, name="device")
 app.add_typer(telemetry.app, name="telemetry")
+app.add_typer(retention.app, name="retention")
 app.add_typer(bench.app, name="bench")
 app.add_typer(models.app, name="model")
 app.add_typer(library.app, name="library")

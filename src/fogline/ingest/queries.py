@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from fogline.domain.assets import AssetType, DType
 from fogline.domain.errors import InvalidInput, Problem
@@ -44,6 +44,22 @@ class BucketedSeries:
     name: str
     unit: str | None
     buckets: list[Bucket]
+
+
+# Where bucketed history came from: raw readings, the hourly aggregates of expired ones, or both.
+Resolution = Literal["raw", "hourly", "mixed"]
+
+
+@dataclass(frozen=True)
+class BucketedHistory:
+    series: list[BucketedSeries]
+    resolution: Resolution
+
+
+def _resolution(from_raw: bool, from_aggregates: bool) -> Resolution:
+    if from_aggregates:
+        return "mixed" if from_raw else "hourly"
+    return "raw"
 
 
 @dataclass(frozen=True)
@@ -123,7 +139,9 @@ class TelemetryQueries:
 
     async def downsample(
         self, tenant: str, asset_id: str, keys: list[str], start: int, end: int, bucket_ms: int
-    ) -> list[BucketedSeries]:
+    ) -> BucketedHistory:
+        """Buckets from the raw readings, and, for buckets of whole hours, from the hourly
+        aggregates that expired readings left behind."""
         check_bucketing(start, end, bucket_ms)
         asset_type = await self._asset_type(tenant, asset_id, keys)
         kinds = {
@@ -132,14 +150,14 @@ class TelemetryQueries:
             if not keys or d.name in keys
         }
         stored = await asyncio.to_thread(
-            self.store.downsample, tenant, asset_id, kinds, start, end, bucket_ms
+            self.store.downsample_with_aggregates, tenant, asset_id, kinds, start, end, bucket_ms
         )
         result = []
-        for name, buckets in stored.items():
+        for name, buckets in stored.series.items():
             definition = asset_type.definition(name)
             if definition is not None:
                 result.append(BucketedSeries(name, definition.unit, buckets))
-        return result
+        return BucketedHistory(result, _resolution(stored.from_raw, stored.from_aggregates))
 
     async def device_stats(self, tenant: str) -> dict[str, DeviceStats]:
         """The ingest counters of each device that has sent anything, by device id."""

@@ -256,6 +256,8 @@ class SqlAssetStore:
             )
             conn.execute(delete(s.readings).where(s.readings.c.series_id.in_(of_asset)))
             conn.execute(delete(s.latest_values).where(s.latest_values.c.series_id.in_(of_asset)))
+            aggregates = s.telemetry_aggregates
+            conn.execute(delete(aggregates).where(aggregates.c.series_id.in_(of_asset)))
             # The series row stays: its id is cached by historians, and an asset made again
             # under the same id simply continues in it.
 

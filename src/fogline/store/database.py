@@ -10,6 +10,7 @@ from fogline.store.devices import SqlDeviceStore
 from fogline.store.engine import open_engine
 from fogline.store.migrations import migrate
 from fogline.store.models import SqlModelMappings, SqlModelStore
+from fogline.store.retention import SqlRetentionStore
 from fogline.store.sagas import SqlSagaStore
 from fogline.store.telemetry import SqlTelemetryStore
 from fogline.store.tenants import SqlTenantStore
@@ -26,6 +27,7 @@ class Database:
         self.model_mappings = SqlModelMappings(engine)
         self.deployments = SqlDeploymentStore(engine)
         self.sagas = SqlSagaStore(engine)
+        self.retention = SqlRetentionStore(engine)
 
     @classmethod
     def open(cls, url: str) -> Database:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Float,
     ForeignKeyConstraint,
     Integer,
     MetaData,
@@ -198,11 +199,50 @@ def _v4_sagas(op: Operations) -> None:
             batch.drop_column(name)
 
 
+def _v5_retention(op: Operations) -> None:
+    op.create_table(
+        "tenant_retention",
+        Column("tenant_id", String(64), primary_key=True),
+        Column("history", String(32), nullable=True),
+        Column("aggregates", String(32), nullable=True),
+        Column("updated_at", BigInteger, nullable=False),
+        ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+    )
+    op.create_table(
+        "asset_type_retention",
+        Column("tenant_id", String(64), nullable=False),
+        Column("asset_type_id", String(64), nullable=False),
+        Column("history", String(32), nullable=True),
+        Column("aggregates", String(32), nullable=True),
+        Column("updated_at", BigInteger, nullable=False),
+        PrimaryKeyConstraint("tenant_id", "asset_type_id"),
+        ForeignKeyConstraint(
+            ["tenant_id", "asset_type_id"],
+            ["asset_types.tenant_id", "asset_types.id"],
+            ondelete="CASCADE",
+        ),
+    )
+    op.create_table(
+        "telemetry_aggregates",
+        Column("series_id", BigInteger, nullable=False),
+        Column("bucket_ts", BigInteger, nullable=False),
+        Column("name", String(64), nullable=False),
+        Column("value_count", BigInteger, nullable=False),
+        Column("numeric_count", BigInteger, nullable=False),
+        Column("value_sum", Float(53), nullable=False),
+        Column("value_min", Float(53), nullable=True),
+        Column("value_max", Float(53), nullable=True),
+        PrimaryKeyConstraint("series_id", "bucket_ts", "name"),
+        sqlite_with_rowid=False,
+    )
+
+
 # Version 1 is the first released schema. Append steps here; never edit one that shipped.
 MIGRATIONS: list[Migration] = [
     Migration(2, "model management: registries, models, mappings, events", _v2_model_management),
     Migration(3, "deployments: saga state, saga steps, stale requests", _v3_deployments),
     Migration(4, "sagas of any owner: sagas table, saga steps keyed by owner", _v4_sagas),
+    Migration(5, "retention: policies per tenant and asset type, hourly aggregates", _v5_retention),
 ]
 
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

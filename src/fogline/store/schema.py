@@ -354,3 +354,54 @@ stale_requests = Table(
     Column("timed_out_at", BigInteger, nullable=False),
     ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
 )
+
+
+# -- retention (schema version 5) -------------------------------------------------------------
+# How long each tenant's history is kept, where it overrides the platform's default, and where
+# an asset type overrides its tenant. A part left null is inherited; text as the caller gave
+# it ("90d", "forever", "none"), checked by `domain.retention`.
+
+tenant_retention = Table(
+    "tenant_retention",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("history", String(32), nullable=True),
+    Column("aggregates", String(32), nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+)
+
+asset_type_retention = Table(
+    "asset_type_retention",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("asset_type_id", String(64), nullable=False),
+    Column("history", String(32), nullable=True),
+    Column("aggregates", String(32), nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "asset_type_id"),
+    ForeignKeyConstraint(
+        ["tenant_id", "asset_type_id"],
+        ["asset_types.tenant_id", "asset_types.id"],
+        ondelete="CASCADE",
+    ),
+)
+
+# Hourly roll-ups of readings the retention job deleted: each reading is counted either here
+# or in `readings`, never in both (the roll-up and the delete share a transaction), so a query
+# adds the two. The sum, not the mean, is kept, so that roll-ups of one hour made in several
+# batches add up exactly.
+telemetry_aggregates = Table(
+    "telemetry_aggregates",
+    metadata,
+    Column("series_id", BigInteger, nullable=False),
+    Column("bucket_ts", BigInteger, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("value_count", BigInteger, nullable=False),  # every value, text included
+    Column("numeric_count", BigInteger, nullable=False),  # numbers and booleans (as 0/1)
+    Column("value_sum", Float(53), nullable=False),
+    Column("value_min", Float(53), nullable=True),
+    Column("value_max", Float(53), nullable=True),
+    PrimaryKeyConstraint("series_id", "bucket_ts", "name"),
+    sqlite_with_rowid=False,
+)

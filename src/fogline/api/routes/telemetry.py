@@ -117,6 +117,7 @@ async def history(
             asset=asset,
             start=start_ms,
             end=end_ms,
+            resolution="raw",
             series={s.name: RawSeriesOut.of(s) for s in series},
         )
     bucket_ms = parse_duration_ms(bucket, "bucket")
@@ -126,7 +127,8 @@ async def history(
         start=start_ms,
         end=end_ms,
         bucket_ms=bucket_ms,
-        series={s.name: BucketedSeriesOut.of(s) for s in bucketed},
+        resolution=bucketed.resolution,
+        series={s.name: BucketedSeriesOut.of(s) for s in bucketed.series},
     )
 
 

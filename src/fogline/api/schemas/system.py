@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from fogline.api.schemas.common import Out
+from fogline.api.schemas.retention import RetentionJobOut
 from fogline.ingest.queries import IngestSummary
 
 
@@ -53,6 +54,7 @@ class PlatformOut(Out):
     historian: dict[str, Any] | None = Field(description="the historian's counters")
     historian_health: dict[str, Any] | None
     hot_store: dict[str, Any] = Field(description="the telemetry stream, as JetStream sees it")
+    retention: RetentionJobOut = Field(description="the SQL history's retention job")
 
 
 class TenantIngestOut(Out):

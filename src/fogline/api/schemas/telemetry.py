@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -99,6 +99,10 @@ class RawHistoryOut(Out):
     asset: str
     start: int = Field(serialization_alias="from", description="epoch ms")
     end: int = Field(serialization_alias="to", description="epoch ms")
+    resolution: Literal["raw"] = Field(
+        description="raw points only: readings past the history retention are gone (their "
+        "hourly aggregates, where kept, answer a `bucket` of whole hours)"
+    )
     series: dict[str, RawSeriesOut]
 
 
@@ -107,6 +111,10 @@ class BucketedHistoryOut(Out):
     start: int = Field(serialization_alias="from", description="epoch ms")
     end: int = Field(serialization_alias="to", description="epoch ms")
     bucket_ms: int
+    resolution: Literal["raw", "hourly", "mixed"] = Field(
+        description="where the buckets came from: raw readings, the hourly aggregates of "
+        "readings past the history retention (buckets of whole hours only), or both"
+    )
     series: dict[str, BucketedSeriesOut]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +12,7 @@ from fogline.cli import output
 from fogline.cli.context import ctx_of
 from fogline.cli.output import console, emit_json, table
 from fogline.client.http import ApiError
+from fogline.domain.timeseries import iso_from_ms
 
 # No name and no help of its own: main.py merges these commands into `fogline` itself.
 app = typer.Typer()
@@ -114,7 +115,22 @@ def status(ctx: typer.Context) -> None:
                 "ingest": {k: v for k, v in stats.items() if k != "devices"},
             }
         )
+        retention = system.get("retention")
+        if retention is not None:
+            console.print(_retention_line(retention), highlight=False)
         if ready.get("status") != "ready":
             output.errors.print(f"[bold red]not ready[/]: {ready.get('detail')}", highlight=False)
 
     c.show({"ready": ready, "system": system, "ingest": stats}, human)
+
+
+def _retention_line(stats: dict[str, Any]) -> str:
+    """The history's retention job in a line: an admin key sees it in /system."""
+    oldest = stats.get("oldest_reading_ms")
+    last = stats.get("last_run_at_ms")
+    return (
+        f"retention: {stats['readings_deleted']} readings deleted in {stats['runs']} run(s), "
+        f"last run {iso_from_ms(last) if last else 'not yet'}, oldest reading kept "
+        f"{iso_from_ms(oldest) if oldest else 'none'}"
+        + (f", last error: {stats['last_error']}" if stats.get("last_error") else "")
+    )
