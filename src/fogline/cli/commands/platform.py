@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +13,7 @@ from fogline.cli import output
 from fogline.cli.context import ctx_of
 from fogline.cli.output import console, emit_json, table
 from fogline.client.http import ApiError
+from fogline.domain.errors import ErrorKind
 
 # No name and no help of its own: main.py merges these commands into `fogline` itself.
 app = typer.Typer()
@@ -94,17 +96,17 @@ def dead_letters(
 
 @app.command()
 def status(ctx: typer.Context) -> None:
-    """The platform's state, whether it is ready (NATS, database, historian, with the
-    historian's failures and restarts), and the tenant's ingest counters."""
+    """The platform's state: whether it is ready and each part (broker, database, historian,
+    models), the whole platform (an admin key) and the tenant's ingest counters. Exits 6 when
+    it is not ready or a part does not answer, after printing all it could learn."""
     c = ctx_of(ctx)
-    try:
-        ready = c.client().get("/ready")
-    except ApiError as exc:
-        if exc.status != 503:
-            raise
-        ready = exc.body  # not ready: the problem says why
-    system = c.client().get("/system")
-    stats = c.client().get(f"/tenants/{c.t()}/ingest/stats")
+    client = c.client()
+    ready = _answer_or_problem(lambda: client.get("/ready"))
+    system = _answer_or_problem(lambda: client.get("/system"))
+    stats = _answer_or_problem(lambda: client.get(f"/tenants/{c.t()}/ingest/stats"))
+    unavailable = ready.get("status") != "ready" or any(
+        part.get("status") == 503 for part in (system, stats)
+    )
 
     def human() -> None:
         emit_json(
@@ -116,5 +118,24 @@ def status(ctx: typer.Context) -> None:
         )
         if ready.get("status") != "ready":
             output.errors.print(f"[bold red]not ready[/]: {ready.get('detail')}", highlight=False)
+        for name, part in (("system", system), ("ingest stats", stats)):
+            if part.get("status") == 503:
+                output.errors.print(
+                    f"[bold red]{name} unavailable[/]: {part.get('detail')}", highlight=False
+                )
 
     c.show({"ready": ready, "system": system, "ingest": stats}, human)
+    if unavailable:
+        raise typer.Exit(output.EXIT_CODES[ErrorKind.UNAVAILABLE])
+
+
+def _answer_or_problem(call: Callable[[], Any]) -> dict[str, Any]:
+    """The API's answer, or its 503 problem (a part away: the rest is still worth showing).
+    Any other error (a bad key, say) ends the command as usual."""
+    try:
+        answer: dict[str, Any] = call()
+    except ApiError as exc:
+        if exc.status != 503 or not isinstance(exc.body, dict):
+            raise
+        return exc.body
+    return answer
