@@ -190,6 +190,7 @@ class HistorianSupervisor:
             if self.stats.batches != self._batches_seen:
                 self._batches_seen = self.stats.batches
                 self._progress_at = self._stats_at
+                self._waiting_for_database = False
             self._reported.set()
 
         # Held as long as the bus: the process's last report comes as it stops.
@@ -270,6 +271,7 @@ class HistorianSupervisor:
             return None  # JetStream does not answer: the broker's fault, not the historian's
         if self._pending == 0:
             self._progress_at = time.monotonic()  # nothing to do is no stall
+            self._waiting_for_database = False
             return None
         if idle < self.progress_timeout_s:
             return None
@@ -280,9 +282,13 @@ class HistorianSupervisor:
                     extra={"fields": {"pending": self._pending, "idle_s": round(idle)}},
                 )
             self._waiting_for_database = True
+            # The clock starts again when the database is back: the historian then gets the
+            # whole timeout (and its own backoff) to commit.
+            self._progress_at = time.monotonic()
             return None
         self._waiting_for_database = False
-        return f"no progress: {self._pending} messages waiting and no commit for {idle:.0f}s"
+        why = f"no progress: {self._pending} messages waiting and no commit for {idle:.0f}s"
+        return why + ("; its process is frozen (stopped)" if self._frozen_since else "")
 
     async def _supervise(self) -> None:
         backoff = Backoff(1.0, cap_s=30.0)
@@ -358,12 +364,10 @@ class HistorianSupervisor:
         if s.failing_since_ms is not None and now_ms - s.failing_since_ms > FAILING_S * 1000:
             failing = (now_ms - s.failing_since_ms) / 1000
             return "failing", f"the historian has failed to commit for {failing:.0f}s"
-        idle = time.monotonic() - self._progress_at
-        if self._pending and idle > self.progress_timeout_s:
-            why = "the database does not answer" if self._waiting_for_database else "stalled"
+        if self._pending and self._waiting_for_database:
             return "no-progress", (
-                f"the historian has committed nothing for {idle:.0f}s with "
-                f"{self._pending} messages waiting ({why})"
+                f"the historian cannot commit the {self._pending} messages waiting: "
+                "the database does not answer"
             )
         return "running", None
 
