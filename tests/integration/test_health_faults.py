@@ -343,3 +343,33 @@ async def test_a_platform_whose_nats_server_was_killed_stops_cleanly(
     await platform.stop()  # raises nothing
     assert not pid_alive(historian_pid)
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_database_errors_are_typed_once_unavailable_only_when_the_database_is_away(
+    tmp_path: Path, own_postgres: OwnPostgres
+) -> None:
+    """The store maps a database away to `Unavailable` for every repository; an error of ours
+    (bad SQL) stays what it is, a 500 and a bug to fix."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from fogline.domain.errors import Unavailable
+    from fogline.store.database import Database
+
+    sqlite = Database.open(f"sqlite:///{tmp_path / 'f.db'}")
+    postgres = Database.open(own_postgres.url)
+    try:
+        with pytest.raises(OperationalError), sqlite.engine.connect() as conn:
+            conn.exec_driver_sql("SELEC 1")
+        with pytest.raises(ProgrammingError), postgres.engine.connect() as conn:
+            conn.exec_driver_sql("SELEC 1")
+        assert postgres.tenants.tenant_exists("default") is False
+        own_postgres.stop()
+        with pytest.raises(Unavailable, match="the database is unavailable"):
+            postgres.tenants.tenant_exists("default")
+        with pytest.raises(Unavailable):
+            postgres.ping()
+        own_postgres.start()
+        assert postgres.tenants.tenant_exists("default") is False  # the pool recovers
+    finally:
+        sqlite.close()
+        postgres.close()
