@@ -373,3 +373,21 @@ def test_database_errors_are_typed_once_unavailable_only_when_the_database_is_aw
     finally:
         sqlite.close()
         postgres.close()
+
+
+async def test_a_platform_whose_database_is_away_stops_cleanly(
+    pg_platform: Any, own_postgres: OwnPostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    platform = pg_platform
+    historian_pid = platform.historian.pid
+    own_postgres.stop()
+
+    async def told() -> bool:
+        state = await platform.readiness()
+        return not state["checks"]["database"]["ok"]
+
+    await async_wait_for(told, timeout=10, what="readiness to say the database is away")
+    caplog.clear()
+    await platform.stop()  # raises nothing; the fixture's own stop then has nothing to do
+    assert not pid_alive(historian_pid)
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
