@@ -163,6 +163,13 @@ async def test_a_crashed_model_is_restarted_and_an_unrecoverable_one_goes_to_dra
         now = int(time.time() * 1000)
         await k.send(api, "s1", now, 2.0)
         assert await outputs_of(api, "s1", "doubled") == [[now, 4.0]]  # fed again
+        # /ready shows each deployed model with its health and restarts.
+        ready = await api.http.get("/ready")
+        assert ready.status_code == 200
+        models = ready.json()["checks"]["models"]
+        [item] = models["items"]
+        assert item["id"] == f"default/{name}/1.0.0" and item["state"] == "active"
+        assert (item["healthy"], item["restarts"], models["ok"]) == (True, 1, True)
 
         # Now unhealthy for good: restarts do not help, so back to draft with the reason.
         (Path(p.settings.package_dir) / "default" / name / "1.0.0" / "unhealthy").touch()
@@ -176,6 +183,12 @@ async def test_a_crashed_model_is_restarted_and_an_unrecoverable_one_goes_to_dra
             for e in (await api.http.get(f"/tenants/default/models/{name}/1.0.0/events")).json()
         ]
         assert events[-1] == "unhealthy"
+        # A model that could not be brought back is told, and does not make the platform
+        # unready (ingest still works).
+        ready = await api.http.get("/ready")
+        assert ready.status_code == 200
+        [warning] = ready.json()["warnings"]
+        assert name in warning and "could not be brought back" in warning
     finally:
         await api.close()
         await p.stop()

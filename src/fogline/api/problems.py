@@ -20,6 +20,8 @@ from fogline.fleet.devices import PASSWORD_PATTERN
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# What a 503 (a part away for a moment) tells clients to wait before they try again.
+RETRY_AFTER_S = "5"
 
 STATUS_OF_KIND = {
     ErrorKind.INVALID: 422,
@@ -204,12 +206,19 @@ def install(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(FoglineError)
-    async def fogline_error(_request: Request, exc: FoglineError) -> JSONResponse:
+    async def fogline_error(request: Request, exc: FoglineError) -> JSONResponse:
         status = STATUS_OF_KIND[exc.kind]
-        if status >= 500:
+        if status == 503:
+            # A part away (the database, the broker): one line per request, no traceback.
+            fields = {"path": request.url.path, "error": exc.message}
+            log.warning("api.unavailable", extra={"fields": fields})
+        elif status >= 500:
             log.error("api.error", extra={"fields": {"error": exc.message}})
         errors = [{"field": p.field, "reason": p.reason} for p in exc.problems]
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+        headers = None
+        if status == 503:
+            wait = exc.retry_after_s if isinstance(exc, Unavailable) else RETRY_AFTER_S
+            headers = {"Retry-After": str(wait)}
         return problem(status, exc.message, errors, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 
 from fogline.access.tenants import AccessService
+from fogline.app.readiness import DatabaseCheck
 from fogline.app.settings import Settings
 from fogline.bus.bridge import MqttBridge, MqttEndpoint, bridge_client_id
 from fogline.bus.connection import Bus, EventStoreSettings, HotStoreSettings
@@ -166,7 +167,12 @@ async def build_ingest(b: Backbone, stack: AsyncExitStack) -> IngestContext:
     limits = IngestLimits(max_message_bytes=s.max_message_bytes)
     cache = RegistryCache(b.db.assets, b.db.devices)
     await cache.follow(b.bus)
-    historian = HistorianSupervisor(_historian_config(b), b.bus)
+    historian = HistorianSupervisor(
+        _historian_config(b),
+        b.bus,
+        progress_timeout_s=s.historian_progress_timeout,
+        database_answers=DatabaseCheck(b.db).answers,
+    )
     stack.push_async_callback(historian.stop)
     await historian.start()
     bridge = None

@@ -13,11 +13,11 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import uvicorn
 
@@ -37,6 +37,7 @@ from fogline.app.contexts import (
     build_models,
     open_backbone,
 )
+from fogline.app.readiness import DatabaseCheck, DiskCheck, Readiness, standard_checks
 from fogline.app.safety import start_disk_guard
 from fogline.app.settings import Settings
 from fogline.bus.bridge import MqttBridge
@@ -56,6 +57,8 @@ from fogline.retry import wait_until
 from fogline.store.database import Database
 
 log = logging.getLogger(__name__)
+
+HOT_STORE_TIMEOUT_S = 2.0
 
 
 class _Server(uvicorn.Server):
@@ -137,6 +140,53 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _part_name(callback: Callable[..., Any]) -> str:
+    return getattr(callback, "__qualname__", None) or repr(callback)
+
+
+def _stop_failed(callback: Callable[..., Any], exc: Exception) -> None:
+    log.warning(
+        "platform.part_not_stopped_cleanly",
+        extra={"fields": {"part": _part_name(callback), "error": f"{type(exc).__name__}: {exc}"}},
+    )
+
+
+class _PartsStack(AsyncExitStack):
+    """The platform's exit stack. A part that cannot be stopped cleanly (its broker or its
+    database gone first) is logged in one line, and the parts after it still stop: a stop with
+    parts already down ends cleanly, without a traceback."""
+
+    def callback(
+        self, callback: Callable[P, T], /, *args: P.args, **kwds: P.kwargs
+    ) -> Callable[P, T]:
+        def guarded(*a: P.args, **k: P.kwargs) -> Any:
+            try:
+                return callback(*a, **k)
+            except Exception as exc:
+                _stop_failed(callback, exc)
+                return None
+
+        super().callback(guarded, *args, **kwds)
+        return callback
+
+    def push_async_callback(
+        self, callback: Callable[P, Awaitable[T]], /, *args: P.args, **kwds: P.kwargs
+    ) -> Callable[P, Awaitable[T]]:
+        async def guarded(*a: P.args, **k: P.kwargs) -> Any:
+            try:
+                return await callback(*a, **k)
+            except Exception as exc:
+                _stop_failed(callback, exc)
+                return None
+
+        super().push_async_callback(guarded, *args, **kwds)
+        return callback
+
+
 @dataclass(frozen=True)
 class _Running:
     """Everything a started platform is made of."""
@@ -162,6 +212,7 @@ class Platform:
         self.started_at = time.time()
         self._stack: AsyncExitStack | None = None
         self._running: _Running | None = None
+        self._readiness: Readiness | None = None
         self._http_socket: socket.socket | None = None
 
     # -- the parts of a started platform ----------------------------------------------------
@@ -232,7 +283,7 @@ class Platform:
 
     async def start(self) -> None:
         ensure_data_dir(self.settings.data_dir)
-        stack = AsyncExitStack()
+        stack = _PartsStack()
         try:
             # Bound first: a taken port fails the start before anything else is made.
             sock = self._http_socket = bind_http(self.settings.http_host, self.settings.http_port)
@@ -256,6 +307,18 @@ class Platform:
         fleet = build_fleet(backbone)
         models = await build_models(backbone, self._callback_base, stack)
         self._running = _Running(backbone, access, ingest, fleet, models, disk)
+        self._readiness = Readiness(
+            [
+                *standard_checks(
+                    backbone.bus,
+                    lambda: self.nats,
+                    DatabaseCheck(backbone.db),
+                    ingest.historian,
+                    models.deployments,
+                ),
+                DiskCheck(disk),
+            ]
+        )
         await self._serve_http(stack, http_socket)
         # After the API (stopped before it): async models call back on the HTTP address.
         stack.push_async_callback(models.deployments.shutdown)
@@ -356,39 +419,20 @@ class Platform:
     # -- what the API reports about the platform ------------------------------------------
 
     async def hot_store_state(self) -> dict[str, Any]:
-        """The telemetry stream as JetStream sees it."""
-        return await self.bus.telemetry_stream_state()
+        """The telemetry stream as JetStream sees it, or that it does not answer (in a bound:
+        `/api/v1/system` must answer while the broker is away)."""
+        try:
+            return await asyncio.wait_for(self.bus.telemetry_stream_state(), HOT_STORE_TIMEOUT_S)
+        except TimeoutError:
+            return {"stream": self.subjects.telemetry_stream, "unavailable": True}
 
     async def readiness(self) -> dict[str, Any]:
-        """Whether this platform takes telemetry in and stores it: NATS connected, the database
-        answering, the historian doing its work."""
-        checks: dict[str, Any] = {}
-        problems: list[str] = []
-        running = self._running
-        nats_ok = running is not None and running.backbone.bus.connected
-        checks["nats"] = {"ok": nats_ok}
-        if not nats_ok:
-            problems.append("not connected to NATS")
-        if running is not None and running.backbone.nats is not None:
-            broker = checks["broker"] = running.backbone.nats.health()
-            if broker["problem"]:
-                problems.append(broker["problem"])
-        if running is not None:
-            disk = checks["disk"] = running.disk.health()
-            if disk["problem"]:
-                problems.append(disk["problem"])
-        try:
-            await asyncio.wait_for(asyncio.to_thread(self.db.ping), 5)
-            checks["database"] = {"ok": True}
-        except Exception as exc:
-            checks["database"] = {"ok": False}
-            problems.append(f"the database does not answer ({type(exc).__name__})")
-        if running is not None:
-            health = running.ingest.historian.health()
-            checks["historian"] = health
-            if health["problem"]:
-                problems.append(health["problem"])
-        return {"ready": not problems, "problems": problems, "checks": checks}
+        """Each part (broker, database, historian, models...; see `app/readiness.py`) and
+        whether this platform takes telemetry in and stores it."""
+        if self._readiness is None or self._running is None:
+            problems = ["the platform is not started"]
+            return {"ready": False, "problems": problems, "warnings": [], "checks": {}}
+        return await self._readiness.report()
 
     def system_info(self) -> dict[str, Any]:
         running = self.running

@@ -71,6 +71,9 @@ class Settings(BaseModel):
     model_health_interval: float = Field(default=2.0, gt=0)
     model_start_timeout: float = Field(default=30.0, gt=0)  # to answer health after a start
     model_max_health_failures: int = Field(default=3, ge=1)
+    # A historian with messages waiting and no commit for this long (or frozen this long) is
+    # restarted.
+    historian_progress_timeout: float = Field(default=30.0, gt=0)
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
 
     @property

@@ -291,10 +291,13 @@ class Bus:
         async def stream_info() -> Any:
             try:
                 return await self.js.stream_info(self.subjects.telemetry_stream)
-            except ServiceUnavailableError:
+            except (ServiceUnavailableError, TimeoutError):
                 return None
 
-        info = await wait_until(stream_info, 3.0, interval_s=0.1)
+        try:
+            info = await wait_until(stream_info, 3.0, interval_s=0.1)
+        except (NatsError, OSError):  # the broker away: disconnected, closed, no responders
+            info = None
         if info is None:
             return {"stream": self.subjects.telemetry_stream, "unavailable": True}
         return {
@@ -329,6 +332,18 @@ class Bus:
             await self.js.delete_consumer(stream, consumer)
         await self.js.add_consumer(stream, config)
         return await BoundedPull.create(self.nc, stream, consumer)
+
+    async def consumer_backlog(self, consumer: str, timeout: float = 2.0) -> int | None:
+        """Messages of the telemetry stream a durable consumer has yet to ack (not delivered,
+        or delivered and not acked), as JetStream counts them; None when it does not answer
+        within `timeout` (the broker away, or the consumer being made afresh)."""
+        try:
+            info = await self.js.consumer_info(
+                self.subjects.telemetry_stream, consumer, timeout=timeout
+            )
+        except (NatsError, TimeoutError, OSError):
+            return None
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     # -- the live feed and the historian's counters (core NATS: fire and forget) -----------
 
@@ -491,6 +506,15 @@ class Bus:
         out its pending fetch requests, up to half a minute."""
         if self.nc.is_closed:
             return
-        with contextlib.suppress(NatsError, asyncio.TimeoutError):
-            await self.nc.flush(timeout=2)
-        await self.nc.close()
+        if self.nc.is_connected:  # while reconnecting, a flush would only wait out its timeout
+            with contextlib.suppress(NatsError, asyncio.TimeoutError):
+                await self.nc.flush(timeout=2)
+        try:
+            await self.nc.close()
+        except (NatsError, OSError, RuntimeError) as exc:
+            # The server went first (killed, say): the socket is gone, and with it what was not
+            # flushed; the client is closed all the same. One line, not a traceback.
+            log.warning(
+                "nats.closed_unclean",
+                extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:200]}},
+            )

@@ -98,7 +98,10 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 def main() -> None:
     # Every command's errors end here: one message and an exit code per kind (output.fail).
     try:
-        app(args=hoist_global_options(sys.argv[1:]), standalone_mode=False)
+        # Not standalone, click hands a command's `typer.Exit` code back instead of exiting.
+        code = app(args=hoist_global_options(sys.argv[1:]), standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except FoglineError as exc:
         sys.exit(output.fail(exc))
     except typer.Exit as exc:

@@ -6,8 +6,10 @@ itself and talks to the platform only through NATS (registry changes in, live re
 counters out) and the database, as any scaled-out historian would.
 
 The supervisor restarts the process when it dies, when its loop ends (the process then exits
-with an error), and when it stops reporting or its loop stops turning (a stall): each time it
-logs why and counts the restart. `health()` says whether the historian is doing its work, for
+with an error), when it stops reporting or its loop stops turning (a stall), and when it makes
+no progress: messages wait in the hot store and nothing is committed for `progress_timeout_s`
+while the database answers, or the process is frozen (stopped by a signal) that long. Each time
+it logs why and counts the restart. `health()` says whether the historian is doing its work, for
 `/api/v1/ready` and `fogline status`.
 """
 
@@ -22,8 +24,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,7 +37,7 @@ from fogline.bus.connection import Bus
 from fogline.bus.subjects import Subjects
 from fogline.domain.errors import FoglineError, Unavailable
 from fogline.ingest.cache import RegistryCache
-from fogline.ingest.historian import Historian, HistorianStats
+from fogline.ingest.historian import CONSUMER, Historian, HistorianStats
 from fogline.ingest.validation import IngestLimits
 from fogline.logs import configure as configure_logging
 from fogline.retry import Backoff, wait_until
@@ -49,6 +53,8 @@ NOT_REPORTING_S = 15.0
 STALLED_S = 90.0
 # A batch failing for longer than this (a database away) makes the platform not ready.
 FAILING_S = 30.0
+# Messages waiting and no commit for this long (or the process frozen this long): restarted.
+PROGRESS_TIMEOUT_S = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -121,23 +127,57 @@ async def _serve(config: HistorianWorkerConfig, channel: Connection) -> None:
         db.close()
 
 
-class HistorianSupervisor:
-    """Starts the historian process, restarts it if it dies, stops it cleanly."""
+DatabaseProbe = Callable[[], Awaitable[bool]]
 
-    def __init__(self, config: HistorianWorkerConfig, bus: Bus) -> None:
+
+def process_frozen(pid: int) -> bool:
+    """Whether the process is stopped by a signal (SIGSTOP, SIGTSTP) or a tracer: it holds
+    its place and does nothing until continued."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("T", "t")
+
+
+class HistorianSupervisor:
+    """Starts the historian process, restarts it if it dies or makes no progress, stops it
+    cleanly."""
+
+    def __init__(
+        self,
+        config: HistorianWorkerConfig,
+        bus: Bus,
+        progress_timeout_s: float = PROGRESS_TIMEOUT_S,
+        database_answers: DatabaseProbe | None = None,
+    ) -> None:
         self.config = config
         self.bus = bus
         self.stats = HistorianStats()
         self.restarts = 0
         self.last_restart_reason: str | None = None
+        self.last_restart_ms: int | None = None
+        self.last_restart_failure: str | None = None  # why the newest restart did not start
         # How long silence means not ready, and a stall to restart (settable for tests).
         self.not_reporting_s = NOT_REPORTING_S
         self.stalled_s = STALLED_S
+        self.progress_timeout_s = progress_timeout_s
+        # Whether the database answers: no progress while it does not is not the historian's
+        # fault, and a restart would not help.
+        self.database_answers = database_answers
         self._stats_at = time.monotonic()
         self._reported = asyncio.Event()  # the running process has sent its stats
         self._process: multiprocessing.process.BaseProcess | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
+        # Progress: the last commit seen (or the last time nothing was waiting), the commit
+        # counter it was seen by, what JetStream last said is waiting, and since when the
+        # process has been frozen.
+        self._progress_at = time.monotonic()
+        self._batches_seen = 0
+        self._pending: int | None = None
+        self._frozen_since: float | None = None
+        self._waiting_for_database = False
 
     @property
     def pid(self) -> int | None:
@@ -147,6 +187,10 @@ class HistorianSupervisor:
         async def on_stats(data: bytes) -> None:
             self.stats = HistorianStats(**orjson.loads(data))
             self._stats_at = time.monotonic()
+            if self.stats.batches != self._batches_seen:
+                self._batches_seen = self.stats.batches
+                self._progress_at = self._stats_at
+                self._waiting_for_database = False
             self._reported.set()
 
         # Held as long as the bus: the process's last report comes as it stops.
@@ -168,7 +212,9 @@ class HistorianSupervisor:
         process.start()
         theirs.close()
         self._process = process
-        self._stats_at = time.monotonic()
+        self._stats_at = self._progress_at = time.monotonic()
+        self._batches_seen = 0
+        self._frozen_since = None
         self._reported.clear()
         gone = ("gone", None)
 
@@ -191,8 +237,20 @@ class HistorianSupervisor:
         process.kill()  # gone, or silent past the deadline
         raise Unavailable("the historian process did not start; see the log above")
 
+    def _frozen_for(self, pid: int | None) -> float | None:
+        """Seconds the process has been seen frozen (stopped), or None when it is not."""
+        if pid is None or not process_frozen(pid):
+            self._frozen_since = None
+            return None
+        if self._frozen_since is None:
+            self._frozen_since = time.monotonic()
+        return time.monotonic() - self._frozen_since
+
     def _stalled(self) -> str | None:
         """Why a running historian is not doing its work, if it is not."""
+        frozen = self._frozen_for(self.pid)
+        if frozen is not None and frozen > self.progress_timeout_s:
+            return f"its process has been frozen (stopped) for {frozen:.0f}s"
         silent = time.monotonic() - self._stats_at
         if silent > self.stalled_s:
             return f"no stats for {silent:.0f}s"
@@ -201,6 +259,37 @@ class HistorianSupervisor:
             return f"its loop has not turned for {(time.time() * 1000 - beat) / 1000:.0f}s"
         return None
 
+    async def _no_progress(self) -> str | None:
+        """Why the historian is to be restarted for making no progress, if it is: messages
+        wait in the hot store (as JetStream counts them, whatever the historian says), nothing
+        was committed for `progress_timeout_s`, and the database answers."""
+        idle = time.monotonic() - self._progress_at
+        if idle < self.progress_timeout_s / 2:
+            return None
+        self._pending = await self.bus.consumer_backlog(CONSUMER)
+        if self._pending is None:
+            return None  # JetStream does not answer: the broker's fault, not the historian's
+        if self._pending == 0:
+            self._progress_at = time.monotonic()  # nothing to do is no stall
+            self._waiting_for_database = False
+            return None
+        if idle < self.progress_timeout_s:
+            return None
+        if self.database_answers is not None and not await self.database_answers():
+            if not self._waiting_for_database:
+                log.warning(
+                    "historian.waiting_for_database",
+                    extra={"fields": {"pending": self._pending, "idle_s": round(idle)}},
+                )
+            self._waiting_for_database = True
+            # The clock starts again when the database is back: the historian then gets the
+            # whole timeout (and its own backoff) to commit.
+            self._progress_at = time.monotonic()
+            return None
+        self._waiting_for_database = False
+        why = f"no progress: {self._pending} messages waiting and no commit for {idle:.0f}s"
+        return why + ("; its process is frozen (stopped)" if self._frozen_since else "")
+
     async def _supervise(self) -> None:
         backoff = Backoff(1.0, cap_s=30.0)
         while not self._stopping:
@@ -208,16 +297,13 @@ class HistorianSupervisor:
             process = self._process
             if self._stopping or process is None:
                 continue
-            if process.is_alive():
-                stalled = self._stalled()
-                if stalled is None:
-                    continue
-                log.error("historian.stalled", extra={"fields": {"why": stalled}})
-                process.kill()
-                await asyncio.to_thread(process.join, 5)
-                reason = f"stalled: {stalled}"
-            else:
-                reason = f"exited with code {process.exitcode}"
+            try:
+                reason = await self._why_restart(process)
+            except Exception:  # the watch itself must never end
+                log.exception("historian.watch_failed")
+                continue
+            if reason is None:
+                continue
             self.last_restart_reason = reason
             delay = backoff.next()
             log.error(
@@ -228,49 +314,92 @@ class HistorianSupervisor:
             # Counted as it starts: the new process may report (and /ready turn green) before
             # _spawn returns.
             self.restarts += 1
+            self.last_restart_ms = int(time.time() * 1000)
             try:
                 await self._spawn(60.0)
+                self.last_restart_failure = None
                 backoff.reset()
             except Unavailable as exc:
+                self.last_restart_failure = exc.message
                 log.error("historian.restart_failed", extra={"fields": {"error": exc.message}})
 
-    def health(self) -> dict[str, Any]:
-        """What `/api/v1/ready` and `fogline status` show of the historian: its state, whether
-        it is doing its work, and its failure counters (the error texts stay in the logs and
-        `/api/v1/system`)."""
+    async def _why_restart(self, process: multiprocessing.process.BaseProcess) -> str | None:
+        """Why the historian is to be restarted now (killing it if it still runs), or None."""
+        if not process.is_alive():
+            return f"exited with code {process.exitcode}"
+        stalled = self._stalled()
+        if stalled is not None:
+            log.error("historian.stalled", extra={"fields": {"why": stalled}})
+            reason = f"stalled: {stalled}"
+        else:
+            no_progress = await self._no_progress()
+            if no_progress is None:
+                return None
+            log.error("historian.no_progress", extra={"fields": {"why": no_progress}})
+            reason = no_progress
+        process.kill()
+        await asyncio.to_thread(process.join, 5)
+        return reason
+
+    def _state(self) -> tuple[str, str | None]:
+        """The historian's state, and what keeps it from its work (None: nothing)."""
         s = self.stats
         process = self._process
         now_ms = time.time() * 1000
         if process is None or not process.is_alive():
-            state, problem = "restarting", "the historian process is not running"
-        elif not self._reported.is_set():
-            state, problem = "starting", "the historian is starting"
-        elif (silent := time.monotonic() - self._stats_at) > self.not_reporting_s:
-            state, problem = "not-reporting", f"no word from the historian for {silent:.0f}s"
-        elif s.heartbeat_ms is not None and now_ms - s.heartbeat_ms > self.not_reporting_s * 1000:
-            state = "stalled"
-            problem = (
-                f"the historian's loop has not turned for {(now_ms - s.heartbeat_ms) / 1000:.0f}s"
-            )
-        elif s.failing_since_ms is not None and now_ms - s.failing_since_ms > FAILING_S * 1000:
+            problem = "the historian process is not running"
+            if self.last_restart_failure:
+                problem += f"; it could not be restarted: {self.last_restart_failure}"
+            return "restarting", problem
+        if not self._reported.is_set():
+            return "starting", "the historian is starting"
+        if process.pid is not None and process_frozen(process.pid):
+            # Kept under "stalled": a frozen process is a stall that says why.
+            return "stalled", "the historian process is frozen (stopped by a signal)"
+        if (silent := time.monotonic() - self._stats_at) > self.not_reporting_s:
+            return "not-reporting", f"no word from the historian for {silent:.0f}s"
+        if s.heartbeat_ms is not None and now_ms - s.heartbeat_ms > self.not_reporting_s * 1000:
+            turned = (now_ms - s.heartbeat_ms) / 1000
+            return "stalled", f"the historian's loop has not turned for {turned:.0f}s"
+        if s.failing_since_ms is not None and now_ms - s.failing_since_ms > FAILING_S * 1000:
             failing = (now_ms - s.failing_since_ms) / 1000
-            state, problem = "failing", f"the historian has failed to commit for {failing:.0f}s"
-        else:
-            state, problem = "running", None
+            return "failing", f"the historian has failed to commit for {failing:.0f}s"
+        if self._pending and self._waiting_for_database:
+            return "no-progress", (
+                f"the historian cannot commit the {self._pending} messages waiting: "
+                "the database does not answer"
+            )
+        return "running", None
+
+    def health(self) -> dict[str, Any]:
+        """What `/api/v1/ready` and `fogline status` show of the historian: its state, whether
+        it is doing its work, its progress (what waits, the last commit) and its restart and
+        failure counters (the error texts stay in the logs and `/api/v1/system`)."""
+        s = self.stats
+        state, problem = self._state()
         step, _, error = (s.last_failure or "").partition(":")
+        last_commit_age = (
+            round(time.time() - s.last_commit_ms / 1000, 1) if s.last_commit_ms else None
+        )
         return {
             "state": state,
             "ready": problem is None,
             "problem": problem,
+            "pid": self.pid,
             "restarts": self.restarts,
             "last_restart": self.last_restart_reason,
+            "last_restart_ms": self.last_restart_ms,
+            "last_restart_failure": self.last_restart_failure,
             "loop_restarts": s.loop_restarts,
             "failures": s.failures,
             "last_failure": f"{step}: {error.strip().split(':')[0]}" if s.last_failure else None,
             "poison_messages": s.poison_messages,
             "live_failures": s.live_failures,
             "backlog": s.backlog,
+            "pending": self._pending,
             "last_commit_ms": s.last_commit_ms,
+            "last_commit_age_s": last_commit_age,
+            "progress_timeout_s": self.progress_timeout_s,
         }
 
     async def stop(self, timeout: float = 15.0) -> None:
@@ -282,7 +411,10 @@ class HistorianSupervisor:
         process, self._process = self._process, None
         if process is None or process.pid is None or not process.is_alive():
             return
-        os.kill(process.pid, signal.SIGTERM)
+        if process_frozen(process.pid):
+            process.kill()  # a frozen process would not see SIGTERM before the deadline
+        else:
+            os.kill(process.pid, signal.SIGTERM)
         await asyncio.to_thread(process.join, timeout)
         if process.is_alive():
             process.kill()

@@ -152,6 +152,9 @@ class DeploymentManager:
             backoff_s=self.settings.backoff_s,
         )
         self._running: dict[int, _Running] = {}
+        # Models whose health could not be recovered (sent back to draft), with why: shown by
+        # `health_summary` until a deploy is asked for again (or the platform restarts).
+        self._lost_models: dict[int, tuple[ModelRecord, str]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._by_token: dict[str, _Running] = {}
 
@@ -182,6 +185,7 @@ class DeploymentManager:
         model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
         await self._check_deployable(model)
         model = await self._move(model, ModelEvent.DEPLOY, "deploy requested")
+        self._lost_models.pop(model.id, None)
         self._launch(model, self._deploy_saga(model))
         return model
 
@@ -496,7 +500,7 @@ class DeploymentManager:
         timeout = self.settings.health_timeout_s
         if not await wait_until(healthy, timeout, interval_s=0.1):
             raise Unavailable(f"not healthy within {timeout:.0f}s: {reason}{self._log_tail(r)}")
-        r.health.last = "ok"
+        r.health.last, r.health.ok = "ok", True
 
     def _log_tail(self, r: _Running) -> str:
         tail = getattr(r.runtime, "log_tail", None)
@@ -548,6 +552,7 @@ class DeploymentManager:
     # -- health ---------------------------------------------------------------------------
 
     def _watch(self, r: _Running) -> None:
+        self._lost_models.pop(r.model.id, None)
         r.monitor = HealthMonitor(_Watched(self, r), r.health, self._health_settings)
         r.monitor.start(f"health-{r.model.id}")
 
@@ -564,6 +569,7 @@ class DeploymentManager:
         with contextlib.suppress(Exception):
             await self._stop_model(r)
         self._running.pop(r.model.id, None)
+        self._lost_models[r.model.id] = (r.model, reason)
         await self._move(r.model, ModelEvent.UNHEALTHY, reason, quiet=True)
 
     # -- the platform's own start and stop --------------------------------------------------
@@ -706,6 +712,40 @@ class DeploymentManager:
             "steps": [{**asdict(s), "status": str(s.status)} for s in steps],
             "stale_requests": [asdict(s) for s in stale],
         }
+
+    def health_summary(self) -> list[dict[str, Any]]:
+        """Each model this platform runs or is starting, and each it gave up on: state, health
+        and restarts, from memory (no database), for `/api/v1/ready` and `fogline status`."""
+        items = []
+        for r in list(self._running.values()):
+            h, m = r.health, r.model
+            problem = None
+            if h.ok is False:
+                problem = f"unhealthy ({h.last})" if not h.failures else f"restarting ({h.last})"
+            items.append(
+                {
+                    "id": f"{m.tenant}/{m.name}/{m.version}",
+                    "state": m.state.value,
+                    "healthy": h.ok,
+                    "last": h.last,
+                    "failures": h.failures,
+                    "restarts": h.restarts,
+                    "problem": problem,
+                }
+            )
+        for m, reason in list(self._lost_models.values()):
+            items.append(
+                {
+                    "id": f"{m.tenant}/{m.name}/{m.version}",
+                    "state": ModelState.DRAFT.value,
+                    "healthy": False,
+                    "last": reason,
+                    "failures": 0,
+                    "restarts": 0,
+                    "problem": f"could not be brought back: {reason}",
+                }
+            )
+        return items
 
     # -- helpers --------------------------------------------------------------------------
 

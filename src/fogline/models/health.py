@@ -33,6 +33,7 @@ class Health:
     """What the deployment shows of a model's health."""
 
     last: str | None = None  # the last health answer, or why the process ended
+    ok: bool | None = None  # whether the last check passed (None: not checked yet)
     failures: int = 0  # failed restarts in a row, while recovering
     restarts: int = 0  # successful ones
 
@@ -75,12 +76,12 @@ class HealthMonitor:
                     continue
                 next_check = time.monotonic() + interval
                 ok, reason = await self.watched.check()
-                self.health.last = reason
+                self.health.last, self.health.ok = reason, ok
                 if ok:
                     continue
             else:
                 reason = self.watched.exit_reason()
-                self.health.last = reason
+                self.health.last, self.health.ok = reason, False
             if not await self._recover(reason):
                 return
             next_check = time.monotonic() + interval
@@ -106,5 +107,6 @@ class HealthMonitor:
             return False
         self.health.restarts += 1
         self.health.failures = 0
+        self.health.ok = True
         await self.watched.record(StepStatus.DONE, 1, None)
         return True

@@ -28,12 +28,19 @@ async def health() -> HealthOut:
 
 @router.get("/ready", response_model=ReadyOut, responses={**UNAVAILABLE})
 async def ready(svc: Services) -> ReadyOut | JSONResponse:
-    """Whether the platform takes telemetry in and stores it (NATS, the database, the
-    historian), for load balancers and orchestrators: 200, or 503 as a problem listing why."""
+    """Whether the platform takes telemetry in and stores it, for load balancers and
+    orchestrators: 200, or 503 as a problem listing why; either way each part (broker,
+    database, historian, models...) in `checks`. No key needed, and no database: it answers
+    in a few seconds whatever is away."""
     state = await svc.readiness()
     if not state["ready"]:
-        return problem(503, "; ".join(state["problems"]), checks=state["checks"])
-    return ReadyOut(status="ready", checks=state["checks"])
+        return problem(
+            503,
+            "; ".join(state["problems"]),
+            checks=state["checks"],
+            warnings=state["warnings"],
+        )
+    return ReadyOut(status="ready", checks=state["checks"], warnings=state["warnings"])
 
 
 @router.get("/system", responses={**KEYED, **UNAVAILABLE})

@@ -19,7 +19,12 @@ class HealthOut(Out):
 class ReadyOut(Out):
     status: Literal["ready"]
     checks: dict[str, Any] = Field(
-        description="each check (nats, database, historian) and its state"
+        description="each part (broker, database, historian, models...): `ok`, `problem` "
+        "and its state"
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what is wrong without making the platform unready (a model failing)",
     )
 
 

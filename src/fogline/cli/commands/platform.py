@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from fogline.cli import output
 from fogline.cli.context import ctx_of
 from fogline.cli.output import console, emit_json, table
 from fogline.client.http import ApiError
+from fogline.domain.errors import ErrorKind
 from fogline.domain.timeseries import iso_from_ms
 
 # No name and no help of its own: main.py merges these commands into `fogline` itself.
@@ -95,17 +97,17 @@ def dead_letters(
 
 @app.command()
 def status(ctx: typer.Context) -> None:
-    """The platform's state, whether it is ready (NATS, database, historian, with the
-    historian's failures and restarts), and the tenant's ingest counters."""
+    """The platform's state: whether it is ready and each part (broker, database, historian,
+    models), the whole platform (an admin key) and the tenant's ingest counters. Exits 6 when
+    it is not ready or a part does not answer, after printing all it could learn."""
     c = ctx_of(ctx)
-    try:
-        ready = c.client().get("/ready")
-    except ApiError as exc:
-        if exc.status != 503:
-            raise
-        ready = exc.body  # not ready: the problem says why
-    system = c.client().get("/system")
-    stats = c.client().get(f"/tenants/{c.t()}/ingest/stats")
+    client = c.client()
+    ready = _answer_or_problem(lambda: client.get("/ready"))
+    system = _answer_or_problem(lambda: client.get("/system"))
+    stats = _answer_or_problem(lambda: client.get(f"/tenants/{c.t()}/ingest/stats"))
+    unavailable = ready.get("status") != "ready" or any(
+        part.get("status") == 503 for part in (system, stats)
+    )
 
     def human() -> None:
         emit_json(
@@ -115,13 +117,52 @@ def status(ctx: typer.Context) -> None:
                 "ingest": {k: v for k, v in stats.items() if k != "devices"},
             }
         )
+        disk = (ready.get("checks") or {}).get("disk")
+        if disk is not None:
+            console.print(_disk_line(disk), highlight=False)
         retention = system.get("retention")
         if retention is not None:
             console.print(_retention_line(retention), highlight=False)
         if ready.get("status") != "ready":
             output.errors.print(f"[bold red]not ready[/]: {ready.get('detail')}", highlight=False)
+        for name, part in (("system", system), ("ingest stats", stats)):
+            if part.get("status") == 503:
+                output.errors.print(
+                    f"[bold red]{name} unavailable[/]: {part.get('detail')}", highlight=False
+                )
 
     c.show({"ready": ready, "system": system, "ingest": stats}, human)
+    if unavailable:
+        raise typer.Exit(output.EXIT_CODES[ErrorKind.UNAVAILABLE])
+
+
+def _answer_or_problem(call: Callable[[], Any]) -> dict[str, Any]:
+    """The API's answer, or its 503 problem (a part away: the rest is still worth showing).
+    Any other error (a bad key, say) ends the command as usual."""
+    try:
+        answer: dict[str, Any] = call()
+    except ApiError as exc:
+        if exc.status != 503 or not isinstance(exc.body, dict):
+            raise
+        return exc.body
+    return answer
+
+
+def _disk_line(disk: dict[str, Any]) -> str:
+    """The data dir's disk in a line: the headroom above the reserve and how long it lasts."""
+    mib = 1024**2
+    days = disk.get("days_left")
+    lasts = (
+        f"{days:.1f} days left at the current rate"
+        if days is not None
+        else "not filling (or too early to tell)"
+    )
+    line = (
+        f"disk: {disk['free_bytes'] / mib:,.0f} MiB free of {disk['total_bytes'] / mib:,.0f} MiB, "
+        f"{disk['headroom_bytes'] / mib:,.0f} MiB above the {disk['reserve_bytes'] / mib:,.0f} MiB "
+        f"reserve; {lasts}"
+    )
+    return line + ("; REFUSING NEW DATA" if disk.get("refusing") else "")
 
 
 def _retention_line(stats: dict[str, Any]) -> str:
