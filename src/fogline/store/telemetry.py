@@ -48,6 +48,16 @@ class StreamOffset:
     last_seq: int
 
 
+class AlreadyCommitted(Exception):
+    """A batch's first stream message is at or below the offset the database holds: it (or
+    part of it) was committed before, by a commit whose answer was lost or by an earlier run.
+    Nothing of the batch was written; `stored` is what the database holds."""
+
+    def __init__(self, stored: StreamOffset) -> None:
+        super().__init__(f"stream messages up to {stored.last_seq} are already committed")
+        self.stored = stored
+
+
 @dataclass(frozen=True)
 class StoredValue:
     ts: int
@@ -61,6 +71,7 @@ class TelemetryStore(Protocol):
         dead_letters: Sequence[DeadLetter],
         activity: Sequence[DeviceActivity],
         offset: StreamOffset | None,
+        first_seq: int | None = None,
     ) -> None: ...
     def read_offset(self, consumer: str) -> StreamOffset | None: ...
     def check_writable(self) -> None: ...
@@ -198,10 +209,25 @@ class SqlTelemetryStore:
         dead_letters: Sequence[DeadLetter],
         activity: Sequence[DeviceActivity],
         offset: StreamOffset | None,
+        first_seq: int | None = None,
     ) -> None:
         """Everything one historian batch produced, in one transaction, with the stream offset,
-        so a crash either keeps all of it or none."""
+        so a crash either keeps all of it or none.
+
+        With `first_seq` (the batch's first stream sequence), the offset the database holds is
+        checked in the same transaction: if it already covers `first_seq`, the batch was
+        committed before (a commit whose answer was lost, a second historian) and
+        `AlreadyCommitted` is raised with nothing written, so no counter adds a message twice.
+        """
         with self.engine.begin() as conn:
+            if offset is not None and first_seq is not None:
+                stored = self._locked_offset(conn, offset.consumer)
+                if (
+                    stored is not None
+                    and stored.stream_id == offset.stream_id
+                    and stored.last_seq >= first_seq
+                ):
+                    raise AlreadyCommitted(stored)
             new_series = self._resolve_series(conn, {(r.tenant, r.asset) for r in readings})
             ids = self._series | new_series
             rows, latest = _rows(readings, ids)
@@ -214,6 +240,15 @@ class SqlTelemetryStore:
                 row = (offset.consumer, offset.stream_id, offset.last_seq)
                 self._upsert_many(conn, "ingest_offsets", [row])
         self._series.update(new_series)
+
+    def _locked_offset(self, conn: Connection, consumer: str) -> StreamOffset | None:
+        """The committed offset, locked until this transaction ends (PostgreSQL: FOR UPDATE;
+        SQLite: a write after a stale read fails as busy), so two commits cannot both pass."""
+        query = select(s.ingest_offsets).where(s.ingest_offsets.c.consumer == consumer)
+        if self.dialect != "sqlite":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        return None if row is None else StreamOffset(consumer, row.stream_id, int(row.last_seq))
 
     def _resolve_series(self, conn: Connection, keys: Iterable[SeriesKey]) -> dict[SeriesKey, int]:
         missing = [k for k in keys if k not in self._series]
