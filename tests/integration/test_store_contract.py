@@ -188,6 +188,39 @@ def test_a_batch_committed_before_is_refused_whole_and_counted_once(db: Database
     assert store.read_offset("hist") == StreamOffset("hist", "S@2", 1)
 
 
+def test_latest_is_not_after_the_given_now(db: Database) -> None:
+    """A reading from a clock ahead is kept, but the latest as of now is the newest one not
+    after now; once its time has come, it is the latest."""
+    store = seeded(db).telemetry
+    ahead = T0 + 10 * 3_600_000
+    store.commit_batch(
+        [
+            reading(T0, temperature=20.0, rpm=1),
+            reading(T0 + 1000, temperature=21.0),
+            reading(ahead, temperature=99.0, state="later"),
+        ],
+        [],
+        [],
+        None,
+    )
+    store.commit_batch([reading(T0 + 2000, rpm=2)], [], [], None)  # after the future one
+    now = T0 + 5000
+    latest = store.latest("acme", "m1", [], now)
+    assert {n: (v.ts, v.value) for n, v in latest.items()} == {
+        "temperature": (T0 + 1000, 21.0),
+        "rpm": (T0 + 2000, 2),
+    }
+    only = store.latest("acme", "m1", ["temperature", "state"], now)
+    assert {n: v.value for n, v in only.items()} == {"temperature": 21.0}
+    later = store.latest("acme", "m1", ["temperature", "state"], ahead)
+    assert {n: (v.ts, v.value) for n, v in later.items()} == {
+        "temperature": (ahead, 99.0),
+        "state": (ahead, "later"),
+    }
+    history = store.history("acme", "m1", ["temperature"], T0, ahead + 1, 100)
+    assert [p.value for p in history["temperature"]] == [20.0, 21.0, 99.0]
+
+
 def test_history_limit_and_keys(db: Database) -> None:
     store = seeded(db).telemetry
     store.commit_batch(

@@ -75,7 +75,9 @@ class TelemetryStore(Protocol):
     ) -> None: ...
     def read_offset(self, consumer: str) -> StreamOffset | None: ...
     def check_writable(self) -> None: ...
-    def latest(self, tenant: str, asset: str, names: Sequence[str]) -> dict[str, StoredValue]: ...
+    def latest(
+        self, tenant: str, asset: str, names: Sequence[str], not_after: int | None = None
+    ) -> dict[str, StoredValue]: ...
     def history(
         self, tenant: str, asset: str, names: Sequence[str], start: int, end: int, limit: int
     ) -> dict[str, list[StoredValue]]: ...
@@ -295,7 +297,12 @@ class SqlTelemetryStore:
         ).scalar_one_or_none()
         return None if found is None else int(found)
 
-    def latest(self, tenant: str, asset: str, names: Sequence[str]) -> dict[str, StoredValue]:
+    def latest(
+        self, tenant: str, asset: str, names: Sequence[str], not_after: int | None = None
+    ) -> dict[str, StoredValue]:
+        """The newest value of each telemetry (of `names`, or all), at or before `not_after`
+        when given (the server's now: a reading from a device clock ahead of it is kept, but
+        is not the latest until its time comes)."""
         lv = s.latest_values
         with self.engine.connect() as conn:
             sid = self._series_id(conn, tenant, asset)
@@ -304,10 +311,38 @@ class SqlTelemetryStore:
             query = select(lv.c.name, lv.c.ts, lv.c.value_json).where(lv.c.series_id == sid)
             if names:
                 query = query.where(lv.c.name.in_(names))
-            return {
+            found = {
                 r.name: StoredValue(int(r.ts), orjson.loads(r.value_json))
                 for r in conn.execute(query)
             }
+            ahead = {n for n, v in found.items() if not_after is not None and v.ts > not_after}
+            if ahead and not_after is not None:
+                for name in ahead:
+                    del found[name]
+                found.update(self._newest_until(conn, sid, ahead, not_after))
+        return found
+
+    def _newest_until(
+        self, conn: Connection, sid: int, names: set[str], until: int
+    ) -> dict[str, StoredValue]:
+        """The newest stored value of each of `names` at or before `until`, read back from the
+        readings (newest first, only as far as needed): `latest_values` holds a future value
+        in their place. Rare: only telemetry whose newest reading is ahead of the clock."""
+        r = s.readings
+        found: dict[str, StoredValue] = {}
+        rows = conn.execution_options(yield_per=500).execute(
+            select(r.c.ts, r.c.values_json)
+            .where(r.c.series_id == sid, r.c.ts <= until)
+            .order_by(r.c.ts.desc())
+        )
+        for row in rows:
+            for name, value in orjson.loads(row.values_json).items():
+                if name in names and name not in found:
+                    found[name] = StoredValue(int(row.ts), value)
+            if len(found) == len(names):
+                break
+        rows.close()
+        return found
 
     def history(
         self, tenant: str, asset: str, names: Sequence[str], start: int, end: int, limit: int

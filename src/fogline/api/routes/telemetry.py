@@ -39,7 +39,10 @@ router = APIRouter(tags=["telemetry"], route_class=FoglineRoute, responses=IN_TE
 
 LIVE_QUEUE_LIMIT = 1000
 
-_TIME_BOUND = "epoch ms, ISO 8601, `now`, or before now like `-15m`; 1970 to the year 9999"
+_TIME_BOUND = (
+    "epoch ms, ISO 8601, `now`, or relative to now like `-15m` or `+24h` (`%2B24h` in a URL); "
+    "1970 to the year 9999"
+)
 
 TelemetryKeys = Annotated[str | None, Query(description="comma-separated telemetry names")]
 
