@@ -118,6 +118,12 @@ def test_up_register_publish_query_stop(platform_process: RunningPlatform, tmp_p
     )
     buckets = json.loads(r.stdout)["series"]["temperature"]["buckets"]
     assert sum(b["count"] for b in buckets) == 20
+    # Bounds relative to now either way; a bad one is a clear error and a non-zero exit.
+    r = p.cli("telemetry", "history", "m1", "--from", "-1h", "--to", "+24h", "--json")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["series"]["temperature"]["points"]) == 20
+    r = p.cli("telemetry", "history", "m1", "--to", "+banana")
+    assert r.returncode == 2 and "'banana' is not a duration" in r.stderr, r.stderr
     r = wait_for(
         lambda: (x := p.cli("dead-letters", "--json")) and json.loads(x.stdout)["total"] == 1 and x,
         what="dead letter",

@@ -130,3 +130,68 @@ def test_a_killed_historian_is_restarted_and_fogline_status_says_so(
     assert status["ready"]["checks"]["historian"]["last_restart"] == "exited with code -9"
     assert status["system"]["historian_pid"] not in (None, killed)
     assert "historian.died" in "".join(p.output)
+
+
+def test_historian_killed_while_committing_a_backlog_counts_each_message_once(
+    platform_process: RunningPlatform,
+) -> None:
+    """The historian process is SIGKILLed three times while it commits a backlog (some kills
+    land between a commit and its ack): the counters still equal what was published."""
+    p = platform_process
+    client = api(p.url, p.api_key())
+    client.put(
+        "/tenants/default/asset-types/sensor", json={"telemetry": [{"name": "v", "dtype": "float"}]}
+    ).raise_for_status()
+    client.post("/tenants/default/assets", json={"id": "s0", "asset_type": "sensor"})
+    creds = client.post("/tenants/default/devices", json={"id": "gw"}).json()["credentials"]
+    # A backlog: the historian frozen while the device publishes (every PUBACK awaited).
+    first_pid = p.system()["historian_pid"]
+    os.kill(first_pid, signal.SIGSTOP)
+    messages, per_message = 4000, 50  # batches of about 1,600 messages: seconds each
+    base = int(time.time() * 1000) - 3_600_000
+    device = Device("127.0.0.1", p.mqtt_port, creds["username"], creds["password"], "gw")
+    device.client.max_inflight_messages_set(500)
+    assert not device.connect().is_failure
+    infos = [
+        device.client.publish(
+            creds["topic"],
+            json.dumps(
+                [
+                    {"asset": "s0", "ts": base + m * per_message + i, "values": {"v": 1.0}}
+                    for i in range(per_message)
+                ]
+            ),
+            qos=1,
+        )
+        for m in range(messages)
+    ]
+    for info in infos:
+        info.wait_for_publish(60)
+    device.close()
+    os.kill(first_pid, signal.SIGCONT)
+    pid, killed = first_pid, set()
+    for _ in range(3):  # each time after it committed more since it (re)started
+        seen = stats(client)["messages"]
+        if seen >= messages:
+            break
+        wait_for(lambda: stats(client)["messages"] > seen, timeout=60, what="a commit")  # noqa: B023
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+        pid = wait_for(
+            lambda: (h := p.system()["historian_pid"]) not in killed and h,
+            timeout=60,
+            what="the historian to be restarted",
+        )
+
+    def caught_up() -> dict[str, Any] | None:
+        s = stats(client)
+        return s if s["messages"] >= messages else None
+
+    s = wait_for(caught_up, timeout=120, what="the backlog to be committed")
+    assert (s["messages"], s["values"], s["dead_letters"]) == (
+        messages,
+        messages * per_message,
+        0,
+    )
+    assert killed  # killed at least once after a commit, most often with more to come
+    client.close()

@@ -22,7 +22,7 @@ from fogline.domain.errors import AlreadyExists, Conflict, NotFound, Unauthentic
 from fogline.domain.telemetry import DeadLetter, DeadLetterReason, DeviceActivity, Reading
 from fogline.store.database import Database
 from fogline.store.migrations import SCHEMA_VERSION, migrate
-from fogline.store.telemetry import StreamOffset, ValueKind
+from fogline.store.telemetry import AlreadyCommitted, StreamOffset, ValueKind
 
 T0 = 1_800_000_000_000
 
@@ -157,6 +157,69 @@ def test_device_counters_add_up_and_the_offset_moves(db: Database) -> None:
     assert d1.last_seen_ms == T0 + 50
     assert (stats["d2"].messages_total, stats["d2"].last_seen_ms) == (1, T0)
     assert store.read_offset("hist") == StreamOffset("hist", "S@1", 9)
+
+
+def test_a_batch_committed_before_is_refused_whole_and_counted_once(db: Database) -> None:
+    """A historian whose commit answer was lost commits the same batch again: the offset in
+    the database says it is in, and nothing of it is written or counted a second time."""
+    store = seeded(db).telemetry
+    activity = [DeviceActivity("acme", "d1", 10, 20, 1, T0)]
+    letter = DeadLetter("acme", "d1", T0, DeadLetterReason.BAD_SHAPE, "not a reading", "x")
+    first = StreamOffset("hist", "S@1", 10)
+    store.commit_batch([reading(T0, rpm=1)], [letter], activity, first, first_seq=1)
+    for again_from in (1, 5, 10):  # the same batch, or one that overlaps what is stored
+        with pytest.raises(AlreadyCommitted) as refused:
+            store.commit_batch(
+                [reading(T0 + 1, rpm=2)],
+                [letter],
+                activity,
+                StreamOffset("hist", "S@1", 15),
+                first_seq=again_from,
+            )
+        assert refused.value.stored == first
+    stats = store.device_stats("acme")[0]
+    assert (stats.messages_total, stats.values_total, stats.dead_letters_total) == (10, 20, 1)
+    assert store.dead_letter_counts("acme") == {"bad-shape": 1}
+    assert store.count_readings("acme") == 1
+    assert store.read_offset("hist") == first
+    # The next messages commit; a new incarnation of the stream counts from 1 again.
+    store.commit_batch([], [], activity, StreamOffset("hist", "S@1", 12), first_seq=11)
+    store.commit_batch([], [], activity, StreamOffset("hist", "S@2", 1), first_seq=1)
+    assert store.device_stats("acme")[0].messages_total == 30
+    assert store.read_offset("hist") == StreamOffset("hist", "S@2", 1)
+
+
+def test_latest_is_not_after_the_given_now(db: Database) -> None:
+    """A reading from a clock ahead is kept, but the latest as of now is the newest one not
+    after now; once its time has come, it is the latest."""
+    store = seeded(db).telemetry
+    ahead = T0 + 10 * 3_600_000
+    store.commit_batch(
+        [
+            reading(T0, temperature=20.0, rpm=1),
+            reading(T0 + 1000, temperature=21.0),
+            reading(ahead, temperature=99.0, state="later"),
+        ],
+        [],
+        [],
+        None,
+    )
+    store.commit_batch([reading(T0 + 2000, rpm=2)], [], [], None)  # after the future one
+    now = T0 + 5000
+    latest = store.latest("acme", "m1", [], now)
+    assert {n: (v.ts, v.value) for n, v in latest.items()} == {
+        "temperature": (T0 + 1000, 21.0),
+        "rpm": (T0 + 2000, 2),
+    }
+    only = store.latest("acme", "m1", ["temperature", "state"], now)
+    assert {n: v.value for n, v in only.items()} == {"temperature": 21.0}
+    later = store.latest("acme", "m1", ["temperature", "state"], ahead)
+    assert {n: (v.ts, v.value) for n, v in later.items()} == {
+        "temperature": (ahead, 99.0),
+        "state": (ahead, "later"),
+    }
+    history = store.history("acme", "m1", ["temperature"], T0, ahead + 1, 100)
+    assert [p.value for p in history["temperature"]] == [20.0, 21.0, 99.0]
 
 
 def test_history_limit_and_keys(db: Database) -> None:

@@ -46,6 +46,19 @@ def test_query_times() -> None:
         parse_query_time("yesterday", NOW, "from")
 
 
+def test_query_times_relative_to_now_either_way() -> None:
+    """Readings from a device clock ahead of ours are kept; '+24h' finds them."""
+    assert parse_query_time("+24h", NOW, "to") == NOW + 86_400_000
+    assert parse_query_time("+500ms", NOW, "to") == NOW + 500
+    assert parse_query_time("-1h", NOW, "from") == NOW - 3_600_000
+    # '+24h' written into a URL's query string arrives as ' 24h': read as meant.
+    assert parse_query_time(" 24h", NOW, "to") == NOW + 86_400_000
+    for bad in ("+banana", "+", "+-5m", "+0s", "24h", "+99999999999999w"):
+        with pytest.raises(InvalidInput) as err:
+            parse_query_time(bad, NOW, "to")
+        assert err.value.problems[0].field == "to"
+
+
 def test_buckets_are_aligned_to_the_epoch() -> None:
     assert bucket_start(1_700_000_012_345, 10_000) == 1_700_000_010_000
     assert bucket_start(1_700_000_010_000, 10_000) == 1_700_000_010_000

@@ -20,8 +20,6 @@ from fogline.fleet.devices import PASSWORD_PATTERN
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-# What a 503 (a part away for a moment) tells clients to wait before they try again.
-RETRY_AFTER_S = "5"
 
 STATUS_OF_KIND = {
     ErrorKind.INVALID: 422,
@@ -73,12 +71,23 @@ class Problem(BaseModel):
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 
+# Every 503 says when to try again: what is away is usually back within seconds.
+RETRY_AFTER_S = 5
+_RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "seconds to wait before trying again",
+        "schema": {"type": "integer"},
+    }
+}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The error answers of a route, for FastAPI's `responses=`: problem+json, each one."""
     return {
         status: {
             "description": TITLES[status],
             "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}},
+            **({"headers": _RETRY_AFTER_HEADER} if status == 503 else {}),
         }
         for status in statuses
     }
@@ -124,6 +133,8 @@ def problem(
     headers = dict(headers or {})
     if status == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
+    if status == 503:
+        headers.setdefault("Retry-After", str(RETRY_AFTER_S))
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

@@ -15,7 +15,9 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.errors import ConnectionClosedError, StaleConnectionError
 from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -28,6 +30,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import (
+    APIError,
     BucketNotFoundError,
     KeyNotFoundError,
     NoKeysError,
@@ -36,7 +39,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from fogline.bus.errors import BrokerUnavailable
+from fogline.bus.errors import BrokerUnavailable, PublishFateUnknown, PublishNotStored
 from fogline.bus.events import (
     EventHandler,
     EventType,
@@ -47,7 +50,7 @@ from fogline.bus.events import (
 )
 from fogline.bus.pull import BoundedPull
 from fogline.bus.subjects import Subjects
-from fogline.retry import retrying, wait_until
+from fogline.retry import Backoff, retrying, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,13 @@ DataHandler = Callable[[bytes], Awaitable[None]]
 # How long a publisher waits for this process's own subscribers to have handled its event:
 # what a context changed is then seen by every other context here when its call returns.
 LOCAL_DELIVERY_S = 5.0
+# A telemetry publish (HTTP ingest) is tried again under its message id until this deadline:
+# JetStream answers `duplicate` when an earlier try was stored, so the caller learns the fate.
+TELEMETRY_PUBLISH_DEADLINE_S = 10.0
+TELEMETRY_PUBLISH_TRY_S = 3.0
+# How long the telemetry stream remembers message ids: a client retrying with the same
+# `Idempotency-Key` within this time stores its readings once (docs/telemetry.md says so).
+TELEMETRY_DUPLICATE_WINDOW_S = 600.0
 # An event publish rides out JetStream being away for a moment (a config reload re-applying
 # accounts): 0.1 s, then twice as long each time, about 3 s in all.
 EVENT_PUBLISH_ATTEMPTS = 6
@@ -263,7 +273,7 @@ class Bus:
             max_age=hot.max_age_seconds,
             max_bytes=hot.max_bytes,
             discard=DiscardPolicy.OLD,
-            duplicate_window=120.0,
+            duplicate_window=TELEMETRY_DUPLICATE_WINDOW_S,
         )
         # The creation time tells one incarnation of the stream from another.
         self._remember(await self._ensure_stream(config))
@@ -271,14 +281,65 @@ class Bus:
     # -- telemetry, model outputs, the historian's pull ------------------------------------
 
     async def publish_telemetry(
-        self, tenant: str, device: str, payload: bytes, dedup_id: str | None = None
+        self,
+        tenant: str,
+        device: str,
+        payload: bytes,
+        msg_id: str,
+        deadline_s: float | None = None,
     ) -> PublishAck:
-        """Into the hot store, as a device's MQTT publish would be (raises NatsError)."""
-        headers = {"Nats-Msg-Id": dedup_id} if dedup_id else None
-        ack = await self.js.publish(
-            self.subjects.telemetry(tenant, device), payload, headers=headers, timeout=5
+        """Into the hot store, as a device's MQTT publish would be, under `msg_id`.
+
+        A try that gets no answer (a timeout, a connection that dropped) is tried again under
+        the same id until `deadline_s`: the stream keeps the message once and answers
+        `duplicate` when an earlier try was stored (`deadline_s`: by default
+        TELEMETRY_PUBLISH_DEADLINE_S). Raises PublishNotStored when surely nothing was stored,
+        PublishFateUnknown when that could not be learned in time."""
+        subject = self.subjects.telemetry(tenant, device)
+        headers = {"Nats-Msg-Id": msg_id}
+        deadline_s = TELEMETRY_PUBLISH_DEADLINE_S if deadline_s is None else deadline_s
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        backoff = Backoff(0.1, 1.0)
+        in_doubt = False  # a try may have been stored without our hearing of it
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                ack = await self.js.publish(
+                    subject,
+                    payload,
+                    headers=headers,
+                    timeout=max(0.1, min(TELEMETRY_PUBLISH_TRY_S, left)),
+                )
+                return PublishAck(ack.seq, bool(ack.duplicate))
+            except (
+                NatsTimeoutError,
+                TimeoutError,
+                StaleConnectionError,
+                ConnectionClosedError,
+            ) as exc:
+                in_doubt = True  # sent, perhaps stored, answer lost
+                error: Exception = exc
+                log.warning(
+                    "bus.telemetry_publish_unanswered",
+                    extra={"fields": {"subject": subject, "error": repr(exc)}},
+                )
+            except NatsError as exc:  # JetStream refused it, or nothing took it: not stored
+                error = exc
+                if isinstance(exc, APIError) and exc.code != 503:
+                    break  # a refusal for good (not "JetStream is away for a moment")
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0 or self.nc.is_closed:  # closed: this process is stopping
+                break
+            await asyncio.sleep(min(backoff.next(), left))
+        log.warning(
+            "bus.telemetry_publish_failed",
+            extra={"fields": {"subject": subject, "in_doubt": in_doubt, "error": repr(error)}},
         )
-        return PublishAck(ack.seq, bool(ack.duplicate))
+        if in_doubt:
+            raise PublishFateUnknown(
+                f"no answer from the hot store within {deadline_s:g} s ({error})"
+            )
+        raise PublishNotStored(f"the hot store did not take it ({error})")
 
     async def publish_model_outputs(self, tenant: str, model: str, payload: bytes) -> None:
         """A data companion writes its model's outputs back as telemetry (raises NatsError)."""

@@ -20,3 +20,12 @@ class BrokerUnavailable(Unavailable):
 
 class BrokerConfigInvalid(ConfigurationError):
     """A broker URL or setting cannot be used."""
+
+
+class PublishNotStored(BrokerUnavailable):
+    """JetStream did not store the message: it refused it, or never got it."""
+
+
+class PublishFateUnknown(BrokerUnavailable):
+    """No answer came before the deadline: the message may or may not be stored. A publish
+    again under the same message id, within the stream's duplicate window, stores it once."""

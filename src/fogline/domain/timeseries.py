@@ -85,13 +85,18 @@ def reading_timestamp_problem(value: object, now: int) -> tuple[int | None, str 
 
 
 def parse_query_time(text: str, now: int, field: str) -> int:
-    """A query bound: epoch ms, ISO 8601, 'now', or relative to now like '-15m'; always
-    between 1970 and the year 9999, so it fits every store's integers."""
+    """A query bound: epoch ms, ISO 8601, 'now', or relative to now like '-15m' or '+24h'
+    (readings from a device clock ahead of ours are kept, and found this way); always between
+    1970 and the year 9999, so it fits every store's integers."""
+    if text.startswith(" ") and _DURATION.match(text.strip()):
+        # '+24h' typed into a URL arrives as ' 24h' ('+' is a space in a query string).
+        text = "+" + text.strip()
     text = text.strip()
     if text == "now":
         ts = now
-    elif text.startswith("-"):
-        ts = now - parse_duration_ms(text[1:], field)
+    elif text[:1] in ("-", "+"):
+        sign = -1 if text[0] == "-" else 1
+        ts = now + sign * parse_duration_ms(text[1:], field)
     elif _EPOCH_MS.match(text):
         ts = int(text)
     else:
@@ -102,7 +107,12 @@ def parse_query_time(text: str, now: int, field: str) -> int:
             ts = int(parsed.timestamp() * 1000)
         except (ValueError, OverflowError):
             raise InvalidInput.of(
-                [Problem(field, f"{text[:40]!r} is not epoch ms, ISO 8601, 'now' or like '-15m'")]
+                [
+                    Problem(
+                        field,
+                        f"{text[:40]!r} is not epoch ms, ISO 8601, 'now', or like '-15m' or '+24h'",
+                    )
+                ]
             ) from None
     if not 0 <= ts <= LATEST_QUERY_TS_MS:
         raise InvalidInput.of(

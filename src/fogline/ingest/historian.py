@@ -5,6 +5,9 @@ commits values, dead letters, device counters and the stream offset in one trans
 only then acks (ack-all, so one ack covers the batch). A crash before the commit redelivers the
 batch; a crash after the commit but before the ack redelivers messages that the committed
 offset then skips, and the readings' primary key ignores any value that still arrives twice.
+The offset is checked inside the commit's transaction too: a commit whose answer was lost (the
+database went away during COMMIT) is found committed when retried, and is neither written nor
+counted again.
 
 No input can stop it:
 - live events are split so that none is over the size limit;
@@ -49,7 +52,7 @@ from fogline.ingest.validation import (
     validate_message,
 )
 from fogline.retry import Backoff
-from fogline.store.telemetry import StreamOffset, TelemetryStore
+from fogline.store.telemetry import AlreadyCommitted, StreamOffset, TelemetryStore
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,7 @@ class _Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     activity: list[DeviceActivity] = field(default_factory=list)
     live: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    first_seq: int | None = None  # the first message not committed before
     last_seq: int = 0
     messages: int = 0
     skipped: int = 0
@@ -248,6 +252,15 @@ class Historian:
                 batch = self._prepare(msgs)
                 self._commit(batch)
                 break
+            except AlreadyCommitted as done:
+                # Committed before (its answer was lost): prepared again, what the database
+                # holds is skipped and not counted twice.
+                log.warning(
+                    "historian.already_committed",
+                    extra={"fields": {"committed_seq": done.stored.last_seq}},
+                )
+                self._offset = done.stored
+                continue
             except Exception as exc:
                 self._failed("commit", exc)
                 if self._stopping.is_set():
@@ -287,7 +300,7 @@ class Historian:
             f"this message could not be stored: {describe_error(exc)}",
             clip_payload(msg.data),
         )
-        batch = _Batch(dead_letters=[letter], last_seq=seq, messages=1)
+        batch = _Batch(dead_letters=[letter], first_seq=seq, last_seq=seq, messages=1)
         if not ctx.trusted_source:
             batch.activity = [DeviceActivity(ctx.tenant, ctx.device, 1, 0, 1, received_at)]
         log.error(
@@ -299,6 +312,10 @@ class Historian:
             try:
                 self._commit(batch)
                 break
+            except AlreadyCommitted as done:  # kept before, by a commit whose answer was lost
+                self._offset = done.stored
+                self._recovered()
+                return
             except Exception as again:
                 self._failed("commit", again)
                 if self._stopping.is_set():
@@ -399,6 +416,8 @@ class Historian:
             if seq <= committed:
                 batch.skipped += 1
                 continue
+            if batch.first_seq is None:
+                batch.first_seq = seq
             received_at = int(meta.timestamp.timestamp() * 1000)
             if subjects.parse_source(msg.subject) is None:
                 refused = self._context(msg.subject, received_at, seq)
@@ -451,5 +470,7 @@ class Historian:
         if batch.redelivered_only:
             return  # all of it was committed before a restart: nothing to write
         offset = StreamOffset(self._consumer_name, self.bus.telemetry_stream_id, batch.last_seq)
-        self.store.commit_batch(batch.readings, batch.dead_letters, batch.activity, offset)
+        self.store.commit_batch(
+            batch.readings, batch.dead_letters, batch.activity, offset, batch.first_seq
+        )
         self._offset = offset

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
 
-from fogline.bus.connection import Bus
-from fogline.bus.errors import BrokerUnavailable, BusError
+from fogline.bus.connection import TELEMETRY_DUPLICATE_WINDOW_S, Bus
+from fogline.bus.errors import PublishFateUnknown, PublishNotStored
 from fogline.domain.errors import Unavailable
 from fogline.domain.telemetry import DeadLetterReason
 from fogline.ingest.cache import RegistryCache
@@ -18,6 +19,18 @@ from fogline.ingest.validation import (
     validate_message,
 )
 from fogline.store.telemetry import TelemetryStore
+
+
+class TelemetryNotStored(Unavailable):
+    """Nothing of the request was stored: sending it again stores it once."""
+
+    stored: bool | None = False
+
+
+class TelemetryFateUnknown(Unavailable):
+    """The hot store did not answer in time: the request may or may not be stored."""
+
+    stored: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -32,7 +45,7 @@ class IntakeReceipt:
         return self.stream_seq == 0
 
 
-class IntakeClosed(Unavailable):
+class IntakeClosed(TelemetryNotStored):
     """The platform takes no data in for now (the disk is nearly full): nothing was stored."""
 
     retry_after_s = 30
@@ -57,8 +70,13 @@ class HttpIntake:
     ) -> IntakeReceipt:
         """Put the body on the device's telemetry subject; JetStream's ack means it is kept.
 
-        An `Idempotency-Key` becomes the JetStream message id, so a client that retries a
-        request it is unsure about does not store its readings twice.
+        Every request is published under a message id: the client's `Idempotency-Key` (scoped
+        to the tenant and device) or one made here. A publish that gets no answer is tried
+        again under that id until the bus's deadline, so the answer is true: 202 when the
+        stream has it (JetStream answers `duplicate` to a try it already kept), an error only
+        when it surely has not, or when that could not be learned, which the error says. A
+        client that retries with the same key within the duplicate window stores it once,
+        with the time of its first receipt (the stream's timestamp of the kept message).
         """
         self.refuse_if_closed()
         received_at = int(time.time() * 1000)
@@ -72,13 +90,16 @@ class HttpIntake:
         preview = validate_message(
             MessageContext(tenant, device, received_at), payload, self.cache, self.limits
         )
-        dedup_id = f"{tenant}.{device}.{idempotency_key}" if idempotency_key else None
         try:
-            ack = await self.bus.publish_telemetry(tenant, device, payload, dedup_id)
-        except BusError as exc:
-            raise BrokerUnavailable(
-                f"telemetry could not be stored in the hot store: {exc}"
+            ack = await self.bus.publish_telemetry(
+                tenant, device, payload, message_id(tenant, device, idempotency_key)
+            )
+        except PublishNotStored as exc:
+            raise TelemetryNotStored(
+                f"telemetry was not stored: {exc.message}; nothing of it is kept, send it again"
             ) from None
+        except PublishFateUnknown as exc:
+            raise TelemetryFateUnknown(_fate_unknown(exc.message, idempotency_key)) from None
         return IntakeReceipt(ack.seq, ack.duplicate, preview)
 
     async def refuse_too_large(
@@ -93,3 +114,24 @@ class HttpIntake:
         )
         await asyncio.to_thread(self.store.commit_batch, [], [letter], [], None)
         return IntakeReceipt(0, False, Outcome(dead_letters=[letter]))
+
+
+def message_id(tenant: str, device: str, idempotency_key: str | None) -> str:
+    """The JetStream message id of an HTTP request: a client's key is scoped to its tenant and
+    device (no other sender's request can be taken for its duplicate); without one, an id
+    made here (a ':' no tenant id has keeps the two kinds apart)."""
+    if idempotency_key:
+        return f"{tenant}.{device}.{idempotency_key}"
+    return f"http:{uuid.uuid4().hex}"
+
+
+def _fate_unknown(why: str, idempotency_key: str | None) -> str:
+    window = f"{TELEMETRY_DUPLICATE_WINDOW_S / 60:g} minutes"
+    if idempotency_key:
+        advice = f"send it again with the same Idempotency-Key within {window}: it is stored once"
+    else:
+        advice = (
+            "sent again without an Idempotency-Key it may be stored twice; send an "
+            "Idempotency-Key to retry safely"
+        )
+    return f"it is not known whether this telemetry was stored: {why}; {advice}"

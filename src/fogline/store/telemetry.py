@@ -49,6 +49,16 @@ class StreamOffset:
     last_seq: int
 
 
+class AlreadyCommitted(Exception):
+    """A batch's first stream message is at or below the offset the database holds: it (or
+    part of it) was committed before, by a commit whose answer was lost or by an earlier run.
+    Nothing of the batch was written; `stored` is what the database holds."""
+
+    def __init__(self, stored: StreamOffset) -> None:
+        super().__init__(f"stream messages up to {stored.last_seq} are already committed")
+        self.stored = stored
+
+
 @dataclass(frozen=True)
 class StoredValue:
     ts: int
@@ -62,10 +72,13 @@ class TelemetryStore(Protocol):
         dead_letters: Sequence[DeadLetter],
         activity: Sequence[DeviceActivity],
         offset: StreamOffset | None,
+        first_seq: int | None = None,
     ) -> None: ...
     def read_offset(self, consumer: str) -> StreamOffset | None: ...
     def check_writable(self) -> None: ...
-    def latest(self, tenant: str, asset: str, names: Sequence[str]) -> dict[str, StoredValue]: ...
+    def latest(
+        self, tenant: str, asset: str, names: Sequence[str], not_after: int | None = None
+    ) -> dict[str, StoredValue]: ...
     def history(
         self, tenant: str, asset: str, names: Sequence[str], start: int, end: int, limit: int
     ) -> dict[str, list[StoredValue]]: ...
@@ -208,10 +221,25 @@ class SqlTelemetryStore:
         dead_letters: Sequence[DeadLetter],
         activity: Sequence[DeviceActivity],
         offset: StreamOffset | None,
+        first_seq: int | None = None,
     ) -> None:
         """Everything one historian batch produced, in one transaction, with the stream offset,
-        so a crash either keeps all of it or none."""
+        so a crash either keeps all of it or none.
+
+        With `first_seq` (the batch's first stream sequence), the offset the database holds is
+        checked in the same transaction: if it already covers `first_seq`, the batch was
+        committed before (a commit whose answer was lost, a second historian) and
+        `AlreadyCommitted` is raised with nothing written, so no counter adds a message twice.
+        """
         with self.engine.begin() as conn:
+            if offset is not None and first_seq is not None:
+                stored = self._locked_offset(conn, offset.consumer)
+                if (
+                    stored is not None
+                    and stored.stream_id == offset.stream_id
+                    and stored.last_seq >= first_seq
+                ):
+                    raise AlreadyCommitted(stored)
             new_series = self._resolve_series(conn, {(r.tenant, r.asset) for r in readings})
             ids = self._series | new_series
             rows, latest = _rows(readings, ids)
@@ -224,6 +252,15 @@ class SqlTelemetryStore:
                 row = (offset.consumer, offset.stream_id, offset.last_seq)
                 self._upsert_many(conn, "ingest_offsets", [row])
         self._series.update(new_series)
+
+    def _locked_offset(self, conn: Connection, consumer: str) -> StreamOffset | None:
+        """The committed offset, locked until this transaction ends (PostgreSQL: FOR UPDATE;
+        SQLite: a write after a stale read fails as busy), so two commits cannot both pass."""
+        query = select(s.ingest_offsets).where(s.ingest_offsets.c.consumer == consumer)
+        if self.dialect != "sqlite":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        return None if row is None else StreamOffset(consumer, row.stream_id, int(row.last_seq))
 
     def _resolve_series(self, conn: Connection, keys: Iterable[SeriesKey]) -> dict[SeriesKey, int]:
         missing = [k for k in keys if k not in self._series]
@@ -270,7 +307,12 @@ class SqlTelemetryStore:
         ).scalar_one_or_none()
         return None if found is None else int(found)
 
-    def latest(self, tenant: str, asset: str, names: Sequence[str]) -> dict[str, StoredValue]:
+    def latest(
+        self, tenant: str, asset: str, names: Sequence[str], not_after: int | None = None
+    ) -> dict[str, StoredValue]:
+        """The newest value of each telemetry (of `names`, or all), at or before `not_after`
+        when given (the server's now: a reading from a device clock ahead of it is kept, but
+        is not the latest until its time comes)."""
         lv = s.latest_values
         with self.engine.connect() as conn:
             sid = self._series_id(conn, tenant, asset)
@@ -279,10 +321,38 @@ class SqlTelemetryStore:
             query = select(lv.c.name, lv.c.ts, lv.c.value_json).where(lv.c.series_id == sid)
             if names:
                 query = query.where(lv.c.name.in_(names))
-            return {
+            found = {
                 r.name: StoredValue(int(r.ts), orjson.loads(r.value_json))
                 for r in conn.execute(query)
             }
+            ahead = {n for n, v in found.items() if not_after is not None and v.ts > not_after}
+            if ahead and not_after is not None:
+                for name in ahead:
+                    del found[name]
+                found.update(self._newest_until(conn, sid, ahead, not_after))
+        return found
+
+    def _newest_until(
+        self, conn: Connection, sid: int, names: set[str], until: int
+    ) -> dict[str, StoredValue]:
+        """The newest stored value of each of `names` at or before `until`, read back from the
+        readings (newest first, only as far as needed): `latest_values` holds a future value
+        in their place. Rare: only telemetry whose newest reading is ahead of the clock."""
+        r = s.readings
+        found: dict[str, StoredValue] = {}
+        rows = conn.execution_options(yield_per=500).execute(
+            select(r.c.ts, r.c.values_json)
+            .where(r.c.series_id == sid, r.c.ts <= until)
+            .order_by(r.c.ts.desc())
+        )
+        for row in rows:
+            for name, value in orjson.loads(row.values_json).items():
+                if name in names and name not in found:
+                    found[name] = StoredValue(int(row.ts), value)
+            if len(found) == len(names):
+                break
+        rows.close()
+        return found
 
     def history(
         self, tenant: str, asset: str, names: Sequence[str], start: int, end: int, limit: int

@@ -32,13 +32,17 @@ from fogline.api.schemas.telemetry import (
 from fogline.api.streams import while_key_valid
 from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
 from fogline.domain.timeseries import now_ms, parse_duration_ms, parse_query_time
+from fogline.ingest.intake import TelemetryFateUnknown, TelemetryNotStored
 from fogline.ingest.queries import MAX_RAW_POINTS
 
 router = APIRouter(tags=["telemetry"], route_class=FoglineRoute, responses=IN_TENANT)
 
 LIVE_QUEUE_LIMIT = 1000
 
-_TIME_BOUND = "epoch ms, ISO 8601, `now`, or before now like `-15m`; 1970 to the year 9999"
+_TIME_BOUND = (
+    "epoch ms, ISO 8601, `now`, or relative to now like `-15m` or `+24h` (`%2B24h` in a URL); "
+    "1970 to the year 9999"
+)
 
 TelemetryKeys = Annotated[str | None, Query(description="comma-separated telemetry names")]
 
@@ -67,18 +71,35 @@ async def ingest(
     request: Request,
     sender: Sender,
     svc: Services,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="makes a retry safe: requests of this device with the same key "
+            "within 10 minutes are stored once, readings without `ts` at the time of the "
+            "first receipt; send one whenever a request may be retried",
+        ),
+    ] = None,
 ) -> IngestReceiptOut | JSONResponse:
     """Telemetry for devices that cannot speak MQTT: the body is what an MQTT message would
     carry. It joins the same stream; what cannot be stored becomes a dead letter, and a body
-    over the size limit is refused (413) as soon as it passes the limit, and dead-lettered."""
+    over the size limit is refused (413) as soon as it passes the limit, and dead-lettered.
+
+    202 means the hot store keeps it. 503 (with `Retry-After`) means it was not stored
+    (`stored: false`), or, when the hot store did not answer in time, that this could not be
+    learned (`stored: null`): retry with the same `Idempotency-Key` and it is stored once."""
     tenant, device = sender
     try:
         payload = await request.body()
     except BodyTooLarge as exc:
         receipt = await svc.intake.refuse_too_large(tenant, device, exc.size, exc.limit)
     else:
-        receipt = await svc.intake.publish(tenant, device, payload, idempotency_key)
+        try:
+            receipt = await svc.intake.publish(tenant, device, payload, idempotency_key)
+        except (TelemetryNotStored, TelemetryFateUnknown) as exc:
+            # `stored`: false, or null when it could not be learned (the detail says what to do).
+            wait = {"Retry-After": str(exc.retry_after_s)}
+            return problem(503, exc.message, headers=wait, stored=exc.stored)
     answer = IngestReceiptOut.of(receipt)
     if receipt.refused:
         rejected = [r.model_dump(mode="json") for r in answer.rejected]

@@ -54,8 +54,10 @@ def telemetry_history(
     ctx: typer.Context,
     asset: str,
     keys: Annotated[str | None, typer.Option(help="comma-separated telemetry names")] = None,
-    start: Annotated[str, typer.Option("--from", help="epoch ms, ISO 8601 or -15m")] = "-1h",
-    end: Annotated[str, typer.Option("--to")] = "now",
+    start: Annotated[
+        str, typer.Option("--from", help="epoch ms, ISO 8601, now, -15m or +24h")
+    ] = "-1h",
+    end: Annotated[str, typer.Option("--to", help="epoch ms, ISO 8601, now, -15m or +24h")] = "now",
     bucket: Annotated[str | None, typer.Option(help="downsample: 10s, 1m, 1h")] = None,
     limit: Annotated[int, typer.Option(help="raw points per telemetry")] = 1000,
 ) -> None:
