@@ -4,9 +4,10 @@ Each device is a paho client (its own network thread) that reconnects by itself 
 when the broker refuses or drops it, also on the first connection. Messages published while
 it is away stay in paho's queue, and those sent but not acknowledged are sent again (DUP) after
 the reconnect: paho does this for QoS 1 (`_messages_reconnect_reset_out`), which is what a
-device that must not lose readings does. Every publish is kept with its `MQTTMessageInfo`,
-whose `is_published()` turns true when the PUBACK arrives, so acknowledged readings can be
-compared with the stored ones afterwards.
+device that must not lose readings does. Every publish is kept, marked acknowledged when its
+PUBACK arrives (paho's `on_publish`), so acknowledged readings can be compared with the stored
+ones afterwards. (`MQTTMessageInfo.is_published()` cannot tell: a message first queued while
+disconnected keeps rc NO_CONN and raises there even once acknowledged.)
 
 One pacing thread publishes for all devices: at the fault bench's rates (hundreds to a few
 thousand readings/s, batched per message) that is far from its limit.
@@ -36,7 +37,7 @@ QUEUED_ERRORS = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: kept,
 class _Published:
     device: str
     ts: int
-    info: mqtt.MQTTMessageInfo
+    acknowledged: bool = False
 
 
 class AckedLoad:
@@ -61,14 +62,18 @@ class AckedLoad:
         self.disconnects = 0
         self._acks = 0
         self._lock = threading.Lock()
+        # (device index, mid) of messages awaiting their PUBACK, and PUBACKs that came back
+        # before `publish()` returned the mid (paho's network thread can be that quick).
+        self._pending: dict[tuple[int, int], _Published] = {}
+        self._early: set[tuple[int, int]] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pace, name="fault-load", daemon=True)
 
     # -- life -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for d in self.devices:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=d.device_id)
+        for i, d in enumerate(self.devices):
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=d.device_id, userdata=i)
             client.username_pw_set(d.username, d.password)
             client.max_inflight_messages_set(100)
             client.max_queued_messages_set(0)  # unbounded: a device keeps what it could not send
@@ -101,11 +106,11 @@ class AckedLoad:
 
     def unacknowledged(self) -> int:
         with self._lock:
-            return sum(1 for p in self.published if not p.info.is_published())
+            return len(self._pending)
 
     def messages(self) -> list[SentMessage]:
         with self._lock:
-            return [SentMessage(p.device, p.ts, p.info.is_published()) for p in self.published]
+            return [SentMessage(p.device, p.ts, p.acknowledged) for p in self.published]
 
     def assets_of(self) -> dict[str, tuple[str, ...]]:
         return {d.device_id: d.assets for d in self.devices}
@@ -118,8 +123,14 @@ class AckedLoad:
     def _on_disconnect(self, *_args: object) -> None:
         self.disconnects += 1
 
-    def _on_publish(self, *_args: object) -> None:
-        self._acks += 1
+    def _on_publish(self, _client: object, device: int, mid: int, *_args: object) -> None:
+        with self._lock:
+            self._acks += 1
+            message = self._pending.pop((device, mid), None)
+            if message is None:
+                self._early.add((device, mid))
+            else:
+                message.acknowledged = True
 
     # -- pacing -----------------------------------------------------------------------------
 
@@ -150,8 +161,15 @@ class AckedLoad:
             ]
         )
         info = self.clients[i].publish(self.topics[i], payload, qos=1)
-        if info.rc in QUEUED_ERRORS:
-            with self._lock:
-                self.published.append(_Published(device.device_id, ts, info))
-        else:
+        if info.rc not in QUEUED_ERRORS:
             self.not_queued += 1
+            return
+        message = _Published(device.device_id, ts)
+        key = (i, info.mid)
+        with self._lock:
+            self.published.append(message)
+            if key in self._early:
+                self._early.discard(key)
+                message.acknowledged = True
+            else:
+                self._pending[key] = message

@@ -30,7 +30,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 import uuid
@@ -169,7 +168,8 @@ class FaultRun:
         self.load.stop_publishing()
         block_until(lambda: self.load is not None and self.load.unacknowledged() == 0,
                     DRAIN_TIMEOUT_S, 0.2)  # fmt: skip
-        self.details["reconnects"] = self.load.connects - len(self.load.devices)
+        self.details["reconnects"] = max(0, self.load.connects - len(self.load.devices))
+        self.details["disconnects"] = self.load.disconnects
         counted = self.settle(api)
         history = self.history(api, since_ms)
         accounting = account(self.load.messages(), self.load.assets_of(), history, counted)
@@ -231,8 +231,10 @@ class FaultRun:
         return ended
 
     def _note_pid_after(self, api: FoglineClient, name: str) -> None:
-        with contextlib.suppress(FoglineError):
+        try:
             self.details[f"{name}_after"] = api.get("/system").get(name)
+        except FoglineError as exc:
+            self.details[f"{name}_after"] = f"unknown (/system: {_describe(exc)})"
 
     def historian_freeze(self, api: FoglineClient) -> float:
         system = api.get("/system")
@@ -427,6 +429,14 @@ def _cont(pid: int) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ApiError):
+        return f"HTTP {exc.status}: {exc.message}"
+    if isinstance(exc, FoglineError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
 def row(
     name: str,
     a: Accounting,
@@ -481,11 +491,8 @@ def run_fault_bench(config: FaultBenchConfig, progress: Progress) -> dict[str, A
             rows.append(run.execute())
         except Skipped as exc:
             rows.append(not_run(name, "skipped", str(exc)))
-        except (FoglineError, OSError, subprocess.SubprocessError) as exc:
-            message = exc.message if isinstance(exc, FoglineError) else str(exc)
-            if isinstance(exc, ApiError):
-                message = f"HTTP {exc.status}: {message}"
-            rows.append(not_run(name, "error", message))
+        except Exception as exc:
+            rows.append(not_run(name, "error", _describe(exc)))
         finally:
             run.teardown()
         progress(f"{name}: {rows[-1]['status']}")

@@ -11,6 +11,7 @@ import typer
 from fogline.cli import output
 from fogline.cli.context import ctx_of
 from fogline.cli.output import console
+from fogline.domain.errors import FoglineError, Problem
 
 app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
 
@@ -143,11 +144,12 @@ def bench_faults(
     finally:
         signal.signal(signal.SIGTERM, previous)
     c.show(report, lambda: _faults_print(report))
-    for row in report["faults"]:
-        for failure in row["failures"]:
-            output.errors.print(f"[bold red]{row['fault']}:[/] {failure}", highlight=False)
-    if not report["ok"]:
-        raise typer.Exit(1)
+    if not report["ok"]:  # exit 1, each failed fault and why on stderr
+        failed = [r for r in report["faults"] if r["failures"]]
+        raise FoglineError(
+            f"{len(failed)} fault(s) failed: {', '.join(r['fault'] for r in failed)}",
+            [Problem(r["fault"], f) for r in failed for f in r["failures"]],
+        )
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -155,17 +157,23 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 def _faults_print(report: dict[str, Any]) -> None:
-    rows = [
-        {
-            **r,
-            "recovery": "-"
-            if r.get("reason")
-            else (f"{r['recovery_s']} s" if r["recovery_s"] is not None else "none"),
-        }
-        for r in report["faults"]
-    ]
-    columns = ["fault", "published", "acknowledged", "stored", "lost", "duplicated"]
-    output.table(rows, [*columns, "counted_twice", "recovery", "status"], title="Faults")
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Faults (readings)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("fault", no_wrap=True)
+    for name in ("published", "acked", "stored", "lost", "dup", "recovery"):
+        table.add_column(name, justify="right")
+    table.add_column("verdict")
+    for r in report["faults"]:
+        if r.get("reason"):
+            table.add_row(r["fault"], *["-"] * 6, r["status"])
+            continue
+        recovery = f"{r['recovery_s']} s" if r["recovery_s"] is not None else "none"
+        figures = [r[k] for k in ("published", "acknowledged", "stored", "lost", "duplicated")]
+        verdict = "ok" if r["status"] == "ok" else "[bold red]FAILED[/]"
+        table.add_row(r["fault"], *(f"{n:,}" for n in figures), recovery, verdict)
+    console.print(table)
     report_print(report)
 
 
