@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from fogline.client.http import FoglineClient
 from fogline.domain.errors import Unavailable
@@ -322,6 +322,6 @@ class SmallDisk:
         with contextlib.suppress(FileNotFoundError):
             self.ballast.unlink()
 
-    def usage(self) -> dict[str, Any]:
+    def usage(self) -> str:
         size = self.ballast.stat().st_size if self.ballast.exists() else 0
-        return {"free_mb": round(self.free_bytes() / MiB, 1), "ballast_mb": round(size / MiB, 1)}
+        return f"{self.free_bytes() / MiB:.1f} MiB free, ballast {size / MiB:.1f} MiB"

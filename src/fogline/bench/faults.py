@@ -266,7 +266,7 @@ class FaultRun:
         disk, load, c = self.disk, self.load, self.config
         assert disk is not None and load is not None
         disk.place_ballast(c.headroom_mb * MiB)
-        self.details["placed"] = disk.usage()
+        self.details["ballast_placed"] = disk.usage()
         started = time.monotonic()
         if self.name == "disk-full-sudden":
             disk.fill()
@@ -281,7 +281,7 @@ class FaultRun:
         )
         acks = load.acks
         time.sleep(c.hold_s)
-        self.details["acknowledged_while_held"] = load.acks - acks
+        self.details["pubacks_while_held"] = load.acks - acks  # messages, not readings
         disk.remove_ballast()
         return time.time()
 
@@ -528,7 +528,6 @@ def lines(config: FaultBenchConfig, rows: list[dict[str, Any]], work_dir: str | 
             f"({r['unacknowledged_stored']:,} of them stored), counted twice "
             f"{r['counted_twice']}; {facts}"
         )
-        out.extend(f"  FAILED: {f}" for f in r["failures"])
     if work_dir:
         out.append(f"logs kept in {work_dir}")
     return out
