@@ -14,8 +14,8 @@ compared reading by reading with what was published and acknowledged (fault_ledg
   creeps while the load grows the data, until the platform stops acknowledging (or the disk
   is full); `hold_s` later the ballast goes and ingest must resume without a restart.
 - disk-full-sudden: the same, but the ballast fills the disk to the last page at once.
-- restart-storm: SIGKILL the platform process `kills` times at random moments (some during
-  start-up), starting it again each time.
+- restart-storm: SIGKILL the platform process `kills` times at random moments, every other
+  one during start-up, starting it again each time.
 
 Recovery time: from the end of the fault (the kill; SIGCONT; the database back; the ballast
 removed; the last kill) to the first reading published after it found in the history.
@@ -68,7 +68,8 @@ FILL_TIMEOUT_S = 180.0  # the disk fills (or the platform refuses) within this, 
 DRAIN_TIMEOUT_S = 20.0  # for the devices' last PUBACKs once publishing stops
 SETTLE_STILL_S = 15.0  # the stored count has not moved for this long: compare what is there
 SETTLE_TIMEOUT_S = 90.0
-STORM_GAP_S = (0.5, 6.0)  # from a (re)start to the next kill; start-up takes ~3-5 s here
+STORM_AFTER_READY_S = (1.0, 4.0)  # a kill under load, after the platform is up
+STORM_DURING_START_S = (0.2, 2.5)  # a kill during start-up (which takes ~3-5 s on 2 cores)
 
 Progress = Callable[[str], None]
 
@@ -318,28 +319,24 @@ class FaultRun:
         return False
 
     def restart_storm(self, _api: FoglineClient) -> float:
+        """Kills alternate between a running platform (1-4 s after it is ready, under load)
+        and one still starting (0.2-2.5 s after the spawn); the last start must come up."""
         platform = self.platform
         assert platform is not None
         rng = random.Random(self.config.seed)
-        during_startup = leftovers = 0
+        during_startup = leftovers = failed_starts = 0
         last_kill = time.time()
-        for _ in range(self.config.kills):
-            time.sleep(rng.uniform(*STORM_GAP_S))
+        for k in range(self.config.kills):
+            if k % 2 == 0:
+                failed_starts += self._ready_or_respawn(platform)
+                time.sleep(rng.uniform(*STORM_AFTER_READY_S))
+            else:
+                time.sleep(rng.uniform(*STORM_DURING_START_S))
             during_startup += not platform.started()
             leftovers += platform.crash()
             last_kill = time.time()
             platform.spawn()
-        failed_starts = 0
-        while True:
-            try:
-                platform.wait_ready()
-                break
-            except Unavailable:
-                failed_starts += 1
-                if failed_starts >= 3:
-                    raise
-                platform.crash()
-                platform.spawn()
+        failed_starts += self._ready_or_respawn(platform)
         self.details.update(
             kills=self.config.kills,
             kills_during_startup=during_startup,
@@ -347,6 +344,21 @@ class FaultRun:
             failed_starts=failed_starts,
         )
         return last_kill
+
+    @staticmethod
+    def _ready_or_respawn(platform: PlatformProcess, attempts: int = 3) -> int:
+        """Wait for the platform to be up, starting it again when a start fails; the failed
+        starts (the last one raises)."""
+        for failed in range(attempts):
+            try:
+                platform.wait_ready()
+                return failed
+            except Unavailable:
+                if failed == attempts - 1:
+                    raise
+                platform.crash()
+                platform.spawn()
+        return attempts
 
     # -- measuring --------------------------------------------------------------------------
 

@@ -160,7 +160,9 @@ def _faults_print(report: dict[str, Any]) -> None:
     from rich import box
     from rich.table import Table
 
-    table = Table(title="Faults (readings)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title="Faults (readings)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
     table.add_column("fault", no_wrap=True)
     for name in ("published", "acked", "stored", "lost", "dup", "recovery"):
         table.add_column(name, justify="right")
@@ -169,7 +171,7 @@ def _faults_print(report: dict[str, Any]) -> None:
         if r.get("reason"):
             table.add_row(r["fault"], *["-"] * 6, r["status"])
             continue
-        recovery = f"{r['recovery_s']} s" if r["recovery_s"] is not None else "none"
+        recovery = f"{r['recovery_s']:.1f} s" if r["recovery_s"] is not None else "none"
         figures = [r[k] for k in ("published", "acknowledged", "stored", "lost", "duplicated")]
         verdict = "ok" if r["status"] == "ok" else "[bold red]FAILED[/]"
         table.add_row(r["fault"], *(f"{n:,}" for n in figures), recovery, verdict)
