@@ -196,16 +196,19 @@ class ScratchPostgres:
             raise Skipped("no PostgreSQL server programs (initdb, pg_ctl) on this machine")
         self.initdb, self.pg_ctl = initdb, pg_ctl
         self.as_user: list[str] = []
-        self.root = Path(tempfile.mkdtemp(prefix="fogline-faults-pg-"))
+        owner: pwd.struct_passwd | None = None
         if os.geteuid() == 0:
             try:
-                entry = pwd.getpwnam(user)
+                owner = pwd.getpwnam(user)
             except KeyError:
                 raise Skipped(
                     f"running as root and there is no user {user!r} to run PostgreSQL"
                 ) from None
-            os.chown(self.root, entry.pw_uid, entry.pw_gid)
             self.as_user = ["runuser", "-u", user, "--"]
+        # Its own temp dir, not the work dir: the unprivileged user must own all of it.
+        self.root = Path(tempfile.mkdtemp(prefix="fogline-faults-pg-"))
+        if owner is not None:
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
         self.port = free_port()
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"

@@ -186,6 +186,12 @@ class FaultRun:
             with contextlib.suppress(Exception):  # one failed undo must not skip the others
                 undo()
 
+    def platform_state(self) -> str:
+        """Why an error may have happened: the platform process had gone."""
+        process = self.platform.process if self.platform else None
+        code = process.poll() if process else None
+        return "" if code is None else f" (the platform process had exited, code {code})"
+
     # -- environments -----------------------------------------------------------------------
 
     def prepare(self) -> tuple[Path, dict[str, str]]:
@@ -504,7 +510,7 @@ def run_fault_bench(config: FaultBenchConfig, progress: Progress) -> dict[str, A
         except Skipped as exc:
             rows.append(not_run(name, "skipped", str(exc)))
         except Exception as exc:
-            rows.append(not_run(name, "error", _describe(exc)))
+            rows.append(not_run(name, "error", _describe(exc) + run.platform_state()))
         finally:
             run.teardown()
         progress(f"{name}: {rows[-1]['status']}")
