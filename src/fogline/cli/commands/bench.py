@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -9,6 +11,7 @@ import typer
 from fogline.cli import output
 from fogline.cli.context import ctx_of
 from fogline.cli.output import console
+from fogline.domain.errors import FoglineError, Problem
 
 app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
 
@@ -72,6 +75,108 @@ def bench_e2e(
         c.client(), c.t(), config, progress=lambda line: output.errors.print(line, highlight=False)
     )
     c.show(report, lambda: report_print(report))
+
+
+@app.command("faults")
+def bench_faults(
+    ctx: typer.Context,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a fault to inject, repeatable (default: all): broker-kill, historian-freeze,"
+            " database-outage, disk-full, disk-full-sudden, restart-storm"
+        ),
+    ] = None,
+    rate: Annotated[float, typer.Option(help="readings/s the fleet offers")] = 500.0,
+    devices: Annotated[int, typer.Option(help="MQTT clients, one per device")] = 4,
+    batch: Annotated[int, typer.Option(help="assets per device (readings per message)")] = 5,
+    warmup: Annotated[float, typer.Option(help="seconds of load before the fault")] = 5.0,
+    duration: Annotated[
+        float, typer.Option(help="seconds the historian is frozen / the database down")
+    ] = 20.0,
+    hold: Annotated[float, typer.Option(help="seconds the disk stays full")] = 10.0,
+    after: Annotated[float, typer.Option(help="seconds of load after the recovery")] = 5.0,
+    recovery_timeout: Annotated[
+        float, typer.Option(help="seconds a fault may take to recover")
+    ] = 60.0,
+    kills: Annotated[int, typer.Option(help="SIGKILLs of the restart storm")] = 5,
+    tmpfs_mb: Annotated[int, typer.Option(help="size of the disk-full data dir's tmpfs")] = 160,
+    headroom_mb: Annotated[int, typer.Option(help="MiB the ballast leaves free at first")] = 24,
+    seed: Annotated[int | None, typer.Option(help="seed of the restart storm's timing")] = None,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(help="where the platforms' data and logs go (default: a temp dir)"),
+    ] = None,
+    keep: Annotated[bool, typer.Option(help="keep the work dir even when all went well")] = False,
+) -> None:
+    """Inject faults under QoS 1 MQTT load into platforms of its own (broker SIGKILL, a frozen
+    historian, a database outage, a full disk, a restart storm) and compare every acknowledged
+    reading with the stored history. Exits 1 when a fault lost acknowledged data or did not
+    recover. Needs root for the disk-full faults (a tmpfs) and PostgreSQL's programs for the
+    database outage; otherwise those are skipped, saying why."""
+    from fogline.bench.faults import FAULTS, FaultBenchConfig, run_fault_bench
+
+    c = ctx_of(ctx)
+    config = FaultBenchConfig(
+        faults=tuple(fault) if fault else FAULTS,
+        rate=rate,
+        devices=devices,
+        batch=batch,
+        warmup_s=warmup,
+        fault_s=duration,
+        hold_s=hold,
+        after_s=after,
+        recovery_timeout_s=recovery_timeout,
+        kills=kills,
+        tmpfs_mb=tmpfs_mb,
+        headroom_mb=headroom_mb,
+        seed=seed,
+        work_dir=work_dir,
+        keep=keep,
+    )
+    config.check()
+    # SIGTERM unwinds like Ctrl-C, so every platform, database and mount is taken down.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        report = run_fault_bench(
+            config, progress=lambda line: output.errors.print(line, highlight=False)
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    c.show(report, lambda: _faults_print(report))
+    if not report["ok"]:  # exit 1, each failed fault and why on stderr
+        failed = [r for r in report["faults"] if r["failures"]]
+        raise FoglineError(
+            f"{len(failed)} fault(s) failed: {', '.join(r['fault'] for r in failed)}",
+            [Problem(r["fault"], f) for r in failed for f in r["failures"]],
+        )
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _faults_print(report: dict[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title="Faults (readings)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+    table.add_column("fault", no_wrap=True)
+    for name in ("published", "acked", "stored", "lost", "dup", "recovery"):
+        table.add_column(name, justify="right")
+    table.add_column("verdict")
+    for r in report["faults"]:
+        if r.get("reason"):
+            table.add_row(r["fault"], *["-"] * 6, r["status"])
+            continue
+        recovery = f"{r['recovery_s']:.1f} s" if r["recovery_s"] is not None else "none"
+        figures = [r[k] for k in ("published", "acknowledged", "stored", "lost", "duplicated")]
+        verdict = "ok" if r["status"] == "ok" else "[bold red]FAILED[/]"
+        table.add_row(r["fault"], *(f"{n:,}" for n in figures), recovery, verdict)
+    console.print(table)
+    report_print(report)
 
 
 def report_print(report: dict[str, Any]) -> None:
