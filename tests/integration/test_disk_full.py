@@ -13,24 +13,19 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from fogline.app.platform import Platform
 from tests.conftest import Api, async_wait_for, setup_motor
+from tests.mqtt_client import RecordingDevice
 
 MiB = 1024 * 1024
 FS_SIZE = 160 * MiB
 RESERVE = 16 * MiB
-STATE_BYTES = 4000  # a large string value per reading: the data fills the disk in seconds
 
 
 @pytest.fixture
@@ -50,70 +45,6 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-class RecordingDevice:
-    """A device publishing numbered QoS 1 readings, recording which were acknowledged. paho
-    keeps what was not acknowledged and sends it again after each reconnect."""
-
-    def __init__(self, host: str, port: int, creds: dict[str, Any], rate: float) -> None:
-        self.topic = creds["topic"]
-        self.rate = rate
-        self.t0 = int(time.time() * 1000) - 3_600_000
-        self.sent = 0
-        self.acked: set[int] = set()
-        self.refused_connects = 0
-        self._mids: dict[int, int] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id="disk-full-d1", clean_session=False
-        )
-        self.client.username_pw_set(creds["username"], creds["password"])
-        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
-        self.client.max_queued_messages_set(0)
-        self.client.on_publish = self._on_publish
-        self.client.on_connect = self._on_connect
-        self.client.connect(host, port, keepalive=10)
-        self.client.loop_start()
-        self._thread = threading.Thread(target=self._publish_loop, daemon=True)
-
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            self.refused_connects += 1
-
-    def _on_publish(self, _c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
-        with self._lock:
-            number = self._mids.pop(mid, None)
-            if number is not None:
-                self.acked.add(number)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _publish_loop(self) -> None:
-        state = "x" * STATE_BYTES
-        while not self._stop.is_set():
-            n = self.sent
-            reading = {"asset": "m1", "ts": self.t0 + n, "values": {"rpm": n, "state": state}}
-            with self._lock:
-                info = self.client.publish(self.topic, orjson.dumps(reading), qos=1)
-                self._mids[info.mid] = n
-            self.sent += 1
-            time.sleep(1 / self.rate)
-
-    def stop_publishing(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def unacked(self) -> int:
-        with self._lock:
-            return len(self._mids)
-
-    def close(self) -> None:
-        self.stop_publishing()
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 async def stored_numbers(api: Api, t0: int, count: int) -> list[int]:

@@ -127,6 +127,7 @@ async def _embedded_backbone(
             client_port=settings.nats_port,
             mqtt_port=settings.mqtt_port,
             max_store_bytes=sizes.jetstream_max,
+            stalled_s=settings.broker_stall_timeout,
         ),
         subjects,
     )

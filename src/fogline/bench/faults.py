@@ -269,7 +269,7 @@ class FaultRun:
         self.pg.start()
         return time.time()
 
-    def disk_full(self, _api: FoglineClient) -> float:
+    def disk_full(self, api: FoglineClient) -> float:
         disk, load, c = self.disk, self.load, self.config
         assert disk is not None and load is not None
         disk.place_ballast(c.headroom_mb * MiB)
@@ -279,7 +279,7 @@ class FaultRun:
             disk.fill()
             full, refused = True, self._ack_stall(load, ACK_STALL_S * 3)
         else:
-            full, refused = self._creep(disk, load)
+            full, refused = self._creep(disk, load, api)
         self.details.update(
             filled_s=round(time.monotonic() - started, 1),
             disk_full=full,
@@ -292,14 +292,19 @@ class FaultRun:
         disk.remove_ballast()
         return time.time()
 
-    def _creep(self, disk: SmallDisk, load: AckedLoad) -> tuple[bool, bool]:
-        """Grow the ballast slowly under load until the platform stops acknowledging
-        (refused) or the ballast hits ENOSPC (full); (full, refused)."""
+    def _creep(
+        self, disk: SmallDisk, load: AckedLoad, api: FoglineClient
+    ) -> tuple[bool, bool]:
+        """Grow the ballast slowly under load until the platform says it refuses data (its
+        disk check in /ready), or stops acknowledging, or the ballast hits ENOSPC (full);
+        returns (full, refused)."""
         step_s = 0.5
         deadline = time.monotonic() + FILL_TIMEOUT_S
         last_acks, last_ack_at = load.acks, time.monotonic()
         full = False
         while time.monotonic() < deadline:
+            if _refusing(api):
+                return full, True
             if load.acks != last_acks:
                 last_acks, last_ack_at = load.acks, time.monotonic()
             elif time.monotonic() - last_ack_at >= ACK_STALL_S:
@@ -440,6 +445,19 @@ class FaultRun:
             if not series["truncated"] or not series["points"]:
                 return times
             start = series["points"][-1][0] + 1
+
+
+def _refusing(api: FoglineClient) -> bool:
+    """Whether the platform says it refuses data for lack of disk (a 503 from /ready is the
+    answer too: its problem carries the checks)."""
+    try:
+        ready = api.get("/ready")
+    except ApiError as exc:
+        ready = exc.body if isinstance(exc.body, dict) else {}
+    except Unavailable:
+        return False
+    disk = (ready.get("checks") or {}).get("disk") or {}
+    return bool(disk.get("refusing"))
 
 
 def _cont(pid: int) -> None:

@@ -1,0 +1,147 @@
+"""Issue 11, point 3: Fogline's own nats-server is supervised. Killed, it is brought back by
+the platform (devices reconnect, nothing acknowledged is lost); frozen, it is killed and
+restarted once it has not answered for the stall timeout; when it cannot be brought back,
+`ready` says why, and it comes back once it can. Each restart is logged, counted and shown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from fogline.app.platform import Platform
+from tests.conftest import Api, async_wait_for, setup_motor
+from tests.mqtt_client import RecordingDevice
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def broker_check(api: Api) -> dict[str, Any]:
+    body: dict[str, Any] = (await api.http.get("/ready")).json()
+    return body.get("checks", {}).get("broker", {})
+
+
+async def stored_numbers(api: Api, t0: int, count: int) -> set[int]:
+    r = await api.http.get(
+        "/tenants/default/assets/m1/telemetry/history",
+        params={"keys": "rpm", "from": str(t0), "to": str(t0 + count), "limit": 100_000},
+    )
+    assert r.status_code == 200, r.text
+    return {int(p[1]) for p in r.json()["series"]["rpm"]["points"]}
+
+
+async def test_a_killed_broker_is_brought_back_and_nothing_acknowledged_is_lost(
+    platform_settings: Callable[..., Any],
+) -> None:
+    platform = Platform(platform_settings())
+    await platform.start()
+    api = Api(platform.http_url, platform.bootstrap.admin_key)
+    assert platform.nats is not None
+    host, port = platform.nats.mqtt_address
+    device = RecordingDevice(host, port, await setup_motor(api), rate=200, state_bytes=10)
+    try:
+        device.start()
+        await async_wait_for(lambda: _true(len(device.acked) > 100), what="readings flowing")
+        killed = platform.nats.pid
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+
+        async def restarted() -> dict[str, Any] | None:
+            broker = await broker_check(api)
+            return broker if broker.get("restarts") == 1 and broker.get("ok") else None
+
+        broker = await async_wait_for(restarted, timeout=30, what="the broker brought back")
+        assert broker["pid"] != killed and broker["last_restart"] == "was killed by SIGKILL"
+        system = (await api.http.get("/system")).json()
+        assert system["nats_restarts"] == 1 and system["nats_pid"] == broker["pid"]
+        acked_then = len(device.acked)
+        await async_wait_for(
+            lambda: _true(len(device.acked) > acked_then + 100), what="the device publishing again"
+        )
+        device.stop_publishing()
+        await async_wait_for(lambda: _true(device.unacked() == 0), what="every reading acked")
+        acked = set(device.acked)
+
+        async def all_stored() -> bool:
+            return acked <= await stored_numbers(api, device.t0, device.sent)
+
+        await async_wait_for(all_stored, timeout=60, what="every acknowledged reading stored")
+    finally:
+        device.close()
+        await api.close()
+        await platform.stop()
+
+
+async def test_a_frozen_broker_is_restarted_after_the_stall_timeout(
+    platform_settings: Callable[..., Any],
+) -> None:
+    platform = Platform(platform_settings(broker_stall_timeout=3))
+    await platform.start()
+    api = Api(platform.http_url, platform.bootstrap.admin_key)
+    try:
+        assert platform.nats is not None
+        frozen = platform.nats.pid
+        assert frozen is not None
+        os.kill(frozen, signal.SIGSTOP)
+
+        async def restarted() -> dict[str, Any] | None:
+            broker = await broker_check(api)
+            return broker if broker.get("restarts") == 1 and broker.get("ok") else None
+
+        broker = await async_wait_for(restarted, timeout=30, what="the frozen broker replaced")
+        assert broker["pid"] != frozen
+        assert broker["last_restart"].startswith("did not answer for")
+        # The platform works on the new server: a reading over HTTP is taken.
+        await setup_motor(api)
+        r = await api.http.post(
+            "/tenants/default/devices/d1/telemetry", json={"asset": "m1", "values": {"rpm": 1}}
+        )
+        assert r.status_code == 202, r.text
+    finally:
+        await api.close()
+        await platform.stop()
+
+
+async def test_a_broker_that_cannot_be_brought_back_is_named_in_ready_until_it_is(
+    platform_settings: Callable[..., Any],
+) -> None:
+    settings = platform_settings()
+    platform = Platform(settings)
+    await platform.start()
+    api = Api(platform.http_url, platform.bootstrap.admin_key)
+    squatter = socket.socket()
+    try:
+        assert platform.nats is not None
+        killed = platform.nats.pid
+        assert killed is not None
+        # Another program takes the broker's port as it dies: it cannot start again there.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        os.kill(killed, signal.SIGKILL)
+        await asyncio.to_thread(os.waitid, os.P_PID, killed, os.WEXITED | os.WNOWAIT)
+        squatter.bind(("127.0.0.1", settings.nats_port))
+        squatter.listen(1)
+
+        async def told() -> dict[str, Any] | None:
+            r = await api.http.get("/ready")
+            broker = r.json().get("checks", {}).get("broker", {})
+            failed = r.status_code == 503 and broker.get("state") == "failed"
+            return r.json() if failed else None
+
+        state = await async_wait_for(told, timeout=30, what="ready naming the broker")
+        assert "already in use" in state["detail"]
+        squatter.close()  # the port is free again: the next attempt brings it back
+
+        async def back() -> bool:
+            return (await api.http.get("/ready")).status_code == 200
+
+        await async_wait_for(back, timeout=60, what="the broker back")
+        assert platform.nats.restarts >= 2
+    finally:
+        squatter.close()
+        await api.close()
+        await platform.stop()
