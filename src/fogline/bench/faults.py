@@ -292,9 +292,7 @@ class FaultRun:
         disk.remove_ballast()
         return time.time()
 
-    def _creep(
-        self, disk: SmallDisk, load: AckedLoad, api: FoglineClient
-    ) -> tuple[bool, bool]:
+    def _creep(self, disk: SmallDisk, load: AckedLoad, api: FoglineClient) -> tuple[bool, bool]:
         """Grow the ballast slowly under load until the platform says it refuses data (its
         disk check in /ready), or stops acknowledging, or the ballast hits ENOSPC (full);
         returns (full, refused)."""
