@@ -356,6 +356,9 @@ class Platform:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=3,
+            # Longer than clients keep idle connections (ours: 4 s, httpx's default: 5 s), so
+            # the server is not the one closing a connection a client is about to reuse.
+            timeout_keep_alive=15,
         )
         server = _Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))

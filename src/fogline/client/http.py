@@ -64,11 +64,19 @@ def resolve_connection(
     return url.rstrip("/"), api_key, tenant
 
 
+KEEPALIVE_EXPIRY_S = 4.0
+
+
 class FoglineClient:
     def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base = url.rstrip("/") + "/api/v1"
-        self.http = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
+        # An idle connection is dropped before the server drops it (uvicorn after 15 s): a
+        # request sent on one the server is closing fails with "Server disconnected".
+        limits = httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)
+        self.http = httpx.Client(
+            base_url=self.base, headers=headers, timeout=timeout, limits=limits
+        )
 
     def close(self) -> None:
         self.http.close()
