@@ -537,7 +537,11 @@ class EmbeddedNats:
         await self._apply()
 
     async def wait_user_accepted(self, username: str, password: str, timeout: float = 10.0) -> None:
-        """Wait until a reload has taken effect for this user, so its first connect succeeds."""
+        """Wait until a reload has taken effect for this user, so its first connect succeeds.
+        While devices are refused (no room for data) nobody's login can succeed: the new
+        credentials take effect with everyone else's when data is taken again."""
+        if self.refusing_devices:
+            return
 
         async def accepted() -> bool:
             return await self._can_log_in(username, password)
