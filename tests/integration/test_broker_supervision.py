@@ -59,6 +59,7 @@ async def test_a_killed_broker_is_brought_back_and_nothing_acknowledged_is_lost(
         assert broker["pid"] != killed and broker["last_restart"] == "was killed by SIGKILL"
         system = (await api.http.get("/system")).json()
         assert system["nats_restarts"] == 1 and system["nats_pid"] == broker["pid"]
+        assert "fogline_broker_restarts_total 1.0" in (await api.http.get("/metrics")).text
         acked_then = len(device.acked)
         await async_wait_for(
             lambda: _true(len(device.acked) > acked_then + 100), what="the device publishing again"
@@ -145,3 +146,19 @@ async def test_a_broker_that_cannot_be_brought_back_is_named_in_ready_until_it_i
         squatter.close()
         await api.close()
         await platform.stop()
+
+
+async def test_metrics_are_for_an_admin_in_prometheus_text(platform: Any, api: Api) -> None:
+    from tests.integration.test_security import make_tenant
+
+    r = await api.http.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert "fogline_ready 1.0" in r.text
+    for part in ("broker", "database", "historian", "disk"):
+        assert f'fogline_part_ok{{part="{part}"}} 1.0' in r.text
+    tenant = await make_tenant(api, "acme")
+    try:
+        r = await tenant.http.get("/metrics")
+        assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    finally:
+        await tenant.close()

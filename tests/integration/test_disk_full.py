@@ -111,6 +111,10 @@ async def test_a_filling_disk_refuses_data_before_it_is_full_and_loses_nothing(
         await async_wait_for(device_held_back, timeout=30, what="the device held back")
         system = (await api.http.get("/system")).json()
         assert system["disk"]["refusing"] and system["disk"]["refusals"] == 1
+        metrics = (await api.http.get("/metrics")).text
+        assert "fogline_disk_refusing 1.0" in metrics
+        assert 'fogline_part_ok{part="disk"} 0.0' in metrics
+        assert "fogline_disk_refusals_total 1.0" in metrics
 
         ballast.unlink()  # room again: no restart, the platform takes data by itself
 

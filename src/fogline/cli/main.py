@@ -5,7 +5,7 @@ This module only assembles the command groups of `fogline.cli.commands` under th
 
 from __future__ import annotations
 
-import signal
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -108,6 +108,12 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
+    except BrokenPipeError:
+        # `fogline ... | head` closed our output: end quietly, as a filter should. (Not by
+        # letting SIGPIPE kill us: `fogline up` writes to sockets, and a peer gone would
+        # kill the whole platform without a word.)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except typer.TyperException as exc:
         show = getattr(exc, "show", None)
         if show is not None:
@@ -118,5 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     main()

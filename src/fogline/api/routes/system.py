@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from fogline import __version__
 from fogline.api.deps import Caller, Services
-from fogline.api.problems import KEYED, UNAVAILABLE, problem
+from fogline.api.metrics import CONTENT_TYPE, render
+from fogline.api.problems import KEYED, UNAVAILABLE, problem, problem_responses
 from fogline.api.routing import FoglineRoute
 from fogline.api.schemas.system import (
     HealthOut,
@@ -19,6 +20,7 @@ from fogline.api.schemas.system import (
 from fogline.domain.access import DEFAULT_TENANT, Role
 
 router = APIRouter(tags=["system"], route_class=FoglineRoute)
+FORBIDDEN = problem_responses(403)
 
 
 @router.get("/health")
@@ -41,6 +43,19 @@ async def ready(svc: Services) -> ReadyOut | JSONResponse:
             warnings=state["warnings"],
         )
     return ReadyOut(status="ready", checks=state["checks"], warnings=state["warnings"])
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}}, **KEYED, **FORBIDDEN, **UNAVAILABLE},
+)
+async def metrics(key: Caller, svc: Services) -> Response:
+    """The platform's state for a Prometheus scraper (an admin key, as a bearer token):
+    readiness per part, the disk and its reserve, restarts, ingest and retention counters."""
+    key.require_admin()
+    body = render(await svc.readiness(), svc.system_info())
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 @router.get("/system", responses={**KEYED, **UNAVAILABLE})

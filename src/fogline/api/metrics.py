@@ -1,0 +1,104 @@
+"""The platform's state in Prometheus' text format, for a scraper: what `/api/v1/ready` and
+`/api/v1/system` say, as gauges and counters (prometheus_client renders them)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
+    if value is not None:
+        yield GaugeMetricFamily(name, doc, value=float(value))
+
+
+def _counter(name: str, doc: str, value: float | None) -> Iterator[Metric]:
+    if value is not None:
+        yield CounterMetricFamily(name, doc, value=float(value))
+
+
+class _Snapshot(Collector):
+    """One scrape's figures, taken from the readiness report and the system report."""
+
+    def __init__(self, ready: dict[str, Any], system: dict[str, Any]) -> None:
+        self.ready = ready
+        self.system = system
+
+    def collect(self) -> Iterator[Metric]:
+        ready, system = self.ready, self.system
+        yield from _gauge("fogline_ready", "1 when the platform takes data in", ready["ready"])
+        parts = GaugeMetricFamily("fogline_part_ok", "1 when a part is well", labels=["part"])
+        for name, check in sorted(ready.get("checks", {}).items()):
+            parts.add_metric([name], 1.0 if check.get("ok") else 0.0)
+        yield parts
+        disk = system.get("disk") or {}
+        yield from _gauge(
+            "fogline_disk_free_bytes", "free on the data dir's fs", disk.get("free_bytes")
+        )
+        yield from _gauge(
+            "fogline_disk_total_bytes", "size of the data dir's fs", disk.get("total_bytes")
+        )
+        yield from _gauge(
+            "fogline_disk_reserve_bytes", "kept free: data refused below", disk.get("reserve_bytes")
+        )
+        yield from _gauge(
+            "fogline_disk_days_left",
+            "days until the reserve at the current rate",
+            disk.get("days_left"),
+        )
+        yield from _gauge(
+            "fogline_disk_refusing", "1 while new data is refused", disk.get("refusing")
+        )
+        yield from _counter(
+            "fogline_disk_refusals", "times new data was refused", disk.get("refusals")
+        )
+        yield from _counter(
+            "fogline_broker_restarts", "embedded nats-server restarts", system.get("nats_restarts")
+        )
+        yield from _counter(
+            "fogline_historian_restarts",
+            "historian process restarts",
+            system.get("historian_restarts"),
+        )
+        historian = system.get("historian") or {}
+        yield from _counter(
+            "fogline_ingest_messages", "telemetry messages committed", historian.get("messages")
+        )
+        yield from _counter(
+            "fogline_ingest_values", "telemetry values committed", historian.get("values")
+        )
+        yield from _counter(
+            "fogline_ingest_dead_letters", "dead letters kept", historian.get("dead_letters")
+        )
+        yield from _counter(
+            "fogline_historian_failures", "failed historian steps", historian.get("failures")
+        )
+        yield from _gauge(
+            "fogline_historian_backlog",
+            "messages waiting in the hot store",
+            historian.get("backlog"),
+        )
+        last = historian.get("last_commit_ms")
+        yield from _gauge(
+            "fogline_historian_last_commit_timestamp_seconds",
+            "when the historian last committed",
+            last / 1000 if last else None,
+        )
+        retention = system.get("retention") or {}
+        yield from _counter(
+            "fogline_retention_readings_deleted",
+            "readings expired",
+            retention.get("readings_deleted"),
+        )
+
+
+def render(ready: dict[str, Any], system: dict[str, Any]) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(ready, system))
+    return generate_latest(registry)
