@@ -48,7 +48,12 @@ async def ready(svc: Services) -> ReadyOut | JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE: {}}}, **KEYED, **FORBIDDEN, **UNAVAILABLE},
+    responses={
+        200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}},
+        **KEYED,
+        **FORBIDDEN,
+        **UNAVAILABLE,
+    },
 )
 async def metrics(key: Caller, svc: Services) -> Response:
     """The platform's state for a Prometheus scraper (an admin key, as a bearer token):
