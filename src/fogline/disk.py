@@ -68,6 +68,10 @@ def parse_size(text: str | int, field: str) -> int:
             f"invalid {field}",
             [Problem(field, f"{text!r} is not a size: write e.g. 512MiB, 2GiB or 1048576")],
         )
+    if _UNITS[unit] == 1 and "." in match.group(1):
+        raise InvalidInput(
+            f"invalid {field}", [Problem(field, f"{text!r}: bytes are counted in whole numbers")]
+        )
     return int(float(match.group(1)) * _UNITS[unit])
 
 
@@ -78,7 +82,39 @@ class ReservePolicy:
     text: str = "auto"
 
     def check(self, field: str = "disk_reserve") -> None:
-        self.bytes_for(100 * GIB, field)
+        text = self.text.strip().lower()
+        if text == "auto" or text.endswith("%"):
+            self.bytes_for(100 * GIB, field)
+            return
+        size = parse_size(text, field)
+        if 0 < size < MIB:
+            raise InvalidInput(
+                f"invalid {field}",
+                [
+                    Problem(
+                        field,
+                        f"{self.text!r} is under 1 MiB: give at least 1MiB, or 0 to turn "
+                        "the guard off",
+                    )
+                ],
+            )
+
+    def checked_for(self, total: int, field: str = "disk_reserve") -> int:
+        """The reserve for a filesystem of `total` bytes, refused when it would leave the data
+        less than half of it."""
+        reserve = self.bytes_for(total, field)
+        if reserve > total // 2:
+            raise InvalidInput(
+                f"invalid {field}",
+                [
+                    Problem(
+                        field,
+                        f"{self.text!r} keeps {reserve / MIB:,.0f} MiB free of a "
+                        f"{total / MIB:,.0f} MiB filesystem: at most half of it may be reserved",
+                    )
+                ],
+            )
+        return reserve
 
     def bytes_for(self, total: int, field: str = "disk_reserve") -> int:
         text = self.text.strip().lower()

@@ -188,3 +188,27 @@ async def test_every_503_of_the_api_carries_retry_after(platform: Any, api: Api)
     described = schema["paths"]["/api/v1/tenants/{tenant}/devices/{device}/telemetry"]["post"]
     key = next(p for p in described["parameters"] if p["name"] == "idempotency-key")
     assert "retry safe" in key["description"]
+
+
+async def test_the_same_key_with_another_body_is_another_request(platform: Any, api: Api) -> None:
+    """A key names one body: a device whose key counter started over after a reboot sends the
+    same key with new readings, and they are stored, not taken for a duplicate."""
+    await setup_motor(api)
+    t0 = int(time.time() * 1000) - 60_000
+    headers = {"Idempotency-Key": "boot-1"}
+    first = {"asset": "m1", "ts": t0, "values": {"rpm": 11}}
+    second = {"asset": "m1", "ts": t0 + 1, "values": {"rpm": 55}}
+    for body, duplicate in ((first, False), (second, False), (first, True)):
+        r = await api.http.post(URL, json=body, headers=headers)
+        assert r.status_code == 202, r.text
+        assert r.json()["duplicate"] is duplicate
+
+    async def both_stored() -> list[int] | None:
+        r = await api.http.get(
+            "/tenants/default/assets/m1/telemetry/history",
+            params={"keys": "rpm", "from": str(t0), "to": str(t0 + 10)},
+        )
+        values = [p[1] for p in r.json()["series"]["rpm"]["points"]]
+        return values if values == [11, 55] else None
+
+    await async_wait_for(both_stored, what="both bodies stored")

@@ -122,3 +122,13 @@ async def test_a_store_failure_closes_until_the_store_is_recovered(tmp_path: Pat
 
 async def _now(value: bool) -> bool:
     return value
+
+
+def test_a_reserve_must_leave_the_data_half_the_disk_and_be_a_real_size() -> None:
+    assert ReservePolicy("64MiB").checked_for(GIB) == 64 * MIB
+    for bad in ("600MiB", "99%"):
+        with pytest.raises(InvalidInput, match="disk_reserve"):
+            ReservePolicy(bad).checked_for(GIB)
+    for bad in ("0.5", "512", "100KiB"):  # would be no reserve at all, silently
+        with pytest.raises(InvalidInput):
+            ReservePolicy(bad).check()

@@ -29,6 +29,7 @@ from fogline.bus.server import (
 )
 from fogline.bus.subjects import Subjects
 from fogline.disk import DiskSpace, ReservePolicy, StoreSizes
+from fogline.domain.errors import ConfigurationError, InvalidInput
 from fogline.fleet.assets import AssetRegistry
 from fogline.fleet.broker_auth import BrokerAuth, EmbeddedBrokerAuth, UnmanagedBrokerAuth
 from fogline.fleet.devices import DeviceRegistry
@@ -84,10 +85,13 @@ def size_stores(settings: Settings) -> StoreSizes:
         settings.hot_max_bytes,
         EventStoreSettings.max_bytes,
     )
+    total = DiskSpace.of(settings.data_dir).total
+    try:  # checked either way: the disk guard keeps the reserve with any NATS
+        reserve = ReservePolicy(settings.disk_reserve).checked_for(total)
+    except InvalidInput as exc:
+        raise ConfigurationError("invalid settings", exc.problems) from None
     if settings.nats_url:
         return StoreSizes(*wanted)
-    total = DiskSpace.of(settings.data_dir).total
-    reserve = ReservePolicy(settings.disk_reserve).bytes_for(total)
     sizes = StoreSizes.fit(total, reserve, *wanted)
     log.info(
         "hot_store.sized",

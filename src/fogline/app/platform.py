@@ -413,6 +413,10 @@ class Platform:
             self.write_client_file(document["api_key"])
 
     async def stop(self) -> None:
+        if self.nats is not None:
+            # From now on a broker that dies stays down: the platform is going, and a new
+            # nats-server started meanwhile would only be stopped again.
+            self.nats.stop_supervising()
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()

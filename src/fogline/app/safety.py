@@ -63,7 +63,7 @@ async def start_disk_guard(b: Backbone, ingest: IngestContext, stack: AsyncExitS
 
     async def restart_broker() -> None:
         if nats is not None:
-            await nats.restart("its store could not write; there is room again")
+            await nats.restart("could not write its store (there is room again)")
 
     guard = DiskGuard(
         b.settings.data_dir,

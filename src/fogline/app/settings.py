@@ -49,7 +49,7 @@ class Settings(BaseModel):
     # filesystem, at least 16 MiB and at most 2 GiB; or a size such as 1GiB, or a percentage).
     disk_reserve: str = "auto"
     # Fogline's own nats-server is killed and restarted when it does not answer for this long.
-    broker_stall_timeout: float = Field(default=30.0, ge=1.0)
+    broker_stall_timeout: float = Field(default=30.0, ge=1.0, le=3600.0)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=1024**2 - 4096)
     # API request bodies (JSON documents, manifests); telemetry has max_message_bytes.
     max_request_bytes: int = Field(default=1024**2, ge=64 * 1024, le=64 * 1024**2)

@@ -62,6 +62,8 @@ RESTART_FIRST_S, RESTART_CAP_S = 0.5, 30.0
 # What nats-server logs when JetStream could not write (disk full, I/O error): from then on
 # it fails every write to that store until it restarts, while its MQTT listener still
 # acknowledges QoS 1 messages. Only errors: limits reached (max bytes...) are logged at debug.
+RELOADED_MARKER = "Reloaded server configuration"
+RELOAD_WAIT_S = 5.0
 STORE_FAILURE_MARKERS = (
     "Critical write error",
     "failed to store a msg",
@@ -172,6 +174,8 @@ class EmbeddedNats:
         self.log_path = settings.directory / "nats-server.log"
         # Supervision: restarts, why, and what the log said about the store.
         self.refusing_devices = False
+        self._closing = False  # devices shut out for the server's stop (see _shut_devices_out)
+        self.silent_since: float | None = None  # since when it has not answered the probe
         self.restarts = 0
         self.last_restart_reason: str | None = None
         self.state = "stopped"  # starting | running | restarting | failed | stopped
@@ -194,6 +198,10 @@ class EmbeddedNats:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def _devices_locked(self) -> bool:
+        return self.refusing_devices or self._closing
+
     def render_config(self, devices: Sequence[BrokerUser]) -> dict[str, Any]:
         s = self.settings
         platform: dict[str, Any] = {
@@ -212,7 +220,7 @@ class EmbeddedNats:
             by_tenant.setdefault(tenant, []).append(
                 {
                     "user": d.username,
-                    "password": self._refusing_hash if self.refusing_devices else d.password_hash,
+                    "password": self._refusing_hash if self._devices_locked else d.password_hash,
                     "permissions": {
                         "publish": {"allow": [scope]},
                         "subscribe": {"allow": [scope]},
@@ -301,6 +309,8 @@ class EmbeddedNats:
         s = self.settings
         check_port_free(s.host, s.client_port, "NATS", "FOGLINE_NATS_PORT")
         check_port_free(s.host, s.mqtt_port, "MQTT", "FOGLINE_MQTT_PORT")
+        self._closing = False
+        self.silent_since = None
         self._write_config(self._devices)
         binary = find_nats_server()
         # What the log said before this start is old news: read only what follows.
@@ -343,7 +353,6 @@ class EmbeddedNats:
 
     async def _supervise(self) -> None:
         backoff = Backoff(RESTART_FIRST_S, cap_s=RESTART_CAP_S)
-        silent_since: float | None = None
         next_probe = 0.0
         while not self._stopping:
             await asyncio.sleep(SUPERVISE_INTERVAL_S)
@@ -357,17 +366,16 @@ class EmbeddedNats:
                     continue
                 next_probe = now + PROBE_INTERVAL_S
                 if await self._answers():
-                    silent_since = None
+                    self.silent_since = None
                     continue
-                silent_since = silent_since or now
-                if now - silent_since < self.settings.stalled_s:
+                self.silent_since = self.silent_since or now
+                if now - self.silent_since < self.settings.stalled_s:
                     continue
-                reason = f"did not answer for {now - silent_since:.0f}s"
+                reason = f"did not answer for {now - self.silent_since:.0f}s"
             elif process is not None:
                 reason = self._exit_reason(process.returncode)
             else:
                 reason = self.problem or "not running"
-            silent_since = None
             await self._restart(reason, backoff.next())
             if self.state == "running":
                 backoff.reset()
@@ -453,11 +461,20 @@ class EmbeddedNats:
                     self.on_store_failure(detail)
 
     def health(self) -> dict[str, Any]:
-        """What `/api/v1/ready` and `fogline status` show of the embedded nats-server."""
+        """What `/api/v1/ready` and `fogline status` show of the embedded nats-server: its
+        state as the supervisor knows it, and what the supervisor has seen since its last turn
+        (the process gone, or silent for more than two probes)."""
+        state, problem = self.state, self.problem
+        process = self._process
+        silent = time.monotonic() - self.silent_since if self.silent_since else 0.0
+        if state == "running" and process is not None and process.poll() is not None:
+            state, problem = "exited", f"nats-server {self._exit_reason(process.returncode)}"
+        elif state == "running" and silent > 2 * PROBE_INTERVAL_S:
+            state, problem = "not-answering", f"nats-server has not answered for {silent:.0f}s"
         return {
-            "state": self.state,
-            "ok": self.state == "running",
-            "problem": self.problem,
+            "state": state,
+            "ok": state == "running",
+            "problem": problem,
             "pid": self.pid,
             "restarts": self.restarts,
             "last_restart": self.last_restart_reason,
@@ -549,6 +566,10 @@ class EmbeddedNats:
         if not await wait_until(accepted, timeout):
             raise BrokerUnavailable(f"nats-server did not accept the new credentials of {username}")
 
+    def stop_supervising(self) -> None:
+        """No restart from now on (the platform is stopping); `stop` still stops it."""
+        self._stopping = True
+
     async def stop(self, timeout: float = 10.0) -> None:
         self._stopping = True
         self.state = "stopped"
@@ -560,16 +581,52 @@ class EmbeddedNats:
         await self._terminate(timeout)
 
     async def _terminate(self, timeout: float = 10.0) -> None:
+        """Stop the process. One that answers is stopped gracefully, its devices shut out
+        first; one that does not (frozen, wedged) is killed: a stopped process would take
+        the SIGTERM only when it wakes, and shut down acknowledging messages meanwhile."""
         process, self._process = self._process, None
         if process is None:
             return
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
-            except TimeoutError:
+            if await self._answers():
+                await self._shut_devices_out(process)
+                process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
+                except TimeoutError:
+                    process.kill()
+            else:
                 process.kill()
-                await asyncio.to_thread(process.wait)
+            await asyncio.to_thread(process.wait)
         if process.stderr is not None:
             process.stderr.close()
         log.info("nats.stopped", extra={"fields": {"pid": process.pid}})
+
+    async def _shut_devices_out(self, process: subprocess.Popen[bytes]) -> None:
+        """Close every device's connection before the server stops: while nats-server shuts
+        down, its MQTT listener still acknowledges QoS 1 messages that JetStream no longer
+        writes. A device shut out keeps them and sends them again to the next server."""
+        if self._devices_locked or not self._devices:
+            return
+        self._closing = True
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        try:
+            self._write_config(self._devices)
+        except OSError as exc:
+            log.warning("nats.devices_not_shut_out", extra={"fields": {"error": str(exc)}})
+            return
+        process.send_signal(signal.SIGHUP)
+
+        async def reloaded() -> bool:
+            return RELOADED_MARKER in self._log_since(offset)
+
+        if not await wait_until(reloaded, RELOAD_WAIT_S, interval_s=0.02):
+            log.warning("nats.devices_not_shut_out", extra={"fields": {"waited_s": RELOAD_WAIT_S}})
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                return f.read(1024**2).decode(errors="replace")
+        except OSError:
+            return ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ class HttpIntake:
         )
         try:
             ack = await self.bus.publish_telemetry(
-                tenant, device, payload, message_id(tenant, device, idempotency_key)
+                tenant, device, payload, message_id(tenant, device, idempotency_key, payload)
             )
         except PublishNotStored as exc:
             raise TelemetryNotStored(
@@ -116,12 +117,15 @@ class HttpIntake:
         return IntakeReceipt(0, False, Outcome(dead_letters=[letter]))
 
 
-def message_id(tenant: str, device: str, idempotency_key: str | None) -> str:
+def message_id(tenant: str, device: str, idempotency_key: str | None, body: bytes) -> str:
     """The JetStream message id of an HTTP request: a client's key is scoped to its tenant and
-    device (no other sender's request can be taken for its duplicate); without one, an id
-    made here (a ':' no tenant id has keeps the two kinds apart)."""
+    device (no other sender's request can be taken for its duplicate) and to the body it came
+    with: the same key with another body (a device whose key counter started over after a
+    reboot) is another request, stored too, never dropped as a duplicate. Without a key, an
+    id made here (a ':' no tenant id has keeps the two kinds apart)."""
     if idempotency_key:
-        return f"{tenant}.{device}.{idempotency_key}"
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        return f"{tenant}.{device}.{idempotency_key}.{digest}"
     return f"http:{uuid.uuid4().hex}"
 
 
