@@ -13,15 +13,18 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from fogline.app.platform import Platform
 from tests.conftest import Api, async_wait_for, setup_motor
-from tests.mqtt_client import RecordingDevice
+from tests.mqtt_client import Device, RecordingDevice
 
 MiB = 1024 * 1024
 FS_SIZE = 160 * MiB
@@ -195,3 +198,51 @@ async def test_a_disk_filled_at_once_is_noticed_and_recovered_without_a_restart(
         assert disk["refusals"] >= 1 and disk["store_failure"] is None
     finally:
         device.close()
+
+
+async def test_the_bridge_leaves_its_broker_while_refusing_and_takes_what_it_kept(
+    small_fs: Path, platform_settings: Any
+) -> None:
+    """With an external broker bridged in (the machine's Mosquitto), refusing data means
+    leaving that broker: its persistent session keeps the bridge's QoS 1 messages, and they
+    are all stored once the platform takes data again."""
+    root = f"fgt{uuid.uuid4().hex[:8]}"
+    settings = platform_settings(
+        data_dir=small_fs / "data",
+        disk_reserve="16MiB",
+        mqtt_url="mqtt://127.0.0.1:1883",
+        subject_root=root,
+    )
+    platform = Platform(settings)
+    await platform.start()
+    api = Api(platform.http_url, platform.bootstrap.admin_key)
+    device = Device("127.0.0.1", 1883, "", "", f"dev-{root}")
+    device.client.username_pw_set(None)
+    try:
+        creds = await setup_motor(api)
+        assert not (await asyncio.to_thread(device.connect)).is_failure
+        t0 = int(time.time() * 1000) - 60_000
+        ballast = small_fs / "ballast"
+        free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
+        subprocess.run(["fallocate", "-l", str(free - 8 * MiB), str(ballast)], check=True)
+
+        async def paused() -> bool:
+            system = (await api.http.get("/system")).json()
+            return bool(system["bridge"]["paused"])
+
+        await async_wait_for(paused, what="the bridge off its broker")
+        for n in range(50):  # Mosquitto acknowledges them and keeps them for the bridge
+            reading = {"asset": "m1", "ts": t0 + n, "values": {"rpm": n}}
+            await asyncio.to_thread(device.publish, creds["topic"], orjson.dumps(reading))
+        assert (await api.http.get("/system")).json()["bridge"]["forwarded"] == 0
+        ballast.unlink()
+
+        async def all_stored() -> bool:
+            return sorted(await stored_numbers(api, t0, 50)) == list(range(50))
+
+        await async_wait_for(all_stored, timeout=60, what="the kept messages stored")
+        assert not (await api.http.get("/system")).json()["bridge"]["paused"]
+    finally:
+        device.close()
+        await api.close()
+        await platform.stop()

@@ -470,6 +470,7 @@ class Platform:
                 "forwarded": bridge.forwarded,
                 "refused": bridge.refused,
                 "too_large": bridge.too_large,
+                "paused": bridge.paused,
             },
             "mqtt_over_limit_reported": oversize.reported if oversize else 0,
             "historian": asdict(historian.stats),

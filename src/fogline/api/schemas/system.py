@@ -32,6 +32,7 @@ class BridgeOut(Out):
     forwarded: int
     refused: int
     too_large: int
+    paused: bool = Field(description="off the broker while the platform refuses data")
 
 
 class PlatformOut(Out):
