@@ -88,4 +88,15 @@ def test_retention_show_set_and_bad_input(platform_process: RunningPlatform) -> 
     wait_for(lambda: p.system()["retention"]["runs"] >= 1, what="the first retention run")
     status = p.cli("status")
     assert status.returncode == 0 and "retention: 0 readings deleted" in status.stdout, status
+    # A summary, a line per part, not the API's JSON (that is `fogline --json status`).
+    lines = status.stdout.splitlines()
+    assert lines[0].startswith("ready") and "{" not in status.stdout, status.stdout
+    assert [line.split()[0] for line in lines[1:6]] == [
+        "broker",
+        "database",
+        "historian",
+        "models",
+        "disk",
+    ], status.stdout
+    assert any(line.startswith("ingest (default): ") for line in lines), status.stdout
     api.close()
