@@ -405,7 +405,7 @@ class HistorianSupervisor:
             "progress_timeout_s": self.progress_timeout_s,
         }
 
-    def _backlog(self) -> int:
+    def _backlog(self) -> int | None:
         """What waits for the historian, as the newest word on it says: the historian's own
         count after its last fetch, or JetStream's where the watchdog counted since (a frozen
         or stuck historian's own count stays as it was when it stopped)."""
