@@ -50,6 +50,9 @@ def test_retention_show_set_and_bad_input(platform_process: RunningPlatform) -> 
         (["--history", "10m"], 2, "shorter than the shortest retention, 1h"),
         (["--history", "banana"], 2, "'banana' is not a duration"),
         (["--aggregates", "10d", "--asset-type", "motor"], 2, "expire before the readings"),
+        # The tenant's history past motor's own aggregates: motor's resolved policy would break.
+        (["--history", "400d"], 2, "asset type 'motor': aggregates kept 365d"),
+        (["--asset-type", "motor", "--history", "forever", "--aggregates", "1d"], 2, "nothing"),
         (["--asset-type", "nope", "--history", "1d"], 3, "'nope' does not exist"),
         ([], 2, "give --history, --aggregates or both"),
     ]:
@@ -57,6 +60,7 @@ def test_retention_show_set_and_bad_input(platform_process: RunningPlatform) -> 
         assert r.returncode == code, (args, r.returncode, r.stderr)
         assert fragment in r.stderr, (args, r.stderr)
     assert _json(p, "retention", "show", "--asset-type", "motor")["override"] == motor["override"]
+    assert _json(p, "retention", "show")["override"]["history"] == "30d"
     _json(p, "retention", "set", "--history", "inherit")
     assert _json(p, "retention", "show")["effective"]["history_from"] == "platform"
 
@@ -84,4 +88,15 @@ def test_retention_show_set_and_bad_input(platform_process: RunningPlatform) -> 
     wait_for(lambda: p.system()["retention"]["runs"] >= 1, what="the first retention run")
     status = p.cli("status")
     assert status.returncode == 0 and "retention: 0 readings deleted" in status.stdout, status
+    # A summary, a line per part, not the API's JSON (that is `fogline --json status`).
+    lines = status.stdout.splitlines()
+    assert lines[0].startswith("ready") and "{" not in status.stdout, status.stdout
+    assert [line.split()[0] for line in lines[1:6]] == [
+        "broker",
+        "database",
+        "historian",
+        "models",
+        "disk",
+    ], status.stdout
+    assert any(line.startswith("ingest (default): ") for line in lines), status.stdout
     api.close()

@@ -260,9 +260,17 @@ async def test_a_frozen_historian_is_restarted_by_the_watchdog_and_loses_nothing
                 r = await api.http.get("/ready")
                 return r.json() if r.status_code == 503 else None
 
-            problem = await async_wait_for(not_ready, timeout=15, what="/ready to tell")
+            async def frozen_with_backlog() -> dict[str, Any] | None:
+                # The frozen historian's own count stays 0: /ready says JetStream's.
+                answer = await not_ready()
+                if answer is None or answer["checks"]["historian"]["backlog"] != 40:
+                    return None
+                return answer
+
+            problem = await async_wait_for(frozen_with_backlog, timeout=15, what="/ready to tell")
             assert "frozen" in problem["detail"]
             assert problem["checks"]["historian"]["state"] == "stalled"
+            assert problem["checks"]["historian"]["pending"] == 40
 
             async def restarted() -> bool:
                 return supervisor.restarts == 1 and supervisor.pid != frozen

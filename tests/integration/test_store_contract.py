@@ -572,6 +572,53 @@ async def test_retention_asset_type_overrides_tenant_overrides_platform(db: Data
         db.retention.set_tenant_override("nope", RetentionOverride(history="1d"))
 
 
+async def test_retention_changes_keep_every_resolved_policy_coherent(db: Database) -> None:
+    """A change at any level is checked against what it resolves to for the tenant and each
+    asset type inheriting from it, in the change's own transaction: a refused change stores
+    nothing, and no sequence of accepted changes leaves aggregates dying before their readings.
+    """
+    from fogline.domain.errors import InvalidInput
+    from fogline.domain.retention import RetentionOverride, platform_default
+    from fogline.ingest.retention import RetentionPolicies
+
+    seeded(db)
+    policies = RetentionPolicies(db.retention, db.assets, platform_default("90d", "off"))
+
+    async def refused(
+        fragment: str, tenant_level: bool, history: str | None, aggs: str | None
+    ) -> None:
+        with pytest.raises(InvalidInput) as caught:
+            if tenant_level:
+                await policies.set_tenant("acme", history, aggs)
+            else:
+                await policies.set_asset_type("acme", "motor", history, aggs)
+        assert fragment in str(caught.value), str(caught.value)
+
+    await policies.set_asset_type("acme", "motor", None, "365d")
+    # Aggregates of a day under a history kept forever: nothing would ever be aggregated.
+    await refused("nothing expires to aggregate", False, "forever", "1d")
+    await refused("nothing expires to aggregate", True, "forever", "5d")
+    await policies.set_asset_type("acme", "motor", "forever", "forever")
+    assert db.retention.asset_type_overrides("acme") == {
+        "motor": RetentionOverride("forever", "forever")
+    }
+    # The asset type's history back to the tenant's, and the tenant's shortened: each time,
+    # motor's resolved policy must stay coherent.
+    await policies.set_asset_type("acme", "motor", None, "400d")
+    await refused("asset type 'motor'", True, "400d", None)  # motor: history 400d, aggs 400d
+    assert db.retention.tenant_override("acme") is None  # refused: nothing stored
+    tenant = await policies.set_tenant("acme", "30d", None)
+    assert tenant.asset_types[0].effective.history == "30d"
+    await refused("expire before the readings", False, None, "30d")
+    assert db.retention.asset_type_overrides("acme") == {"motor": RetentionOverride(None, "400d")}
+    # The tenant's own aggregates and the platform's history.
+    await refused("tenant: aggregates kept 1d", True, None, "1d")
+    # The tenant may not make motor's inherited aggregates outlive nothing either.
+    await policies.set_asset_type("acme", "motor", None, None)
+    await policies.set_tenant("acme", "30d", "365d")
+    await refused("asset type 'motor'", False, "400d", None)
+
+
 def expected_hours(
     readings: list[Reading], name: str, start: int, end: int, bucket: int
 ) -> list[tuple[int, float | None, float | None, float | None, int]]:

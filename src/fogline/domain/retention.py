@@ -11,6 +11,7 @@ override, and an asset type's override; the most specific level that sets a part
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fogline.domain.errors import InvalidInput, Problem
@@ -125,7 +126,11 @@ def platform_default(history: str, aggregates: str) -> Retention:
     ]
     if problems:
         raise InvalidInput.of(problems, "retention settings")
-    return Retention(history, aggregates)
+    policy = Retention(history, aggregates)
+    problems = coherence_problems(policy, field="aggregate_retention")
+    if problems:
+        raise InvalidInput.of(problems, "retention settings")
+    return policy
 
 
 def resolve(
@@ -145,18 +150,59 @@ def resolve(
     return result
 
 
-def coherence_problems(policy: Retention) -> list[Problem]:
-    """Aggregates that die before the readings they summarise would be made and deleted at
-    once: refused where a caller sets a level (a level above changing later is harmless)."""
+def coherence_problems(
+    policy: Retention, field: str = "aggregates", whose: str = ""
+) -> list[Problem]:
+    """Aggregates must outlive the readings they summarise: aggregates that die first would be
+    made and deleted at once. A history kept forever leaves nothing to aggregate, so it takes
+    aggregates `forever` or `none`, not a duration that would mean nothing."""
     history_ms, aggregates_ms = policy.history_ms, policy.aggregates_ms
-    if not policy.aggregated or history_ms is None or aggregates_ms is None:
+    if not policy.aggregated or aggregates_ms is None:
         return []
+    where = f"{whose}: " if whose else ""
+    if history_ms is None:
+        return [
+            Problem(
+                field,
+                f"{where}aggregates kept {policy.aggregates} (from {policy.aggregates_from}) "
+                f"with history {FOREVER} (from {policy.history_from}): nothing expires to "
+                f"aggregate; make the aggregates {FOREVER!r} or {NO_AGGREGATES!r}, or the "
+                "history a duration",
+            )
+        ]
     if aggregates_ms > history_ms:
         return []
     return [
         Problem(
-            "aggregates",
-            f"aggregates kept {policy.aggregates} would expire before the readings they "
-            f"summarise (history {policy.history}): make it longer, or {NO_AGGREGATES!r}",
+            field,
+            f"{where}aggregates kept {policy.aggregates} (from {policy.aggregates_from}) "
+            f"would expire before the readings they summarise (history {policy.history}, "
+            f"from {policy.history_from}): make them longer, or {NO_AGGREGATES!r}",
         )
     ]
+
+
+def tenant_problems(
+    platform: Retention,
+    tenant: RetentionOverride | None,
+    asset_types: Mapping[str, RetentionOverride | None],
+) -> list[Problem]:
+    """A tenant's policy and every asset type's that inherits from it, resolved: what a change
+    at the tenant's level must leave coherent. Each problem names the asset type it is in."""
+    problems = coherence_problems(resolve(platform, tenant), whose="tenant")
+    for type_id in sorted(asset_types):
+        problems += asset_type_problems(platform, tenant, type_id, asset_types[type_id])
+    return problems
+
+
+def asset_type_problems(
+    platform: Retention,
+    tenant: RetentionOverride | None,
+    type_id: str,
+    own: RetentionOverride | None,
+) -> list[Problem]:
+    return coherence_problems(
+        resolve(platform, tenant, own),
+        field=f"asset_types.{type_id}.aggregates",
+        whose=f"asset type {type_id!r}",
+    )

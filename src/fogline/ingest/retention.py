@@ -15,17 +15,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fogline.domain.errors import InvalidInput
+from fogline.domain.errors import InvalidInput, Problem
 from fogline.domain.retention import (
     Retention,
     RetentionOverride,
-    coherence_problems,
+    asset_type_problems,
     parse_override,
     resolve,
+    tenant_problems,
 )
 from fogline.domain.timeseries import now_ms
 from fogline.store.assets import AssetStore
-from fogline.store.retention import RetainedSeries, RetentionStore
+from fogline.store.retention import RetainedSeries, RetentionStore, TenantOverrides
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,12 @@ class RetentionPolicies:
         self, tenant: str, history: str | None, aggregates: str | None
     ) -> TenantRetention:
         override = parse_override(history, aggregates)
-        _check(resolve(self.platform, override))
-        await asyncio.to_thread(self.store.set_tenant_override, tenant, override)
+
+        def check(now: TenantOverrides) -> None:
+            # The tenant's policy and each asset type's, resolved: every one inherits from it.
+            _refuse(tenant_problems(self.platform, now.tenant, now.asset_types))
+
+        await asyncio.to_thread(self.store.set_tenant_override, tenant, override, check)
         log.info(
             "retention.policy_set",
             extra={"fields": {"tenant": tenant, "history": history, "aggregates": aggregates}},
@@ -97,9 +102,14 @@ class RetentionPolicies:
     ) -> AssetTypeRetention:
         override = parse_override(history, aggregates)
         await asyncio.to_thread(self.assets.get_asset_type, tenant, asset_type)  # or NotFound
-        above = await asyncio.to_thread(self.store.tenant_override, tenant)
-        _check(resolve(self.platform, above, override))
-        await asyncio.to_thread(self.store.set_asset_type_override, tenant, asset_type, override)
+
+        def check(now: TenantOverrides) -> None:
+            own = now.asset_types.get(asset_type)
+            _refuse(asset_type_problems(self.platform, now.tenant, asset_type, own))
+
+        await asyncio.to_thread(
+            self.store.set_asset_type_override, tenant, asset_type, override, check
+        )
         log.info(
             "retention.policy_set",
             extra={
@@ -114,8 +124,7 @@ class RetentionPolicies:
         return await self.asset_type(tenant, asset_type)
 
 
-def _check(policy: Retention) -> None:
-    problems = coherence_problems(policy)
+def _refuse(problems: list[Problem]) -> None:
     if problems:
         raise InvalidInput.of(problems, "retention policy")
 

@@ -176,6 +176,7 @@ class HistorianSupervisor:
         self._progress_at = time.monotonic()
         self._batches_seen = 0
         self._pending: int | None = None
+        self._pending_at: float | None = None  # when JetStream last counted what waits
         self._frozen_since: float | None = None
         self._waiting_for_database = False
 
@@ -264,9 +265,11 @@ class HistorianSupervisor:
         wait in the hot store (as JetStream counts them, whatever the historian says), nothing
         was committed for `progress_timeout_s`, and the database answers."""
         idle = time.monotonic() - self._progress_at
-        if idle < self.progress_timeout_s / 2:
+        # A frozen process reports nothing: what waits is counted at once, for /ready.
+        if idle < self.progress_timeout_s / 2 and self._frozen_since is None:
             return None
         self._pending = await self.bus.consumer_backlog(CONSUMER)
+        self._pending_at = time.monotonic()
         if self._pending is None:
             return None  # JetStream does not answer: the broker's fault, not the historian's
         if self._pending == 0:
@@ -395,12 +398,21 @@ class HistorianSupervisor:
             "last_failure": f"{step}: {error.strip().split(':')[0]}" if s.last_failure else None,
             "poison_messages": s.poison_messages,
             "live_failures": s.live_failures,
-            "backlog": s.backlog,
+            "backlog": self._backlog(),
             "pending": self._pending,
             "last_commit_ms": s.last_commit_ms,
             "last_commit_age_s": last_commit_age,
             "progress_timeout_s": self.progress_timeout_s,
         }
+
+    def _backlog(self) -> int | None:
+        """What waits for the historian, as the newest word on it says: the historian's own
+        count after its last fetch, or JetStream's where the watchdog counted since (a frozen
+        or stuck historian's own count stays as it was when it stopped)."""
+        counted, at = self._pending, self._pending_at
+        if counted is not None and at is not None and at > self._stats_at:
+            return counted
+        return self.stats.backlog
 
     async def stop(self, timeout: float = 15.0) -> None:
         self._stopping = True

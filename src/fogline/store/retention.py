@@ -5,6 +5,7 @@ asked; expire old aggregates)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +18,6 @@ from fogline.domain.errors import NotFound
 from fogline.domain.retention import AGGREGATE_BUCKET_MS, RetentionOverride
 from fogline.domain.timeseries import bucket_start, now_ms
 from fogline.store import schema as s
-from fogline.store.tenants import require_tenant
 
 # Rows per aggregate upsert statement: 500 x 8 parameters, under every driver's limit.
 _UPSERT_CHUNK = 500
@@ -39,12 +39,30 @@ class ExpiredBatch:
     aggregated: int  # (hour, telemetry) roll-ups written or added to
 
 
+@dataclass(frozen=True)
+class TenantOverrides:
+    """A tenant's override and every one of its asset types with its own (None: none)."""
+
+    tenant: RetentionOverride | None
+    asset_types: dict[str, RetentionOverride | None]
+
+
+# Called with the overrides as a change leaves them, inside its transaction: raising undoes it.
+OverridesCheck = Callable[[TenantOverrides], None]
+
+
 class RetentionStore(Protocol):
     def tenant_override(self, tenant: str) -> RetentionOverride | None: ...
-    def set_tenant_override(self, tenant: str, override: RetentionOverride) -> None: ...
+    def set_tenant_override(
+        self, tenant: str, override: RetentionOverride, check: OverridesCheck | None = None
+    ) -> None: ...
     def asset_type_overrides(self, tenant: str) -> dict[str, RetentionOverride]: ...
     def set_asset_type_override(
-        self, tenant: str, asset_type: str, override: RetentionOverride
+        self,
+        tenant: str,
+        asset_type: str,
+        override: RetentionOverride,
+        check: OverridesCheck | None = None,
     ) -> None: ...
     def all_overrides(
         self,
@@ -120,12 +138,49 @@ class SqlRetentionStore:
             row = conn.execute(select(t).where(t.c.tenant_id == tenant)).first()
         return None if row is None else _override(row)
 
-    def set_tenant_override(self, tenant: str, override: RetentionOverride) -> None:
-        """Sets both parts (None: inherit); an override that sets nothing is removed."""
+    def set_tenant_override(
+        self, tenant: str, override: RetentionOverride, check: OverridesCheck | None = None
+    ) -> None:
+        """Sets both parts (None: inherit); an override that sets nothing is removed. `check`
+        sees the tenant's overrides as the change leaves them and may refuse it by raising."""
         t = s.tenant_retention
         with self.engine.begin() as conn:
-            require_tenant(conn, tenant)
+            self._lock_tenant(conn, tenant)
             self._put(conn, t, {"tenant_id": tenant}, override)
+            if check is not None:
+                check(self._tenant_overrides(conn, tenant))
+
+    def _lock_tenant(self, conn: Connection, tenant: str) -> None:
+        """One change to a tenant's policies at a time, so that two changes each checked alone
+        cannot together leave an incoherent policy (PostgreSQL: the tenant's row FOR UPDATE;
+        SQLite: a single writer, and a write after a stale read fails as busy)."""
+        query = select(s.tenants.c.id).where(s.tenants.c.id == tenant)
+        if self.dialect != "sqlite":
+            query = query.with_for_update()
+        if conn.execute(query).first() is None:
+            raise NotFound(f"tenant {tenant!r} does not exist")
+
+    def _tenant_overrides(self, conn: Connection, tenant: str) -> TenantOverrides:
+        own = conn.execute(
+            select(s.tenant_retention).where(s.tenant_retention.c.tenant_id == tenant)
+        ).first()
+        types, t = s.asset_types, s.asset_type_retention
+        rows = conn.execute(
+            select(types.c.id, t.c.history, t.c.aggregates)
+            .select_from(
+                types.outerjoin(
+                    t, and_(t.c.tenant_id == types.c.tenant_id, t.c.asset_type_id == types.c.id)
+                )
+            )
+            .where(types.c.tenant_id == tenant)
+        )
+        return TenantOverrides(
+            None if own is None else _override(own),
+            {
+                row.id: None if row.history is None and row.aggregates is None else _override(row)
+                for row in rows
+            },
+        )
 
     def asset_type_overrides(self, tenant: str) -> dict[str, RetentionOverride]:
         t = s.asset_type_retention
@@ -134,16 +189,23 @@ class SqlRetentionStore:
             return {row.asset_type_id: _override(row) for row in rows}
 
     def set_asset_type_override(
-        self, tenant: str, asset_type: str, override: RetentionOverride
+        self,
+        tenant: str,
+        asset_type: str,
+        override: RetentionOverride,
+        check: OverridesCheck | None = None,
     ) -> None:
         types, t = s.asset_types, s.asset_type_retention
         with self.engine.begin() as conn:
+            self._lock_tenant(conn, tenant)
             exists = conn.execute(
                 select(types.c.id).where(types.c.tenant_id == tenant, types.c.id == asset_type)
             ).first()
             if exists is None:
                 raise NotFound(f"asset type {asset_type!r} does not exist")
             self._put(conn, t, {"tenant_id": tenant, "asset_type_id": asset_type}, override)
+            if check is not None:
+                check(self._tenant_overrides(conn, tenant))
 
     def _put(
         self, conn: Connection, table: Any, key: dict[str, str], override: RetentionOverride

@@ -15,7 +15,9 @@ Level = Literal["platform", "tenant", "asset-type"]
 _HISTORY = "how long raw readings are kept: a duration (1h at least: 12h, 90d, 52w) or `forever`"
 _AGGREGATES = (
     "how long the hourly aggregates (min, max, mean, count) of expired readings are kept: a "
-    "duration, `forever`, or `none` for no aggregates"
+    "duration longer than the history in force, `forever`, or `none` for no aggregates (with "
+    "the history kept `forever`: `forever` or `none` only); checked for the tenant and every "
+    "asset type inheriting from it"
 )
 
 

@@ -11,10 +11,10 @@ import typer
 from fogline import __version__, aio
 from fogline.cli import output
 from fogline.cli.context import ctx_of
-from fogline.cli.output import console, emit_json, table
+from fogline.cli.output import console, table
+from fogline.cli.status_view import status_lines
 from fogline.client.http import ApiError
 from fogline.domain.errors import ErrorKind
-from fogline.domain.timeseries import iso_from_ms
 
 # No name and no help of its own: main.py merges these commands into `fogline` itself.
 app = typer.Typer()
@@ -110,19 +110,8 @@ def status(ctx: typer.Context) -> None:
     )
 
     def human() -> None:
-        emit_json(
-            {
-                "ready": ready,
-                "system": system,
-                "ingest": {k: v for k, v in stats.items() if k != "devices"},
-            }
-        )
-        disk = (ready.get("checks") or {}).get("disk")
-        if disk is not None:
-            console.print(_disk_line(disk), highlight=False)
-        retention = system.get("retention")
-        if retention is not None:
-            console.print(_retention_line(retention), highlight=False)
+        for line in status_lines(ready, system, stats, c.t()):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
         if ready.get("status") != "ready":
             output.errors.print(f"[bold red]not ready[/]: {ready.get('detail')}", highlight=False)
         for name, part in (("system", system), ("ingest stats", stats)):
@@ -146,32 +135,3 @@ def _answer_or_problem(call: Callable[[], Any]) -> dict[str, Any]:
             raise
         return exc.body
     return answer
-
-
-def _disk_line(disk: dict[str, Any]) -> str:
-    """The data dir's disk in a line: the headroom above the reserve and how long it lasts."""
-    mib = 1024**2
-    days = disk.get("days_left")
-    lasts = (
-        f"{days:.1f} days left at the current rate"
-        if days is not None
-        else "not filling (or too early to tell)"
-    )
-    line = (
-        f"disk: {disk['free_bytes'] / mib:,.0f} MiB free of {disk['total_bytes'] / mib:,.0f} MiB, "
-        f"{disk['headroom_bytes'] / mib:,.0f} MiB above the {disk['reserve_bytes'] / mib:,.0f} MiB "
-        f"reserve; {lasts}"
-    )
-    return line + ("; REFUSING NEW DATA" if disk.get("refusing") else "")
-
-
-def _retention_line(stats: dict[str, Any]) -> str:
-    """The history's retention job in a line: an admin key sees it in /system."""
-    oldest = stats.get("oldest_reading_ms")
-    last = stats.get("last_run_at_ms")
-    return (
-        f"retention: {stats['readings_deleted']} readings deleted in {stats['runs']} run(s), "
-        f"last run {iso_from_ms(last) if last else 'not yet'}, oldest reading kept "
-        f"{iso_from_ms(oldest) if oldest else 'none'}"
-        + (f", last error: {stats['last_error']}" if stats.get("last_error") else "")
-    )
