@@ -20,10 +20,19 @@ from fogline.domain.errors import Unavailable
 log = logging.getLogger(__name__)
 
 AnswerHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+# The most a model may answer to one call. The answer is read in chunks and refused as soon
+# as it passes this: a model's answer can never take the platform's memory (a 150 MB answer
+# once took it from 134 to 568 MB).
+MAX_ANSWER_BYTES = 32 * 1024**2
+READ_CHUNK_BYTES = 64 * 1024
 
 
 class ModelCallFailed(Unavailable):
     """The model did not answer a call as the contract says."""
+
+
+class AnswerTooLarge(ModelCallFailed):
+    """The model's answer was over MAX_ANSWER_BYTES: refused unread."""
 
 
 class ModelClient(Protocol):
@@ -66,13 +75,15 @@ class HttpModelClient:
         async with self.session.request(
             method, url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
         ) as answer:
-            return answer.status, await answer.read()
+            return answer.status, await _read_bounded(answer, MAX_ANSWER_BYTES)
 
     async def health(self, timeout: float) -> tuple[bool, str]:
         try:
             status, content = await self._call("GET", self.health_url, timeout)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return False, f"health check failed: {_describe(exc)}"
+        except AnswerTooLarge as exc:
+            return False, f"health check failed: {exc.message}"
         if status == 200:
             return True, "ok"
         return False, f"health check answered {status}: {_text(content)}"
@@ -97,6 +108,22 @@ class HttpModelClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_bounded(answer: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The answer's body, or AnswerTooLarge as soon as it is known to pass `limit` (from its
+    Content-Length, or while it is read); the connection is then dropped, not drained."""
+    too_large = f"the model answered more than {limit} bytes; the most one answer may be"
+    if answer.content_length is not None and answer.content_length > limit:
+        raise AnswerTooLarge(f"{too_large} ({answer.content_length} announced)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in answer.content.iter_chunked(READ_CHUNK_BYTES):
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge(too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _describe(exc: BaseException) -> str:
@@ -137,10 +164,15 @@ class AmqpModelClient:
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         key = message.correlation_id or ""
-        try:
-            body = orjson.loads(message.body)
-        except orjson.JSONDecodeError:
-            body = {"error": "the model answered with something that is not JSON"}
+        if len(message.body) > MAX_ANSWER_BYTES:
+            # The broker has it in memory already (RabbitMQ bounds a message at 128 MiB);
+            # the platform does not go on to parse it.
+            body = {"error": f"the model answered more than {MAX_ANSWER_BYTES} bytes"}
+        else:
+            try:
+                body = orjson.loads(message.body)
+            except orjson.JSONDecodeError:
+                body = {"error": "the model answered with something that is not JSON"}
         future = self._waiting.pop(key, None)
         if future is not None and not future.done():
             future.set_result(body)
