@@ -396,6 +396,26 @@ class SqlTelemetryStore:
             return cast(text, Float(53))
         return text
 
+    def _bucket_columns(
+        self, kinds: dict[str, ValueKind], bucket_ms: int, central: str
+    ) -> tuple[Any, list[str], list[Any]]:
+        """The bucket of each reading, and per telemetry (in name order) its count (`n<i>`) and,
+        unless it is text, its `central` ("avg" or "sum": `<central><i>`), min and max."""
+        r = s.readings
+        bucket = (r.c.ts - r.c.ts % bucket_ms).label("bucket")
+        names = sorted(kinds)
+        columns: list[Any] = [bucket]
+        for i, name in enumerate(names):
+            value = self._extract(name, kinds[name])
+            columns.append(func.count(value).label(f"n{i}"))
+            if kinds[name] is not ValueKind.TEXT:
+                columns += [
+                    getattr(func, central)(value).label(f"{central}{i}"),
+                    func.min(value).label(f"min{i}"),
+                    func.max(value).label(f"max{i}"),
+                ]
+        return bucket, names, columns
+
     def downsample(
         self,
         tenant: str,
@@ -408,18 +428,7 @@ class SqlTelemetryStore:
         """avg/min/max/count per bucket and telemetry in one scan of the asset's readings.
         Text telemetry gets counts only."""
         r = s.readings
-        bucket = (r.c.ts - r.c.ts % bucket_ms).label("bucket")
-        names = sorted(kinds)
-        columns: list[Any] = [bucket]
-        for i, name in enumerate(names):
-            value = self._extract(name, kinds[name])
-            columns.append(func.count(value).label(f"n{i}"))
-            if kinds[name] is not ValueKind.TEXT:
-                columns += [
-                    func.avg(value).label(f"avg{i}"),
-                    func.min(value).label(f"min{i}"),
-                    func.max(value).label(f"max{i}"),
-                ]
+        bucket, names, columns = self._bucket_columns(kinds, bucket_ms, "avg")
         result: dict[str, list[Bucket]] = {n: [] for n in names}
         with self.engine.connect() as conn:
             sid = self._series_id(conn, tenant, asset)
@@ -494,18 +503,7 @@ class SqlTelemetryStore:
         parts: dict[str, dict[int, _Part]],
     ) -> bool:
         r = s.readings
-        bucket = (r.c.ts - r.c.ts % bucket_ms).label("bucket")
-        names = sorted(kinds)
-        columns: list[Any] = [bucket]
-        for i, name in enumerate(names):
-            value = self._extract(name, kinds[name])
-            columns.append(func.count(value).label(f"n{i}"))
-            if kinds[name] is not ValueKind.TEXT:
-                columns += [
-                    func.sum(value).label(f"sum{i}"),
-                    func.min(value).label(f"min{i}"),
-                    func.max(value).label(f"max{i}"),
-                ]
+        bucket, names, columns = self._bucket_columns(kinds, bucket_ms, "sum")
         rows = conn.execute(
             select(*columns)
             .where(r.c.series_id == sid, r.c.ts >= start, r.c.ts < end)
