@@ -97,6 +97,17 @@ class Api:
         await self.http.aclose()
 
 
+async def stored_numbers(api: Api, t0: int, count: int) -> list[int]:
+    """The rpm values of asset m1 stored from t0 on, for `count` ms: tests number each reading
+    by its rpm (and its ts, t0 + the number)."""
+    r = await api.http.get(
+        "/tenants/default/assets/m1/telemetry/history",
+        params={"keys": "rpm", "from": str(t0), "to": str(t0 + count), "limit": 100_000},
+    )
+    assert r.status_code == 200, r.text
+    return [int(p[1]) for p in r.json()["series"]["rpm"]["points"]]
+
+
 @pytest.fixture
 def platform_settings(tmp_path: Path) -> Callable[..., Any]:
     from fogline.app.settings import load_settings

@@ -14,26 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 from fogline.app.platform import Platform
-from tests.conftest import Api, async_wait_for, setup_motor
+from tests.conftest import Api, async_wait_for, setup_motor, stored_numbers
 from tests.mqtt_client import RecordingDevice
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def broker_check(api: Api) -> dict[str, Any]:
     body: dict[str, Any] = (await api.http.get("/ready")).json()
     return body.get("checks", {}).get("broker", {})
-
-
-async def stored_numbers(api: Api, t0: int, count: int) -> set[int]:
-    r = await api.http.get(
-        "/tenants/default/assets/m1/telemetry/history",
-        params={"keys": "rpm", "from": str(t0), "to": str(t0 + count), "limit": 100_000},
-    )
-    assert r.status_code == 200, r.text
-    return {int(p[1]) for p in r.json()["series"]["rpm"]["points"]}
 
 
 async def test_a_killed_broker_is_brought_back_and_nothing_acknowledged_is_lost(
@@ -47,7 +34,7 @@ async def test_a_killed_broker_is_brought_back_and_nothing_acknowledged_is_lost(
     device = RecordingDevice(host, port, await setup_motor(api), rate=200, state_bytes=10)
     try:
         device.start()
-        await async_wait_for(lambda: _true(len(device.acked) > 100), what="readings flowing")
+        await async_wait_for(lambda: len(device.acked) > 100, what="readings flowing")
         killed = platform.nats.pid
         assert killed is not None
         os.kill(killed, signal.SIGKILL)
@@ -63,16 +50,9 @@ async def test_a_killed_broker_is_brought_back_and_nothing_acknowledged_is_lost(
         assert "fogline_broker_restarts_total 1.0" in (await api.http.get("/metrics")).text
         acked_then = len(device.acked)
         await async_wait_for(
-            lambda: _true(len(device.acked) > acked_then + 100), what="the device publishing again"
+            lambda: len(device.acked) > acked_then + 100, what="the device publishing again"
         )
-        device.stop_publishing()
-        await async_wait_for(lambda: _true(device.unacked() == 0), what="every reading acked")
-        acked = set(device.acked)
-
-        async def all_stored() -> bool:
-            return acked <= await stored_numbers(api, device.t0, device.sent)
-
-        await async_wait_for(all_stored, timeout=60, what="every acknowledged reading stored")
+        await _every_acknowledged_reading_stored(api, device)
     finally:
         device.close()
         await api.close()
@@ -90,7 +70,7 @@ async def test_a_frozen_broker_is_told_then_replaced_and_nothing_acknowledged_is
     device = RecordingDevice(host, port, await setup_motor(api), rate=200, state_bytes=10)
     try:
         device.start()
-        await async_wait_for(lambda: _true(len(device.acked) > 100), what="readings flowing")
+        await async_wait_for(lambda: len(device.acked) > 100, what="readings flowing")
         frozen = platform.nats.pid
         assert frozen is not None
         os.kill(frozen, signal.SIGSTOP)
@@ -116,7 +96,7 @@ async def test_a_frozen_broker_is_told_then_replaced_and_nothing_acknowledged_is
             os.kill(frozen, signal.SIGCONT)  # killed, not stopped: waking it changes nothing
         acked_then = len(device.acked)
         await async_wait_for(
-            lambda: _true(len(device.acked) > acked_then + 100), what="the device publishing again"
+            lambda: len(device.acked) > acked_then + 100, what="the device publishing again"
         )
         await _every_acknowledged_reading_stored(api, device)
     finally:
@@ -141,11 +121,11 @@ async def test_a_graceful_restart_under_load_loses_nothing(
         for _ in range(2):
             acked_then = len(device.acked)
             await async_wait_for(
-                lambda n=acked_then: _true(len(device.acked) > n + 200), what="readings flowing"
+                lambda n=acked_then: len(device.acked) > n + 200, what="readings flowing"
             )
             await platform.nats.restart("a test")
         await async_wait_for(
-            lambda: _true(len(device.acked) > acked_then + 400), what="the device publishing again"
+            lambda: len(device.acked) > acked_then + 400, what="the device publishing again"
         )
         await _every_acknowledged_reading_stored(api, device)
         assert platform.nats.restarts == 2
@@ -157,11 +137,11 @@ async def test_a_graceful_restart_under_load_loses_nothing(
 
 async def _every_acknowledged_reading_stored(api: Api, device: RecordingDevice) -> None:
     device.stop_publishing()
-    await async_wait_for(lambda: _true(device.unacked() == 0), what="every reading acked")
+    await async_wait_for(lambda: device.unacked() == 0, what="every reading acked")
     acked = set(device.acked)
 
     async def all_stored() -> set[int] | None:
-        stored = await stored_numbers(api, device.t0, device.sent)
+        stored = set(await stored_numbers(api, device.t0, device.sent))
         return stored if acked <= stored else None
 
     stored = await async_wait_for(all_stored, timeout=60, what="every acknowledged reading")

@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from fogline.app.platform import Platform
-from tests.conftest import Api, async_wait_for, setup_motor
+from tests.conftest import Api, async_wait_for, setup_motor, stored_numbers
 from tests.mqtt_client import Device, RecordingDevice
 
 MiB = 1024 * 1024
@@ -48,15 +48,6 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-async def stored_numbers(api: Api, t0: int, count: int) -> list[int]:
-    r = await api.http.get(
-        "/tenants/default/assets/m1/telemetry/history",
-        params={"keys": "rpm", "from": str(t0), "to": str(t0 + count), "limit": 100_000},
-    )
-    assert r.status_code == 200, r.text
-    return [int(p[1]) for p in r.json()["series"]["rpm"]["points"]]
 
 
 @pytest.fixture
@@ -126,13 +117,13 @@ async def test_a_filling_disk_refuses_data_before_it_is_full_and_loses_nothing(
 
         await async_wait_for(taking_data, timeout=30, what="the platform taking data again")
         await async_wait_for(
-            lambda: _true(len(device.acked) > acked_at_refusal + 100),
+            lambda: len(device.acked) > acked_at_refusal + 100,
             timeout=30,
             what="the device's held-back readings acknowledged",
         )
         device.stop_publishing()
         await async_wait_for(
-            lambda: _true(device.unacked() == 0), timeout=60, what="every reading acknowledged"
+            lambda: device.unacked() == 0, timeout=60, what="every reading acknowledged"
         )
         acked = set(device.acked)
 
@@ -151,10 +142,6 @@ async def test_a_filling_disk_refuses_data_before_it_is_full_and_loses_nothing(
         device.close()
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
 async def test_a_disk_filled_at_once_is_noticed_and_recovered_without_a_restart(
     small_fs: Path, platform_on_small_fs: tuple[Platform, Api]
 ) -> None:
@@ -171,7 +158,7 @@ async def test_a_disk_filled_at_once_is_noticed_and_recovered_without_a_restart(
     ballast = small_fs / "ballast"
     try:
         device.start()
-        await async_wait_for(lambda: _true(len(device.acked) > 200), what="readings flowing")
+        await async_wait_for(lambda: len(device.acked) > 200, what="readings flowing")
         # Everything left, in one go (dd stops at the first "no space left").
         await asyncio.to_thread(
             subprocess.run,
@@ -192,7 +179,7 @@ async def test_a_disk_filled_at_once_is_noticed_and_recovered_without_a_restart(
         await async_wait_for(recovered, timeout=60, what="the platform taking data again")
         before = len(device.acked)
         await async_wait_for(
-            lambda: _true(len(device.acked) > before + 200), what="readings flowing again"
+            lambda: len(device.acked) > before + 200, what="readings flowing again"
         )
         disk = (await api.http.get("/system")).json()["disk"]
         assert disk["refusals"] >= 1 and disk["store_failure"] is None
