@@ -442,13 +442,11 @@ class EmbeddedNats:
             size = self.log_path.stat().st_size
             if size < self._log_offset:
                 self._log_offset = 0  # rotated
-            if size == self._log_offset:
-                return
-            with self.log_path.open("rb") as f:
-                f.seek(self._log_offset)
-                chunk = f.read(1024**2)
         except OSError:
             return
+        if size == self._log_offset:
+            return
+        chunk = self._log_since(self._log_offset)
         complete = chunk.rfind(b"\n") + 1
         self._log_offset += complete
         for raw in chunk[:complete].splitlines():
@@ -618,15 +616,16 @@ class EmbeddedNats:
         process.send_signal(signal.SIGHUP)
 
         async def reloaded() -> bool:
-            return RELOADED_MARKER in self._log_since(offset)
+            return RELOADED_MARKER.encode() in self._log_since(offset)
 
         if not await wait_until(reloaded, RELOAD_WAIT_S, interval_s=0.02):
             log.warning("nats.devices_not_shut_out", extra={"fields": {"waited_s": RELOAD_WAIT_S}})
 
-    def _log_since(self, offset: int) -> str:
+    def _log_since(self, offset: int) -> bytes:
+        """At most 1 MiB of nats-server's log from `offset` (nothing when it cannot be read)."""
         try:
             with self.log_path.open("rb") as f:
                 f.seek(offset)
-                return f.read(1024**2).decode(errors="replace")
+                return f.read(1024**2)
         except OSError:
-            return ""
+            return b""
