@@ -58,6 +58,11 @@ async def test_a_tenant_key_never_reaches_another_tenant(api: Api) -> None:
         ("GET", "/tenants/globex/ingest/stats", None),
         ("GET", "/tenants/globex/api-keys", None),
         ("POST", "/tenants/globex/api-keys", {"name": "backdoor"}),
+        ("GET", "/tenants/globex/retention", None),
+        ("PUT", "/tenants/globex/retention", {"history": "1h"}),
+        ("GET", "/tenants/globex/asset-types/motor/retention", None),
+        ("PUT", "/tenants/globex/asset-types/motor/retention", {"history": "1h"}),
+        ("GET", "/metrics", None),
         ("POST", "/tenants", {"id": "evil"}),
     ]
     for method, path, body in attempts:
@@ -69,6 +74,8 @@ async def test_a_tenant_key_never_reaches_another_tenant(api: Api) -> None:
     assert r.status_code == 200 and r.json()["name"] == "g1"
     r = await globex.http.get("/tenants/globex/devices")
     assert [d["id"] for d in r.json()] == ["gd1"]
+    r = await globex.http.get("/tenants/globex/retention")
+    assert r.status_code == 200 and "1h" not in r.text
     assert [t["id"] for t in (await acme.http.get("/tenants")).json()] == ["acme"]
     # The same ids in two tenants are two different things.
     await setup_motor(acme, tenant="acme", asset="g1", device="gd1")
