@@ -39,6 +39,7 @@ from fogline.ingest.queries import TelemetryQueries
 from fogline.ingest.retention import RetentionJob, RetentionJobSettings, RetentionPolicies
 from fogline.ingest.validation import IngestLimits
 from fogline.ingest.worker import HistorianSupervisor, HistorianWorkerConfig
+from fogline.models.companion import CompanionSettings
 from fogline.models.deployment import DeploymentManager, SagaSettings
 from fogline.models.lifecycle import ModelLifecycle
 from fogline.models.mappings import ModelMappingService
@@ -261,7 +262,9 @@ async def build_models(
         )
     )
     lifecycle = ModelLifecycle(b.db.models, b.bus)
-    mappings = ModelMappingService(b.db.models, b.db.model_mappings, b.db.assets, b.bus)
+    mappings = ModelMappingService(
+        b.db.models, b.db.model_mappings, b.db.assets, b.db.telemetry, b.bus
+    )
     packages = PackageStore(
         s.package_dir,
         b.db.models,
@@ -284,6 +287,8 @@ async def build_models(
             health_interval_s=s.model_health_interval,
             health_timeout_s=s.model_start_timeout,
             max_health_failures=s.model_max_health_failures,
+            # A model's outputs are chunked under the limit the historian holds them to.
+            companion=CompanionSettings(max_message_bytes=s.max_message_bytes),
         ),
     )
     subscription = await deployments.follow_changes(b.bus)

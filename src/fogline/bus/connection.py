@@ -295,7 +295,29 @@ class Bus:
         `duplicate` when an earlier try was stored (`deadline_s`: by default
         TELEMETRY_PUBLISH_DEADLINE_S). Raises PublishNotStored when surely nothing was stored,
         PublishFateUnknown when that could not be learned in time."""
-        subject = self.subjects.telemetry(tenant, device)
+        return await self._publish_stored(
+            self.subjects.telemetry(tenant, device), payload, msg_id, deadline_s
+        )
+
+    async def publish_model_outputs(
+        self,
+        tenant: str,
+        model: str,
+        version: str,
+        payload: bytes,
+        msg_id: str,
+        deadline_s: float | None = None,
+    ) -> PublishAck:
+        """A data companion writes its model's outputs back as telemetry: tried again under
+        the same `msg_id` as `publish_telemetry` is, and raising what it raises."""
+        return await self._publish_stored(
+            self.subjects.model_outputs(tenant, model, version), payload, msg_id, deadline_s
+        )
+
+    async def _publish_stored(
+        self, subject: str, payload: bytes, msg_id: str, deadline_s: float | None
+    ) -> PublishAck:
+        """Publish into a stream, tried again under `msg_id` until stored or `deadline_s`."""
         headers = {"Nats-Msg-Id": msg_id}
         deadline_s = TELEMETRY_PUBLISH_DEADLINE_S if deadline_s is None else deadline_s
         deadline = asyncio.get_running_loop().time() + deadline_s
@@ -340,10 +362,6 @@ class Bus:
                 f"no answer from the hot store within {deadline_s:g} s ({error})"
             )
         raise PublishNotStored(f"the hot store did not take it ({error})")
-
-    async def publish_model_outputs(self, tenant: str, model: str, payload: bytes) -> None:
-        """A data companion writes its model's outputs back as telemetry (raises NatsError)."""
-        await self.js.publish(self.subjects.model_outputs(tenant, model), payload, timeout=5)
 
     async def telemetry_stream_state(self) -> dict[str, Any]:
         """The telemetry stream as JetStream sees it; "unavailable" while JetStream's API is

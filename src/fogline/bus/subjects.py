@@ -22,16 +22,30 @@ _SOURCES = {
     ("devices", "telemetry"): SourceKind.DEVICE,
     ("models", "outputs"): SourceKind.MODEL,
 }
+# A model version as one subject token: a version (semver) never holds '_', and a token may not
+# hold '.', so '.' is written '_' and the token reads back unambiguously.
+_VERSION_TOKEN = re.compile(r"[0-9A-Za-z_+-]{1,64}")
+
+
+def version_token(version: str) -> str:
+    return version.replace(".", "_")
 
 
 @functools.lru_cache(maxsize=65536)
 def _parse_source(root: str, subject: str) -> tuple[SourceKind, str, str] | None:
     # Cached: the historian parses the subject of every message, and sources are few.
     parts = subject.split(".")
+    version = None
+    if len(parts) == 6:  # a model's outputs, with the version as the last token
+        if parts[2] != "models" or not _VERSION_TOKEN.fullmatch(parts[5]):
+            return None
+        version = parts.pop().replace("_", ".")
     if len(parts) != 5 or parts[0] != root or not is_slug(parts[1]) or not is_slug(parts[3]):
         return None
     kind = _SOURCES.get((parts[2], parts[4]))
-    return None if kind is None else (kind, parts[1], parts[3])
+    if kind is None:
+        return None
+    return kind, parts[1], parts[3] if version is None else f"{parts[3]}@{version}"
 
 
 @dataclass(frozen=True)
@@ -55,16 +69,24 @@ class Subjects:
 
     @property
     def model_outputs_filter(self) -> str:
-        return f"{self.root}.*.models.*.outputs"
+        return f"{self.root}.*.models.*.outputs.*"
 
     @property
     def stream_subjects(self) -> list[str]:
-        """Everything the telemetry stream (and so the historian) takes in."""
-        return [self.telemetry_filter, self.model_outputs_filter]
+        """Everything the telemetry stream (and so the historian) takes in. The subject of
+        model outputs without a version (before outputs carried it) is still taken, so that
+        what an older platform left in the hot store is stored after an upgrade."""
+        return [self.telemetry_filter, self.model_outputs_filter, self._unversioned_outputs]
 
-    def model_outputs(self, tenant: str, model: str) -> str:
-        """Where a model's data companion publishes its outputs; only the platform may."""
-        return f"{self.root}.{tenant}.models.{model}.outputs"
+    @property
+    def _unversioned_outputs(self) -> str:
+        return f"{self.root}.*.models.*.outputs"
+
+    def model_outputs(self, tenant: str, model: str, version: str) -> str:
+        """Where a model version's data companion publishes its outputs; only the platform
+        may. The version is part of the subject, so the outputs of two versions are told
+        apart wherever they are stored."""
+        return f"{self.root}.{tenant}.models.{model}.outputs.{version_token(version)}"
 
     def telemetry(self, tenant: str, device: str) -> str:
         return f"{self.root}.{tenant}.devices.{device}.telemetry"

@@ -79,6 +79,10 @@ class Asset:
 
 
 _FLOAT, _INT, _BOOL, _STRING = DType.FLOAT, DType.INT, DType.BOOL, DType.STRING
+# The longest text a string telemetry stores (characters), whoever writes it.
+MAX_STRING_VALUE = 4096
+# The integers a stored value can be: what orjson (and so the store) can carry.
+INT_MIN, UINT_MAX = -(2**63), 2**64 - 1
 
 
 def value_matches(dtype: DType, value: Any) -> bool:

@@ -7,21 +7,23 @@ from enum import Enum, StrEnum
 from typing import Any, NamedTuple
 
 
-class Reading(NamedTuple):
-    """The values of one asset at one time, already checked against its asset type. A named
-    tuple, not a dataclass: the historian makes hundreds of thousands of these a second."""
-
-    tenant: str
-    asset: str
-    ts: int
-    values: dict[str, Any]
-
-
 class SourceKind(StrEnum):
     """Who wrote a message of the telemetry stream: a device, or a model's data companion."""
 
     DEVICE = "device"
     MODEL = "model"
+
+
+class Reading(NamedTuple):
+    """The values of one asset at one time, already checked against its asset type. A named
+    tuple, not a dataclass: the historian makes hundreds of thousands of these a second.
+    `source` says who wrote them: a model's values never replace a device's."""
+
+    tenant: str
+    asset: str
+    ts: int
+    values: dict[str, Any]
+    source: SourceKind = SourceKind.DEVICE
 
 
 class DeadLetterReason(Enum):
@@ -39,6 +41,9 @@ class DeadLetterReason(Enum):
     # A message the historian could not store although it passed validation (found by
     # splitting a failing batch down to it); the error is in the reason.
     UNPROCESSABLE = "unprocessable"
+    # A model's output for telemetry that a device writes on that asset: a model never
+    # overwrites a device's readings.
+    DEVICE_TELEMETRY = "device-telemetry"
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,10 +44,11 @@ from fogline.domain.telemetry import (
     Reading,
     SourceKind,
 )
-from fogline.ingest.cache import RegistryCache
+from fogline.ingest.cache import DeviceTelemetry, RegistryCache
 from fogline.ingest.validation import (
     IngestLimits,
     MessageContext,
+    Outcome,
     clip_payload,
     validate_message,
 )
@@ -117,6 +118,21 @@ class _Batch:
     redelivered_only: bool = False
 
 
+@dataclass
+class _DevicesInBatch:
+    """The telemetry devices wrote in a batch so far, per asset. Indexed only when a model's
+    message comes, from where it was left: a batch of devices' readings costs nothing here."""
+
+    names: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    indexed: int = 0
+
+    def catch_up(self, readings: list[Reading]) -> None:
+        for r in readings[self.indexed :]:
+            if r.source is SourceKind.DEVICE:
+                self.names.setdefault((r.tenant, r.asset), set()).update(r.values)
+        self.indexed = len(readings)
+
+
 class _Stopping(Exception):
     """The historian was asked to stop while a batch could not be committed: it is not acked,
     and the next start gets it again."""
@@ -151,6 +167,7 @@ class Historian:
         self.bus = bus
         self.store = store
         self.cache = cache
+        self.device_telemetry = DeviceTelemetry(store, cache)
         self.limits = limits
         self.batch_size = batch_size
         self.stats = HistorianStats()
@@ -260,6 +277,7 @@ class Historian:
                     extra={"fields": {"committed_seq": done.stored.last_seq}},
                 )
                 self._offset = done.stored
+                self.device_telemetry.forget()  # what that commit held was not learned
                 continue
             except Exception as exc:
                 self._failed("commit", exc)
@@ -286,6 +304,7 @@ class Historian:
                 return
         self._recovered()
         self._record(batch)
+        self.device_telemetry.learn(batch.readings)
         await self._publish_live(batch)
 
     async def _store_poison(self, msg: Any, exc: Exception) -> None:
@@ -398,7 +417,8 @@ class Historian:
             return MessageContext(parts[1][:64], parts[3][:64], received_at, seq)
         kind, tenant, source = parsed
         if kind is SourceKind.MODEL:
-            # A model's outputs are labelled "model:<name>" where a device id would be.
+            # A model's outputs are labelled "model:<name>@<version>" where a device id would
+            # be (the subject carries the version).
             return MessageContext(tenant, f"model:{source}", received_at, seq, trusted_source=True)
         return MessageContext(tenant, source, received_at, seq)
 
@@ -409,6 +429,7 @@ class Historian:
         live: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         subjects = self.bus.subjects
         committed = self._offset.last_seq if self._offset else 0
+        devices = _DevicesInBatch()
         for msg in msgs:
             meta = msg.metadata
             seq = meta.sequence.stream
@@ -444,6 +465,9 @@ class Historian:
                 counters[3] = max(counters[3], received_at)
                 continue
             outcome = validate_message(ctx, msg.data, self.cache, self.limits)
+            if ctx.trusted_source and outcome.readings:
+                devices.catch_up(batch.readings)
+                self._refuse_device_telemetry(ctx, outcome, devices)
             batch.messages += 1
             batch.readings.extend(outcome.readings)
             batch.values += outcome.value_count
@@ -465,6 +489,37 @@ class Historian:
         ]
         batch.redelivered_only = batch.skipped == len(msgs)
         return batch
+
+    def _refuse_device_telemetry(
+        self, ctx: MessageContext, outcome: Outcome, devices: _DevicesInBatch
+    ) -> None:
+        """A model's values of telemetry that a device writes on that asset (before, or
+        earlier in this batch) are refused: a model never overwrites a device's readings."""
+        kept: list[Reading] = []
+        for reading in outcome.readings:
+            key = (reading.tenant, reading.asset)
+            owned = self.device_telemetry.of(*key)
+            in_batch = devices.names.get(key, ())
+            clash = [n for n in reading.values if n in owned or n in in_batch]
+            if not clash:
+                kept.append(reading)
+                continue
+            for name in clash:
+                outcome.dead_letters.append(
+                    ctx.dead_letter(
+                        DeadLetterReason.DEVICE_TELEMETRY,
+                        f"a device writes {name!r} on asset {reading.asset!r}; a model's output "
+                        "never replaces a device's telemetry",
+                        clip_payload(orjson.dumps({name: reading.values[name]})),
+                        asset=reading.asset,
+                        telemetry=name,
+                    )
+                )
+            outcome.value_count -= len(clash)
+            values = {n: v for n, v in reading.values.items() if n not in clash}
+            if values:
+                kept.append(reading._replace(values=values))
+        outcome.readings = kept
 
     def _commit(self, batch: _Batch) -> None:
         if batch.redelivered_only:

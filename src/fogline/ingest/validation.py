@@ -17,21 +17,28 @@ from typing import Any, Protocol
 
 import orjson
 
-from fogline.domain.assets import AssetType, DType, TelemetryDefinition, value_matches
-from fogline.domain.telemetry import DeadLetter, DeadLetterReason, Reading
+from fogline.domain.assets import (
+    INT_MIN,
+    MAX_STRING_VALUE,
+    UINT_MAX,
+    AssetType,
+    DType,
+    TelemetryDefinition,
+    value_matches,
+)
+from fogline.domain.telemetry import DeadLetter, DeadLetterReason, Reading, SourceKind
 from fogline.domain.timeseries import (
     EARLIEST_TS_MS,
     MAX_FUTURE_SKEW_MS,
     reading_timestamp_problem,
 )
 
-MAX_STRING_VALUE = 4096
 _FLOAT = DType.FLOAT
+_MODEL, _DEVICE = SourceKind.MODEL, SourceKind.DEVICE
 _INF = float("inf")
 DEAD_LETTER_PAYLOAD_LIMIT = 2048
 # The widest asset and telemetry names a dead letter keeps (its SQL columns' width).
 DEAD_LETTER_NAME_LIMIT = 200
-_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1  # what orjson (and so the store) can carry
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ def _marker_text(value: Any) -> str:
 
 def _parse_int(text: str) -> int | Unrepresentable:
     value = int(text)
-    return value if _INT_MIN <= value <= _UINT_MAX else Unrepresentable(text)
+    return value if INT_MIN <= value <= UINT_MAX else Unrepresentable(text)
 
 
 def _loads_lenient(payload: bytes) -> Any:
@@ -354,7 +361,8 @@ def _validate_reading(
             continue
         accepted[name] = value
     if accepted:
-        outcome.readings.append(Reading(ctx.tenant, asset_id, ts, accepted))
+        source = _MODEL if ctx.trusted_source else _DEVICE
+        outcome.readings.append(Reading(ctx.tenant, asset_id, ts, accepted, source))
         outcome.value_count += len(accepted)
 
 

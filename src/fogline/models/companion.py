@@ -12,8 +12,9 @@ for, calls the model, and writes the model's outputs back as telemetry of the ma
 - A synchronous model answers the call; an asynchronous one answers on the callback URL the
   companion gives it (or, over AMQP, on the reply queue); an answer that does not come within
   `timeoutMs` is recorded as a stale request.
-- Outputs are published on the model's outputs subject in the telemetry stream, so the
-  historian validates, stores and streams them like any device's readings.
+- Outputs are checked value by value and published on the model version's outputs subject in
+  the telemetry stream (`outputs.py`), so the historian validates, stores and streams them like
+  any device's readings; an output may only be at the time of a reading of its request.
 """
 
 from __future__ import annotations
@@ -30,12 +31,17 @@ from typing import Any
 import orjson
 
 from fogline.bus.connection import Bus, Subscription
-from fogline.bus.errors import BusError
 from fogline.domain.errors import FoglineError
 from fogline.domain.models import StaleRequest
 from fogline.domain.timeseries import now_ms
 from fogline.models.manifest import TriggerType
 from fogline.models.mappings import ResolvedAsset
+from fogline.models.outputs import (
+    Allowed,
+    OutputRefusal,
+    OutputWriter,
+    allowed_timestamps,
+)
 from fogline.models.runtimes.base import ModelSpec
 from fogline.models.transport import ModelClient
 from fogline.retry import retrying
@@ -45,7 +51,6 @@ from fogline.store.telemetry import TelemetryStore
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[], Awaitable[list[ResolvedAsset]]]
-OUTPUT_CHUNK = 1000
 CALL_BACKOFF_S = 0.1  # before a call's second attempt, doubled before each next
 
 
@@ -55,6 +60,9 @@ class CompanionSettings:
     max_queue: int = 100_000
     concurrency: int = 4  # stateless models only
     call_attempts: int = 3
+    # The platform's max_message_bytes: no chunk of outputs is larger (the historian would
+    # refuse it whole).
+    max_message_bytes: int = 256 * 1024
 
 
 @dataclass
@@ -65,8 +73,9 @@ class CompanionStats:
     dropped: int = 0  # the queue was full (the model is far slower than its input)
     calls: int = 0
     scored: int = 0  # readings sent in successful calls
-    outputs: int = 0  # output values written back
+    outputs: int = 0  # output values written back (acknowledged by the hot store)
     unmapped_outputs: int = 0
+    refused_outputs: int = 0  # output values (or items) refused, unmapped ones included
     failures: int = 0
     stale: int = 0
     pending: int = 0
@@ -80,6 +89,7 @@ class _Pending:
     sent_at: int
     readings: int
     deadline: float
+    allowed: Allowed  # the times its answer may write outputs at
 
 
 @dataclass
@@ -116,7 +126,7 @@ class Companion:
         self.stateful = m.model.stateful
         self.is_async = m.model.is_async
         self.timeout_s = m.model.timeout_ms / 1000
-        self.as_string = {c.data_column_name: c.read_as_string for c in m.outputs}
+        self.outputs = OutputWriter(spec, bus, self.settings.max_message_bytes)
         self._assets: dict[str, _AssetState] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.settings.max_queue)
@@ -309,7 +319,7 @@ class Companion:
             ):
                 with attempt:
                     started = time.perf_counter()
-                    answer = await self._score(request_id, body, len(readings), wait)
+                    answer = await self._score(request_id, body, readings, wait)
         except FoglineError as exc:
             self.stats.failures += 1
             log.warning(
@@ -327,15 +337,20 @@ class Companion:
         self.stats.last_call_ms = round((time.perf_counter() - started) * 1000, 2)
         if wait:
             self.stats.scored += len(readings)
-            await self._write(answer)
+            await self._write(answer, allowed_timestamps(readings))
         self.stats.pending = len(self._pending)
 
-    async def _score(self, request_id: str, body: bytes, readings: int, wait: bool) -> Any:
+    async def _score(
+        self, request_id: str, body: bytes, readings: list[dict[str, Any]], wait: bool
+    ) -> Any:
         """One attempt of a call. An asynchronous model's request is pending from now until its
         answer comes, or no longer when the call itself failed."""
         if not wait:
             self._pending[request_id] = _Pending(
-                now_ms(), readings, time.monotonic() + self.timeout_s
+                now_ms(),
+                len(readings),
+                time.monotonic() + self.timeout_s,
+                allowed_timestamps(readings),
             )
         try:
             return await self.client.score(request_id, body, self.timeout_s, wait)
@@ -351,7 +366,7 @@ class Companion:
             return False
         self.stats.scored += pending.readings
         self.stats.pending = len(self._pending)
-        await self._write(answer)
+        await self._write(answer, pending.allowed)
         return True
 
     async def _stale_loop(self) -> None:
@@ -375,56 +390,19 @@ class Companion:
 
     # -- outputs --------------------------------------------------------------------------
 
-    def _convert(self, column: str, value: Any) -> Any:
-        """`readAsString` decides the type the output is written as."""
-        if self.as_string.get(column, False):
-            if isinstance(value, bool):
-                return "true" if value else "false"
-            return value if isinstance(value, str) else str(value)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return float(value)
-        return value  # a number or bool as it came; anything else the historian refuses
-
-    async def _write(self, answer: Any) -> None:
-        outputs = answer.get("outputs") if isinstance(answer, dict) else None
-        if not isinstance(outputs, list):
-            self.stats.failures += 1
-            self.stats.last_error = "the model's answer has no 'outputs' list"
-            return
-        readings: list[dict[str, Any]] = []
-        for output in outputs:
-            if not isinstance(output, dict) or not isinstance(output.get("values"), dict):
+    async def _write(self, answer: Any, allowed: Allowed) -> None:
+        mappings = {asset: state.mapping for asset, state in self._assets.items()}
+        result = await self.outputs.write(answer, allowed, mappings)
+        self.stats.outputs += result.written
+        for refusal in result.refused:
+            self.stats.refused_outputs += 1
+            if refusal.reason_code == OutputRefusal.UNMAPPED:
                 self.stats.unmapped_outputs += 1
-                continue
-            state = self._assets.get(str(output.get("asset")))
-            if state is None:
-                self.stats.unmapped_outputs += 1
-                continue
-            values = {}
-            for column, value in output["values"].items():
-                telemetry = state.mapping.outputs.get(column)
-                if telemetry is None:
-                    self.stats.unmapped_outputs += 1
-                    continue
-                values[telemetry] = self._convert(column, value)
-            if values:
-                reading = {"asset": state.mapping.asset, "values": values}
-                if isinstance(output.get("ts"), int):
-                    reading["ts"] = output["ts"]
-                readings.append(reading)
-                self.stats.outputs += len(values)
-        for i in range(0, len(readings), OUTPUT_CHUNK):
-            payload = orjson.dumps({"readings": readings[i : i + OUTPUT_CHUNK]})
-            try:
-                await self.bus.publish_model_outputs(self.spec.tenant, self.spec.name, payload)
-            except (BusError, TimeoutError) as exc:
+            elif refusal.reason_code == OutputRefusal.MALFORMED:
                 self.stats.failures += 1
-                self.stats.last_error = f"writing outputs failed: {exc}"
-                log.error(
-                    "companion.write_failed",
-                    extra={"fields": {"model": self.spec.key, "error": str(exc)}},
-                )
+                self.stats.last_error = refusal.reason
+            elif refusal.reason_code == OutputRefusal.PUBLISH_FAILED:
+                self.stats.last_error = refusal.reason
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self.stats), "assets": self.assets}

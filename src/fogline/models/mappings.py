@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from fogline.bus.events import EventPublisher, MappingsChanged
 from fogline.domain.assets import AssetType, DType
@@ -49,17 +50,25 @@ class ResolvedAsset:
     outputs: dict[str, str]
 
 
+class DeviceTelemetryLookup(Protocol):
+    def device_telemetry(self, tenant: str, assets: Sequence[str]) -> dict[str, set[str]]:
+        """Per asset: the telemetry a device has ever written on it."""
+        ...
+
+
 class ModelMappingService:
     def __init__(
         self,
         models: ModelStore,
         mappings: ModelMappingStore,
         assets: AssetStore,
+        telemetry: DeviceTelemetryLookup,
         events: EventPublisher,
     ) -> None:
         self.models = models
         self.mappings = mappings
         self.assets = assets
+        self.telemetry = telemetry
         # mappings.changed after every change: running companions follow at once.
         self.events = events
 
@@ -125,6 +134,7 @@ class ModelMappingService:
         problems = list(found)
         assets = self._targets(tenant, model, request.assets, "assets", problems)
         types = self._targets(tenant, model, request.asset_types, "asset_types", problems)
+        problems += self._output_conflicts(tenant, assets, types)
         if problems:
             raise InvalidInput.of(problems, "mappings")
         mappings = ModelMappings(tuple(assets), tuple(types))
@@ -174,6 +184,48 @@ class ModelMappingService:
                     result.append(Mapping(direction, column.name, target, telemetry))
         return result
 
+    def _output_conflicts(
+        self, tenant: str, assets: list[Mapping], types: list[Mapping]
+    ) -> list[Problem]:
+        """Outputs that would write a telemetry the model reads on the same assets (each output
+        would feed the model again), or one that devices write on a mapped asset (the model
+        would overwrite the devices' readings). For a type: its assets now, except those with
+        a mapping of their own."""
+        problems: list[Problem] = []
+        own = {m.target for m in assets}
+        for key, mappings in (("assets", assets), ("asset_types", types)):
+            by_target: dict[str, list[Mapping]] = {}
+            for m in mappings:
+                by_target.setdefault(m.target, []).append(m)
+            for target, bound in by_target.items():
+                outputs = [m for m in bound if m.direction is Direction.OUTPUT]
+                read = {m.telemetry: m.column for m in bound if m.direction is Direction.INPUT}
+                covered = [target] if key == "assets" else self._type_assets(tenant, target, own)
+                written = self.telemetry.device_telemetry(tenant, covered) if outputs else {}
+                for m in outputs:
+                    where = f"{key}.{target}.outputs.{m.column}"
+                    if m.telemetry in read:
+                        problems.append(
+                            Problem(
+                                where,
+                                f"writes {m.telemetry!r}, which this model reads (input "
+                                f"{read[m.telemetry]!r}): each output would feed it again",
+                            )
+                        )
+                    writers = sorted(a for a, names in written.items() if m.telemetry in names)
+                    if writers:
+                        problems.append(
+                            Problem(
+                                where,
+                                f"devices write {m.telemetry!r} on {_some(writers, 'asset')}; "
+                                "a model's output may not overwrite a device's telemetry",
+                            )
+                        )
+        return problems
+
+    def _type_assets(self, tenant: str, type_id: str, own: set[str]) -> list[str]:
+        return [a.id for a in self.assets.list_assets(tenant, type_id) if a.id not in own]
+
     def _type_of(
         self, tenant: str, key: str, target: str, where: str, problems: list[Problem]
     ) -> AssetType | None:
@@ -218,6 +270,13 @@ class ModelMappingService:
                     target[m.column] = m.telemetry
                 resolved[asset.id] = entry
         return [resolved[a] for a in sorted(resolved)]
+
+
+def _some(names: list[str], noun: str, shown: int = 5) -> str:
+    """`asset 'a'`, `assets 'a', 'b'`, or the first few and how many more."""
+    listed = ", ".join(repr(n) for n in names[:shown])
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{noun}{'s' if len(names) > 1 else ''} {listed}{more}"
 
 
 def _binding_problem(column: TemplateColumn, asset_type: AssetType, telemetry: str) -> str | None:

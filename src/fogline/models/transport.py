@@ -12,10 +12,10 @@ from typing import Any, Protocol
 
 import aio_pika
 import aiohttp
-import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from fogline.domain.errors import Unavailable
+from fogline.models.outputs import load_answer
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ class HttpModelClient:
         if status != 200:
             raise ModelCallFailed(f"score answered {status}: {_text(content)}")
         try:
-            return orjson.loads(content)
-        except orjson.JSONDecodeError:
+            return load_answer(content)
+        except ValueError:
             raise ModelCallFailed("score answered with something that is not JSON") from None
 
     async def close(self) -> None:
@@ -170,8 +170,8 @@ class AmqpModelClient:
             body = {"error": f"the model answered more than {MAX_ANSWER_BYTES} bytes"}
         else:
             try:
-                body = orjson.loads(message.body)
-            except orjson.JSONDecodeError:
+                body = load_answer(message.body)
+            except ValueError:
                 body = {"error": "the model answered with something that is not JSON"}
         future = self._waiting.pop(key, None)
         if future is not None and not future.done():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -89,9 +90,15 @@ class ModelHost:
         return bool(verdict), {"status": "ok" if verdict else "unhealthy"}
 
     def answer(self, request: ScoreRequest, outputs: list[Output]) -> bytes:
-        return orjson.dumps(
-            {"request_id": request.request_id, "outputs": [o.to_json() for o in outputs]}
-        )
+        document = {"request_id": request.request_id, "outputs": [o.to_json() for o in outputs]}
+        payload = orjson.dumps(document)
+        if b"null" in payload:
+            # orjson writes NaN and the infinities as null: the platform would see a null and
+            # never the value the model gave. Python's json writes them as NaN and Infinity,
+            # which the platform reads and refuses value by value, keeping what they were.
+            with contextlib.suppress(TypeError, ValueError):
+                payload = json.dumps(document).encode()
+        return payload
 
 
 def serve(

@@ -237,12 +237,43 @@ def _v5_retention(op: Operations) -> None:
     )
 
 
+def _v6_output_sources(op: Operations) -> None:
+    """Who writes each telemetry: `latest_values.source`. The history does not say who wrote
+    what; a telemetry that a model's output is mapped to now is taken as the model's, every
+    other as a device's. Dead letters name a model version's outputs, longer than a device id."""
+    op.add_column(
+        "latest_values", Column("source", String(8), nullable=False, server_default="device")
+    )
+    op.execute(
+        "UPDATE latest_values SET source = 'model' WHERE EXISTS ("
+        " SELECT 1 FROM telemetry_series s"
+        " JOIN model_mappings mm ON mm.asset_id = s.asset_id"
+        " JOIN models m ON m.id = mm.model_id AND m.tenant_id = s.tenant_id"
+        " JOIN template_mappings t ON t.id = mm.template_mapping_id AND t.direction = 'output'"
+        " WHERE s.id = latest_values.series_id AND mm.telemetry = latest_values.name"
+        ") OR EXISTS ("
+        " SELECT 1 FROM telemetry_series s"
+        " JOIN assets a ON a.tenant_id = s.tenant_id AND a.id = s.asset_id"
+        " JOIN asset_type_mappings am ON am.asset_type_id = a.asset_type_id"
+        " JOIN models m ON m.id = am.model_id AND m.tenant_id = s.tenant_id"
+        " JOIN template_mappings t ON t.id = am.template_mapping_id AND t.direction = 'output'"
+        " WHERE s.id = latest_values.series_id AND am.telemetry = latest_values.name)"
+    )
+    if op.get_context().dialect.name != "sqlite":  # SQLite does not hold VARCHAR to a width
+        op.alter_column("dead_letters", "device_id", existing_type=String(64), type_=String(200))
+
+
 # Version 1 is the first released schema. Append steps here; never edit one that shipped.
 MIGRATIONS: list[Migration] = [
     Migration(2, "model management: registries, models, mappings, events", _v2_model_management),
     Migration(3, "deployments: saga state, saga steps, stale requests", _v3_deployments),
     Migration(4, "sagas of any owner: sagas table, saga steps keyed by owner", _v4_sagas),
     Migration(5, "retention: policies per tenant and asset type, hourly aggregates", _v5_retention),
+    Migration(
+        6,
+        "who writes each telemetry (device or model); longer dead-letter sources",
+        _v6_output_sources,
+    ),
 ]
 
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

@@ -162,7 +162,9 @@ readings = Table(
 )
 
 # The newest value of each telemetry of each asset, kept as readings are committed, so that
-# "latest" never scans history (a telemetry may not be in every reading).
+# "latest" never scans history (a telemetry may not be in every reading). `source` (schema
+# version 7) says who writes the telemetry: 'device' once any device has written it on that
+# asset (and from then on), else 'model'. A model's value never replaces a device's.
 latest_values = Table(
     "latest_values",
     metadata,
@@ -170,6 +172,7 @@ latest_values = Table(
     Column("name", String(64), nullable=False),
     Column("ts", BigInteger, nullable=False),
     Column("value_json", Text, nullable=False),
+    Column("source", String(8), nullable=False, server_default="device"),
     PrimaryKeyConstraint("series_id", "name"),
 )
 
@@ -178,7 +181,8 @@ dead_letters = Table(
     metadata,
     Column("id", AutoId, primary_key=True, autoincrement=True),
     Column("tenant_id", String(64), nullable=False),
-    Column("device_id", String(64), nullable=False),
+    # A device id, or a model version's outputs: "model:<name>@<version>" (up to 135).
+    Column("device_id", String(200), nullable=False),
     Column("received_at", BigInteger, nullable=False),
     Column("stream_seq", BigInteger, nullable=True),
     Column("item", Integer, nullable=True),

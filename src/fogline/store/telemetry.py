@@ -20,6 +20,7 @@ from fogline.domain.telemetry import (
     DeviceActivity,
     DeviceStats,
     Reading,
+    SourceKind,
     StoredDeadLetter,
 )
 from fogline.domain.timeseries import Bucket
@@ -27,6 +28,7 @@ from fogline.store import schema as s
 
 SeriesKey = tuple[str, str]  # tenant, asset
 
+_MODEL = SourceKind.MODEL
 # Rows per upsert statement: 500 x 4 parameters stays far below SQLite's and PostgreSQL's limits.
 UPSERT_CHUNK = 500
 
@@ -106,18 +108,39 @@ class TelemetryStore(Protocol):
     def dead_letter_counts(self, tenant: str) -> dict[str, int]: ...
     def device_stats(self, tenant: str) -> list[DeviceStats]: ...
     def count_readings(self, tenant: str, asset: str | None = None) -> int: ...
+    def device_telemetry(self, tenant: str, assets: Sequence[str]) -> dict[str, set[str]]: ...
 
 
+# Upserts into a table of another name.
+_INTO = {"model_readings": "readings"}
+# A latest value that takes the place of the stored one.
+_NEWER = (
+    "excluded.ts >= latest_values.ts "
+    "AND (excluded.source = 'device' OR latest_values.source = 'model')"
+)
 # Per table: its columns, and what a row whose key is already there does.
 _UPSERTS: dict[str, tuple[tuple[str, ...], str]] = {
     "readings": (
         ("series_id", "ts", "values_json"),
         "ON CONFLICT (series_id, ts) DO UPDATE SET values_json = {merge}",
     ),
+    # A model's outputs: merged like a device's readings, except that no value of a telemetry
+    # that a device writes on the asset is replaced (the historian refuses such outputs; this
+    # holds even if one slipped past it).
+    "model_readings": (
+        ("series_id", "ts", "values_json"),
+        "ON CONFLICT (series_id, ts) DO UPDATE SET values_json = {model_merge}",
+    ),
+    # The newer value wins, unless it is a model's and a device writes the telemetry; once a
+    # device has written it, it stays a device's telemetry (even when that value was older).
     "latest_values": (
-        ("series_id", "name", "ts", "value_json"),
-        "ON CONFLICT (series_id, name) DO UPDATE SET ts = excluded.ts, "
-        "value_json = excluded.value_json WHERE excluded.ts >= latest_values.ts",
+        ("series_id", "name", "ts", "value_json", "source"),
+        "ON CONFLICT (series_id, name) DO UPDATE SET "
+        f"ts = CASE WHEN {_NEWER} THEN excluded.ts ELSE latest_values.ts END, "
+        f"value_json = CASE WHEN {_NEWER} THEN excluded.value_json "
+        "ELSE latest_values.value_json END, "
+        "source = CASE WHEN excluded.source = 'device' THEN 'device' "
+        "ELSE latest_values.source END",
     ),
     "device_stats": (
         (
@@ -172,6 +195,22 @@ def _merge_json(dialect: str, column: str) -> str:
     return f"({column}::jsonb || excluded.values_json::jsonb)::text"
 
 
+_DEVICE_NAMES = (
+    "FROM latest_values d WHERE d.series_id = excluded.series_id AND d.source = 'device'"
+)
+
+
+def _merge_model_json(dialect: str, column: str) -> str:
+    """As `_merge_json`, for a model's values: those of telemetry that a device writes on the
+    asset are left out first, so a device's stored value is never replaced. (SQLite: a merge
+    patch with null for a key removes it.)"""
+    if dialect == "sqlite":
+        strip = f"(SELECT json_group_object(d.name, NULL) {_DEVICE_NAMES})"
+        return f"json_patch({column}, json_patch(excluded.values_json, {strip}))"
+    strip = f"ARRAY(SELECT d.name::text {_DEVICE_NAMES})"
+    return f"({column}::jsonb || (excluded.values_json::jsonb - {strip}))::text"
+
+
 class SqlTelemetryStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -194,10 +233,13 @@ class SqlTelemetryStore:
         columns, on_conflict = _UPSERTS[table]
         row = "(" + ", ".join([self._mark] * len(columns)) + ")"
         greatest = "max" if self.dialect == "sqlite" else "greatest"
+        into = _INTO.get(table, table)
         sql = (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * count)} "
+            f"INSERT INTO {into} ({', '.join(columns)}) VALUES {', '.join([row] * count)} "
             + on_conflict.format(
-                merge=_merge_json(self.dialect, "readings.values_json"), greatest=greatest
+                merge=_merge_json(self.dialect, "readings.values_json"),
+                model_merge=_merge_model_json(self.dialect, "readings.values_json"),
+                greatest=greatest,
             )
         )
         self._statements[key] = sql
@@ -242,9 +284,12 @@ class SqlTelemetryStore:
                     raise AlreadyCommitted(stored)
             new_series = self._resolve_series(conn, {(r.tenant, r.asset) for r in readings})
             ids = self._series | new_series
-            rows, latest = _rows(readings, ids)
-            self._upsert_many(conn, "readings", rows)
-            self._upsert_many(conn, "latest_values", latest)
+            rows = _rows(readings, ids)
+            self._upsert_many(conn, "readings", rows.devices)
+            # Before the latest values: what devices write is what they wrote before this batch
+            # (the historian has already kept a model from a device's values of this batch).
+            self._upsert_many(conn, "model_readings", rows.models)
+            self._upsert_many(conn, "latest_values", rows.latest)
             if dead_letters:
                 conn.execute(insert(s.dead_letters), [_dead_letter_row(d) for d in dead_letters])
             self._upsert_many(conn, "device_stats", _activity_rows(activity))
@@ -567,6 +612,26 @@ class SqlTelemetryStore:
             )
         return found
 
+    def device_telemetry(self, tenant: str, assets: Sequence[str]) -> dict[str, set[str]]:
+        """Per asset of `assets`: the telemetry that a device has ever written on it (assets
+        with none are left out)."""
+        series, lv = s.telemetry_series, s.latest_values
+        found: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(assets), UPSERT_CHUNK):
+                query = (
+                    select(series.c.asset_id, lv.c.name)
+                    .select_from(lv.join(series, series.c.id == lv.c.series_id))
+                    .where(
+                        series.c.tenant_id == tenant,
+                        series.c.asset_id.in_(assets[start : start + UPSERT_CHUNK]),
+                        lv.c.source == SourceKind.DEVICE.value,
+                    )
+                )
+                for row in conn.execute(query):
+                    found.setdefault(row.asset_id, set()).add(row.name)
+        return found
+
     def count_readings(self, tenant: str, asset: str | None = None) -> int:
         series = s.telemetry_series
         query = (
@@ -662,36 +727,60 @@ class _Part:
         )
 
 
-def _rows(
-    readings: Sequence[Reading], ids: dict[SeriesKey, int]
-) -> tuple[list[tuple[int, int, str]], list[tuple[int, str, int, str]]]:
+@dataclass
+class _Rows:
+    devices: list[tuple[int, int, str]]  # readings rows of devices' values
+    models: list[tuple[int, int, str]]  # readings rows of models' values
+    latest: list[tuple[int, str, int, str, str]]  # latest_values rows
+
+
+def _rows(readings: Sequence[Reading], ids: dict[SeriesKey, int]) -> _Rows:
     """Rows for `readings` and `latest_values`. Readings of one asset and time are merged
     first (a key may not be upserted twice in one statement), and rows are sorted by key,
     which makes the B-tree inserts about three times faster than arrival order. The loops use
-    dict.update, not per-value Python code: this runs for every reading the platform keeps."""
+    dict.update, not per-value Python code: this runs for every reading the platform keeps.
+
+    Devices' and models' values are merged apart: where both have a value of one telemetry at
+    one time, the device's is kept. A telemetry that a device wrote in the batch is a device's
+    in `latest_values`, with the device's newest value."""
     merged: dict[tuple[int, int], dict[str, Any]] = {}
+    merged_models: dict[tuple[int, int], dict[str, Any]] = {}
     for r in readings:
+        into = merged if r.source is not _MODEL else merged_models
         key = (ids[(r.tenant, r.asset)], r.ts)
-        existing = merged.get(key)
-        merged[key] = r.values if existing is None else {**existing, **r.values}
-    ordered = sorted(merged.items())
-    newest_value: dict[int, dict[str, Any]] = {}
-    newest_ts: dict[int, dict[str, int]] = {}
-    for (sid, ts), values in ordered:  # oldest first, so later readings win
-        if sid in newest_value:
-            newest_value[sid].update(values)
-            newest_ts[sid].update(dict.fromkeys(values, ts))
-        else:
-            newest_value[sid] = dict(values)
-            newest_ts[sid] = dict.fromkeys(values, ts)
+        existing = into.get(key)
+        into[key] = r.values if existing is None else {**existing, **r.values}
     dumps = orjson.dumps
-    rows = [(sid, ts, dumps(values).decode()) for (sid, ts), values in ordered]
-    latest = [
-        (sid, name, newest_ts[sid][name], dumps(value).decode())
-        for sid, values in newest_value.items()
-        for name, value in values.items()
-    ]
-    return rows, latest
+    devices = sorted(merged.items())
+    models = []
+    for key, values in sorted(merged_models.items()):
+        device_values = merged.get(key)
+        if device_values is not None:
+            values = {n: v for n, v in values.items() if n not in device_values}
+        if values:
+            models.append((key, values))
+    latest: dict[tuple[int, str], tuple[int, Any, str]] = {}
+    for source, ordered in (("model", models), ("device", devices)):
+        newest_value: dict[int, dict[str, Any]] = {}
+        newest_ts: dict[int, dict[str, int]] = {}
+        for (sid, ts), values in ordered:  # oldest first, so later readings win
+            if sid in newest_value:
+                newest_value[sid].update(values)
+                newest_ts[sid].update(dict.fromkeys(values, ts))
+            else:
+                newest_value[sid] = dict(values)
+                newest_ts[sid] = dict.fromkeys(values, ts)
+        for sid, values in newest_value.items():  # devices' last: theirs take the place
+            for name, value in values.items():
+                latest[(sid, name)] = (newest_ts[sid][name], value, source)
+    return _Rows(
+        [(sid, ts, dumps(values).decode()) for (sid, ts), values in devices],
+        [(sid, ts, dumps(values).decode()) for (sid, ts), values in models],
+        [
+            (sid, name, ts, dumps(value).decode(), source)
+            for (sid, name), (ts, value, source) in sorted(latest.items())
+        ],
+    )
 
 
 def _dead_letter_row(d: DeadLetter) -> dict[str, Any]:

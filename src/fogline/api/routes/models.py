@@ -30,6 +30,7 @@ from fogline.api.schemas.models import (
 from fogline.domain.errors import InvalidInput, Problem
 from fogline.library.catalog import CATALOG, library_model
 from fogline.models.manifest import MAX_VERSION_LENGTH, SEMVER_PATTERN
+from fogline.models.outputs import load_answer
 
 router = APIRouter(tags=["models"], route_class=FoglineRoute)
 
@@ -238,8 +239,8 @@ async def model_callback(
     """Where an asynchronous model sends its answer. The unguessable token in the URL the
     companion gave it is the credential."""
     try:
-        answer = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
+        answer = load_answer(await request.body())
+    except ValueError:
         raise InvalidInput.of([Problem("body", "not JSON")], "answer") from None
     if not isinstance(answer, dict):
         raise InvalidInput.of([Problem("body", "an answer is an object with 'outputs'")], "answer")
