@@ -278,7 +278,7 @@ def test_migrating_a_version_1_database_gives_the_fresh_schema(db: Database) -> 
     v2_tables = MODEL_TABLES
     fresh = {t: {c["name"] for c in inspect(db.engine).get_columns(t)} for t in v2_tables}
     with db.engine.begin() as conn:
-        for table in [*RETENTION_TABLES, *v2_tables]:
+        for table in [*LATER_TABLES, *RETENTION_TABLES, *v2_tables]:
             conn.execute(text(f"DROP TABLE {table}"))
         conn.execute(text("UPDATE fogline_schema_version SET version = 1"))
     assert migrate(db.engine) == 1
@@ -362,6 +362,8 @@ MODEL_TABLES = [
 
 # Schema version 5: a database of an older version has none of them.
 RETENTION_TABLES = ["telemetry_aggregates", "asset_type_retention", "tenant_retention"]
+# Tables of versions after 5, newest first (dropped before the tables they refer to).
+LATER_TABLES = ["model_dead_letters"]
 
 
 def at_version_3(db: Database) -> None:
@@ -373,7 +375,7 @@ def at_version_3(db: Database) -> None:
     from fogline.store.migrations import MIGRATIONS
 
     with db.engine.begin() as conn:
-        for table in [*RETENTION_TABLES, *MODEL_TABLES]:
+        for table in [*LATER_TABLES, *RETENTION_TABLES, *MODEL_TABLES]:
             conn.execute(text(f"DROP TABLE {table}"))
         operations = Operations(MigrationContext.configure(conn))
         for step in MIGRATIONS:
@@ -717,3 +719,57 @@ async def test_expired_readings_leave_hourly_aggregates_that_history_adds_in(
         from sqlalchemy import text
 
         assert conn.execute(text("SELECT count(*) FROM telemetry_aggregates")).scalar_one() == 0
+
+
+def test_model_dead_letters_are_kept_paged_and_counted_per_reason(db: Database) -> None:
+    from fogline.domain.lifecycle import ModelEvent, ModelState
+    from fogline.domain.models import LossReason, ModelDeadLetter, TemplateColumn
+
+    seeded(db)
+    columns = [TemplateColumn("input", "temperature", False)]  # type: ignore[arg-type]
+    model = db.models.create_model("acme", "m", "1.0.0", None, {}, columns, None)
+    for event in (ModelEvent.DEPLOY, ModelEvent.DEPLOYED, ModelEvent.DEGRADE):
+        moved = db.models.transition("acme", "m", "1.0.0", event, "crashed")
+    assert (moved.state, moved.state_reason) == (ModelState.DEGRADED, "crashed")
+
+    def letter(reason: LossReason, readings: int, **more: object) -> ModelDeadLetter:
+        return ModelDeadLetter("acme", model.id, 1_000, reason, "why", readings, **more)  # type: ignore[arg-type]
+
+    db.deployments.record_dead_letters(
+        [
+            letter(LossReason.TIMEOUT, 40, request_id="r1", payload='[{"ts": 1}]'),
+            letter(LossReason.OVERLOAD, 1000),
+            letter(LossReason.TIMEOUT, 2, request_id="r2"),
+            letter(
+                LossReason.REFUSED_OUTPUT,
+                0,
+                detail_code="not-finite",
+                asset="m1",
+                ts=5,
+                column="score",
+                payload="NaN",
+            ),
+        ]
+    )
+    db.deployments.record_dead_letters([])
+    assert db.deployments.dead_letter_counts(model.id) == {
+        "timeout": {"records": 2, "readings": 42},
+        "dropped-on-overload": {"records": 1, "readings": 1000},
+        "refused-output": {"records": 1, "readings": 0},
+    }
+    newest = db.deployments.dead_letters(model.id, limit=2)
+    assert [s.letter.reason_code for s in newest] == [
+        LossReason.REFUSED_OUTPUT,
+        LossReason.TIMEOUT,
+    ]
+    refused = newest[0].letter
+    assert (refused.detail_code, refused.asset, refused.ts, refused.column, refused.payload) == (
+        "not-finite",
+        "m1",
+        5,
+        "score",
+        "NaN",
+    )
+    older = db.deployments.dead_letters(model.id, limit=10, before_id=newest[-1].id)
+    assert [(s.letter.readings, s.letter.request_id) for s in older] == [(1000, None), (40, "r1")]
+    assert db.deployments.dead_letter_counts(model.id + 999) == {}

@@ -53,3 +53,15 @@ def test_every_pair_outside_the_table_is_refused() -> None:
                 next_state(state, event)
     assert allowed_events(S.REMOVED) == []
     assert set(allowed_events(S.DRAFT)) == {E.DEPLOY, E.REMOVE}
+
+
+def test_a_degraded_model_recovers_stops_updates_or_goes_to_draft() -> None:
+    assert next_state(S.ACTIVE, E.DEGRADE) is S.DEGRADED
+    assert next_state(S.DEGRADED, E.RECOVER) is S.ACTIVE
+    assert next_state(S.DEGRADED, E.UNHEALTHY) is S.DRAFT
+    assert next_state(S.DEGRADED, E.STOP) is S.STOPPING
+    assert next_state(S.DEGRADED, E.UPDATE) is S.UPDATING
+    with pytest.raises(IllegalTransition, match="'recover' is allowed from: degraded"):
+        next_state(S.ACTIVE, E.RECOVER)
+    with pytest.raises(IllegalTransition):
+        next_state(S.DEGRADED, E.DEPLOY)

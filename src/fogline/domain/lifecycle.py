@@ -16,6 +16,10 @@ class ModelState(Enum):
     DRAFT = "draft"  # submitted; may be edited, mapped, deployed or removed
     DEPLOYING = "deploying"  # the saga is provisioning, starting, health-checking
     ACTIVE = "active"  # running, fed by its data companion
+    # Running, but not well: it crashed and is being restarted, fails its health check, or its
+    # calls fail or time out. Still fed (readings queue up); back to active once it has been
+    # well for a while, to draft when restarts do not help.
+    DEGRADED = "degraded"
     UPDATING = "updating"  # running while a newer version is rolled in to replace it
     STOPPING = "stopping"
     STOPPED = "stopped"  # not running; may be deployed again or sent back to draft
@@ -30,6 +34,8 @@ class ModelEvent(Enum):
     UPDATED = "updated"  # the newer version took over: this one is stopped
     UPDATE_FAILED = "update-failed"  # the newer version failed: this one keeps running
     UNHEALTHY = "unhealthy"  # health not recovered after N attempts: back to draft
+    DEGRADE = "degrade"  # crashed, unhealthy, or its calls fail: the reason says which
+    RECOVER = "recover"  # well again for long enough
     STOP = "stop"
     STOPPED = "stopped"
     RETIRE = "retire"  # a stopped model goes back to draft
@@ -47,6 +53,11 @@ TRANSITIONS: dict[tuple[ModelState, ModelEvent], ModelState] = {
     (S.UPDATING, E.UPDATED): S.STOPPED,
     (S.UPDATING, E.UPDATE_FAILED): S.ACTIVE,
     (S.ACTIVE, E.UNHEALTHY): S.DRAFT,
+    (S.ACTIVE, E.DEGRADE): S.DEGRADED,
+    (S.DEGRADED, E.RECOVER): S.ACTIVE,
+    (S.DEGRADED, E.UNHEALTHY): S.DRAFT,
+    (S.DEGRADED, E.STOP): S.STOPPING,
+    (S.DEGRADED, E.UPDATE): S.UPDATING,  # replacing a broken version is what an update is for
     (S.UPDATING, E.UNHEALTHY): S.DRAFT,
     (S.ACTIVE, E.STOP): S.STOPPING,
     (S.STOPPING, E.STOPPED): S.STOPPED,

@@ -1,6 +1,7 @@
 """The models context's records: a submitted model version, its template columns, its
-mappings to assets, its lifecycle events and its stale requests (its sagas: `sagas.py`).
-Plain data; the store reads and writes them, the models context decides what happens to them."""
+mappings to assets, its lifecycle events, its stale requests and its dead letters (its sagas:
+`sagas.py`). Plain data; the store reads and writes them, the models context decides what
+happens to them."""
 
 from __future__ import annotations
 
@@ -80,3 +81,41 @@ class StaleRequest:
     readings: int
     sent_at: int
     timed_out_at: int
+
+
+class LossReason(StrEnum):
+    """Why readings a companion accepted (or outputs a model gave) were dead-lettered."""
+
+    MODEL_ERROR = "model-error"  # the model answered the call with an error
+    MODEL_DOWN = "model-down"  # it crashed or could not be reached, and the one retry failed too
+    TIMEOUT = "timeout"  # no answer within timeoutMs, the one retry after a restart neither
+    MALFORMED_ANSWER = "malformed-answer"  # an answer that is not what the contract says
+    REFUSED_OUTPUT = "refused-output"  # an output value refused; the detail code says why
+    OVERLOAD = "dropped-on-overload"  # the companion's queue was full
+    DISCARDED_AT_STOP = "discarded-at-stop"  # still queued when the model stopped or restarted
+
+
+@dataclass(frozen=True)
+class ModelDeadLetter:
+    """Readings of a model that were not scored, or one output value that was not written,
+    kept with the reason (one record per call or per batch of drops: `readings` says how many
+    readings it stands for; 0 for an output value)."""
+
+    tenant: str
+    model_id: int
+    at: int
+    reason_code: LossReason
+    reason: str
+    readings: int
+    detail_code: str | None = None  # for refused outputs: not-finite, wrong-type, too-large, ...
+    request_id: str | None = None
+    asset: str | None = None
+    ts: int | None = None  # of the reading (or output), when the record is about one
+    column: str | None = None  # the model's output column, for a refused output value
+    payload: str | None = None  # the original values (JSON), clipped
+
+
+@dataclass(frozen=True)
+class StoredModelDeadLetter:
+    id: int
+    letter: ModelDeadLetter

@@ -237,7 +237,28 @@ def _v5_retention(op: Operations) -> None:
     )
 
 
-def _v6_output_sources(op: Operations) -> None:
+def _v6_model_dead_letters(op: Operations) -> None:
+    op.create_table(
+        "model_dead_letters",
+        Column("id", schema.AutoId, primary_key=True, autoincrement=True),
+        Column("model_id", BigInteger, nullable=False),
+        Column("tenant_id", String(64), nullable=False),
+        Column("at", BigInteger, nullable=False),
+        Column("reason_code", String(32), nullable=False),
+        Column("detail_code", String(32), nullable=True),
+        Column("reason", Text, nullable=False),
+        Column("readings", Integer, nullable=False),
+        Column("request_id", String(64), nullable=True),
+        Column("asset_id", String(64), nullable=True),
+        Column("ts", BigInteger, nullable=True),
+        Column("output_column", String(64), nullable=True),
+        Column("payload", Text, nullable=True),
+        ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+    )
+    op.create_index("ix_model_dead_letters_model", "model_dead_letters", ["model_id", "id"])
+
+
+def _v7_output_sources(op: Operations) -> None:
     """Who writes each telemetry: `latest_values.source`. The history does not say who wrote
     what; a telemetry that a model's output is mapped to now is taken as the model's, every
     other as a device's. Dead letters name a model version's outputs, longer than a device id."""
@@ -269,10 +290,11 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "deployments: saga state, saga steps, stale requests", _v3_deployments),
     Migration(4, "sagas of any owner: sagas table, saga steps keyed by owner", _v4_sagas),
     Migration(5, "retention: policies per tenant and asset type, hourly aggregates", _v5_retention),
+    Migration(6, "model dead letters: readings and outputs a model lost", _v6_model_dead_letters),
     Migration(
-        6,
+        7,
         "who writes each telemetry (device or model); longer dead-letter sources",
-        _v6_output_sources,
+        _v7_output_sources,
     ),
 ]
 

@@ -360,6 +360,28 @@ stale_requests = Table(
 )
 
 
+# What a model's companion accepted but could not score, or a model gave but could not be
+# written (schema version 6): one row per failed call or per batch of drops.
+model_dead_letters = Table(
+    "model_dead_letters",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("model_id", BigInteger, nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("reason_code", String(32), nullable=False),
+    Column("detail_code", String(32), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("readings", Integer, nullable=False),
+    Column("request_id", String(64), nullable=True),
+    Column("asset_id", String(64), nullable=True),
+    Column("ts", BigInteger, nullable=True),
+    Column("output_column", String(64), nullable=True),
+    Column("payload", Text, nullable=True),
+    ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
+    Index("ix_model_dead_letters_model", "model_id", "id"),
+)
+
 # -- retention (schema version 5) -------------------------------------------------------------
 # How long each tenant's history is kept, where it overrides the platform's default, and where
 # an asset type overrides its tenant. A part left null is inherited; text as the caller gave
