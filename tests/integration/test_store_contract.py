@@ -19,7 +19,13 @@ from fogline.domain.assets import (
 )
 from fogline.domain.devices import Device, HardwareProfile
 from fogline.domain.errors import AlreadyExists, Conflict, NotFound, Unauthenticated
-from fogline.domain.telemetry import DeadLetter, DeadLetterReason, DeviceActivity, Reading
+from fogline.domain.telemetry import (
+    DeadLetter,
+    DeadLetterReason,
+    DeviceActivity,
+    Reading,
+    SourceKind,
+)
 from fogline.store.database import Database
 from fogline.store.migrations import SCHEMA_VERSION, migrate
 from fogline.store.telemetry import AlreadyCommitted, StreamOffset, ValueKind
@@ -139,6 +145,53 @@ def test_batches_are_idempotent_and_merge(db: Database) -> None:
     assert store.latest("acme", "m1", ["temperature"])["temperature"].value == 21.0
     stats = store.device_stats("acme")[0]
     assert (stats.messages_total, stats.values_total) == (2, 3)
+
+
+def model_reading(ts: int, **values: object) -> Reading:
+    return Reading("acme", "m1", ts, dict(values), SourceKind.MODEL)
+
+
+def test_a_models_value_never_replaces_a_devices(db: Database) -> None:
+    store = seeded(db).telemetry
+    # A model writes rpm first: it is a model's telemetry, and the model may write it again.
+    store.commit_batch([model_reading(T0, rpm=1)], [], [], None)
+    store.commit_batch([model_reading(T0, rpm=2)], [], [], None)
+    assert store.device_telemetry("acme", ["m1"]) == {}
+    assert store.latest("acme", "m1", ["rpm"])["rpm"].value == 2
+    # A device writes temperature; a model's later temperature at that very time and at a
+    # newer one is not kept (the historian refuses it before; the store holds even so), but
+    # its other values join the device's row.
+    store.commit_batch([reading(T0 + 10, temperature=20.0)], [], [], None)
+    store.commit_batch(
+        [
+            model_reading(T0 + 10, temperature=99.0, state="hot"),
+            model_reading(T0 + 20, temperature=98.0),
+        ],
+        [],
+        [],
+        None,
+    )
+    history = store.history("acme", "m1", [], T0, T0 + 100, 100)
+    assert [(p.ts, p.value) for p in history["temperature"]] == [(T0 + 10, 20.0), (T0 + 20, 98.0)]
+    assert [(p.ts, p.value) for p in history["state"]] == [(T0 + 10, "hot")]
+    latest = store.latest("acme", "m1", [])
+    assert (latest["temperature"].ts, latest["temperature"].value) == (T0 + 10, 20.0)
+    assert store.device_telemetry("acme", ["m1", "nope"]) == {"m1": {"temperature"}}
+    # In one batch, a device's value at the same time as a model's wins, whatever the order.
+    store.commit_batch(
+        [model_reading(T0 + 30, running=False), reading(T0 + 30, running=True)], [], [], None
+    )
+    assert store.history("acme", "m1", ["running"], T0, T0 + 100, 10)["running"][0].value is True
+    # Once a device has written a telemetry it stays a device's, even from an older reading.
+    store.commit_batch([reading(T0 - 1000, rpm=7)], [], [], None)
+    assert store.device_telemetry("acme", ["m1"]) == {"m1": {"temperature", "running", "rpm"}}
+    assert store.latest("acme", "m1", ["rpm"])["rpm"].value == 2  # still the newest
+    # From then on a model's value replaces neither a stored value nor the latest one (at a
+    # time with no reading it replaces nothing; the historian refuses it before it gets here).
+    store.commit_batch([model_reading(T0, rpm=4), model_reading(T0 + 40, rpm=3)], [], [], None)
+    assert store.latest("acme", "m1", ["rpm"])["rpm"].value == 2
+    rpm = store.history("acme", "m1", ["rpm"], T0 - 1000, T0 + 100, 10)["rpm"]
+    assert [(p.ts, p.value) for p in rpm] == [(T0 - 1000, 7), (T0, 2), (T0 + 40, 3)]
 
 
 def test_device_counters_add_up_and_the_offset_moves(db: Database) -> None:
@@ -280,6 +333,7 @@ def test_migrating_a_version_1_database_gives_the_fresh_schema(db: Database) -> 
     with db.engine.begin() as conn:
         for table in [*LATER_TABLES, *RETENTION_TABLES, *v2_tables]:
             conn.execute(text(f"DROP TABLE {table}"))
+        drop_later_columns(conn)
         conn.execute(text("UPDATE fogline_schema_version SET version = 1"))
     assert migrate(db.engine) == 1
     migrated = {t: {c["name"] for c in inspect(db.engine).get_columns(t)} for t in v2_tables}
@@ -366,6 +420,13 @@ RETENTION_TABLES = ["telemetry_aggregates", "asset_type_retention", "tenant_rete
 LATER_TABLES = ["model_dead_letters"]
 
 
+def drop_later_columns(conn: Any) -> None:
+    """Columns added to tables that older versions had: schema version 7's output sources."""
+    from sqlalchemy import text
+
+    conn.execute(text("ALTER TABLE latest_values DROP COLUMN source"))
+
+
 def at_version_3(db: Database) -> None:
     """The database as Fogline left it at schema version 3 (before sagas had owners)."""
     from alembic.migration import MigrationContext
@@ -377,11 +438,45 @@ def at_version_3(db: Database) -> None:
     with db.engine.begin() as conn:
         for table in [*LATER_TABLES, *RETENTION_TABLES, *MODEL_TABLES]:
             conn.execute(text(f"DROP TABLE {table}"))
+        drop_later_columns(conn)
         operations = Operations(MigrationContext.configure(conn))
         for step in MIGRATIONS:
             if step.to_version <= 3:
                 step.apply(operations)
         conn.execute(text("UPDATE fogline_schema_version SET version = 3"))
+
+
+def test_migrating_version_6_tells_models_telemetry_from_devices(db: Database) -> None:
+    """Before version 7 nobody recorded who wrote a value: the telemetry a model's output is
+    mapped to (of the asset, or of its type) is taken as the model's, the rest as devices'."""
+    from sqlalchemy import text
+
+    from fogline.domain.models import Mapping, ModelMappings, TemplateColumn
+
+    store = seeded(db).telemetry
+    columns = [
+        TemplateColumn("input", "temperature", False),
+        TemplateColumn("output", "speed", False),
+        TemplateColumn("output", "label", True),
+    ]
+    model = db.models.create_model("acme", "m", "1.0.0", None, {}, columns, None)
+    db.model_mappings.replace(
+        model.id,
+        ModelMappings(
+            (Mapping("output", "speed", "m1", "rpm"),),
+            (Mapping("output", "label", "motor", "state"),),
+        ),
+    )
+    store.commit_batch([reading(T0, temperature=1.0, rpm=2, state="x", running=True)], [], [], None)
+    with db.engine.begin() as conn:
+        drop_later_columns(conn)
+        conn.execute(text("UPDATE fogline_schema_version SET version = 6"))
+    assert migrate(db.engine) == 6
+    assert store.device_telemetry("acme", ["m1"]) == {"m1": {"temperature", "running"}}
+    long_source = "model:" + "n" * 64 + "@" + "1" * 64  # a device id's column was 64 wide
+    letter = DeadLetter("acme", long_source, T0, DeadLetterReason.DEVICE_TELEMETRY, "r", None)
+    store.commit_batch([], [letter], [], None)
+    assert store.dead_letters("acme", long_source, None, 10)[0].letter == letter
 
 
 def test_migrating_version_3_keeps_every_saga_and_step(db: Database) -> None:

@@ -170,7 +170,9 @@ class _Piece:
 
 
 @dataclass
-class _Chunk:
+class OutputChunk:
+    """One message to publish."""
+
     pieces: list[_Piece] = field(default_factory=list)
     size: int = _FRAME
 
@@ -186,14 +188,14 @@ def _encode(asset: str, ts: int, values: list[tuple[str, str, Any]]) -> bytes:
     return orjson.dumps({"asset": asset, "ts": ts, "values": {t: v for _, t, v in values}})
 
 
-def _chunks(pieces: list[_Piece], budget: int) -> Iterator[_Chunk]:
+def _chunks(pieces: list[_Piece], budget: int) -> Iterator[OutputChunk]:
     """The pieces in order, in as few messages of at most `budget` bytes as they fit."""
-    chunk = _Chunk()
+    chunk = OutputChunk()
     for piece in pieces:
         grown = chunk.size + len(piece.encoded) + (1 if chunk.pieces else 0)
         if chunk.pieces and (grown > budget or len(chunk.pieces) >= OUTPUT_CHUNK):
             yield chunk
-            chunk = _Chunk()
+            chunk = OutputChunk()
             grown = chunk.size + len(piece.encoded)
         chunk.pieces.append(piece)
         chunk.size = grown
@@ -201,27 +203,23 @@ def _chunks(pieces: list[_Piece], budget: int) -> Iterator[_Chunk]:
         yield chunk
 
 
-class OutputWriter:
-    """Writes one model version's answers back as telemetry (see the module's doc)."""
+@dataclass
+class OutputPlan:
+    """An answer checked: the chunks to publish, and what was refused before publishing."""
 
-    def __init__(
-        self,
-        spec: ModelSpec,
-        bus: Bus,
-        max_message_bytes: int,
-        publish_deadline_s: float | None = None,
-    ) -> None:
-        self.spec = spec
-        self.bus = bus
-        self.as_string = {c.data_column_name: c.read_as_string for c in spec.manifest.outputs}
-        # What one message may hold: the bus takes it, and the historian does not refuse it.
-        self.budget = min(max_message_bytes, bus.max_payload - HEADER_ROOM)
-        self.publish_deadline_s = publish_deadline_s
+    chunks: list[OutputChunk]
+    refused: list[RefusedOutput]
 
-    async def write(
-        self, answer: Any, allowed: Allowed, mappings: dict[str, ResolvedAsset]
-    ) -> OutputResult:
-        """Check every value of `answer`, publish the good ones, give back the rest."""
+
+class OutputPlanner:
+    """Checks an answer value by value and packs what may be written into messages of at most
+    `budget` bytes. `as_string`: output column -> readAsString. No I/O."""
+
+    def __init__(self, as_string: dict[str, bool], budget: int) -> None:
+        self.as_string = as_string
+        self.budget = budget
+
+    def plan(self, answer: Any, allowed: Allowed, mappings: dict[str, ResolvedAsset]) -> OutputPlan:
         outputs = answer.get("outputs") if isinstance(answer, dict) else None
         if not isinstance(outputs, list):
             refusal = RefusedOutput(
@@ -232,23 +230,12 @@ class OutputWriter:
                 None,
                 value_text(answer),
             )
-            return OutputResult(0, [refusal])
+            return OutputPlan([], [refusal])
         refused: list[RefusedOutput] = []
         pieces: list[_Piece] = []
         for output in outputs:
             pieces += self._pieces(output, allowed, mappings, refused)
-        written = 0
-        for chunk in _chunks(pieces, self.budget):
-            written += await self._publish(chunk, refused)
-        if refused:
-            by_reason: dict[str, int] = {}
-            for r in refused:
-                by_reason[r.reason_code] = by_reason.get(r.reason_code, 0) + 1
-            log.warning(
-                "companion.outputs_refused",
-                extra={"fields": {"model": self.spec.key, "written": written, **by_reason}},
-            )
-        return OutputResult(written, refused)
+        return OutputPlan(list(_chunks(pieces, self.budget)), refused)
 
     def _pieces(
         self,
@@ -364,7 +351,46 @@ class OutputWriter:
             pieces.append(_Piece(asset, ts, [value], encoded))
         return pieces
 
-    async def _publish(self, chunk: _Chunk, refused: list[RefusedOutput]) -> int:
+
+class OutputWriter:
+    """Writes one model version's answers back as telemetry (see the module's doc)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        bus: Bus,
+        max_message_bytes: int,
+        publish_deadline_s: float | None = None,
+    ) -> None:
+        self.spec = spec
+        self.bus = bus
+        # What one message may hold: the bus takes it, and the historian does not refuse it.
+        self.planner = OutputPlanner(
+            {c.data_column_name: c.read_as_string for c in spec.manifest.outputs},
+            min(max_message_bytes, bus.max_payload - HEADER_ROOM),
+        )
+        self.publish_deadline_s = publish_deadline_s
+
+    async def write(
+        self, answer: Any, allowed: Allowed, mappings: dict[str, ResolvedAsset]
+    ) -> OutputResult:
+        """Check every value of `answer`, publish the good ones, give back the rest."""
+        plan = self.planner.plan(answer, allowed, mappings)
+        refused = plan.refused
+        written = 0
+        for chunk in plan.chunks:
+            written += await self._publish(chunk, refused)
+        if refused:
+            by_reason: dict[str, int] = {}
+            for r in refused:
+                by_reason[r.reason_code] = by_reason.get(r.reason_code, 0) + 1
+            log.warning(
+                "companion.outputs_refused",
+                extra={"fields": {"model": self.spec.key, "written": written, **by_reason}},
+            )
+        return OutputResult(written, refused)
+
+    async def _publish(self, chunk: OutputChunk, refused: list[RefusedOutput]) -> int:
         """Publish one chunk: the number of values written, or 0 with each of its values
         given back as `publish-failed`."""
         try:
