@@ -39,6 +39,7 @@ from fogline.ingest.queries import TelemetryQueries
 from fogline.ingest.retention import RetentionJob, RetentionJobSettings, RetentionPolicies
 from fogline.ingest.validation import IngestLimits
 from fogline.ingest.worker import HistorianSupervisor, HistorianWorkerConfig
+from fogline.models.companion import CompanionSettings
 from fogline.models.deployment import DeploymentManager, SagaSettings
 from fogline.models.lifecycle import ModelLifecycle
 from fogline.models.mappings import ModelMappingService
@@ -284,6 +285,11 @@ async def build_models(
             health_interval_s=s.model_health_interval,
             health_timeout_s=s.model_start_timeout,
             max_health_failures=s.model_max_health_failures,
+            restart_limit=s.model_restart_limit,
+            restart_window_s=s.model_restart_window,
+            restart_backoff_cap_s=s.model_restart_backoff_cap,
+            stable_s=s.model_stable_after,
+            companion=CompanionSettings(max_queue=s.model_queue_limit),
         ),
     )
     subscription = await deployments.follow_changes(b.bus)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from fogline.bus.connection import Bus, Subscription
-from fogline.bus.events import DeploymentStep, EventType, PlatformEvent
+from fogline.bus.events import DeploymentStep, EventType, ModelRestarted, PlatformEvent
 from fogline.domain.errors import (
     Conflict,
     FoglineError,
@@ -75,6 +75,10 @@ class SagaSettings:
     health_timeout_s: float = 30.0  # for the model to answer its health check after a start
     health_interval_s: float = 2.0
     max_health_failures: int = 3  # failed recoveries in a row before the model goes to draft
+    restart_limit: int = 5  # restarts within restart_window_s before the model goes to draft
+    restart_window_s: float = 600.0
+    restart_backoff_cap_s: float = 30.0
+    stable_s: float = 10.0  # a degraded model well for this long is active again
     companion: CompanionSettings = field(default_factory=CompanionSettings)
 
 
@@ -90,6 +94,7 @@ class _Running:
     companion: Companion | None = None
     monitor: HealthMonitor | None = None
     health: Health = field(default_factory=Health)
+    restart_request: str | None = None  # why the companion asked for a restart, until done
 
 
 @dataclass
@@ -150,6 +155,10 @@ class DeploymentManager:
             interval_s=self.settings.health_interval_s,
             max_failures=self.settings.max_health_failures,
             backoff_s=self.settings.backoff_s,
+            backoff_cap_s=self.settings.restart_backoff_cap_s,
+            restart_limit=self.settings.restart_limit,
+            restart_window_s=self.settings.restart_window_s,
+            stable_s=self.settings.stable_s,
         )
         self._running: dict[int, _Running] = {}
         # Models whose health could not be recovered (sent back to draft), with why: shown by
@@ -516,6 +525,9 @@ class DeploymentManager:
         async def resolve() -> Any:
             return await self.mappings.resolve(model.tenant, model.name, model.version)
 
+        def restart(reason: str) -> None:
+            r.restart_request = r.restart_request or reason
+
         companion = Companion(
             r.spec,
             r.client,
@@ -525,15 +537,16 @@ class DeploymentManager:
             resolve,
             self.callback_base(),
             self.settings.companion,
+            restart,
         )
         await companion.start()
         r.companion = companion
         self._by_token[companion.token] = r
 
-    async def _stop_companion(self, r: _Running) -> None:
+    async def _stop_companion(self, r: _Running, why: str = "the model was stopped") -> None:
         if r.companion is not None:
             self._by_token.pop(r.companion.token, None)
-            await r.companion.stop()
+            await r.companion.stop(why)
             r.companion = None
 
     async def _stop_watching(self, s: _Stopping) -> None:
@@ -553,19 +566,55 @@ class DeploymentManager:
 
     def _watch(self, r: _Running) -> None:
         self._lost_models.pop(r.model.id, None)
+        if r.model.state is ModelState.DEGRADED:  # restored after a platform restart
+            r.health.problem = r.model.state_reason or "degraded before the platform restarted"
         r.monitor = HealthMonitor(_Watched(self, r), r.health, self._health_settings)
         r.monitor.start(f"health-{r.model.id}")
 
     async def _restart(self, r: _Running) -> None:
-        await self._stop_companion(r)
+        """The model process again; its companion pauses meanwhile (readings keep queueing)
+        and goes on with the new process."""
+        why = r.restart_request or "the model was restarted"
+        r.restart_request = None
+        if r.companion is not None:
+            r.companion.pause(why)
         await self._stop_model(r)
         await self._start_model(r)
         await self._wait_healthy(r)
-        await self._start_companion(r)
+        assert r.client is not None
+        if r.companion is None:
+            await self._start_companion(r)
+        else:
+            await r.companion.resume(r.client)
+
+    async def _degraded(self, r: _Running, reason: str | None) -> None:
+        """The monitor's verdict, kept as the model's state (and published as a transition)."""
+        current = r.model.state
+        if reason is not None and current is ModelState.ACTIVE:
+            r.model = await self._move(r.model, ModelEvent.DEGRADE, reason, quiet=True)
+        elif reason is None and current is ModelState.DEGRADED:
+            r.model = await self._move(r.model, ModelEvent.RECOVER, "well again", quiet=True)
+
+    async def _restarted(self, r: _Running, reason: str, attempt: int, backoff_s: float) -> None:
+        m = r.model
+        log.warning(
+            "model.restarting",
+            extra={"fields": {"model": r.spec.key, "attempt": attempt, "reason": reason[:300]}},
+        )
+        await self.bus.publish_event(
+            ModelRestarted(
+                tenant=m.tenant,
+                model=m.name,
+                version=m.version,
+                reason=reason[:2000],
+                attempt=attempt,
+                backoff_s=backoff_s,
+            )
+        )
 
     async def _lost(self, r: _Running, reason: str) -> None:
         """Health not recovered: nothing of the model keeps running, and it goes to draft."""
-        await self._stop_companion(r)
+        await self._stop_companion(r, f"the model went to draft ({reason[:200]})")
         with contextlib.suppress(Exception):
             await self._stop_model(r)
         self._running.pop(r.model.id, None)
@@ -576,7 +625,13 @@ class DeploymentManager:
 
     async def recover(self) -> None:
         """Resume or compensate what a previous run left unfinished (see the module doc)."""
-        states = [ModelState.DEPLOYING, ModelState.STOPPING, ModelState.ACTIVE, ModelState.UPDATING]
+        states = [
+            ModelState.DEPLOYING,
+            ModelState.STOPPING,
+            ModelState.ACTIVE,
+            ModelState.DEGRADED,
+            ModelState.UPDATING,
+        ]
         for model in await asyncio.to_thread(self.models.in_states, states):
             await self._stop_leftover(model)
             saga = await self.sagas.get(self._key(model))
@@ -645,7 +700,7 @@ class DeploymentManager:
             if r.monitor is not None:
                 await r.monitor.stop()
             with contextlib.suppress(Exception):
-                await self._stop_companion(r)
+                await self._stop_companion(r, "the platform stopped")
             with contextlib.suppress(Exception):
                 if r.client is not None:
                     await r.client.close()
@@ -707,7 +762,11 @@ class DeploymentManager:
                 "last": r.health.last,
                 "failures": r.health.failures,
                 "restarts": r.health.restarts,
+                "problem": r.health.problem,
+                "restarts_in_window": r.health.restarts_in_window,
+                "next_backoff_s": r.health.next_backoff_s,
             },
+            "dead_letters": await asyncio.to_thread(self.deployments.dead_letter_counts, model.id),
             "companion": r.companion.describe() if r is not None and r.companion else None,
             "steps": [{**asdict(s), "status": str(s.status)} for s in steps],
             "stale_requests": [asdict(s) for s in stale],
@@ -722,6 +781,8 @@ class DeploymentManager:
             problem = None
             if h.ok is False:
                 problem = f"unhealthy ({h.last})" if not h.failures else f"restarting ({h.last})"
+            elif h.problem is not None:
+                problem = f"degraded ({h.problem})"
             items.append(
                 {
                     "id": f"{m.tenant}/{m.name}/{m.version}",
@@ -787,8 +848,25 @@ class _Watched:
     def exit_reason(self) -> str:
         return f"the model process exited{self.manager._log_tail(self.running)}"
 
+    def restart_requested(self) -> str | None:
+        return self.running.restart_request
+
+    def trouble(self) -> str | None:
+        companion = self.running.companion
+        return None if companion is None else companion.trouble()
+
+    async def degraded(self, reason: str | None) -> None:
+        await self.manager._degraded(self.running, reason)
+
+    def hold(self, reason: str) -> None:
+        if self.running.companion is not None:
+            self.running.companion.pause(reason)
+
     async def restart(self) -> None:
         await self.manager._restart(self.running)
+
+    async def restarted(self, reason: str, attempt: int, backoff_s: float) -> None:
+        await self.manager._restarted(self.running, reason, attempt, backoff_s)
 
     async def give_up(self, reason: str) -> None:
         await self.manager._lost(self.running, reason)

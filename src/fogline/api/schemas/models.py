@@ -203,8 +203,16 @@ class SagaOut(Out):
 
 class RuntimeHealthOut(Out):
     last: str | None = Field(description="`ok`, or why the last check failed")
-    failures: int
-    restarts: int
+    failures: int = Field(description="failed restart attempts in a row, while recovering")
+    restarts: int = Field(description="restarts since the deployment started on this platform")
+    problem: str | None = Field(None, description="why the model is degraded now; null: well")
+    restarts_in_window: int = Field(0, description="restarts within the monitor's window")
+    next_backoff_s: float = Field(0.0, description="the wait before the last or next restart")
+
+
+class LossCountOut(Out):
+    records: int = Field(description="dead letters of this reason")
+    readings: int = Field(description="readings they stand for (0 for an output value)")
 
 
 class SagaStepOut(Out):
@@ -231,7 +239,14 @@ class DeploymentOut(Out):
     saga: SagaOut | None
     runtime: dict[str, Any] | None = Field(description="where it runs, as its runtime says")
     health: RuntimeHealthOut | None
-    companion: dict[str, Any] | None = Field(description="the data companion's counters")
+    companion: dict[str, Any] | None = Field(
+        description="the data companion's counters; `readings` accounts for every reading it "
+        "accepted: scored + dead_lettered + queued + in_flight = accepted"
+    )
+    dead_letters: dict[str, LossCountOut] = Field(
+        default_factory=dict,
+        description="the model's dead letters per reason, since it was submitted",
+    )
     steps: list[SagaStepOut]
     stale_requests: list[StaleRequestOut]
 
