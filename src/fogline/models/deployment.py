@@ -271,10 +271,10 @@ class DeploymentManager:
             return
         name, version, first = model.name, model.version, live[0].version
         raise Conflict(
-            f"model {name} {_holding(live)}: one version of a model runs at a time. To replace "
-            f"it by {version}, update it (`fogline model update {name} --to {version}`, or POST "
-            f".../models/{name}/update), or stop {first} first (`fogline model stop {name} "
-            f"{first}`){_wait_hint(live)}"
+            f"model {name} {_holding(live)}: one version of a model runs at a time. To run "
+            f"{version} instead, update to it (`fogline model update {name} --to {version}`, "
+            f"or POST .../models/{name}/update) or stop {first} first (`fogline model stop "
+            f"{name} {first}`){_wait_hint(live)}"
         )
 
     async def _version_to_replace(self, new: ModelRecord) -> ModelRecord:
@@ -700,7 +700,8 @@ class DeploymentManager:
         if model.state is ModelState.DEPLOYING:
             self._launch(model, self._undo_update(model, reason, SagaName.DEPLOY))
             return
-        stopping = await self._move(model, ModelEvent.STOP, reason, quiet=True)
+        async with self._deciding(model.tenant, model.name):  # the API serves meanwhile
+            stopping = await self._move(model, ModelEvent.STOP, reason, quiet=True)
         self._launch(stopping, self._stop_saga(stopping, reason))
 
     async def _in_update(self, model: ModelRecord) -> bool:
