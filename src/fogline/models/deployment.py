@@ -14,6 +14,11 @@ the platform) and, on its next start, `recover` resumes or compensates every unf
 from what the store says: a deploying model is deployed again from the start, a stopping one
 is stopped, an active one is started again, an interrupted update is undone (unless the new
 version had already taken over: then the old one's stop is finished).
+
+One version of a model name is live at a time (`LIVE`): a deploy of a second one is refused
+(an update replaces the live one), and the requests of one name decide one at a time
+(`_deciding`). Two versions of a name running, which an older Fogline allowed, are brought
+down to one by `recover` (`_one_version_each`).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from fogline.domain.errors import (
     Problem,
     Unavailable,
 )
-from fogline.domain.lifecycle import ModelEvent, ModelState, next_state
+from fogline.domain.lifecycle import ModelEvent, ModelState, allowed_events, next_state
 from fogline.domain.models import ModelRecord
 from fogline.domain.sagas import SagaKey, SagaName, SagaOwner, StepStatus
 from fogline.models.companion import Companion, CompanionSettings
@@ -66,6 +71,17 @@ log = logging.getLogger(__name__)
 # States a saga ends in; SETTLE_S is how long a call waits for such a saga to finish recording.
 SETTLED = (ModelState.ACTIVE, ModelState.STOPPED, ModelState.DRAFT)
 SETTLE_S = 5.0
+# States in which a version holds its model's name: it runs, or is being started or stopped.
+# One version of a name at a time (an update's two versions are one decision).
+# A version that serves: active, or degraded (running, not well).
+RUNNING = (ModelState.ACTIVE, ModelState.DEGRADED)
+LIVE = (
+    ModelState.DEPLOYING,
+    ModelState.ACTIVE,
+    ModelState.DEGRADED,
+    ModelState.UPDATING,
+    ModelState.STOPPING,
+)
 
 
 @dataclass(frozen=True)
@@ -166,6 +182,8 @@ class DeploymentManager:
         self._lost_models: dict[int, tuple[ModelRecord, str]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._by_token: dict[str, _Running] = {}
+        # One lock per (tenant, model name): see `_deciding`.
+        self._decisions: dict[tuple[str, str], asyncio.Lock] = {}
 
     def _key(self, model: ModelRecord) -> SagaKey:
         self._saga_models[str(model.id)] = model
@@ -191,60 +209,109 @@ class DeploymentManager:
     # -- what users ask for -----------------------------------------------------------------
 
     async def deploy(self, tenant: str, name: str, version: str) -> ModelRecord:
-        model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
-        await self._check_deployable(model)
-        model = await self._move(model, ModelEvent.DEPLOY, "deploy requested")
+        """Deploy a version of `name` while no other version of it is live (see
+        `_refuse_another_live`). The manifest has no canary split (two versions sharing the
+        readings) yet: the rollouts issue adds it; until then a second version is an update."""
+        async with self._deciding(tenant, name):
+            model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
+            await self._refuse_another_live(model)
+            await self._check_deployable(model)
+            model = await self._move(model, ModelEvent.DEPLOY, "deploy requested")
         self._lost_models.pop(model.id, None)
         self._launch(model, self._deploy_saga(model))
         return model
 
     async def stop(self, tenant: str, name: str, version: str) -> ModelRecord:
-        model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
-        await self._refuse_if_busy(model)
-        model = await self._move(model, ModelEvent.STOP, "stop requested")
+        async with self._deciding(tenant, name):
+            model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
+            await self._refuse_if_busy(model)
+            model = await self._move(model, ModelEvent.STOP, "stop requested")
         self._launch(model, self._stop_saga(model))
         return model
 
     async def retire(self, tenant: str, name: str, version: str) -> ModelRecord:
         """A stopped model goes back to draft (to be edited, re-mapped or removed). A move the
         lifecycle table refuses is refused at once, before any saga begins."""
-        model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
-        await self._refuse_if_busy(model)
-        next_state(model.state, ModelEvent.RETIRE)
-        retiring = _Retiring(model)
-        failure = await self._go(model, self._retiring(), retiring, None)
+        async with self._deciding(tenant, name):
+            model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
+            await self._refuse_if_busy(model)
+            next_state(model.state, ModelEvent.RETIRE)
+            retiring = _Retiring(model)
+            failure = await self._go(model, self._retiring(), retiring, None)
         if failure is not None:
             raise Unavailable(f"model {name} {version} could not be retired: {failure.reason}")
         return retiring.model
 
     async def update(self, tenant: str, name: str, to_version: str) -> ModelRecord:
         """Replace the active version of `name` by `to_version`: the new one is deployed beside
-        it and takes over; if it fails, the old one never stopped."""
-        new = await asyncio.to_thread(self.models.get_model, tenant, name, to_version)
-        active = [
-            m
-            for m in await asyncio.to_thread(self.models.list_models, tenant)
-            if m.name == name and m.state is ModelState.ACTIVE and m.version != to_version
-        ]
-        if not active:
-            raise Conflict(f"model {name} has no active version to update; deploy {to_version}")
-        old = active[0]
-        await self._refuse_if_busy(old)
-        inherited = await self.mappings.inherit(old, new)
-        try:
-            await self._check_deployable(new)
-        except FoglineError:
-            if inherited:  # a refused update leaves the new version as it was
-                await self.mappings.clear(new)
-            raise
-        old = await self._move(old, ModelEvent.UPDATE, f"being replaced by {to_version}")
-        try:
-            new = await self._move(new, ModelEvent.DEPLOY, f"replacing {old.version}")
-        except FoglineError:
-            await self._move(old, ModelEvent.UPDATE_FAILED, f"{to_version} could not start")
-            raise
+        it and takes over; if it fails, the old one never stopped. An update refused here, or
+        lost to a concurrent one, changes nothing: no state, and not the new version's
+        mappings (it holds the old one's from `inherit` only once the update is under way)."""
+        async with self._deciding(tenant, name):
+            new = await asyncio.to_thread(self.models.get_model, tenant, name, to_version)
+            old = await self._version_to_replace(new)
+            next_state(new.state, ModelEvent.DEPLOY)  # the new version is a draft or stopped
+            await self._refuse_if_busy(old)
+            inheritance = await self.mappings.inherit(old, new)
+            try:
+                await self._check_deployable(new)
+                old = await self._move(old, ModelEvent.UPDATE, f"being replaced by {to_version}")
+                try:
+                    new = await self._move(new, ModelEvent.DEPLOY, f"replacing {old.version}")
+                except BaseException:
+                    reason = f"{to_version} could not start"
+                    await self._move(old, ModelEvent.UPDATE_FAILED, reason, quiet=True)
+                    raise
+            except BaseException:
+                await self.mappings.undo(inheritance)
+                raise
         self._launch(new, self._update_saga(old, new))
         return new
+
+    def _deciding(self, tenant: str, name: str) -> asyncio.Lock:
+        """Deploy, update, stop and retire of the versions of one name take turns at checking
+        and moving (not for their sagas), so that two of them never both pass the checks on
+        the same states: two deploys of two versions, or two updates to two versions. In
+        memory, which is enough: one platform process decides for its database."""
+        return self._decisions.setdefault((tenant, name), asyncio.Lock())
+
+    async def _live_versions(self, tenant: str, name: str) -> list[ModelRecord]:
+        """The versions of `name` that hold it (`LIVE`): one, or an update's two."""
+        models = await asyncio.to_thread(self.models.list_models, tenant)
+        return [m for m in models if m.name == name and m.state in LIVE]
+
+    async def _refuse_another_live(self, model: ModelRecord) -> None:
+        """One version of a model runs at a time: two would score the same readings and write
+        the same outputs under the same name, one silently overwriting the other."""
+        live = [m for m in await self._live_versions(model.tenant, model.name) if m.id != model.id]
+        if not live:
+            return
+        name, version, first = model.name, model.version, live[0].version
+        raise Conflict(
+            f"model {name} {_holding(live)}: one version of a model runs at a time. To run "
+            f"{version} instead, update to it (`fogline model update {name} --to {version}`, "
+            f"or POST .../models/{name}/update) or stop {first} first (`fogline model stop "
+            f"{name} {first}`){_wait_hint(live)}"
+        )
+
+    async def _version_to_replace(self, new: ModelRecord) -> ModelRecord:
+        """The live version of the name that an update to `new` replaces: one the lifecycle
+        table lets update (active), or a Conflict that says what holds the name instead."""
+        if new.state in LIVE:
+            raise Conflict(f"model {new.name} {new.version} is already {new.state.value}")
+        live = await self._live_versions(new.tenant, new.name)
+        if not live:
+            raise Conflict(
+                f"model {new.name} has no active version to update; deploy {new.version} "
+                f"(`fogline model deploy {new.name} {new.version}`)"
+            )
+        updatable = [m for m in live if ModelEvent.UPDATE in allowed_events(m.state)]
+        if len(live) > 1 or not updatable:
+            raise Conflict(
+                f"model {new.name} {_holding(live)}: an update replaces an active version"
+                f"{_wait_hint(live)}"
+            )
+        return updatable[0]
 
     async def _check_deployable(self, model: ModelRecord) -> None:
         problems: list[Problem] = []
@@ -424,14 +491,17 @@ class DeploymentManager:
                 extra={"fields": {"model": model.id, "error": failure.reason}},
             )
 
-    async def _undo_update(self, new: ModelRecord, reason: str) -> None:
-        """The new version of an update a restart interrupted: what it had done is undone (its
-        processes died with the platform) and it goes back to draft."""
+    async def _undo_update(
+        self, new: ModelRecord, reason: str, name: SagaName = SagaName.UPDATE
+    ) -> None:
+        """The new version of an update a restart interrupted (or, `name` deploy, a deploy):
+        what it had done is undone (its processes died with the platform) and it goes back to
+        draft."""
 
         async def never(r: _Running) -> None:
             return None
 
-        saga = self._starting(SagaName.UPDATE, never)
+        saga = self._starting(name, never)
         running = self._prepare(new)
         await self.sagas.resume(
             self._key(new), new.tenant, saga, running, Resume.COMPENSATE, reason
@@ -632,7 +702,8 @@ class DeploymentManager:
             ModelState.DEGRADED,
             ModelState.UPDATING,
         ]
-        for model in await asyncio.to_thread(self.models.in_states, states):
+        found = await asyncio.to_thread(self.models.in_states, states)
+        for model in await self._one_version_each(found):
             await self._stop_leftover(model)
             saga = await self.sagas.get(self._key(model))
             in_update = saga is not None and saga.name == SagaName.UPDATE
@@ -656,6 +727,49 @@ class DeploymentManager:
             else:
                 self._launch(model, self._restore_saga(model))
         await self._recover_retires()
+
+    async def _one_version_each(self, models: list[ModelRecord]) -> list[ModelRecord]:
+        """An older Fogline let a second version of a name deploy beside an active one. Of the
+        versions of a name that would run again (active, or deploying but not in an update),
+        one is kept: an active one before a deploying one, then the one that got there last
+        (the latest decision); each other one is stopped, or its deploy undone, with the
+        reason. What is left for `recover` is returned."""
+        running: dict[tuple[str, str], list[ModelRecord]] = {}
+        for model in models:
+            if model.state in RUNNING or (
+                model.state is ModelState.DEPLOYING and not await self._in_update(model)
+            ):
+                running.setdefault((model.tenant, model.name), []).append(model)
+        set_aside: set[int] = set()
+        for versions in running.values():
+            kept = max(versions, key=lambda m: (m.state in RUNNING, m.updated_at, m.id))
+            for model in versions:
+                if model.id != kept.id:
+                    set_aside.add(model.id)
+                    await self._set_aside(model, kept)
+        return [m for m in models if m.id not in set_aside]
+
+    async def _set_aside(self, model: ModelRecord, kept: ModelRecord) -> None:
+        """A second running version found by `recover`: stopped, or its deploy undone."""
+        reason = (
+            f"one version of a model runs at a time and {kept.version} is "
+            f"{kept.state.value}: this one was set aside after a restart"
+        )
+        log.warning(
+            "deployment.second_version_set_aside",
+            extra={"fields": {"model": f"{model.name}:{model.version}", "kept": kept.version}},
+        )
+        await self._stop_leftover(model)
+        if model.state is ModelState.DEPLOYING:
+            self._launch(model, self._undo_update(model, reason, SagaName.DEPLOY))
+            return
+        async with self._deciding(model.tenant, model.name):  # the API serves meanwhile
+            stopping = await self._move(model, ModelEvent.STOP, reason, quiet=True)
+        self._launch(stopping, self._stop_saga(stopping, reason))
+
+    async def _in_update(self, model: ModelRecord) -> bool:
+        saga = await self.sagas.get(self._key(model))
+        return saga is not None and saga.name == SagaName.UPDATE
 
     async def _recover_retires(self) -> None:
         """A retire a restart cut short is finished (its one step is idempotent)."""
@@ -828,6 +942,24 @@ class DeploymentManager:
     def _runtime_for(self, spec: ModelSpec) -> Runtime:
         kind = "external" if spec.manifest.model.hosted == "external" else "local"
         return self.runtimes[kind]
+
+
+def _holding(live: list[ModelRecord]) -> str:
+    """'0.1.0 is active' (or each of them, comma-separated)."""
+    return ", ".join(f"{m.version} is {m.state.value}" for m in live)
+
+
+def _wait_hint(live: list[ModelRecord]) -> str:
+    """For a version on its way in or out: what to wait for before asking again."""
+    waits = {
+        ModelState.DEPLOYING: "wait until it is active (or back in draft, if it fails)",
+        ModelState.UPDATING: "wait until its update ends",
+        ModelState.STOPPING: "wait until it is stopped",
+    }
+    for m in live:
+        if m.state in waits:
+            return f"; {m.version} is {m.state.value}: {waits[m.state]}"
+    return ""
 
 
 class _Watched:

@@ -169,7 +169,9 @@ async def deploy_model(
     name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
 ) -> ModelOut:
     """Start the deployment saga; the model is `deploying` until it is `active`, or back in
-    `draft` with the reason. Follow it with GET .../deployment or .../events."""
+    `draft` with the reason. Follow it with GET .../deployment or .../events. One version of a
+    model runs at a time: while another version is deploying, active, updating or stopping,
+    409 names it (replace it with POST .../models/{name}/update, or stop it first)."""
     return ModelOut.of(await svc.deployments.deploy(tenant, name, version))
 
 
@@ -206,7 +208,9 @@ async def update_model(
     svc: Services,
 ) -> ModelOut:
     """Replace the active version of a model by another: deployed beside it, then it takes
-    over; the old one keeps running if the new one fails."""
+    over; the old one keeps running if the new one fails. 409 when no version is active, or
+    another update is under way; a refused update changes nothing (not even the mappings the
+    new version would have taken over)."""
     return ModelOut.of(await svc.deployments.update(tenant, name, body.to_version))
 
 
