@@ -376,7 +376,9 @@ class Companion:
         self._window_end = now_ms()
         while True:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            next_at += period
+            # A window that could not be sent on time (the model was busy) is not made up in a
+            # burst: the next one is a period from now.
+            next_at = max(next_at + period, time.monotonic() + period / 2)
             end = now_ms()
             window = {"start": end - size, "end": end}
             if self.stateful:
@@ -516,18 +518,18 @@ class Companion:
                 busy_wait = min(busy_wait * 2, BUSY_BACKOFF_MAX_S)
                 continue
             except (CallTimedOut, ModelUnreachable) as exc:
-                if retried:
-                    raise
-                retried = True
                 if isinstance(exc, CallTimedOut):
+                    # Still working on it, or hung: the next call must find a fresh process.
                     self.stats.timeouts += 1
                     self.request_restart(
                         f"a call got no answer within {self.timeout_s:g} s; the model may still "
                         "be working on it"
                     )
-                    await self._restarted_since(generation, None)
-                else:
-                    await self._restarted_since(generation, UNREACHABLE_GRACE_S)
+                if retried:
+                    raise
+                retried = True
+                grace = None if isinstance(exc, CallTimedOut) else UNREACHABLE_GRACE_S
+                await self._restarted_since(generation, grace)
                 continue
             self.stats.last_call_ms = round((time.perf_counter() - started) * 1000, 2)
             return answer
@@ -688,13 +690,17 @@ class Companion:
                 extra={"fields": {"model": self.spec.key, "error": str(exc)[:300]}},
             )
 
+    def readings(self) -> dict[str, Any]:
+        """Where the readings it accepted are (see `Accounting`)."""
+        return self.account.describe(len(self._queue), self._queue.oldest_age_s())
+
     def describe(self) -> dict[str, Any]:
         return {
             **asdict(self.stats),
             "dropped": self.account.dead_lettered[LossReason.OVERLOAD.value],
             "concurrency": self.concurrency,
             "since_ms": self.since_ms,
-            "readings": self.account.describe(len(self._queue), self._queue.oldest_age_s()),
+            "readings": self.readings(),
             "dead_letters_unwritten": len(self._letters) + self.unwritten_letters,
             "assets": self.assets,
         }

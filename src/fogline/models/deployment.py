@@ -41,7 +41,7 @@ from fogline.domain.errors import (
     Unavailable,
 )
 from fogline.domain.lifecycle import ModelEvent, ModelState, allowed_events, next_state
-from fogline.domain.models import ModelRecord
+from fogline.domain.models import ModelRecord, StoredModelDeadLetter
 from fogline.domain.sagas import SagaKey, SagaName, SagaOwner, StepStatus
 from fogline.models.companion import Companion, CompanionSettings
 from fogline.models.health import Health, HealthMonitor, HealthSettings
@@ -182,6 +182,9 @@ class DeploymentManager:
         self._lost_models: dict[int, tuple[ModelRecord, str]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._by_token: dict[str, _Running] = {}
+        # The last companion's counters of each model no companion feeds now (stopped, or
+        # sent to draft), since this platform started.
+        self._last_accounts: dict[int, dict[str, Any]] = {}
         # One lock per (tenant, model name): see `_deciding`.
         self._decisions: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -218,6 +221,7 @@ class DeploymentManager:
             await self._check_deployable(model)
             model = await self._move(model, ModelEvent.DEPLOY, "deploy requested")
         self._lost_models.pop(model.id, None)
+        self._last_accounts.pop(model.id, None)
         self._launch(model, self._deploy_saga(model))
         return model
 
@@ -617,6 +621,8 @@ class DeploymentManager:
         if r.companion is not None:
             self._by_token.pop(r.companion.token, None)
             await r.companion.stop(why)
+            # What it did stays readable (`describe`) until the model is deployed again.
+            self._last_accounts[r.model.id] = {**r.companion.describe(), "stopped": why}
             r.companion = None
 
     async def _stop_watching(self, s: _Stopping) -> None:
@@ -881,10 +887,18 @@ class DeploymentManager:
                 "next_backoff_s": r.health.next_backoff_s,
             },
             "dead_letters": await asyncio.to_thread(self.deployments.dead_letter_counts, model.id),
-            "companion": r.companion.describe() if r is not None and r.companion else None,
+            "companion": r.companion.describe()
+            if r is not None and r.companion
+            else self._last_accounts.get(model.id),
             "steps": [{**asdict(s), "status": str(s.status)} for s in steps],
             "stale_requests": [asdict(s) for s in stale],
         }
+
+    async def dead_letters(
+        self, tenant: str, name: str, version: str, limit: int, before_id: int | None
+    ) -> list[StoredModelDeadLetter]:
+        model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
+        return await asyncio.to_thread(self.deployments.dead_letters, model.id, limit, before_id)
 
     def health_summary(self) -> list[dict[str, Any]]:
         """Each model this platform runs or is starting, and each it gave up on: state, health
@@ -906,6 +920,7 @@ class DeploymentManager:
                     "failures": h.failures,
                     "restarts": h.restarts,
                     "problem": problem,
+                    "readings": None if r.companion is None else r.companion.readings(),
                 }
             )
         for m, reason in list(self._lost_models.values()):

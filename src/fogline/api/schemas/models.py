@@ -16,6 +16,7 @@ from fogline.domain.models import (
     ModelEventRecord,
     ModelMappings,
     ModelRecord,
+    StoredModelDeadLetter,
 )
 from fogline.domain.timeseries import iso_from_ms
 from fogline.library.catalog import LibraryModel
@@ -229,6 +230,48 @@ class StaleRequestOut(Out):
     readings: int
     sent_at: int = Field(description="epoch ms")
     timed_out_at: int = Field(description="epoch ms")
+
+
+class ModelDeadLetterOut(Out):
+    """Readings a model's companion accepted but could not score, or one output value that
+    could not be written, with the reason."""
+
+    id: int
+    at: int = Field(description="epoch ms")
+    reason_code: str = Field(
+        description="model-error, model-down, timeout, malformed-answer, "
+        "refused-output, dropped-on-overload or discarded-at-stop"
+    )
+    detail_code: str | None = Field(description="for refused-output: why the value was refused")
+    reason: str
+    readings: int = Field(description="readings this record stands for (0: an output value)")
+    request_id: str | None
+    asset: str | None
+    ts: int | None = Field(description="of the reading or output, when the record is about one")
+    column: str | None = Field(description="the output column, for a refused output value")
+    payload: str | None = Field(description="the original readings or value (JSON), clipped")
+
+    @classmethod
+    def of(cls, stored: StoredModelDeadLetter) -> ModelDeadLetterOut:
+        d = stored.letter
+        return cls(
+            id=stored.id,
+            at=d.at,
+            reason_code=d.reason_code.value,
+            detail_code=d.detail_code,
+            reason=d.reason,
+            readings=d.readings,
+            request_id=d.request_id,
+            asset=d.asset,
+            ts=d.ts,
+            column=d.column,
+            payload=d.payload,
+        )
+
+
+class ModelDeadLettersOut(Out):
+    items: list[ModelDeadLetterOut] = Field(description="newest first")
+    next_before: int | None = Field(description="pass as `before` for the next (older) page")
 
 
 class DeploymentOut(Out):
