@@ -4,6 +4,7 @@ platform SIGKILLed in the middle of a deployment saga."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -78,6 +79,18 @@ def test_init_submit_map_deploy_and_a_sigkill_mid_saga(tmp_path: Path) -> None:
                 return series if series and series["points"] else None
 
             assert wait_for(labelled, 30, "the model's output")["points"] == [[now, "high"]]
+
+        # A second version of press is refused while 0.1.0 is active, and told how to go on.
+        second = tmp_path / "press-0.2.0"
+        shutil.copytree(project, second)
+        manifest = second / "fogline.yaml"
+        manifest.write_text(manifest.read_text().replace("version: 0.1.0", "version: 0.2.0"))
+        ok(p.cli("model", "submit", str(second)))
+        refused = p.cli("model", "deploy", "press", "0.2.0")
+        assert refused.returncode == 4, refused.stdout + refused.stderr  # a conflict
+        assert "0.1.0 is active" in refused.stderr
+        assert "fogline model update press --to 0.2.0" in refused.stderr
+        assert json.loads(ok(p.cli("model", "show", "press", "0.2.0")))["state"] == "draft"
 
         # A second model that takes seconds to become healthy: kill the platform while the
         # saga waits for it.

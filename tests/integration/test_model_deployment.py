@@ -139,7 +139,10 @@ async def test_a_crashed_model_is_restarted_and_an_unrecoverable_one_goes_to_dra
 
     p = Platform(
         platform_settings(
-            model_health_interval=0.3, model_max_health_failures=2, model_start_timeout=3
+            model_health_interval=0.3,
+            model_max_health_failures=2,
+            model_start_timeout=3,
+            model_stable_after=1.0,
         )
     )
     await p.start()
@@ -160,6 +163,11 @@ async def test_a_crashed_model_is_restarted_and_an_unrecoverable_one_goes_to_dra
         await async_wait_for(restarted, 30, "restart")
         status = await k.deployment(api, name)
         assert status["runtime"]["pid"] != first and pid_alive(status["runtime"]["pid"])
+        # Degraded while it crashed and was restarted; active again once well for a while.
+        await k.wait_state(api, name, "active")
+        events = (await api.http.get(f"/tenants/default/models/{name}/1.0.0/events")).json()
+        assert [e["event"] for e in events][-2:] == ["degrade", "recover"]
+        assert "the model process exited" in events[-2]["reason"]
         now = int(time.time() * 1000)
         await k.send(api, "s1", now, 2.0)
         assert await outputs_of(api, "s1", "doubled") == [[now, 4.0]]  # fed again

@@ -237,3 +237,10 @@ def test_text_that_is_not_unicode_is_refused_alone() -> None:
     plan = planner().plan(answer, {"s1": {T0}}, MAPPINGS)
     assert [r["values"] for r in written(plan)] == [{"score": 1}]
     assert [(r.reason_code, r.column) for r in plan.refused] == [("wrong-type", "label")]
+
+
+def test_names_a_model_makes_up_are_kept_storable() -> None:
+    answer = {"outputs": [{"asset": "a\x00" + "b" * 500, "values": {"score": 1}}]}
+    [refusal] = planner().plan(answer, {}, MAPPINGS).refused
+    assert refusal.reason_code == "unmapped"
+    assert refusal.asset == "a" + "b" * 63

@@ -57,7 +57,13 @@ def test_score_learn_and_health_follow_the_contract() -> None:
         }
         health = http.get("/health")
         assert health.status_code == 200
-        assert health.json() == {"status": "ok", "scored": 3, "failures": 0}
+        assert health.json() == {
+            "status": "ok",
+            "scored": 3,
+            "failures": 0,
+            "in_flight": 0,
+            "concurrency": 1,
+        }
 
         failed = http.post("/score", json=request(-1.0))
         assert failed.status_code == 500
@@ -78,3 +84,35 @@ def test_a_function_model_without_learn_says_so() -> None:
         assert http.post("/score", json=request(4.0)).json()["outputs"][0]["values"] == {"y": 8.0}
         r = http.post("/learn", json=request(4.0))
         assert r.status_code == 501 and "does not learn" in r.json()["detail"]
+
+
+async def test_a_call_beyond_the_workers_is_refused_as_busy_not_queued() -> None:
+    """The companion must never have a call wait inside the model (it would time out there
+    and be sent again while still queued): the SDK answers 429 at once instead."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    from tests.conftest import async_wait_for
+
+    release = threading.Event()
+
+    def slow(readings: list[Reading]) -> list[Any]:
+        release.wait(10)
+        return [{"y": 1} for _ in readings]
+
+    host = ModelHost(FunctionModel(slow), concurrency=2)
+    transport = httpx.ASGITransport(app=build_app(host, ServerSettings()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://model") as http:
+        first = [asyncio.create_task(http.post("/score", json=request(1.0))) for _ in range(2)]
+        await async_wait_for(lambda: host.in_flight == 2, 10, "both workers busy")
+        refused = await http.post("/score", json=request(2.0))
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        health = (await http.get("/health")).json()
+        assert (health["in_flight"], health["concurrency"]) == (2, 2)
+        release.set()
+        assert [r.status_code for r in await asyncio.gather(*first)] == [200, 200]
+        again = await http.post("/score", json=request(3.0))
+        assert again.status_code == 200
+    assert (host.scored, host.busy_refusals, host.in_flight) == (3, 1, 0)

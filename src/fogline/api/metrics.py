@@ -90,12 +90,47 @@ class _Snapshot(Collector):
             "when the historian last committed",
             last / 1000 if last else None,
         )
+        yield from _models(ready.get("checks", {}).get("models") or {})
         retention = system.get("retention") or {}
         yield from _counter(
             "fogline_retention_readings_deleted",
             "readings expired",
             retention.get("readings_deleted"),
         )
+
+
+# Where the readings each model's companion accepted are, as counters per outcome (since the
+# platform started) and gauges for what waits: accepted = scored + dead-lettered + queued +
+# in flight.
+_OUTCOMES = (("scored", "scored"), ("dead_lettered", "dead-lettered"))
+
+
+def _models(check: dict[str, Any]) -> Iterator[Metric]:
+    labels = ["model", "version", "tenant"]
+    readings = CounterMetricFamily(
+        "fogline_model_readings",
+        "readings a model's companion accepted, by outcome",
+        labels=["model", "outcome", "tenant", "version"],
+    )
+    queued = GaugeMetricFamily("fogline_model_queued", "readings waiting for a call", labels=labels)
+    oldest = GaugeMetricFamily(
+        "fogline_model_oldest_queued_seconds", "age of the oldest queued reading", labels=labels
+    )
+    restarts = CounterMetricFamily("fogline_model_restarts", "model restarts", labels=labels)
+    degraded = GaugeMetricFamily("fogline_model_degraded", "1 while not well", labels=labels)
+    for item in check.get("items", []):
+        tenant, model, version = str(item["id"]).split("/", 2)
+        restarts.add_metric([model, version, tenant], float(item["restarts"]))
+        degraded.add_metric([model, version, tenant], 1.0 if item["problem"] else 0.0)
+        r = item.get("readings")
+        if not r:
+            continue
+        for key, outcome in _OUTCOMES:
+            readings.add_metric([model, outcome, tenant, version], float(r[key]))
+        readings.add_metric([model, "accepted", tenant, version], float(r["accepted"]))
+        queued.add_metric([model, version, tenant], float(r["queued"] + r["in_flight"]))
+        oldest.add_metric([model, version, tenant], float(r["oldest_queued_age_s"] or 0.0))
+    yield from (readings, queued, oldest, restarts, degraded)
 
 
 def render(ready: dict[str, Any], system: dict[str, Any]) -> bytes:

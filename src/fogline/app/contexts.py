@@ -287,8 +287,14 @@ async def build_models(
             health_interval_s=s.model_health_interval,
             health_timeout_s=s.model_start_timeout,
             max_health_failures=s.model_max_health_failures,
+            restart_limit=s.model_restart_limit,
+            restart_window_s=s.model_restart_window,
+            restart_backoff_cap_s=s.model_restart_backoff_cap,
+            stable_s=s.model_stable_after,
             # A model's outputs are chunked under the limit the historian holds them to.
-            companion=CompanionSettings(max_message_bytes=s.max_message_bytes),
+            companion=CompanionSettings(
+                max_queue=s.model_queue_limit, max_message_bytes=s.max_message_bytes
+            ),
         ),
     )
     subscription = await deployments.follow_changes(b.bus)

@@ -73,6 +73,16 @@ class Settings(BaseModel):
     model_health_interval: float = Field(default=2.0, gt=0)
     model_start_timeout: float = Field(default=30.0, gt=0)  # to answer health after a start
     model_max_health_failures: int = Field(default=3, ge=1)
+    # A crash loop: this many restarts of one model within model_restart_window seconds send
+    # it to draft. Restarts back off from 0.5 s, doubling, up to model_restart_backoff_cap.
+    model_restart_limit: int = Field(default=5, ge=1)
+    model_restart_window: float = Field(default=600.0, gt=0)
+    model_restart_backoff_cap: float = Field(default=30.0, gt=0)
+    # A degraded model that has been well (no crash, health and calls fine) this long is
+    # active again.
+    model_stable_after: float = Field(default=10.0, ge=0)
+    # Readings a model's companion holds for it at most; beyond, they are dead-lettered.
+    model_queue_limit: int = Field(default=100_000, ge=100)
     # A historian with messages waiting and no commit for this long (or frozen this long) is
     # restarted.
     historian_progress_timeout: float = Field(default=30.0, gt=0)

@@ -26,6 +26,7 @@ class EventType(StrEnum):
     DEVICE_CHANGED = "device.changed"
     MAPPINGS_CHANGED = "mappings.changed"
     DEPLOYMENT_STEP = "deployment.step"
+    MODEL_RESTARTED = "model.restarted"
 
 
 class Change(StrEnum):
@@ -96,8 +97,26 @@ class DeploymentStep(_Event):
     detail: str | None = None
 
 
+class ModelRestarted(_Event):
+    """A running model is being restarted by its health monitor: it crashed, failed its health
+    check, or a call outlived its timeout. `attempt` counts the restarts in the monitor's
+    window; the monitor gives up (the model goes to draft) when they reach its limit."""
+
+    type: Literal[EventType.MODEL_RESTARTED] = EventType.MODEL_RESTARTED
+    model: str
+    version: str
+    reason: str
+    attempt: int
+    backoff_s: float = Field(description="how long the monitor waited before this restart")
+
+
 PlatformEvent = Annotated[
-    ModelTransitioned | RegistryChanged | DeviceChanged | MappingsChanged | DeploymentStep,
+    ModelTransitioned
+    | RegistryChanged
+    | DeviceChanged
+    | MappingsChanged
+    | DeploymentStep
+    | ModelRestarted,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[PlatformEvent] = TypeAdapter(PlatformEvent)

@@ -4,17 +4,28 @@ for, calls the model, and writes the model's outputs back as telemetry of the ma
 - REAL_TIME: every committed reading of a mapped asset (the historian's live events), each
   completed with the asset's latest values of the other inputs, micro-batched: while a call is
   in flight, what arrives is gathered into the next one.
-- TIME_WINDOW: every `frequency` ms, the last `timeWindowSize` ms of the mapped telemetry from
-  the history.
-- A stateful model gets the stream: one call at a time, in order, and in TIME_WINDOW only the
-  readings it has not seen. A stateless model gets self-contained batches (the whole window),
-  up to `concurrency` calls at once.
+- TIME_WINDOW: every `frequency` ms. A stateless model gets the last `timeWindowSize` ms of the
+  mapped telemetry from the history (self-contained windows). A stateful model gets the stream:
+  what was committed since its last window, in commit order, late readings included (a reading
+  whose time is before the previous window's end is counted as late and still delivered).
+- A stateful model gets one call at a time, in order; a stateless one up to the manifest's
+  `concurrency`, which is also what the SDK's server runs at once: no call waits inside it.
 - A synchronous model answers the call; an asynchronous one answers on the callback URL the
-  companion gives it (or, over AMQP, on the reply queue); an answer that does not come within
-  `timeoutMs` is recorded as a stale request.
+  companion gives it (or, over AMQP, on the reply queue); its call is in flight until then.
+
+Every reading the companion accepts ends in exactly one state, counted per reading: scored,
+dead-lettered with a reason (kept in the model's dead letters, one record per call or per batch
+of drops), queued, or in flight. A call is never sent twice while the model may still be working
+on it: after a timeout the model is restarted and the call retried once; a model that is down
+gets the call once more when it is back; a model that answers with an error has seen the
+readings, and they are dead-lettered at once. What is queued or in flight when the companion
+stops is dead-lettered as discarded. The companion lives as long as the deployment: a model
+restart pauses it (readings keep queueing) and resumes it with the new client.
+
 - Outputs are checked value by value and published on the model version's outputs subject in
   the telemetry stream (`outputs.py`), so the historian validates, stores and streams them like
-  any device's readings; an output may only be at the time of a reading of its request.
+  any device's readings; an output may only be at the time of a reading of its call, and each
+  refused value is a dead letter of its own (`refused-output`, with why).
 """
 
 from __future__ import annotations
@@ -24,42 +35,52 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import orjson
 
 from fogline.bus.connection import Bus, Subscription
-from fogline.domain.errors import FoglineError
-from fogline.domain.models import StaleRequest
+from fogline.domain.models import LossReason, ModelDeadLetter, StaleRequest
 from fogline.domain.timeseries import now_ms
 from fogline.models.manifest import TriggerType
 from fogline.models.mappings import ResolvedAsset
-from fogline.models.outputs import (
-    Allowed,
-    OutputRefusal,
-    OutputWriter,
-    allowed_timestamps,
-)
+from fogline.models.outputs import OutputRefusal, OutputWriter, RefusedOutput, allowed_timestamps
 from fogline.models.runtimes.base import ModelSpec
-from fogline.models.transport import ModelClient
-from fogline.retry import retrying
+from fogline.models.transport import (
+    CallTimedOut,
+    MalformedAnswer,
+    ModelAnswered,
+    ModelBusy,
+    ModelCallFailed,
+    ModelClient,
+    ModelUnreachable,
+)
 from fogline.store.deployments import DeploymentStore
 from fogline.store.telemetry import TelemetryStore
 
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[], Awaitable[list[ResolvedAsset]]]
-CALL_BACKOFF_S = 0.1  # before a call's second attempt, doubled before each next
+RestartRequest = Callable[[str], None]
+BUSY_BACKOFF_S = 0.05  # a busy model is asked again after this, doubled up to BUSY_BACKOFF_MAX_S
+BUSY_BACKOFF_MAX_S = 1.0
+UNREACHABLE_GRACE_S = 2.0  # how long a call waits for a restart before its one retry
+FLUSH_S = 1.0  # dead letters are written to the database at most this often
+PAYLOAD_READINGS = 20  # how many readings a dead letter keeps as a sample
+PAYLOAD_BYTES = 4096
+MAX_UNWRITTEN_LETTERS = 10_000  # kept in memory while the database is away
 
 
 @dataclass(frozen=True)
 class CompanionSettings:
     max_batch: int = 500
     max_queue: int = 100_000
-    concurrency: int = 4  # stateless models only
-    call_attempts: int = 3
+    # A backlog whose oldest reading has waited longer than this (or 3 x the call timeout, if
+    # longer) makes the model degraded: it cannot keep up.
+    backlog_age_s: float = 60.0
     # The platform's max_message_bytes: no chunk of outputs is larger (the historian would
     # refuse it whole).
     max_message_bytes: int = 256 * 1024
@@ -70,33 +91,91 @@ class CompanionStats:
     asset_count: int = 0
     received: int = 0  # readings of mapped inputs that arrived
     incomplete: int = 0  # held back: some input never seen yet for that asset
-    dropped: int = 0  # the queue was full (the model is far slower than its input)
-    calls: int = 0
-    scored: int = 0  # readings sent in successful calls
+    calls: int = 0  # calls answered
+    failures: int = 0  # calls that failed (each dead-letters its readings)
+    timeouts: int = 0  # calls that got no answer in time (retried once after a restart)
+    busy: int = 0  # calls the model refused as busy (sent again: it never started on them)
+    scored: int = 0  # readings the model answered
     outputs: int = 0  # output values written back (acknowledged by the hot store)
     unmapped_outputs: int = 0
-    refused_outputs: int = 0  # output values (or items) refused, unmapped ones included
-    failures: int = 0
-    stale: int = 0
-    pending: int = 0
+    refused_outputs: int = 0  # output values (or items) not written, unmapped ones included
+    stale: int = 0  # asynchronous requests never answered in time
+    pending: int = 0  # asynchronous requests waiting for their answer
     windows: int = 0
+    late: int = 0  # stateful TIME_WINDOW: readings delivered after their window had passed
     last_call_ms: float | None = None
     last_error: str | None = None
 
 
 @dataclass
+class Accounting:
+    """Where every reading the companion accepted is: accepted = scored + dead-lettered +
+    queued + in flight, at any moment."""
+
+    accepted: int = 0
+    scored: int = 0
+    in_flight: int = 0
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+
+    def describe(self, queued: int, oldest_age_s: float | None) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "scored": self.scored,
+            "dead_lettered": sum(self.dead_lettered.values()),
+            "dead_lettered_by_reason": dict(self.dead_lettered),
+            "queued": queued,
+            "in_flight": self.in_flight,
+            "oldest_queued_age_s": None if oldest_age_s is None else round(oldest_age_s, 3),
+        }
+
+
+@dataclass
 class _Pending:
+    """An asynchronous request waiting for its answer; it holds a call slot until then."""
+
     sent_at: int
-    readings: int
+    readings: list[dict[str, Any]]
     deadline: float
-    allowed: Allowed  # the times its answer may write outputs at
+    sent: bool = False  # the call returned: from here only its answer or its going stale ends it
 
 
 @dataclass
 class _AssetState:
     mapping: ResolvedAsset
     latest: dict[str, Any] = field(default_factory=dict)  # input column -> latest value
-    last_sent_ts: int = 0  # TIME_WINDOW stateful: what the model has already seen
+
+
+class ReadingQueue:
+    """The readings waiting for a call, oldest first, bounded; each keeps when it came."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: deque[tuple[float, dict[str, Any]]] = deque()
+        self._filled = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, reading: dict[str, Any]) -> bool:
+        if len(self._items) >= self.capacity:
+            return False
+        self._items.append((time.monotonic(), reading))
+        self._filled.set()
+        return True
+
+    async def take(self, most: int) -> list[dict[str, Any]]:
+        """At least one reading (waiting for it), at most `most`."""
+        while not self._items:
+            self._filled.clear()
+            await self._filled.wait()
+        return self.take_now(most)
+
+    def take_now(self, most: int | None = None) -> list[dict[str, Any]]:
+        count = len(self._items) if most is None else min(most, len(self._items))
+        return [self._items.popleft()[1] for _ in range(count)]
+
+    def oldest_age_s(self) -> float | None:
+        return time.monotonic() - self._items[0][0] if self._items else None
 
 
 class Companion:
@@ -110,6 +189,7 @@ class Companion:
         resolve: Resolver,
         callback_base: str | None,
         settings: CompanionSettings | None = None,
+        request_restart: RestartRequest | None = None,
     ) -> None:
         self.spec = spec
         self.client = client
@@ -118,51 +198,99 @@ class Companion:
         self.deployments = deployments
         self.resolve = resolve
         self.settings = settings or CompanionSettings()
+        # Asked when a call timed out: the model may still be working on it, so it is
+        # restarted (by the health monitor) before the call is sent again.
+        self.request_restart = request_restart or (lambda _reason: None)
         self.token = uuid.uuid4().hex + uuid.uuid4().hex
         self.callback_base = callback_base
         self.stats = CompanionStats()
+        self.account = Accounting()
         m = spec.manifest
         self.trigger = m.trigger
         self.stateful = m.model.stateful
         self.is_async = m.model.is_async
         self.timeout_s = m.model.timeout_ms / 1000
+        self.concurrency = 1 if self.stateful else m.model.concurrency
         self.outputs = OutputWriter(spec, bus, self.settings.max_message_bytes)
+        self.since_ms = now_ms()
+        self._streamed = self.trigger.type is TriggerType.REAL_TIME or self.stateful
         self._assets: dict[str, _AssetState] = {}
         self._subscriptions: dict[str, Subscription] = {}
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.settings.max_queue)
+        self._queue = ReadingQueue(self.settings.max_queue)
         self._pending: dict[str, _Pending] = {}
-        self._slots = asyncio.Semaphore(1 if self.stateful else self.settings.concurrency)
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._tasks: list[asyncio.Task[None]] = []
         self._calls: set[asyncio.Task[None]] = set()
         self._refresh_lock = asyncio.Lock()
+        self._usable = asyncio.Event()  # cleared while the model restarts
+        self._usable.set()
+        self._generation = 0  # the model's incarnation: one more at each restart
+        self._restarted = asyncio.Condition()
+        self._last_call_failed = False
+        self._window_end = 0  # stateful TIME_WINDOW: the end of the window last sent
+        self._letters: list[ModelDeadLetter] = []
+        self._overload = 0  # drops not yet written as a dead letter
+        self._overload_sample: list[dict[str, Any]] = []
+        self.unwritten_letters = 0  # dead letters lost because the database stayed away
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.refresh()
         if self.trigger.type is TriggerType.REAL_TIME:
-            self._tasks.append(
-                asyncio.create_task(self._send_loop(), name=f"companion-{self.spec.key}")
-            )
+            self._spawn(self._send_loop(), "companion")
         else:
-            self._tasks.append(
-                asyncio.create_task(self._window_loop(), name=f"window-{self.spec.key}")
-            )
+            self._spawn(self._window_loop(), "window")
         if self.is_async:
-            self._tasks.append(
-                asyncio.create_task(self._stale_loop(), name=f"stale-{self.spec.key}")
-            )
+            self._spawn(self._stale_loop(), "stale")
+        self._spawn(self._flush_loop(), "dead-letters")
 
-    async def stop(self) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=f"{what}-{self.spec.key}"))
+
+    async def stop(self, why: str = "the model was stopped") -> None:
+        """Stop feeding the model. What is queued, in flight or pending is dead-lettered as
+        discarded, and every dead letter is written before this returns."""
         for sub in self._subscriptions.values():
             await sub.close()
         self._subscriptions.clear()
-        for task in [*self._tasks, *self._calls]:
+        loops = [t for t in self._tasks if not t.get_name().startswith("dead-letters")]
+        for task in [*loops, *self._calls]:
             task.cancel()
-        for task in [*self._tasks, *self._calls]:
+        for task in [*loops, *self._calls]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        discarded = f"{why} while these readings waited for the model"
+        queued = self._queue.take_now()
+        self._lose(queued, LossReason.DISCARDED_AT_STOP, discarded, in_flight=False)
+        for request_id, pending in list(self._pending.items()):
+            self._forget_pending(request_id)
+            self._lose(pending.readings, LossReason.DISCARDED_AT_STOP, discarded, request_id)
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self._flush()
+
+    def pause(self, why: str) -> None:
+        """The model is being restarted: nothing is sent until `resume`. Asynchronous requests
+        it had not answered never will be (the process that had them is gone)."""
+        self._usable.clear()
+        for request_id, pending in list(self._pending.items()):
+            if not pending.sent:
+                continue  # its call fails and is sent once more when the model is back
+            self._forget_pending(request_id)
+            self.stats.stale += 1
+            reason = f"the model restarted before answering ({why})"
+            self._lose(pending.readings, LossReason.MODEL_DOWN, reason, request_id)
+
+    async def resume(self, client: ModelClient) -> None:
+        self.client = client
+        async with self._restarted:
+            self._generation += 1
+            self._restarted.notify_all()
+        self._usable.set()
 
     async def refresh(self) -> None:
         """Follow the mappings: assets added to a mapped type are fed from now on, removed ones
@@ -180,7 +308,7 @@ class Companion:
                     self._assets[asset] = _AssetState(mapping)
                 else:
                     state.mapping = mapping
-                if self.trigger.type is TriggerType.REAL_TIME and asset not in self._subscriptions:
+                if self._streamed and asset not in self._subscriptions:
                     self._subscriptions[asset] = await self.bus.subscribe_live(
                         self.spec.tenant, asset, self._on_live
                     )
@@ -190,7 +318,18 @@ class Companion:
     def assets(self) -> list[str]:
         return sorted(self._assets)
 
-    # -- REAL_TIME ------------------------------------------------------------------------
+    def trouble(self) -> str | None:
+        """Why the model is not well as far as its calls show, or None: its last call failed,
+        or its backlog waits too long."""
+        if self._last_call_failed:
+            return f"its last call failed: {self.stats.last_error}"
+        age = self._queue.oldest_age_s()
+        limit = max(self.settings.backlog_age_s, 3 * self.timeout_s)
+        if age is not None and age > limit:
+            return f"it cannot keep up: the oldest queued reading has waited {age:.0f} s"
+        return None
+
+    # -- feeding: the live feed (REAL_TIME, stateful TIME_WINDOW) ---------------------------
 
     async def _on_live(self, data: bytes) -> None:
         event = orjson.loads(data)
@@ -211,56 +350,45 @@ class Companion:
             if len(state.latest) < len(inputs):
                 self.stats.incomplete += 1
                 continue
-            item = {"asset": state.mapping.asset, "ts": reading["ts"], "values": dict(state.latest)}
-            try:
-                self._queue.put_nowait(item)
-            except asyncio.QueueFull:
-                self.stats.dropped += 1
-                if self.stats.dropped % 1000 == 1:
-                    log.warning("companion.queue_full", extra={"fields": {"model": self.spec.key}})
+            self._accept(
+                {"asset": state.mapping.asset, "ts": reading["ts"], "values": dict(state.latest)}
+            )
+
+    def _accept(self, reading: dict[str, Any]) -> None:
+        self.account.accepted += 1
+        if self._queue.put(reading):
+            return
+        self.account.dead_lettered[LossReason.OVERLOAD.value] += 1
+        self._overload += 1
+        if len(self._overload_sample) < PAYLOAD_READINGS:
+            self._overload_sample.append(reading)
+        if self._overload % 1000 == 1:
+            log.warning("companion.queue_full", extra={"fields": {"model": self.spec.key}})
 
     async def _send_loop(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.settings.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await self._queue.take(self.settings.max_batch)
+            self.account.in_flight += len(batch)
             await self._dispatch(batch, None)
 
-    async def _dispatch(
-        self, readings: list[dict[str, Any]], window: dict[str, int] | None
-    ) -> None:
-        """One call in flight for a stateful model (the stream stays in order); up to
-        `concurrency` for a stateless one."""
-        await self._slots.acquire()
-        if self.stateful:
-            try:
-                await self._call(readings, window)
-            finally:
-                self._slots.release()
-            return
-        task = asyncio.create_task(self._call_and_release(readings, window))
-        self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
-
-    async def _call_and_release(
-        self, readings: list[dict[str, Any]], window: dict[str, int] | None
-    ) -> None:
-        try:
-            await self._call(readings, window)
-        finally:
-            self._slots.release()
-
-    # -- TIME_WINDOW ----------------------------------------------------------------------
+    # -- feeding: TIME_WINDOW -------------------------------------------------------------
 
     async def _window_loop(self) -> None:
         assert self.trigger.frequency is not None and self.trigger.time_window_size is not None
         period = self.trigger.frequency / 1000
         size = self.trigger.time_window_size
         next_at = time.monotonic() + period
+        self._window_end = now_ms()
         while True:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            next_at += period
+            # A window that could not be sent on time (the model was busy) is not made up in a
+            # burst: the next one is a period from now.
+            next_at = max(next_at + period, time.monotonic() + period / 2)
             end = now_ms()
+            window = {"start": end - size, "end": end}
+            if self.stateful:
+                await self._send_stream_window(window)
+                continue
             try:
                 readings = await asyncio.to_thread(self._window, end - size, end)
             except Exception as exc:  # the database may be briefly away: next window
@@ -268,7 +396,19 @@ class Companion:
                 continue
             self.stats.windows += 1
             if readings:
-                await self._dispatch(readings, {"start": end - size, "end": end})
+                self.account.accepted += len(readings)
+                self.account.in_flight += len(readings)
+                await self._dispatch(readings, window)
+
+    async def _send_stream_window(self, window: dict[str, int]) -> None:
+        """A stateful model's window: everything committed since the last one, in order."""
+        self.stats.windows += 1
+        late_before, self._window_end = self._window_end, window["end"]
+        while len(self._queue):
+            batch = self._queue.take_now(self.settings.max_batch)
+            self.stats.late += sum(1 for r in batch if r["ts"] <= late_before)
+            self.account.in_flight += len(batch)
+            await self._dispatch(batch, window)
 
     def _window(self, start: int, end: int) -> list[dict[str, Any]]:
         readings: list[dict[str, Any]] = []
@@ -281,14 +421,28 @@ class Companion:
             for column, telemetry in inputs.items():
                 for point in by_name.get(telemetry, []):
                     rows.setdefault(point.ts, {})[column] = point.value
-            since = state.last_sent_ts if self.stateful else 0
-            for ts in sorted(t for t in rows if t > since):
+            for ts in sorted(rows):
                 readings.append({"asset": state.mapping.asset, "ts": ts, "values": rows[ts]})
-            if rows and self.stateful:
-                state.last_sent_ts = max(rows)
         return readings
 
     # -- calling the model ----------------------------------------------------------------
+
+    async def _dispatch(
+        self, readings: list[dict[str, Any]], window: dict[str, int] | None
+    ) -> None:
+        """Send once a call slot is free: one for a stateful model (the stream stays in
+        order), `concurrency` for a stateless one. The readings are in flight from here."""
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            self._lose(readings, LossReason.DISCARDED_AT_STOP, "the model was stopped")
+            raise
+        if self.stateful:
+            await self._call(readings, window)
+            return
+        task = asyncio.create_task(self._call(readings, window))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
 
     def _request(
         self, request_id: str, readings: list[dict[str, Any]], window: dict[str, int] | None
@@ -310,99 +464,288 @@ class Companion:
         )
 
     async def _call(self, readings: list[dict[str, Any]], window: dict[str, int] | None) -> None:
+        """One call, holding a slot. Each reading leaves `in flight` as scored or dead-lettered.
+        An asynchronous request is pending (and holds the slot) from before it is sent, since
+        its answer may come before the call returns, until its answer comes or it goes stale."""
+        if self.is_async:
+            await self._call_async(readings, window)
+            return
         request_id = uuid.uuid4().hex
-        body = self._request(request_id, readings, window)
-        wait = not self.is_async
         try:
-            async for attempt in retrying(
-                self.settings.call_attempts, CALL_BACKOFF_S, retry_on=(FoglineError,)
-            ):
-                with attempt:
-                    started = time.perf_counter()
-                    answer = await self._score(request_id, body, readings, wait)
-        except FoglineError as exc:
-            self.stats.failures += 1
-            log.warning(
-                "companion.call_failed",
-                extra={
-                    "fields": {
-                        "model": self.spec.key,
-                        "readings": len(readings),
-                        "error": exc.message,
-                    }
-                },
-            )
+            answer = await self._send(request_id, self._request(request_id, readings, window))
+            await self._answered(request_id, readings, answer)
+        except asyncio.CancelledError:
+            self._lose(readings, LossReason.DISCARDED_AT_STOP, "the model was stopped", request_id)
+            raise
+        except ModelCallFailed as exc:
+            self._failed(request_id, readings, exc)
+        finally:
+            self._slots.release()
+
+    async def _call_async(
+        self, readings: list[dict[str, Any]], window: dict[str, int] | None
+    ) -> None:
+        request_id = uuid.uuid4().hex
+        pending = _Pending(now_ms(), readings, time.monotonic() + self.timeout_s)
+        self._pending[request_id] = pending  # the slot is the pending request's from here
+        self.stats.pending = len(self._pending)
+        try:
+            await self._send(request_id, self._request(request_id, readings, window))
+        except asyncio.CancelledError:
+            if self._forget_pending(request_id) is not None:
+                reason = "the model was stopped"
+                self._lose(readings, LossReason.DISCARDED_AT_STOP, reason, request_id)
+            raise
+        except ModelCallFailed as exc:
+            if self._forget_pending(request_id) is not None:
+                self._failed(request_id, readings, exc)
+            return
+        pending.sent = True
+        pending.deadline = time.monotonic() + self.timeout_s
+
+    async def _send(self, request_id: str, body: bytes) -> Any:
+        """The call, sent again only when that is safe: the model refused it as busy (it never
+        started on it), or once more after the model was restarted or came back. Raises the
+        last failure."""
+        busy_wait = BUSY_BACKOFF_S
+        retried = False
+        while True:
+            await self._usable.wait()
+            generation = self._generation
+            started = time.perf_counter()
+            try:
+                answer = await self.client.score(
+                    request_id, body, self.timeout_s, not self.is_async
+                )
+            except ModelBusy:
+                self.stats.busy += 1
+                await asyncio.sleep(busy_wait)
+                busy_wait = min(busy_wait * 2, BUSY_BACKOFF_MAX_S)
+                continue
+            except (CallTimedOut, ModelUnreachable) as exc:
+                if isinstance(exc, CallTimedOut):
+                    # Still working on it, or hung: the next call must find a fresh process.
+                    self.stats.timeouts += 1
+                    self.request_restart(
+                        f"a call got no answer within {self.timeout_s:g} s; the model may still "
+                        "be working on it"
+                    )
+                if retried:
+                    raise
+                retried = True
+                grace = None if isinstance(exc, CallTimedOut) else UNREACHABLE_GRACE_S
+                await self._restarted_since(generation, grace)
+                continue
+            self.stats.last_call_ms = round((time.perf_counter() - started) * 1000, 2)
+            return answer
+
+    async def _restarted_since(self, generation: int, grace_s: float | None) -> None:
+        """Until the model was restarted after `generation` (or, with a grace, until that has
+        passed: a model that is up again without a restart), and is usable."""
+        async with self._restarted:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._restarted.wait_for(lambda: self._generation > generation), grace_s
+                )
+        await self._usable.wait()
+
+    async def _answered(self, request_id: str, readings: list[dict[str, Any]], answer: Any) -> None:
+        if not isinstance(answer, dict) or not isinstance(answer.get("outputs"), list):
+            exc = MalformedAnswer("the model's answer has no 'outputs' list")
+            self._failed(request_id, readings, exc)
             return
         self.stats.calls += 1
-        self.stats.last_call_ms = round((time.perf_counter() - started) * 1000, 2)
-        if wait:
-            self.stats.scored += len(readings)
-            await self._write(answer, allowed_timestamps(readings))
-        self.stats.pending = len(self._pending)
+        self._last_call_failed = False
+        self.account.in_flight -= len(readings)
+        self.account.scored += len(readings)
+        self.stats.scored += len(readings)
+        await self._write(request_id, readings, answer)
 
-    async def _score(
-        self, request_id: str, body: bytes, readings: list[dict[str, Any]], wait: bool
-    ) -> Any:
-        """One attempt of a call. An asynchronous model's request is pending from now until its
-        answer comes, or no longer when the call itself failed."""
-        if not wait:
-            self._pending[request_id] = _Pending(
-                now_ms(),
-                len(readings),
-                time.monotonic() + self.timeout_s,
-                allowed_timestamps(readings),
-            )
-        try:
-            return await self.client.score(request_id, body, self.timeout_s, wait)
-        except FoglineError as exc:
-            self._pending.pop(request_id, None)
-            self.stats.last_error = exc.message
-            raise
+    def _failed(
+        self, request_id: str, readings: list[dict[str, Any]], exc: ModelCallFailed
+    ) -> None:
+        self.stats.failures += 1
+        self.stats.last_error = exc.message
+        self._last_call_failed = True
+        if isinstance(exc, CallTimedOut):
+            reason = LossReason.TIMEOUT
+        elif isinstance(exc, MalformedAnswer):
+            reason = LossReason.MALFORMED_ANSWER
+        elif isinstance(exc, ModelAnswered):
+            reason = LossReason.MODEL_ERROR
+        else:
+            reason = LossReason.MODEL_DOWN
+        self._lose(readings, reason, exc.message, request_id)
 
     async def on_answer(self, request_id: str, answer: dict[str, Any]) -> bool:
         """An asynchronous model's answer. False when the request is unknown or went stale."""
-        pending = self._pending.pop(request_id, None)
+        pending = self._forget_pending(request_id)
         if pending is None:
             return False
-        self.stats.scored += pending.readings
-        self.stats.pending = len(self._pending)
-        await self._write(answer, pending.allowed)
+        await self._answered(request_id, pending.readings, answer)
         return True
+
+    def _forget_pending(self, request_id: str) -> _Pending | None:
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            self._slots.release()
+            self.stats.pending = len(self._pending)
+        return pending
 
     async def _stale_loop(self) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.timeout_s / 2))
             now = time.monotonic()
             for request_id, p in list(self._pending.items()):
-                if p.deadline > now or self._pending.pop(request_id, None) is None:
+                if not p.sent or p.deadline > now or self._forget_pending(request_id) is None:
                     continue
                 self.stats.stale += 1
-                self.stats.pending = len(self._pending)
-                stale = StaleRequest(request_id, p.readings, p.sent_at, now_ms())
-                log.warning(
-                    "companion.stale_request",
-                    extra={"fields": {"model": self.spec.key, "request_id": request_id}},
+                stale = StaleRequest(request_id, len(p.readings), p.sent_at, now_ms())
+                self._failed(
+                    request_id,
+                    p.readings,
+                    CallTimedOut(f"no answer on the callback within {self.timeout_s:g} s"),
                 )
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(
                         self.deployments.record_stale, self.spec.model_id, stale
                     )
 
+    # -- dead letters ---------------------------------------------------------------------
+
+    def _lose(
+        self,
+        readings: list[dict[str, Any]],
+        reason: LossReason,
+        text: str,
+        request_id: str | None = None,
+        in_flight: bool = True,
+    ) -> None:
+        """Readings that will not be scored: counted at once, kept as one dead letter.
+        `in_flight`: they had left the queue (False: taken from the queue to be discarded)."""
+        if not readings:
+            return
+        if in_flight:
+            self.account.in_flight -= len(readings)
+        self.account.dead_lettered[reason.value] += len(readings)
+        self._keep(self._letter(readings, reason, text, request_id))
+        log.warning(
+            "companion.readings_lost",
+            extra={
+                "fields": {
+                    "model": self.spec.key,
+                    "reason": reason.value,
+                    "readings": len(readings),
+                    "detail": text[:300],
+                }
+            },
+        )
+
+    def _letter(
+        self,
+        readings: list[dict[str, Any]],
+        reason: LossReason,
+        text: str,
+        request_id: str | None,
+    ) -> ModelDeadLetter:
+        one = readings[0] if len(readings) == 1 else None
+        return ModelDeadLetter(
+            tenant=self.spec.tenant,
+            model_id=self.spec.model_id,
+            at=now_ms(),
+            reason_code=reason,
+            reason=text[:2000],
+            readings=len(readings),
+            request_id=request_id,
+            asset=one["asset"] if one else None,
+            ts=one["ts"] if one else None,
+            payload=_sample(readings),
+        )
+
+    def _keep(self, letter: ModelDeadLetter) -> None:
+        if len(self._letters) >= MAX_UNWRITTEN_LETTERS:
+            self._letters.pop(0)
+            self.unwritten_letters += 1
+        self._letters.append(letter)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Write the dead letters kept since the last flush (drops on overload as one)."""
+        if self._overload:
+            text = (
+                f"the companion's queue was full ({self.settings.max_queue} readings): the "
+                "model is slower than its input"
+            )
+            letter = self._letter(self._overload_sample, LossReason.OVERLOAD, text, None)
+            self._keep(replace(letter, readings=self._overload))
+            self._overload, self._overload_sample = 0, []
+        letters, self._letters = self._letters, []
+        if not letters:
+            return
+        try:
+            await asyncio.to_thread(self.deployments.record_dead_letters, letters)
+        except Exception as exc:  # the database may be away: kept for the next flush
+            self._letters = letters + self._letters
+            log.warning(
+                "companion.dead_letters_not_written",
+                extra={"fields": {"model": self.spec.key, "error": str(exc)[:300]}},
+            )
+
+    def readings(self) -> dict[str, Any]:
+        """Where the readings it accepted are (see `Accounting`)."""
+        return self.account.describe(len(self._queue), self._queue.oldest_age_s())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **asdict(self.stats),
+            "dropped": self.account.dead_lettered[LossReason.OVERLOAD.value],
+            "concurrency": self.concurrency,
+            "since_ms": self.since_ms,
+            "readings": self.readings(),
+            "dead_letters_unwritten": len(self._letters) + self.unwritten_letters,
+            "assets": self.assets,
+        }
+
     # -- outputs --------------------------------------------------------------------------
 
-    async def _write(self, answer: Any, allowed: Allowed) -> None:
+    async def _write(
+        self, request_id: str, readings: list[dict[str, Any]], answer: dict[str, Any]
+    ) -> None:
+        """Write the answer's outputs, at the times of `readings` only; each value refused is a
+        dead letter of its own."""
         mappings = {asset: state.mapping for asset, state in self._assets.items()}
-        result = await self.outputs.write(answer, allowed, mappings)
+        result = await self.outputs.write(answer, allowed_timestamps(readings), mappings)
         self.stats.outputs += result.written
         for refusal in result.refused:
             self.stats.refused_outputs += 1
             if refusal.reason_code == OutputRefusal.UNMAPPED:
                 self.stats.unmapped_outputs += 1
-            elif refusal.reason_code == OutputRefusal.MALFORMED:
-                self.stats.failures += 1
-                self.stats.last_error = refusal.reason
             elif refusal.reason_code == OutputRefusal.PUBLISH_FAILED:
                 self.stats.last_error = refusal.reason
+            self._keep(self._refused_letter(request_id, refusal))
 
-    def describe(self) -> dict[str, Any]:
-        return {**asdict(self.stats), "assets": self.assets}
+    def _refused_letter(self, request_id: str, refusal: RefusedOutput) -> ModelDeadLetter:
+        return ModelDeadLetter(
+            tenant=self.spec.tenant,
+            model_id=self.spec.model_id,
+            at=now_ms(),
+            reason_code=LossReason.REFUSED_OUTPUT,
+            reason=refusal.reason[:2000],
+            readings=0,
+            detail_code=refusal.reason_code,
+            request_id=request_id,
+            asset=refusal.asset,
+            ts=refusal.ts,
+            column=refusal.column,
+            payload=refusal.value,
+        )
+
+
+def _sample(readings: list[dict[str, Any]]) -> str:
+    """The first readings as JSON, clipped: enough to see what was lost."""
+    text = orjson.dumps(readings[:PAYLOAD_READINGS]).decode()
+    return text if len(text) <= PAYLOAD_BYTES else text[: PAYLOAD_BYTES - 1] + "…"

@@ -14,6 +14,11 @@ the platform) and, on its next start, `recover` resumes or compensates every unf
 from what the store says: a deploying model is deployed again from the start, a stopping one
 is stopped, an active one is started again, an interrupted update is undone (unless the new
 version had already taken over: then the old one's stop is finished).
+
+One version of a model name is live at a time (`LIVE`): a deploy of a second one is refused
+(an update replaces the live one), and the requests of one name decide one at a time
+(`_deciding`). Two versions of a name running, which an older Fogline allowed, are brought
+down to one by `recover` (`_one_version_each`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from fogline.bus.connection import Bus, Subscription
-from fogline.bus.events import DeploymentStep, EventType, PlatformEvent
+from fogline.bus.events import DeploymentStep, EventType, ModelRestarted, PlatformEvent
 from fogline.domain.errors import (
     Conflict,
     FoglineError,
@@ -35,8 +40,8 @@ from fogline.domain.errors import (
     Problem,
     Unavailable,
 )
-from fogline.domain.lifecycle import ModelEvent, ModelState, next_state
-from fogline.domain.models import ModelRecord
+from fogline.domain.lifecycle import ModelEvent, ModelState, allowed_events, next_state
+from fogline.domain.models import ModelRecord, StoredModelDeadLetter
 from fogline.domain.sagas import SagaKey, SagaName, SagaOwner, StepStatus
 from fogline.models.companion import Companion, CompanionSettings
 from fogline.models.health import Health, HealthMonitor, HealthSettings
@@ -66,6 +71,17 @@ log = logging.getLogger(__name__)
 # States a saga ends in; SETTLE_S is how long a call waits for such a saga to finish recording.
 SETTLED = (ModelState.ACTIVE, ModelState.STOPPED, ModelState.DRAFT)
 SETTLE_S = 5.0
+# States in which a version holds its model's name: it runs, or is being started or stopped.
+# One version of a name at a time (an update's two versions are one decision).
+# A version that serves: active, or degraded (running, not well).
+RUNNING = (ModelState.ACTIVE, ModelState.DEGRADED)
+LIVE = (
+    ModelState.DEPLOYING,
+    ModelState.ACTIVE,
+    ModelState.DEGRADED,
+    ModelState.UPDATING,
+    ModelState.STOPPING,
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,10 @@ class SagaSettings:
     health_timeout_s: float = 30.0  # for the model to answer its health check after a start
     health_interval_s: float = 2.0
     max_health_failures: int = 3  # failed recoveries in a row before the model goes to draft
+    restart_limit: int = 5  # restarts within restart_window_s before the model goes to draft
+    restart_window_s: float = 600.0
+    restart_backoff_cap_s: float = 30.0
+    stable_s: float = 10.0  # a degraded model well for this long is active again
     companion: CompanionSettings = field(default_factory=CompanionSettings)
 
 
@@ -90,6 +110,7 @@ class _Running:
     companion: Companion | None = None
     monitor: HealthMonitor | None = None
     health: Health = field(default_factory=Health)
+    restart_request: str | None = None  # why the companion asked for a restart, until done
 
 
 @dataclass
@@ -150,6 +171,10 @@ class DeploymentManager:
             interval_s=self.settings.health_interval_s,
             max_failures=self.settings.max_health_failures,
             backoff_s=self.settings.backoff_s,
+            backoff_cap_s=self.settings.restart_backoff_cap_s,
+            restart_limit=self.settings.restart_limit,
+            restart_window_s=self.settings.restart_window_s,
+            stable_s=self.settings.stable_s,
         )
         self._running: dict[int, _Running] = {}
         # Models whose health could not be recovered (sent back to draft), with why: shown by
@@ -157,6 +182,11 @@ class DeploymentManager:
         self._lost_models: dict[int, tuple[ModelRecord, str]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._by_token: dict[str, _Running] = {}
+        # The last companion's counters of each model no companion feeds now (stopped, or
+        # sent to draft), since this platform started.
+        self._last_accounts: dict[int, dict[str, Any]] = {}
+        # One lock per (tenant, model name): see `_deciding`.
+        self._decisions: dict[tuple[str, str], asyncio.Lock] = {}
 
     def _key(self, model: ModelRecord) -> SagaKey:
         self._saga_models[str(model.id)] = model
@@ -182,60 +212,110 @@ class DeploymentManager:
     # -- what users ask for -----------------------------------------------------------------
 
     async def deploy(self, tenant: str, name: str, version: str) -> ModelRecord:
-        model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
-        await self._check_deployable(model)
-        model = await self._move(model, ModelEvent.DEPLOY, "deploy requested")
+        """Deploy a version of `name` while no other version of it is live (see
+        `_refuse_another_live`). The manifest has no canary split (two versions sharing the
+        readings) yet: the rollouts issue adds it; until then a second version is an update."""
+        async with self._deciding(tenant, name):
+            model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
+            await self._refuse_another_live(model)
+            await self._check_deployable(model)
+            model = await self._move(model, ModelEvent.DEPLOY, "deploy requested")
         self._lost_models.pop(model.id, None)
+        self._last_accounts.pop(model.id, None)
         self._launch(model, self._deploy_saga(model))
         return model
 
     async def stop(self, tenant: str, name: str, version: str) -> ModelRecord:
-        model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
-        await self._refuse_if_busy(model)
-        model = await self._move(model, ModelEvent.STOP, "stop requested")
+        async with self._deciding(tenant, name):
+            model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
+            await self._refuse_if_busy(model)
+            model = await self._move(model, ModelEvent.STOP, "stop requested")
         self._launch(model, self._stop_saga(model))
         return model
 
     async def retire(self, tenant: str, name: str, version: str) -> ModelRecord:
         """A stopped model goes back to draft (to be edited, re-mapped or removed). A move the
         lifecycle table refuses is refused at once, before any saga begins."""
-        model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
-        await self._refuse_if_busy(model)
-        next_state(model.state, ModelEvent.RETIRE)
-        retiring = _Retiring(model)
-        failure = await self._go(model, self._retiring(), retiring, None)
+        async with self._deciding(tenant, name):
+            model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
+            await self._refuse_if_busy(model)
+            next_state(model.state, ModelEvent.RETIRE)
+            retiring = _Retiring(model)
+            failure = await self._go(model, self._retiring(), retiring, None)
         if failure is not None:
             raise Unavailable(f"model {name} {version} could not be retired: {failure.reason}")
         return retiring.model
 
     async def update(self, tenant: str, name: str, to_version: str) -> ModelRecord:
         """Replace the active version of `name` by `to_version`: the new one is deployed beside
-        it and takes over; if it fails, the old one never stopped."""
-        new = await asyncio.to_thread(self.models.get_model, tenant, name, to_version)
-        active = [
-            m
-            for m in await asyncio.to_thread(self.models.list_models, tenant)
-            if m.name == name and m.state is ModelState.ACTIVE and m.version != to_version
-        ]
-        if not active:
-            raise Conflict(f"model {name} has no active version to update; deploy {to_version}")
-        old = active[0]
-        await self._refuse_if_busy(old)
-        inherited = await self.mappings.inherit(old, new)
-        try:
-            await self._check_deployable(new)
-        except FoglineError:
-            if inherited:  # a refused update leaves the new version as it was
-                await self.mappings.clear(new)
-            raise
-        old = await self._move(old, ModelEvent.UPDATE, f"being replaced by {to_version}")
-        try:
-            new = await self._move(new, ModelEvent.DEPLOY, f"replacing {old.version}")
-        except FoglineError:
-            await self._move(old, ModelEvent.UPDATE_FAILED, f"{to_version} could not start")
-            raise
+        it and takes over; if it fails, the old one never stopped. An update refused here, or
+        lost to a concurrent one, changes nothing: no state, and not the new version's
+        mappings (it holds the old one's from `inherit` only once the update is under way)."""
+        async with self._deciding(tenant, name):
+            new = await asyncio.to_thread(self.models.get_model, tenant, name, to_version)
+            old = await self._version_to_replace(new)
+            next_state(new.state, ModelEvent.DEPLOY)  # the new version is a draft or stopped
+            await self._refuse_if_busy(old)
+            inheritance = await self.mappings.inherit(old, new)
+            try:
+                await self._check_deployable(new)
+                old = await self._move(old, ModelEvent.UPDATE, f"being replaced by {to_version}")
+                try:
+                    new = await self._move(new, ModelEvent.DEPLOY, f"replacing {old.version}")
+                except BaseException:
+                    reason = f"{to_version} could not start"
+                    await self._move(old, ModelEvent.UPDATE_FAILED, reason, quiet=True)
+                    raise
+            except BaseException:
+                await self.mappings.undo(inheritance)
+                raise
         self._launch(new, self._update_saga(old, new))
         return new
+
+    def _deciding(self, tenant: str, name: str) -> asyncio.Lock:
+        """Deploy, update, stop and retire of the versions of one name take turns at checking
+        and moving (not for their sagas), so that two of them never both pass the checks on
+        the same states: two deploys of two versions, or two updates to two versions. In
+        memory, which is enough: one platform process decides for its database."""
+        return self._decisions.setdefault((tenant, name), asyncio.Lock())
+
+    async def _live_versions(self, tenant: str, name: str) -> list[ModelRecord]:
+        """The versions of `name` that hold it (`LIVE`): one, or an update's two."""
+        models = await asyncio.to_thread(self.models.list_models, tenant)
+        return [m for m in models if m.name == name and m.state in LIVE]
+
+    async def _refuse_another_live(self, model: ModelRecord) -> None:
+        """One version of a model runs at a time: two would score the same readings and write
+        the same outputs under the same name, one silently overwriting the other."""
+        live = [m for m in await self._live_versions(model.tenant, model.name) if m.id != model.id]
+        if not live:
+            return
+        name, version, first = model.name, model.version, live[0].version
+        raise Conflict(
+            f"model {name} {_holding(live)}: one version of a model runs at a time. To run "
+            f"{version} instead, update to it (`fogline model update {name} --to {version}`, "
+            f"or POST .../models/{name}/update) or stop {first} first (`fogline model stop "
+            f"{name} {first}`){_wait_hint(live)}"
+        )
+
+    async def _version_to_replace(self, new: ModelRecord) -> ModelRecord:
+        """The live version of the name that an update to `new` replaces: one the lifecycle
+        table lets update (active), or a Conflict that says what holds the name instead."""
+        if new.state in LIVE:
+            raise Conflict(f"model {new.name} {new.version} is already {new.state.value}")
+        live = await self._live_versions(new.tenant, new.name)
+        if not live:
+            raise Conflict(
+                f"model {new.name} has no active version to update; deploy {new.version} "
+                f"(`fogline model deploy {new.name} {new.version}`)"
+            )
+        updatable = [m for m in live if ModelEvent.UPDATE in allowed_events(m.state)]
+        if len(live) > 1 or not updatable:
+            raise Conflict(
+                f"model {new.name} {_holding(live)}: an update replaces an active version"
+                f"{_wait_hint(live)}"
+            )
+        return updatable[0]
 
     async def _check_deployable(self, model: ModelRecord) -> None:
         problems: list[Problem] = []
@@ -415,14 +495,17 @@ class DeploymentManager:
                 extra={"fields": {"model": model.id, "error": failure.reason}},
             )
 
-    async def _undo_update(self, new: ModelRecord, reason: str) -> None:
-        """The new version of an update a restart interrupted: what it had done is undone (its
-        processes died with the platform) and it goes back to draft."""
+    async def _undo_update(
+        self, new: ModelRecord, reason: str, name: SagaName = SagaName.UPDATE
+    ) -> None:
+        """The new version of an update a restart interrupted (or, `name` deploy, a deploy):
+        what it had done is undone (its processes died with the platform) and it goes back to
+        draft."""
 
         async def never(r: _Running) -> None:
             return None
 
-        saga = self._starting(SagaName.UPDATE, never)
+        saga = self._starting(name, never)
         running = self._prepare(new)
         await self.sagas.resume(
             self._key(new), new.tenant, saga, running, Resume.COMPENSATE, reason
@@ -516,6 +599,9 @@ class DeploymentManager:
         async def resolve() -> Any:
             return await self.mappings.resolve(model.tenant, model.name, model.version)
 
+        def restart(reason: str) -> None:
+            r.restart_request = r.restart_request or reason
+
         companion = Companion(
             r.spec,
             r.client,
@@ -525,15 +611,18 @@ class DeploymentManager:
             resolve,
             self.callback_base(),
             self.settings.companion,
+            restart,
         )
         await companion.start()
         r.companion = companion
         self._by_token[companion.token] = r
 
-    async def _stop_companion(self, r: _Running) -> None:
+    async def _stop_companion(self, r: _Running, why: str = "the model was stopped") -> None:
         if r.companion is not None:
             self._by_token.pop(r.companion.token, None)
-            await r.companion.stop()
+            await r.companion.stop(why)
+            # What it did stays readable (`describe`) until the model is deployed again.
+            self._last_accounts[r.model.id] = {**r.companion.describe(), "stopped": why}
             r.companion = None
 
     async def _stop_watching(self, s: _Stopping) -> None:
@@ -553,19 +642,55 @@ class DeploymentManager:
 
     def _watch(self, r: _Running) -> None:
         self._lost_models.pop(r.model.id, None)
+        if r.model.state is ModelState.DEGRADED:  # restored after a platform restart
+            r.health.problem = r.model.state_reason or "degraded before the platform restarted"
         r.monitor = HealthMonitor(_Watched(self, r), r.health, self._health_settings)
         r.monitor.start(f"health-{r.model.id}")
 
     async def _restart(self, r: _Running) -> None:
-        await self._stop_companion(r)
+        """The model process again; its companion pauses meanwhile (readings keep queueing)
+        and goes on with the new process."""
+        why = r.restart_request or "the model was restarted"
+        r.restart_request = None
+        if r.companion is not None:
+            r.companion.pause(why)
         await self._stop_model(r)
         await self._start_model(r)
         await self._wait_healthy(r)
-        await self._start_companion(r)
+        assert r.client is not None
+        if r.companion is None:
+            await self._start_companion(r)
+        else:
+            await r.companion.resume(r.client)
+
+    async def _degraded(self, r: _Running, reason: str | None) -> None:
+        """The monitor's verdict, kept as the model's state (and published as a transition)."""
+        current = r.model.state
+        if reason is not None and current is ModelState.ACTIVE:
+            r.model = await self._move(r.model, ModelEvent.DEGRADE, reason, quiet=True)
+        elif reason is None and current is ModelState.DEGRADED:
+            r.model = await self._move(r.model, ModelEvent.RECOVER, "well again", quiet=True)
+
+    async def _restarted(self, r: _Running, reason: str, attempt: int, backoff_s: float) -> None:
+        m = r.model
+        log.warning(
+            "model.restarting",
+            extra={"fields": {"model": r.spec.key, "attempt": attempt, "reason": reason[:300]}},
+        )
+        await self.bus.publish_event(
+            ModelRestarted(
+                tenant=m.tenant,
+                model=m.name,
+                version=m.version,
+                reason=reason[:2000],
+                attempt=attempt,
+                backoff_s=backoff_s,
+            )
+        )
 
     async def _lost(self, r: _Running, reason: str) -> None:
         """Health not recovered: nothing of the model keeps running, and it goes to draft."""
-        await self._stop_companion(r)
+        await self._stop_companion(r, f"the model went to draft ({reason[:200]})")
         with contextlib.suppress(Exception):
             await self._stop_model(r)
         self._running.pop(r.model.id, None)
@@ -576,8 +701,15 @@ class DeploymentManager:
 
     async def recover(self) -> None:
         """Resume or compensate what a previous run left unfinished (see the module doc)."""
-        states = [ModelState.DEPLOYING, ModelState.STOPPING, ModelState.ACTIVE, ModelState.UPDATING]
-        for model in await asyncio.to_thread(self.models.in_states, states):
+        states = [
+            ModelState.DEPLOYING,
+            ModelState.STOPPING,
+            ModelState.ACTIVE,
+            ModelState.DEGRADED,
+            ModelState.UPDATING,
+        ]
+        found = await asyncio.to_thread(self.models.in_states, states)
+        for model in await self._one_version_each(found):
             await self._stop_leftover(model)
             saga = await self.sagas.get(self._key(model))
             in_update = saga is not None and saga.name == SagaName.UPDATE
@@ -601,6 +733,49 @@ class DeploymentManager:
             else:
                 self._launch(model, self._restore_saga(model))
         await self._recover_retires()
+
+    async def _one_version_each(self, models: list[ModelRecord]) -> list[ModelRecord]:
+        """An older Fogline let a second version of a name deploy beside an active one. Of the
+        versions of a name that would run again (active, or deploying but not in an update),
+        one is kept: an active one before a deploying one, then the one that got there last
+        (the latest decision); each other one is stopped, or its deploy undone, with the
+        reason. What is left for `recover` is returned."""
+        running: dict[tuple[str, str], list[ModelRecord]] = {}
+        for model in models:
+            if model.state in RUNNING or (
+                model.state is ModelState.DEPLOYING and not await self._in_update(model)
+            ):
+                running.setdefault((model.tenant, model.name), []).append(model)
+        set_aside: set[int] = set()
+        for versions in running.values():
+            kept = max(versions, key=lambda m: (m.state in RUNNING, m.updated_at, m.id))
+            for model in versions:
+                if model.id != kept.id:
+                    set_aside.add(model.id)
+                    await self._set_aside(model, kept)
+        return [m for m in models if m.id not in set_aside]
+
+    async def _set_aside(self, model: ModelRecord, kept: ModelRecord) -> None:
+        """A second running version found by `recover`: stopped, or its deploy undone."""
+        reason = (
+            f"one version of a model runs at a time and {kept.version} is "
+            f"{kept.state.value}: this one was set aside after a restart"
+        )
+        log.warning(
+            "deployment.second_version_set_aside",
+            extra={"fields": {"model": f"{model.name}:{model.version}", "kept": kept.version}},
+        )
+        await self._stop_leftover(model)
+        if model.state is ModelState.DEPLOYING:
+            self._launch(model, self._undo_update(model, reason, SagaName.DEPLOY))
+            return
+        async with self._deciding(model.tenant, model.name):  # the API serves meanwhile
+            stopping = await self._move(model, ModelEvent.STOP, reason, quiet=True)
+        self._launch(stopping, self._stop_saga(stopping, reason))
+
+    async def _in_update(self, model: ModelRecord) -> bool:
+        saga = await self.sagas.get(self._key(model))
+        return saga is not None and saga.name == SagaName.UPDATE
 
     async def _recover_retires(self) -> None:
         """A retire a restart cut short is finished (its one step is idempotent)."""
@@ -645,7 +820,7 @@ class DeploymentManager:
             if r.monitor is not None:
                 await r.monitor.stop()
             with contextlib.suppress(Exception):
-                await self._stop_companion(r)
+                await self._stop_companion(r, "the platform stopped")
             with contextlib.suppress(Exception):
                 if r.client is not None:
                     await r.client.close()
@@ -707,11 +882,23 @@ class DeploymentManager:
                 "last": r.health.last,
                 "failures": r.health.failures,
                 "restarts": r.health.restarts,
+                "problem": r.health.problem,
+                "restarts_in_window": r.health.restarts_in_window,
+                "next_backoff_s": r.health.next_backoff_s,
             },
-            "companion": r.companion.describe() if r is not None and r.companion else None,
+            "dead_letters": await asyncio.to_thread(self.deployments.dead_letter_counts, model.id),
+            "companion": r.companion.describe()
+            if r is not None and r.companion
+            else self._last_accounts.get(model.id),
             "steps": [{**asdict(s), "status": str(s.status)} for s in steps],
             "stale_requests": [asdict(s) for s in stale],
         }
+
+    async def dead_letters(
+        self, tenant: str, name: str, version: str, limit: int, before_id: int | None
+    ) -> list[StoredModelDeadLetter]:
+        model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
+        return await asyncio.to_thread(self.deployments.dead_letters, model.id, limit, before_id)
 
     def health_summary(self) -> list[dict[str, Any]]:
         """Each model this platform runs or is starting, and each it gave up on: state, health
@@ -722,6 +909,8 @@ class DeploymentManager:
             problem = None
             if h.ok is False:
                 problem = f"unhealthy ({h.last})" if not h.failures else f"restarting ({h.last})"
+            elif h.problem is not None:
+                problem = f"degraded ({h.problem})"
             items.append(
                 {
                     "id": f"{m.tenant}/{m.name}/{m.version}",
@@ -731,6 +920,7 @@ class DeploymentManager:
                     "failures": h.failures,
                     "restarts": h.restarts,
                     "problem": problem,
+                    "readings": None if r.companion is None else r.companion.readings(),
                 }
             )
         for m, reason in list(self._lost_models.values()):
@@ -769,6 +959,24 @@ class DeploymentManager:
         return self.runtimes[kind]
 
 
+def _holding(live: list[ModelRecord]) -> str:
+    """'0.1.0 is active' (or each of them, comma-separated)."""
+    return ", ".join(f"{m.version} is {m.state.value}" for m in live)
+
+
+def _wait_hint(live: list[ModelRecord]) -> str:
+    """For a version on its way in or out: what to wait for before asking again."""
+    waits = {
+        ModelState.DEPLOYING: "wait until it is active (or back in draft, if it fails)",
+        ModelState.UPDATING: "wait until its update ends",
+        ModelState.STOPPING: "wait until it is stopped",
+    }
+    for m in live:
+        if m.state in waits:
+            return f"; {m.version} is {m.state.value}: {waits[m.state]}"
+    return ""
+
+
 class _Watched:
     """A running model as its health monitor sees it."""
 
@@ -787,8 +995,25 @@ class _Watched:
     def exit_reason(self) -> str:
         return f"the model process exited{self.manager._log_tail(self.running)}"
 
+    def restart_requested(self) -> str | None:
+        return self.running.restart_request
+
+    def trouble(self) -> str | None:
+        companion = self.running.companion
+        return None if companion is None else companion.trouble()
+
+    async def degraded(self, reason: str | None) -> None:
+        await self.manager._degraded(self.running, reason)
+
+    def hold(self, reason: str) -> None:
+        if self.running.companion is not None:
+            self.running.companion.pause(reason)
+
     async def restart(self) -> None:
         await self.manager._restart(self.running)
+
+    async def restarted(self, reason: str, attempt: int, backoff_s: float) -> None:
+        await self.manager._restarted(self.running, reason, attempt, backoff_s)
 
     async def give_up(self, reason: str) -> None:
         await self.manager._lost(self.running, reason)

@@ -142,6 +142,10 @@ class ModelSection(_Strict):
     container: Container | None = None
     local: LocalProcess | None = None
     timeout_ms: int = Field(default=10_000, ge=100, le=600_000, alias="timeoutMs")
+    # How many calls the model serves at once (a stateless model only; a stateful one is
+    # always called one at a time). The companion never has more in flight, and the SDK's
+    # server runs this many workers: no call waits inside the model, so none times out there.
+    concurrency: int = Field(default=1, ge=1, le=32)
 
 
 class Trigger(_Strict):
@@ -246,6 +250,13 @@ def _semantic_problems(m: ManifestBody) -> list[Problem]:
         ):
             if not value.startswith("/"):
                 p.append(Problem(f"manifest.model.{field}", "must be a path starting with '/'"))
+    if model.stateful and model.concurrency > 1:
+        p.append(
+            Problem(
+                "manifest.model.concurrency",
+                "a stateful model is called one call at a time, in order; drop concurrency",
+            )
+        )
     if model.hosted == "external":
         if not model.url:
             p.append(Problem("manifest.model.url", "an external model needs its url"))

@@ -11,6 +11,7 @@ columns and telemetry exist and fit.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -22,6 +23,8 @@ from fogline.domain.lifecycle import ModelState
 from fogline.domain.models import Direction, Mapping, ModelMappings, ModelRecord, TemplateColumn
 from fogline.store.assets import AssetStore
 from fogline.store.models import ModelMappingStore, ModelStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,20 @@ class MappingRequest:
 
     assets: dict[str, ColumnRenames] = field(default_factory=dict)
     asset_types: dict[str, ColumnRenames] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Inheritance:
+    """What `inherit` did to a new version's mappings: `before`, its own (kept when it had
+    any: then nothing changed), and `after`, what it holds now; `undo` goes back to `before`."""
+
+    model: ModelRecord
+    before: ModelMappings
+    after: ModelMappings
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
 
 
 @dataclass(frozen=True)
@@ -87,27 +104,43 @@ class ModelMappingService:
         await self._changed(tenant, name, version, result)
         return result
 
-    async def inherit(self, old: ModelRecord, new: ModelRecord) -> bool:
+    async def inherit(self, old: ModelRecord, new: ModelRecord) -> Inheritance:
         """A new version without mappings of its own takes the old one's, when its columns
-        allow. True when it did."""
-        current = await asyncio.to_thread(self.mappings.get, new.id)
-        if current.assets or current.asset_types:
-            return False
-        previous = await asyncio.to_thread(self.mappings.get, old.id)
+        allow. The answer says what the new version held before and holds now, for `undo`."""
+        inheritance = await asyncio.to_thread(self._inherit, old, new)
+        if inheritance.changed:
+            await self._changed(new.tenant, new.name, new.version, inheritance.after)
+        return inheritance
+
+    def _inherit(self, old: ModelRecord, new: ModelRecord) -> Inheritance:
+        own = self.mappings.get(new.id)
+        if own.assets or own.asset_types:
+            return Inheritance(new, own, own)
+        previous = self.mappings.get(old.id)
         columns = {(t.direction, t.name) for t in new.templates}
         if not all(
             (m.direction, m.column) in columns for m in previous.assets + previous.asset_types
         ):
-            return False
-        await asyncio.to_thread(self.mappings.replace, new.id, previous)
-        await self._changed(new.tenant, new.name, new.version, previous)
-        return True
+            return Inheritance(new, own, own)
+        self.mappings.replace(new.id, previous)
+        # Read back rather than kept: the store orders them by the new version's columns.
+        return Inheritance(new, own, self.mappings.get(new.id))
 
-    async def clear(self, model: ModelRecord) -> None:
-        """Undo an inheritance: the model is left with no mappings."""
-        nothing = ModelMappings((), ())
-        await asyncio.to_thread(self.mappings.replace, model.id, nothing)
-        await self._changed(model.tenant, model.name, model.version, nothing)
+    async def undo(self, inheritance: Inheritance) -> None:
+        """Put the new version's mappings back as they were before `inherit` (an update that
+        was refused or lost changes nothing). Mappings a user replaced since are theirs: kept."""
+        if not inheritance.changed:
+            return
+        model = inheritance.model
+        current = await asyncio.to_thread(self.mappings.get, model.id)
+        if current != inheritance.after:
+            log.warning(
+                "mappings.undo_skipped",
+                extra={"fields": {"model": f"{model.name}:{model.version}"}},
+            )
+            return
+        await asyncio.to_thread(self.mappings.replace, model.id, inheritance.before)
+        await self._changed(model.tenant, model.name, model.version, inheritance.before)
 
     async def _changed(self, tenant: str, name: str, version: str, now: ModelMappings) -> None:
         await self.events.publish_event(

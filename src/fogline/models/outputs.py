@@ -45,6 +45,7 @@ OUTPUT_CHUNK = 1000
 HEADER_ROOM = 1024
 # The most of a refused value a dead letter keeps, as JSON text.
 VALUE_TEXT_LIMIT = 2048
+NAME_LIMIT = 64  # the widest asset or column name a refusal keeps
 _OPEN, _CLOSE = b'{"readings":[', b"]}"
 _FRAME = len(_OPEN) + len(_CLOSE)
 
@@ -73,6 +74,13 @@ class RefusedOutput:
     column: str | None  # the model's output column
     value: str | None
     telemetry: str | None = None  # what the column is mapped to, when it is
+
+    def __post_init__(self) -> None:
+        # An asset or column a model made up is kept as a name any store can hold.
+        for name in ("asset", "column"):
+            text = getattr(self, name)
+            if text is not None and (len(text) > NAME_LIMIT or "\x00" in text):
+                object.__setattr__(self, name, text.replace("\x00", "")[:NAME_LIMIT])
 
 
 @dataclass(frozen=True)

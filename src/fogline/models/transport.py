@@ -31,7 +31,28 @@ class ModelCallFailed(Unavailable):
     """The model did not answer a call as the contract says."""
 
 
-class AnswerTooLarge(ModelCallFailed):
+class ModelUnreachable(ModelCallFailed):
+    """The call never reached a working model (refused, reset, no queue): it may be down."""
+
+
+class CallTimedOut(ModelCallFailed):
+    """No answer within the call's timeout: the model may still be working on it."""
+
+
+class ModelBusy(ModelCallFailed):
+    """The model refused the call because all its workers are busy (HTTP 429): it never
+    started on it, so sending it again later is safe."""
+
+
+class ModelAnswered(ModelCallFailed):
+    """The model answered the call with an error: it has seen these readings."""
+
+
+class MalformedAnswer(ModelCallFailed):
+    """The model answered something that is not what the contract says."""
+
+
+class AnswerTooLarge(MalformedAnswer):
     """The model's answer was over MAX_ANSWER_BYTES: refused unread."""
 
 
@@ -91,18 +112,20 @@ class HttpModelClient:
     async def score(self, request_id: str, body: bytes, timeout: float, wait: bool) -> Any:
         try:
             status, content = await self._call("POST", self.score_url, timeout, body)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ModelCallFailed(f"score call failed: {_describe(exc)}") from None
+        except TimeoutError:
+            raise CallTimedOut(f"no answer within {timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise ModelUnreachable(f"score call failed: {_describe(exc)}") from None
+        if status == 429:
+            raise ModelBusy(f"the model is busy: {_text(content)}")
+        if status not in ((200,) if wait else (200, 202)):
+            raise ModelAnswered(f"score answered {status}: {_text(content)}")
         if not wait:
-            if status not in (200, 202):
-                raise ModelCallFailed(f"score answered {status}: {_text(content)}")
             return None
-        if status != 200:
-            raise ModelCallFailed(f"score answered {status}: {_text(content)}")
         try:
             return load_answer(content)
         except ValueError:
-            raise ModelCallFailed("score answered with something that is not JSON") from None
+            raise MalformedAnswer("score answered with something that is not JSON") from None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -198,13 +221,13 @@ class AmqpModelClient:
             )
         except (aio_pika.exceptions.AMQPError, ConnectionError, OSError) as exc:
             self._waiting.pop(key, None)
-            raise ModelCallFailed(f"AMQP call to {queue} failed: {exc!r}") from None
+            raise ModelUnreachable(f"AMQP call to {queue} failed: {exc!r}") from None
         if not wait:
             return None
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            raise ModelCallFailed(f"no answer on {queue} within {timeout:.1f}s") from None
+            raise CallTimedOut(f"no answer on {queue} within {timeout:.1f}s") from None
         finally:
             self._waiting.pop(key, None)
 
@@ -220,7 +243,7 @@ class AmqpModelClient:
     async def score(self, request_id: str, body: bytes, timeout: float, wait: bool) -> Any:
         answer = await self._call(self.score_queue, request_id, body, timeout, wait)
         if isinstance(answer, dict) and "error" in answer:
-            raise ModelCallFailed(f"the model failed: {answer['error']}")
+            raise ModelAnswered(f"the model failed: {answer['error']}")
         return answer
 
     async def close(self) -> None:

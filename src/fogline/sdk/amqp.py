@@ -22,7 +22,9 @@ async def serve_amqp(host: ModelHost, settings: ServerSettings) -> None:
     connection = await aio_pika.connect_robust(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
-        await channel.set_qos(prefetch_count=1)  # one request at a time, in order
+        # As many requests at once as the host has workers (one, in order, for a stateful
+        # model); the broker keeps the rest, and their expiry is the call's timeout.
+        await channel.set_qos(prefetch_count=host.concurrency)
         score_queue = await channel.declare_queue(settings.score_queue, auto_delete=True)
         health_queue = await channel.declare_queue(settings.health_queue, auto_delete=True)
 

@@ -18,15 +18,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fogline.sdk.contract import Reading, ScoreRequest
-from fogline.sdk.serve import ModelHost, ServerSettings
+from fogline.sdk.serve import ModelBusy, ModelHost, ServerSettings
 
 log = logging.getLogger("fogline.model")
 CALLBACK_ATTEMPTS = 3
 
 
-def _problem(status: int, detail: str) -> Response:
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
     body = {"type": "about:blank", "title": "model error", "status": status, "detail": detail}
-    return JSONResponse(body, status, media_type="application/problem+json")
+    return JSONResponse(body, status, headers, media_type="application/problem+json")
 
 
 def build_app(host: ModelHost, settings: ServerSettings) -> Starlette:
@@ -39,12 +39,17 @@ def build_app(host: ModelHost, settings: ServerSettings) -> Starlette:
         except (ValueError, TypeError) as exc:
             return _problem(400, str(exc))
         if score_request.callback_url:
+            if len(pending) >= host.concurrency:  # each is scoring or sending its answer
+                host.busy_refusals += 1
+                return _problem(429, "all workers are busy", {"Retry-After": "1"})
             task = asyncio.create_task(_answer_later(score_request))
             pending.add(task)
             task.add_done_callback(pending.discard)
             return JSONResponse({"request_id": score_request.request_id, "accepted": True}, 202)
         try:
             outputs = await host.score(score_request)
+        except ModelBusy as exc:
+            return _problem(429, str(exc), {"Retry-After": "1"})
         except Exception as exc:
             log.exception("score failed")
             return _problem(500, f"score failed: {exc}")
@@ -86,7 +91,12 @@ def build_app(host: ModelHost, settings: ServerSettings) -> Starlette:
 
     async def health(_request: Request) -> Response:
         ok, detail = host.health()
-        detail.update(scored=host.scored, failures=host.failures)
+        detail.update(
+            scored=host.scored,
+            failures=host.failures,
+            in_flight=host.in_flight,
+            concurrency=host.concurrency,
+        )
         return JSONResponse(detail, 200 if ok else 503)
 
     @contextlib.asynccontextmanager

@@ -34,6 +34,7 @@ class ServerSettings:
     amqp_url: str | None = None
     score_queue: str | None = None
     health_queue: str | None = None
+    concurrency: int = 1  # calls served at once; more are refused as busy
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -51,20 +52,36 @@ class ServerSettings:
             amqp_url=e.get("FOGLINE_AMQP_URL"),
             score_queue=e.get("FOGLINE_SCORE_QUEUE"),
             health_queue=e.get("FOGLINE_HEALTH_QUEUE"),
+            concurrency=max(1, int(e.get("FOGLINE_MODEL_CONCURRENCY") or 1)),
         )
 
 
-class ModelHost:
-    """Runs the user's model: scores on one worker thread, so a slow model never blocks health
-    checks, and a stateful model sees its calls strictly in order."""
+class ModelBusy(Exception):
+    """Every worker is scoring: the call is refused before it starts (HTTP 429), so the
+    companion may send it again; it never waits here long enough to time out."""
 
-    def __init__(self, model: Model) -> None:
+
+class ModelHost:
+    """Runs the user's model on `concurrency` worker threads (one unless the manifest asks for
+    more: a stateful model always has one), so a slow model never blocks health checks, and a
+    stateful model sees its calls strictly in order. A call beyond the workers is refused as
+    busy rather than queued: the companion sends no more than this, and a call it timed out on
+    and gave up may still be running here."""
+
+    def __init__(self, model: Model, concurrency: int = 1) -> None:
         self.model = model
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.concurrency = concurrency
+        self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="model")
         self.scored = 0
         self.failures = 0
+        self.busy_refusals = 0
+        self.in_flight = 0
 
     async def score(self, request: ScoreRequest) -> list[Output]:
+        if self.in_flight >= self.concurrency:
+            self.busy_refusals += 1
+            raise ModelBusy(f"all {self.concurrency} workers are busy")
+        self.in_flight += 1
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self.executor, self.model.score, request.readings)
@@ -72,6 +89,8 @@ class ModelHost:
         except Exception:
             self.failures += 1
             raise
+        finally:
+            self.in_flight -= 1
         self.scored += len(request.readings)
         return outputs
 
@@ -116,7 +135,7 @@ def serve(
         model = FunctionModel(score, learn, health)
     settings = settings or ServerSettings.from_env()
     logging.basicConfig(level=os.environ.get("FOGLINE_MODEL_LOG_LEVEL", "WARNING").upper())
-    host = ModelHost(model)
+    host = ModelHost(model, settings.concurrency)
     if settings.protocol == "amqp":
         from fogline.sdk.amqp import serve_amqp
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from fogline.api.deps import KeyTenant, ScopedTenant, Services, SlugPath
 from fogline.api.limits import BodyKind, body
@@ -22,6 +22,8 @@ from fogline.api.schemas.models import (
     LibraryEntryOut,
     MappingsIn,
     MappingsOut,
+    ModelDeadLetterOut,
+    ModelDeadLettersOut,
     ModelEventOut,
     ModelOut,
     PackageOut,
@@ -170,7 +172,9 @@ async def deploy_model(
     name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services
 ) -> ModelOut:
     """Start the deployment saga; the model is `deploying` until it is `active`, or back in
-    `draft` with the reason. Follow it with GET .../deployment or .../events."""
+    `draft` with the reason. Follow it with GET .../deployment or .../events. One version of a
+    model runs at a time: while another version is deploying, active, updating or stopping,
+    409 names it (replace it with POST .../models/{name}/update, or stop it first)."""
     return ModelOut.of(await svc.deployments.deploy(tenant, name, version))
 
 
@@ -207,7 +211,9 @@ async def update_model(
     svc: Services,
 ) -> ModelOut:
     """Replace the active version of a model by another: deployed beside it, then it takes
-    over; the old one keeps running if the new one fails."""
+    over; the old one keeps running if the new one fails. 409 when no version is active, or
+    another update is under way; a refused update changes nothing (not even the mappings the
+    new version would have taken over)."""
     return ModelOut.of(await svc.deployments.update(tenant, name, body.to_version))
 
 
@@ -217,6 +223,25 @@ async def deployment_status(
 ) -> DeploymentOut:
     """The saga and its steps, the runtime, health, the companion's counters, stale requests."""
     return DeploymentOut.model_validate(await svc.deployments.describe(tenant, name, version))
+
+
+@router.get("/tenants/{tenant}/models/{name}/{version:semver}/dead-letters", responses=IN_TENANT)
+async def model_dead_letters(
+    name: SlugPath,
+    version: VersionPath,
+    tenant: ScopedTenant,
+    svc: Services,
+    before: Annotated[int | None, Query(ge=1, le=2**62, description="an id: older only")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ModelDeadLettersOut:
+    """What the model lost, newest first: readings its companion accepted but could not score
+    (one record per call or per batch of drops) and output values that could not be written,
+    each with the reason and the original values."""
+    page = await svc.deployments.dead_letters(tenant, name, version, limit, before)
+    return ModelDeadLettersOut(
+        items=[ModelDeadLetterOut.of(d) for d in page],
+        next_before=page[-1].id if len(page) == limit else None,
+    )
 
 
 @router.post(

@@ -16,6 +16,7 @@ from fogline.domain.models import (
     ModelEventRecord,
     ModelMappings,
     ModelRecord,
+    StoredModelDeadLetter,
 )
 from fogline.domain.timeseries import iso_from_ms
 from fogline.library.catalog import LibraryModel
@@ -203,8 +204,16 @@ class SagaOut(Out):
 
 class RuntimeHealthOut(Out):
     last: str | None = Field(description="`ok`, or why the last check failed")
-    failures: int
-    restarts: int
+    failures: int = Field(description="failed restart attempts in a row, while recovering")
+    restarts: int = Field(description="restarts since the deployment started on this platform")
+    problem: str | None = Field(None, description="why the model is degraded now; null: well")
+    restarts_in_window: int = Field(0, description="restarts within the monitor's window")
+    next_backoff_s: float = Field(0.0, description="the wait before the last or next restart")
+
+
+class LossCountOut(Out):
+    records: int = Field(description="dead letters of this reason")
+    readings: int = Field(description="readings they stand for (0 for an output value)")
 
 
 class SagaStepOut(Out):
@@ -223,6 +232,48 @@ class StaleRequestOut(Out):
     timed_out_at: int = Field(description="epoch ms")
 
 
+class ModelDeadLetterOut(Out):
+    """Readings a model's companion accepted but could not score, or one output value that
+    could not be written, with the reason."""
+
+    id: int
+    at: int = Field(description="epoch ms")
+    reason_code: str = Field(
+        description="model-error, model-down, timeout, malformed-answer, "
+        "refused-output, dropped-on-overload or discarded-at-stop"
+    )
+    detail_code: str | None = Field(description="for refused-output: why the value was refused")
+    reason: str
+    readings: int = Field(description="readings this record stands for (0: an output value)")
+    request_id: str | None
+    asset: str | None
+    ts: int | None = Field(description="of the reading or output, when the record is about one")
+    column: str | None = Field(description="the output column, for a refused output value")
+    payload: str | None = Field(description="the original readings or value (JSON), clipped")
+
+    @classmethod
+    def of(cls, stored: StoredModelDeadLetter) -> ModelDeadLetterOut:
+        d = stored.letter
+        return cls(
+            id=stored.id,
+            at=d.at,
+            reason_code=d.reason_code.value,
+            detail_code=d.detail_code,
+            reason=d.reason,
+            readings=d.readings,
+            request_id=d.request_id,
+            asset=d.asset,
+            ts=d.ts,
+            column=d.column,
+            payload=d.payload,
+        )
+
+
+class ModelDeadLettersOut(Out):
+    items: list[ModelDeadLetterOut] = Field(description="newest first")
+    next_before: int | None = Field(description="pass as `before` for the next (older) page")
+
+
 class DeploymentOut(Out):
     """What `DeploymentManager.describe` tells of a model's deployment."""
 
@@ -231,7 +282,14 @@ class DeploymentOut(Out):
     saga: SagaOut | None
     runtime: dict[str, Any] | None = Field(description="where it runs, as its runtime says")
     health: RuntimeHealthOut | None
-    companion: dict[str, Any] | None = Field(description="the data companion's counters")
+    companion: dict[str, Any] | None = Field(
+        description="the data companion's counters; `readings` accounts for every reading it "
+        "accepted: scored + dead_lettered + queued + in_flight = accepted"
+    )
+    dead_letters: dict[str, LossCountOut] = Field(
+        default_factory=dict,
+        description="the model's dead letters per reason, since it was submitted",
+    )
     steps: list[SagaStepOut]
     stale_requests: list[StaleRequestOut]
 

@@ -203,15 +203,68 @@ def model_status(ctx: typer.Context, name: str, version: str) -> None:
             console.print(
                 f"runtime {r['kind']} pid={r['pid']} as {r['run_as']} {r['endpoint'] or ''}"
             )
-        if status["companion"]:
-            comp = status["companion"]
+        if status["health"]:
+            h = status["health"]
             console.print(
-                f"companion: {len(comp['assets'])} assets, {comp['scored']} readings scored, "
-                f"{comp['outputs']} outputs, {comp['failures']} failures, {comp['stale']} stale"
+                f"health: {h['last'] or '-'}; {h['restarts']} restarts "
+                f"({h['restarts_in_window']} in the window)"
+                + (f"; [yellow]degraded: {h['problem']}[/]" if h["problem"] else "")
             )
+        if status["companion"]:
+            show_companion(status["companion"])
+        if status["dead_letters"]:
+            lost = ", ".join(
+                f"{reason} {c['readings']} readings ({c['records']} records)"
+                for reason, c in sorted(status["dead_letters"].items())
+            )
+            console.print(f"dead letters (all time): {lost}")
         table(status["steps"][-12:], ["saga", "step", "status", "attempt", "detail"])
 
     c.show(status, human)
+
+
+def show_companion(comp: dict[str, Any]) -> None:
+    r = comp["readings"]
+    oldest = r["oldest_queued_age_s"]
+    stopped = f" (stopped: {comp['stopped']})" if comp.get("stopped") else ""
+    console.print(
+        f"companion{stopped}: {len(comp['assets'])} assets, concurrency {comp['concurrency']}"
+    )
+    lost = ", ".join(f"{k} {v}" for k, v in sorted(r["dead_letters_by_reason"].items()))
+    console.print(
+        f"readings: {r['accepted']} accepted = {r['scored']} scored + "
+        f"{r['dead_lettered']} dead-lettered{f' ({lost})' if lost else ''} + "
+        f"{r['queued']} queued + {r['in_flight']} in flight"
+        + (f"; oldest queued {oldest:.1f} s" if oldest is not None else "")
+    )
+    console.print(
+        f"calls: {comp['calls']} answered, {comp['failures']} failed, {comp['timeouts']} timed "
+        f"out, {comp['busy']} refused as busy; {comp['outputs']} outputs written"
+        + (f"; last error: {comp['last_error']}" if comp["last_error"] else "")
+    )
+
+
+@app.command("dead-letters")
+def model_dead_letters(
+    ctx: typer.Context,
+    name: str,
+    version: str,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+    before: Annotated[int | None, typer.Option(help="older than this id (paging)")] = None,
+) -> None:
+    """What the model lost: readings not scored, outputs not written, with the reason."""
+    c = ctx_of(ctx)
+    params: dict[str, Any] = {"limit": limit}
+    if before is not None:
+        params["before"] = before
+    page = c.client().get(f"/tenants/{c.t()}/models/{name}/{version}/dead-letters", **params)
+    c.show(
+        page,
+        lambda: table(
+            page["items"],
+            ["id", "at", "reason_code", "detail_code", "readings", "asset", "ts", "reason"],
+        ),
+    )
 
 
 @app.command("ls")

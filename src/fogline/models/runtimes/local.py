@@ -512,6 +512,8 @@ class LocalRuntime:
             "FOGLINE_MODEL_PROTOCOL": model.type,
             "FOGLINE_SCORE_ENDPOINT": model.score_endpoint,
             "FOGLINE_HEALTH_ENDPOINT": model.health_check_endpoint,
+            # The calls the companion may have in flight at once: the SDK serves as many.
+            "FOGLINE_MODEL_CONCURRENCY": str(1 if model.stateful else model.concurrency),
         }
         if model.type == "http":
             env["FOGLINE_MODEL_SOCKET"] = sandbox.SOCKET
