@@ -21,7 +21,7 @@ from fogline.models.runtimes.base import ModelSpec
 from tests import model_kit as k
 from tests.conftest import Api, async_wait_for
 
-# One call with every reading: a stateful TIME_WINDOW model is sent what it has not seen.
+# A stateful TIME_WINDOW model is sent what was committed since its last window.
 ONCE = {"type": "TIME_WINDOW", "frequency": 500, "timeWindowSize": 600_000}
 
 CARELESS = """
@@ -107,22 +107,38 @@ async def companion_once(api: Api, name: str, done: Callable[[dict[str, Any]], b
     return await async_wait_for(settled, 60, f"the companion of {name}")
 
 
+async def refused_outputs(api: Api, name: str, count: int) -> list[tuple[Any, ...]]:
+    """The model's refused-output dead letters, oldest first, once there are `count`:
+    (detail_code, asset, ts, column, payload)."""
+
+    async def kept() -> list[dict[str, Any]] | None:
+        r = await api.http.get(f"/tenants/default/models/{name}/1.0.0/dead-letters")
+        assert r.status_code == 200, r.text
+        items = [d for d in r.json()["items"] if d["reason_code"] == "refused-output"]
+        return items if len(items) >= count else None
+
+    items = await async_wait_for(kept, 30, f"{count} refused outputs of {name}")
+    assert all(d["readings"] == 0 for d in items)  # values, not readings: those were scored
+    rows = [(d["detail_code"], d["asset"], d["ts"], d["column"], d["payload"]) for d in items]
+    return sorted(rows, key=lambda row: (row[2] or 0, row[3] or ""))
+
+
 async def deploy_on_window(api: Api, name: str, script: str, count: int) -> int:
-    """`count` readings of s1 (temperature 0 .. count-1, one a second, in the last minutes)
-    stored, then a stateful TIME_WINDOW model deployed on them: it gets them in one call."""
+    """A stateful TIME_WINDOW model deployed on s1, then `count` readings of s1 (temperature
+    0 .. count-1, a second apart, in the last minutes) in one message: committed together, they
+    reach the model in one call (a stateful window gets what was committed since the last)."""
     await k.sensors(api, "s1")
-    t0 = int(time.time() * 1000) - count * 1000 - 5000
-    await post(
-        api,
-        [{"asset": "s1", "ts": t0 + i * 1000, "values": {"temperature": i}} for i in range(count)],
-    )
-    await stored(api, "s1", "temperature", count)
     text = k.manifest(name, None, ONCE, stateful=True)
     await k.submit(api, text, {"model.py": script})
     await k.map_type(api, name)
     r = await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
     assert r.status_code == 202, r.text
     await k.wait_state(api, name, "active")
+    t0 = int(time.time() * 1000) - count * 1000 - 5000
+    await post(
+        api,
+        [{"asset": "s1", "ts": t0 + i * 1000, "values": {"temperature": i}} for i in range(count)],
+    )
     return t0
 
 
@@ -140,6 +156,19 @@ async def test_each_bad_value_is_refused_alone_and_every_valid_one_stored(
     assert level == [[t0 + n * 1000, f"ok-{n}"] for n in range(140) if n not in (3, 4, 5, 6)]
     assert (companion["outputs"], companion["refused_outputs"]) == (273, 7)
     assert companion["scored"] == 140 and companion["calls"] == 1
+    letters = await refused_outputs(api, "careless", 7)
+    assert [row[:4] for row in letters] == [
+        ("not-finite", "s1", t0 + 1000, "doubled"),
+        ("not-finite", "s1", t0 + 2000, "doubled"),
+        ("wrong-type", "s1", t0 + 3000, "doubled"),
+        ("wrong-type", "s1", t0 + 3000, "level"),
+        ("wrong-type", "s1", t0 + 4000, "level"),
+        ("wrong-type", "s1", t0 + 5000, "level"),
+        ("too-large", "s1", t0 + 6000, "level"),
+    ]
+    # Each kept as it was: no null for NaN, no repr, the number as text stays text.
+    assert [row[4] for row in letters[:6]] == ["NaN", "-Infinity", '"6.0"', "3", '{"a": 1}', "null"]
+    assert letters[6][4].startswith('"xxxx') and len(letters[6][4]) <= 2049
     # Nothing the companion published was refused by the historian.
     r = await api.http.get("/tenants/default/dead-letters")
     assert [d for d in r.json()["items"] if d["device"].startswith("model:")] == []
@@ -170,6 +199,10 @@ async def test_a_callback_writes_only_at_the_times_of_its_requests_readings(
     companion = await companion_once(api, name, lambda c: c["refused_outputs"] >= 2)
     # A day back, and on s2 that had no reading in the request: both refused.
     assert (companion["outputs"], companion["refused_outputs"]) == (1, 2)
+    assert await refused_outputs(api, name, 2) == [
+        ("bad-timestamp", "s1", now - 86_400_000, None, '{"mean": 2.0}'),
+        ("bad-timestamp", "s2", now, None, '{"mean": 3.0}'),
+    ]
     assert await history(api, "s1", "mean") == [[now, 1.0]]
     assert await history(api, "s2", "mean") == []
 
