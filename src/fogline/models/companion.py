@@ -396,6 +396,7 @@ class Companion:
                 continue
             self.stats.windows += 1
             if readings:
+                self.stats.received += len(readings)  # each window's readings, afresh
                 self.account.accepted += len(readings)
                 self.account.in_flight += len(readings)
                 await self._dispatch(readings, window)
