@@ -303,3 +303,47 @@ async def test_readings_queued_at_stop_are_dead_lettered_as_discarded(
     letters = await dead_letters(api, name)
     assert sum(d["readings"] for d in letters) == discarded
     assert all(d["reason"].startswith("the model was stopped") for d in letters)
+
+
+# An asynchronous window model whose answer is large: 4,000 characters per reading.
+LONG_TEXT = """
+from fogline.sdk import serve
+
+def score(readings):
+    return [{"level": "x" * 4000} for r in readings]
+
+serve(score=score)
+"""
+
+
+async def test_a_large_asynchronous_answer_is_taken_whole(platform: Any, api: Api) -> None:
+    """An answer on the callback may be as large as a direct one (here 1.2 MB, over the API's
+    1 MiB default for documents); a callback to an address no companion gave out is refused
+    before its body is read."""
+    await k.sensors(api, "s1")
+    now = int(time.time() * 1000)
+    readings = [{"asset": "s1", "ts": now - i, "values": {"temperature": 1.0}} for i in range(300)]
+    r = await api.http.post("/tenants/default/devices/gw/telemetry", json=readings)
+    assert r.status_code == 202, r.text
+
+    async def stored() -> bool:
+        return len(await k.history(api, "s1", "temperature")) == 300
+
+    await async_wait_for(stored, 20, "the readings stored")
+    window = {"type": "TIME_WINDOW", "frequency": 500, "timeWindowSize": 600_000}
+    outputs = [{"dataColumnName": "level", "readAsString": True}]
+    text = k.manifest("long-text", outputs, window, **{"async": True})
+    name = await k.submit(api, text, {"model.py": LONG_TEXT})
+    await deploy(api, name)
+
+    async def written() -> bool:
+        return len(await k.history(api, "s1", "level")) == 300
+
+    await async_wait_for(written, 30, "every long text written")
+    companion = (await k.deployment(api, name))["companion"]
+    accounted(companion)
+    assert companion["refused_outputs"] == 0 and companion["stale"] == 0
+
+    body = b'{"outputs": []}' + b" " * (2 * 1024 * 1024)
+    r = await api.http.post(f"/model-callbacks/{'0' * 64}/r1", content=body)
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"

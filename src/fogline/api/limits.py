@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope
 
 from fogline.models.packages import MAX_PACKAGE_BYTES
+from fogline.models.transport import MAX_ANSWER_BYTES
 
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 
@@ -25,6 +26,7 @@ class BodyKind(Enum):
     JSON = "json"  # API documents: asset types, devices, manifests, model answers...
     TELEMETRY = "telemetry"  # a device's message, bounded like one that came over MQTT
     PACKAGE = "package"  # a model's package archive
+    MODEL_ANSWER = "model-answer"  # an asynchronous model's answer: as large as a direct one
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,13 @@ class RequestLimits:
     json_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     telemetry_bytes: int = 256 * 1024
     package_bytes: int = MAX_PACKAGE_BYTES
+    model_answer_bytes: int = MAX_ANSWER_BYTES
 
     def of(self, kind: BodyKind) -> int:
         if kind is BodyKind.TELEMETRY:
             return self.telemetry_bytes
+        if kind is BodyKind.MODEL_ANSWER:
+            return self.model_answer_bytes
         if kind is BodyKind.PACKAGE:
             return self.package_bytes
         return self.json_bytes

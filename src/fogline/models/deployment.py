@@ -831,10 +831,16 @@ class DeploymentManager:
 
     # -- queries and events ---------------------------------------------------------------
 
-    async def on_callback(self, token: str, request_id: str, answer: dict[str, Any]) -> None:
+    def check_callback(self, token: str) -> None:
+        """NotFound unless a running companion gave out this callback address."""
         r = self._by_token.get(token)
         if r is None or r.companion is None:
             raise NotFound("no running companion has this callback address")
+
+    async def on_callback(self, token: str, request_id: str, answer: dict[str, Any]) -> None:
+        self.check_callback(token)
+        r = self._by_token[token]
+        assert r.companion is not None
         if not await r.companion.on_answer(request_id, answer):
             raise Conflict(f"request {request_id} is not pending: unknown, answered or stale")
 

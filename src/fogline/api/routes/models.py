@@ -255,6 +255,7 @@ async def model_dead_letters(
         }
     },
 )
+@body(BodyKind.MODEL_ANSWER)
 async def model_callback(
     token: Annotated[str, Path(max_length=200)],
     request_id: Annotated[str, Path(max_length=200)],
@@ -262,7 +263,9 @@ async def model_callback(
     svc: Services,
 ) -> Response:
     """Where an asynchronous model sends its answer. The unguessable token in the URL the
-    companion gave it is the credential."""
+    companion gave it is the credential, checked before the body is read (an answer may be as
+    large as a direct one: 32 MiB)."""
+    svc.deployments.check_callback(token)
     try:
         answer = load_answer(await request.body())
     except ValueError:
