@@ -80,6 +80,14 @@ def test_init_submit_map_deploy_and_a_sigkill_mid_saga(tmp_path: Path) -> None:
 
             assert wait_for(labelled, 30, "the model's output")["points"] == [[now, "high"]]
 
+        # What an on-call engineer reads: where every reading is, health, dead letters.
+        status = " ".join(ok(p.cli("model", "status", "press", "0.1.0")).split())  # unwrapped
+        assert (
+            "readings: 1 accepted = 1 scored + 0 dead-lettered + 0 queued + 0 in flight" in status
+        )
+        assert "calls: 1 answered, 0 failed" in status and "health: ok; 0 restarts" in status
+        assert "no dead letters" in ok(p.cli("model", "dead-letters", "press", "0.1.0"))
+
         # A second version of press is refused while 0.1.0 is active, and told how to go on.
         second = tmp_path / "press-0.2.0"
         shutil.copytree(project, second)

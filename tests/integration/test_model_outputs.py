@@ -287,6 +287,13 @@ async def test_a_model_never_overwrites_what_a_device_writes(platform: Any, api:
     assert await history(api, "s1", "doubled") == [[now, 20.0], [now + 1, 100.0], [now + 2, 7.0]]
     r = await api.http.get("/tenants/default/assets/s1/telemetry/latest")
     assert r.json()["values"]["doubled"]["value"] == 7.0
+    # The model's own view says so too, and the dead letters can be asked for by its label.
+    status = await k.deployment(api, name)
+    assert status["outputs_refused_by_historian"] == {"device-telemetry": 2}
+    r = await api.http.get(
+        "/tenants/default/dead-letters", params={"device": f"model:{name}@1.0.0"}
+    )
+    assert r.status_code == 200 and len(r.json()["items"]) == 2
 
 
 async def test_the_writer_chunks_under_max_message_bytes_and_gives_back_what_failed(

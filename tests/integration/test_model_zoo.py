@@ -150,6 +150,13 @@ async def test_a_crash_loop_backs_off_is_told_and_ends_in_draft_with_every_readi
         assert waits == sorted(waits) and waits[0] < waits[-1]
         moves = [e["event"]["event"] for e in await events_of(api, name, "model.transitioned")]
         assert "degrade" in moves and moves[-1] == "unhealthy"
+        # The metrics keep what it did once it is gone.
+        metrics = (await api.http.get("/metrics")).text
+        labels = f'model="{name}",tenant="default",version="1.0.0"'
+        assert f"fogline_model_restarts_total{{{labels}}} 3.0" in metrics
+        assert f"fogline_model_degraded{{{labels}}} 0.0" in metrics
+        scored = f'fogline_model_readings_total{{model="{name}",outcome="scored",'
+        assert scored in metrics
     finally:
         await api.close()
         await p.stop()
@@ -199,6 +206,39 @@ async def test_a_call_that_times_out_is_never_sent_again_while_the_model_works_o
         status = await k.deployment(api, name)
         assert status["companion"]["timeouts"] == 2
         assert "no answer within 1 s" in status["health"]["problem"]
+    finally:
+        await api.close()
+        await p.stop()
+
+
+async def test_a_hung_asynchronous_model_is_restarted(
+    platform_settings: Callable[..., Any],
+) -> None:
+    from fogline.app.platform import Platform
+
+    p = Platform(platform_settings(model_health_interval=0.3))
+    await p.start()
+    api = Api(p.http_url, p.bootstrap.admin_key)
+    try:
+        await k.sensors(api, "s1")
+        manifest = k.manifest(
+            "async-hanger", [{"dataColumnName": "doubled"}], timeoutMs=1000, **{"async": True}
+        )
+        name = await k.submit(api, manifest, {"model.py": HANGER})
+        await deploy(api, name)
+        await k.send(api, "s1", int(time.time() * 1000), 1.0)
+
+        async def restarted() -> bool:
+            status = await k.deployment(api, name)
+            return bool(status["health"]["restarts"] == 1 and status["dead_letters"])
+
+        await async_wait_for(restarted, 30, "a restart after the request went stale")
+        status = await k.deployment(api, name)
+        assert status["dead_letters"] == {"timeout": {"records": 1, "readings": 1}}
+        companion = status["companion"]
+        assert (companion["stale"], companion["timeouts"]) == (1, 1)
+        accounted(companion)
+        assert await k.state_of(api, name) == "degraded"
     finally:
         await api.close()
         await p.stop()
@@ -286,11 +326,11 @@ async def test_readings_queued_at_stop_are_dead_lettered_as_discarded(
     for i in range(40):
         await k.send(api, "s1", now + i, float(i))
 
-    async def queued() -> bool:
-        companion = (await k.deployment(api, name))["companion"]
-        return bool(companion["readings"]["queued"] > 0)
+    async def waiting() -> bool:
+        r = (await k.deployment(api, name))["companion"]["readings"]
+        return bool(r["accepted"] == 40 and r["queued"] + r["in_flight"] > 0)
 
-    await async_wait_for(queued, 20, "a backlog")
+    await async_wait_for(waiting, 20, "all accepted, some waiting")
     r = await api.http.post(f"/tenants/default/models/{name}/1.0.0/stop")
     assert r.status_code == 202, r.text
     await k.wait_state(api, name, "stopped")

@@ -116,3 +116,29 @@ async def test_a_call_beyond_the_workers_is_refused_as_busy_not_queued() -> None
         again = await http.post("/score", json=request(3.0))
         assert again.status_code == 200
     assert (host.scored, host.busy_refusals, host.in_flight) == (3, 1, 0)
+
+
+def test_one_result_short_is_an_error_not_a_shift() -> None:
+    """Plain value dicts are matched to readings by position: one missing would put every
+    later output on the wrong reading, so the call fails (and the companion dead-letters it)."""
+    import pytest
+
+    from fogline.sdk.contract import Output, outputs_of
+
+    readings = [Reading("a1", 1000 + i, {"x": 1.0}) for i in range(3)]
+    with pytest.raises(TypeError, match="2 results for 3 readings"):
+        outputs_of(readings, [{"y": 1}, {"y": 2}])
+    assert outputs_of(readings, []) == []
+    chosen = [{"asset": "a1", "ts": 1001, "values": {"y": 2}}]
+    assert outputs_of(readings, chosen) == [Output("a1", 1001, {"y": 2})]
+    with client(FunctionModel(lambda rs: [{"y": 1}] * (len(rs) - 1))) as http:
+        r = http.post("/score", json=request(1.0, 2.0))
+        assert r.status_code == 500 and "1 results for 2 readings" in r.json()["detail"]
+
+
+def test_an_int_too_wide_for_orjson_is_still_answered_for_the_platform_to_refuse_alone() -> None:
+    big = 10**30
+    with client(FunctionModel(lambda rs: [{"y": big, "z": 1.5} for _ in rs])) as http:
+        r = http.post("/score", json=request(1.0))
+        assert r.status_code == 200
+        assert r.json()["outputs"][0]["values"] == {"y": big, "z": 1.5}

@@ -26,9 +26,12 @@ def _counter(name: str, doc: str, value: float | None) -> Iterator[Metric]:
 class _Snapshot(Collector):
     """One scrape's figures, taken from the readiness report and the system report."""
 
-    def __init__(self, ready: dict[str, Any], system: dict[str, Any]) -> None:
+    def __init__(
+        self, ready: dict[str, Any], system: dict[str, Any], models: list[dict[str, Any]]
+    ) -> None:
         self.ready = ready
         self.system = system
+        self.models = models
 
     def collect(self) -> Iterator[Metric]:
         ready, system = self.ready, self.system
@@ -90,7 +93,7 @@ class _Snapshot(Collector):
             "when the historian last committed",
             last / 1000 if last else None,
         )
-        yield from _models(ready.get("checks", {}).get("models") or {})
+        yield from _models(self.models)
         retention = system.get("retention") or {}
         yield from _counter(
             "fogline_retention_readings_deleted",
@@ -105,7 +108,7 @@ class _Snapshot(Collector):
 _OUTCOMES = (("scored", "scored"), ("dead_lettered", "dead-lettered"))
 
 
-def _models(check: dict[str, Any]) -> Iterator[Metric]:
+def _models(models: list[dict[str, Any]]) -> Iterator[Metric]:
     labels = ["model", "version", "tenant"]
     readings = CounterMetricFamily(
         "fogline_model_readings",
@@ -118,10 +121,10 @@ def _models(check: dict[str, Any]) -> Iterator[Metric]:
     )
     restarts = CounterMetricFamily("fogline_model_restarts", "model restarts", labels=labels)
     degraded = GaugeMetricFamily("fogline_model_degraded", "1 while not well", labels=labels)
-    for item in check.get("items", []):
+    for item in models:
         tenant, model, version = str(item["id"]).split("/", 2)
         restarts.add_metric([model, version, tenant], float(item["restarts"]))
-        degraded.add_metric([model, version, tenant], 1.0 if item["problem"] else 0.0)
+        degraded.add_metric([model, version, tenant], 1.0 if item["degraded"] else 0.0)
         r = item.get("readings")
         if not r:
             continue
@@ -133,7 +136,9 @@ def _models(check: dict[str, Any]) -> Iterator[Metric]:
     yield from (readings, queued, oldest, restarts, degraded)
 
 
-def render(ready: dict[str, Any], system: dict[str, Any]) -> bytes:
+def render(
+    ready: dict[str, Any], system: dict[str, Any], models: list[dict[str, Any]] | None = None
+) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(ready, system))
+    registry.register(_Snapshot(ready, system, models or []))
     return generate_latest(registry)

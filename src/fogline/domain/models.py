@@ -119,3 +119,8 @@ class ModelDeadLetter:
 class StoredModelDeadLetter:
     id: int
     letter: ModelDeadLetter
+
+
+def output_source(name: str, version: str) -> str:
+    """How a model version's outputs are labelled where a device id would be (dead letters)."""
+    return f"model:{name}@{version}"

@@ -74,6 +74,10 @@ PAYLOAD_BYTES = 4096
 MAX_UNWRITTEN_LETTERS = 10_000  # kept in memory while the database is away
 
 
+class StuckBusy(CallTimedOut):
+    """The model refused a call as busy for longer than a call may take."""
+
+
 @dataclass(frozen=True)
 class CompanionSettings:
     max_batch: int = 500
@@ -509,6 +513,7 @@ class Companion:
         started on it), or once more after the model was restarted or came back. Raises the
         last failure."""
         busy_wait = BUSY_BACKOFF_S
+        busy_since: float | None = None
         retried = False
         while True:
             await self._usable.wait()
@@ -518,27 +523,51 @@ class Companion:
                 answer = await self.client.score(
                     request_id, body, self.timeout_s, not self.is_async
                 )
-            except ModelBusy:
+            except ModelBusy as busy:
                 self.stats.busy += 1
-                await asyncio.sleep(busy_wait)
-                busy_wait = min(busy_wait * 2, BUSY_BACKOFF_MAX_S)
+                busy_since = busy_since or time.monotonic()
+                if time.monotonic() - busy_since < self.timeout_s:
+                    await asyncio.sleep(busy_wait)
+                    busy_wait = min(busy_wait * 2, BUSY_BACKOFF_MAX_S)
+                    continue
+                # Busy for longer than a call may take: stuck on something (a call it was
+                # timed out on, or it never serves): as good as a timeout.
+                busy_since = None
+                exc = StuckBusy(
+                    f"the model refused every call as busy for {self.timeout_s:g} s "
+                    f"({busy.message})"
+                )
+                if not await self._after_timeout_or_down(exc, generation, retried):
+                    raise exc from None
+                retried = True
                 continue
-            except (CallTimedOut, ModelUnreachable) as exc:
-                if isinstance(exc, CallTimedOut):
-                    # Still working on it, or hung: the next call must find a fresh process.
-                    self.stats.timeouts += 1
-                    self.request_restart(
-                        f"a call got no answer within {self.timeout_s:g} s; the model may still "
-                        "be working on it"
-                    )
-                if retried:
+            except (CallTimedOut, ModelUnreachable) as failed:
+                if not await self._after_timeout_or_down(failed, generation, retried):
                     raise
                 retried = True
-                grace = None if isinstance(exc, CallTimedOut) else UNREACHABLE_GRACE_S
-                await self._restarted_since(generation, grace)
                 continue
             self.stats.last_call_ms = round((time.perf_counter() - started) * 1000, 2)
             return answer
+
+    async def _after_timeout_or_down(
+        self, exc: ModelCallFailed, generation: int, retried: bool
+    ) -> bool:
+        """After a call timed out (the model is restarted: it may still be working on it, or
+        be stuck) or found no model: True once it is back and the call may be sent once more;
+        False when it was sent once more already."""
+        if isinstance(exc, CallTimedOut):
+            self.stats.timeouts += 1
+            self.request_restart(
+                exc.message
+                if isinstance(exc, StuckBusy)
+                else f"a call got no answer within {self.timeout_s:g} s; the model may still "
+                "be working on it"
+            )
+        if retried:
+            return False
+        grace = None if isinstance(exc, CallTimedOut) else UNREACHABLE_GRACE_S
+        await self._restarted_since(generation, grace)
+        return True
 
     async def _restarted_since(self, generation: int, grace_s: float | None) -> None:
         """Until the model was restarted after `generation` (or, with a grace, until that has
@@ -601,6 +630,12 @@ class Companion:
                 if not p.sent or p.deadline > now or self._forget_pending(request_id) is None:
                     continue
                 self.stats.stale += 1
+                self.stats.timeouts += 1
+                # The model may still be working on it, or be stuck: the next request must
+                # find a process that is not.
+                self.request_restart(
+                    f"an asynchronous request got no answer within {self.timeout_s:g} s"
+                )
                 stale = StaleRequest(request_id, len(p.readings), p.sent_at, now_ms())
                 self._failed(
                     request_id,

@@ -41,8 +41,9 @@ from fogline.domain.errors import (
     Unavailable,
 )
 from fogline.domain.lifecycle import ModelEvent, ModelState, allowed_events, next_state
-from fogline.domain.models import ModelRecord, StoredModelDeadLetter
+from fogline.domain.models import ModelRecord, StoredModelDeadLetter, output_source
 from fogline.domain.sagas import SagaKey, SagaName, SagaOwner, StepStatus
+from fogline.domain.timeseries import now_ms
 from fogline.models.companion import Companion, CompanionSettings
 from fogline.models.health import Health, HealthMonitor, HealthSettings
 from fogline.models.lifecycle import ModelLifecycle
@@ -185,6 +186,8 @@ class DeploymentManager:
         # The last companion's counters of each model no companion feeds now (stopped, or
         # sent to draft), since this platform started.
         self._last_accounts: dict[int, dict[str, Any]] = {}
+        # The same, for the metrics: what each such model did while it ran (since the start).
+        self._gone: dict[int, dict[str, Any]] = {}
         # One lock per (tenant, model name): see `_deciding`.
         self._decisions: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -435,7 +438,9 @@ class DeploymentManager:
         if failure is not None:
             self._running.pop(model.id, None)
             return failure
-        self._watch(running)
+        # A restored model's restarts by the previous run still count (a crash loop across
+        # platform restarts reaches the limit); a deploy or an update starts afresh.
+        await self._watch(running, seed=saga.name == SagaName.RESTORE)
         return None
 
     async def _deploy_saga(self, model: ModelRecord, how: Resume | None = None) -> None:
@@ -623,6 +628,12 @@ class DeploymentManager:
             await r.companion.stop(why)
             # What it did stays readable (`describe`) until the model is deployed again.
             self._last_accounts[r.model.id] = {**r.companion.describe(), "stopped": why}
+            self._gone[r.model.id] = {
+                "id": r.spec.key,
+                "restarts": r.health.restarts,
+                "degraded": False,
+                "readings": r.companion.readings(),
+            }
             r.companion = None
 
     async def _stop_watching(self, s: _Stopping) -> None:
@@ -640,12 +651,25 @@ class DeploymentManager:
 
     # -- health ---------------------------------------------------------------------------
 
-    def _watch(self, r: _Running) -> None:
+    async def _watch(self, r: _Running, seed: bool = False) -> None:
         self._lost_models.pop(r.model.id, None)
         if r.model.state is ModelState.DEGRADED:  # restored after a platform restart
             r.health.problem = r.model.state_reason or "degraded before the platform restarted"
         r.monitor = HealthMonitor(_Watched(self, r), r.health, self._health_settings)
+        if seed:
+            r.monitor.seed_restarts(await self._recent_restarts(r.model))
         r.monitor.start(f"health-{r.model.id}")
+
+    async def _recent_restarts(self, model: ModelRecord) -> list[int]:
+        """When this model's restarts within the window began (epoch ms), as its saga history
+        (saga `health`) has them."""
+        since = now_ms() - int(self._health_settings.restart_window_s * 1000)
+        steps = await self.sagas.history(self._key(model), 200)
+        return [
+            s.at
+            for s in steps
+            if s.saga == SagaName.HEALTH and s.status is StepStatus.STARTED and s.at >= since
+        ]
 
     async def _restart(self, r: _Running) -> None:
         """The model process again; its companion pauses meanwhile (readings keep queueing)
@@ -893,6 +917,10 @@ class DeploymentManager:
                 "next_backoff_s": r.health.next_backoff_s,
             },
             "dead_letters": await asyncio.to_thread(self.deployments.dead_letter_counts, model.id),
+            # Outputs published but refused when stored (e.g. a device writes that telemetry).
+            "outputs_refused_by_historian": await asyncio.to_thread(
+                self.telemetry.dead_letter_counts, tenant, output_source(name, version)
+            ),
             "companion": r.companion.describe()
             if r is not None and r.companion
             else self._last_accounts.get(model.id),
@@ -905,6 +933,20 @@ class DeploymentManager:
     ) -> list[StoredModelDeadLetter]:
         model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
         return await asyncio.to_thread(self.deployments.dead_letters, model.id, limit, before_id)
+
+    def model_figures(self) -> list[dict[str, Any]]:
+        """Each model this platform has run since it started, running or not: its restarts,
+        whether it is degraded, and where the readings its companion accepted are (the last
+        companion's, for a model no companion feeds now). For the metrics."""
+        figures = dict(self._gone)
+        for model_id, r in list(self._running.items()):
+            figures[model_id] = {
+                "id": r.spec.key,
+                "restarts": r.health.restarts,
+                "degraded": r.model.state is ModelState.DEGRADED,
+                "readings": None if r.companion is None else r.companion.readings(),
+            }
+        return list(figures.values())
 
     def health_summary(self) -> list[dict[str, Any]]:
         """Each model this platform runs or is starting, and each it gave up on: state, health
@@ -937,7 +979,7 @@ class DeploymentManager:
                     "healthy": False,
                     "last": reason,
                     "failures": 0,
-                    "restarts": 0,
+                    "restarts": self._gone.get(m.id, {}).get("restarts", 0),
                     "problem": f"could not be brought back: {reason}",
                 }
             )

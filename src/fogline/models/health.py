@@ -79,6 +79,14 @@ class HealthMonitor:
         self._restarts: deque[float] = deque()  # when each restart of the window began
         self._well_since: float | None = None
 
+    def seed_restarts(self, started_ms: list[int]) -> None:
+        """Restarts made before this monitor began (a previous run of the platform), by when
+        they began (epoch ms): they count toward the window's limit and the back-off."""
+        now_mono, now_wall = time.monotonic(), time.time() * 1000
+        for at in sorted(started_ms):
+            self._restarts.append(now_mono - max(0.0, now_wall - at) / 1000)
+        self.health.restarts_in_window = len(self._restarts)
+
     def start(self, name: str) -> None:
         self._task = asyncio.create_task(self._watch(), name=name)
 
@@ -169,7 +177,7 @@ class HealthMonitor:
             self.health.next_backoff_s = backoff
             await asyncio.sleep(backoff)
             self._restarts.append(time.monotonic())
-            attempt = len(self._restarts)
+            attempt = self.health.restarts_in_window = len(self._restarts)
             self.health.failures = failed_in_a_row + 1
             await self.watched.restarted(reason, attempt, backoff)
             await self.watched.record(StepStatus.STARTED, attempt, reason)

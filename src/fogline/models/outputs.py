@@ -273,7 +273,7 @@ class OutputPlanner:
                     OutputRefusal.UNMAPPED,
                     f"asset {asset!r} is not mapped to this model",
                     asset,
-                    None,
+                    output["ts"] if type(output.get("ts")) is int else None,
                     None,
                     value_text(output["values"]),
                 )

@@ -81,6 +81,19 @@ def outputs_of(readings: list[Reading], result: Any) -> list[Output]:
         return []
     if not isinstance(result, list):
         raise TypeError("score must return a list")
+    plain = [
+        item
+        for item in result
+        if isinstance(item, dict) and not ("values" in item and "asset" in item)
+    ]
+    if plain and len(result) != len(readings):
+        # Matched by position: one result short would move every later output onto the
+        # wrong reading, silently.
+        raise TypeError(
+            f"score returned {len(result)} results for {len(readings)} readings; plain value "
+            "dicts are matched to the readings by position, so there must be one per reading "
+            "(or return outputs with 'asset', 'ts' and 'values', or [] for none)"
+        )
     outputs: list[Output] = []
     for i, item in enumerate(result):
         if isinstance(item, Output):

@@ -110,13 +110,19 @@ class ModelHost:
 
     def answer(self, request: ScoreRequest, outputs: list[Output]) -> bytes:
         document = {"request_id": request.request_id, "outputs": [o.to_json() for o in outputs]}
-        payload = orjson.dumps(document)
-        if b"null" in payload:
+        try:
+            payload: bytes | None = orjson.dumps(document)
+        except TypeError:  # e.g. an int wider than 64 bits, which orjson cannot write
+            payload = None
+        if payload is None or b"null" in payload:
             # orjson writes NaN and the infinities as null: the platform would see a null and
-            # never the value the model gave. Python's json writes them as NaN and Infinity,
-            # which the platform reads and refuses value by value, keeping what they were.
+            # never the value the model gave. Python's json writes them as NaN and Infinity
+            # (and any int), which the platform reads and refuses value by value, keeping
+            # what they were.
             with contextlib.suppress(TypeError, ValueError):
                 payload = json.dumps(document).encode()
+        if payload is None:
+            raise TypeError("score returned values that cannot be written as JSON")
         return payload
 
 

@@ -282,6 +282,7 @@ def _v7_output_sources(op: Operations) -> None:
     )
     if op.get_context().dialect.name != "sqlite":  # SQLite does not hold VARCHAR to a width
         op.alter_column("dead_letters", "device_id", existing_type=String(64), type_=String(200))
+    op.create_index("ix_dead_letters_source", "dead_letters", ["tenant_id", "device_id", "id"])
 
 
 # Version 1 is the first released schema. Append steps here; never edit one that shipped.

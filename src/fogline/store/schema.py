@@ -191,6 +191,8 @@ dead_letters = Table(
     Column("reason_code", String(32), nullable=False),
     Column("reason", Text, nullable=False),
     Column("payload", Text, nullable=True),
+    # One device's or one model version's dead letters (version 7), without a tenant scan.
+    Index("ix_dead_letters_source", "tenant_id", "device_id", "id"),
 )
 
 device_stats = Table(

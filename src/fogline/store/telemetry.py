@@ -105,7 +105,7 @@ class TelemetryStore(Protocol):
     def dead_letters(
         self, tenant: str, device: str | None, since: int | None, limit: int
     ) -> list[StoredDeadLetter]: ...
-    def dead_letter_counts(self, tenant: str) -> dict[str, int]: ...
+    def dead_letter_counts(self, tenant: str, device: str | None = None) -> dict[str, int]: ...
     def device_stats(self, tenant: str) -> list[DeviceStats]: ...
     def count_readings(self, tenant: str, asset: str | None = None) -> int: ...
     def device_telemetry(self, tenant: str, assets: Sequence[str]) -> dict[str, set[str]]: ...
@@ -657,13 +657,13 @@ class SqlTelemetryStore:
         with self.engine.connect() as conn:
             return [StoredDeadLetter(int(row.id), _dead_letter(row)) for row in conn.execute(query)]
 
-    def dead_letter_counts(self, tenant: str) -> dict[str, int]:
+    def dead_letter_counts(self, tenant: str, device: str | None = None) -> dict[str, int]:
+        """Per reason, of the tenant, or of one device (or model version's outputs)."""
         d = s.dead_letters
-        query = (
-            select(d.c.reason_code, func.count().label("n"))
-            .where(d.c.tenant_id == tenant)
-            .group_by(d.c.reason_code)
-        )
+        query = select(d.c.reason_code, func.count().label("n")).where(d.c.tenant_id == tenant)
+        if device is not None:
+            query = query.where(d.c.device_id == device)
+        query = query.group_by(d.c.reason_code)
         with self.engine.connect() as conn:
             return {row.reason_code: int(row.n) for row in conn.execute(query)}
 

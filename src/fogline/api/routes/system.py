@@ -57,9 +57,11 @@ async def ready(svc: Services) -> ReadyOut | JSONResponse:
 )
 async def metrics(key: Caller, svc: Services) -> Response:
     """The platform's state for a Prometheus scraper (an admin key, as a bearer token):
-    readiness per part, the disk and its reserve, restarts, ingest and retention counters."""
+    readiness per part, the disk and its reserve, restarts, ingest and retention counters, and
+    per model: readings by outcome, queue, restarts, degraded."""
     key.require_admin()
-    body = render(await svc.readiness(), svc.system_info())
+    models = svc.deployments.model_figures()
+    body = render(await svc.readiness(), svc.system_info(), models)
     return Response(body, media_type=CONTENT_TYPE)
 
 

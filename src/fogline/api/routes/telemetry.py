@@ -30,10 +30,11 @@ from fogline.api.schemas.telemetry import (
     RawSeriesOut,
 )
 from fogline.api.streams import while_key_valid
-from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
+from fogline.domain.ids import SLUG_PATTERN
 from fogline.domain.timeseries import now_ms, parse_duration_ms, parse_query_time
 from fogline.ingest.intake import TelemetryFateUnknown, TelemetryNotStored
 from fogline.ingest.queries import MAX_RAW_POINTS
+from fogline.models.manifest import SEMVER_PATTERN
 
 router = APIRouter(tags=["telemetry"], route_class=FoglineRoute, responses=IN_TENANT)
 
@@ -209,12 +210,24 @@ def _readings_event(data: bytes) -> dict[str, str]:
     return {"event": "readings", "data": data.decode()}
 
 
+# What a dead letter names as its source: a device, or a model version (model:<name>@<version>).
+_SLUG = SLUG_PATTERN.strip("^$")
+_VERSION = SEMVER_PATTERN.strip("^$")
+SOURCE_PATTERN = rf"^(?:{_SLUG}|model:{_SLUG}@{_VERSION})$"
+
+
 @router.get("/tenants/{tenant}/dead-letters")
 async def dead_letters(
     tenant: ScopedTenant,
     svc: Services,
     device: Annotated[
-        str | None, Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=SLUG_PATTERN)
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=SOURCE_PATTERN,
+            description="a device id, or a model version's outputs: model:<name>@<version>",
+        ),
     ] = None,
     since: Annotated[str | None, Query(max_length=64, description=_TIME_BOUND)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,

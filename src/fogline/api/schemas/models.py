@@ -290,6 +290,12 @@ class DeploymentOut(Out):
         default_factory=dict,
         description="the model's dead letters per reason, since it was submitted",
     )
+    outputs_refused_by_historian: dict[str, int] = Field(
+        default_factory=dict,
+        description="output values the model gave that were published but refused when stored, "
+        "per reason (e.g. device-telemetry); they are the tenant's dead letters with the "
+        "device `model:<name>@<version>`",
+    )
     steps: list[SagaStepOut]
     stale_requests: list[StaleRequestOut]
 

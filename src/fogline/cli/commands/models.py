@@ -218,6 +218,15 @@ def model_status(ctx: typer.Context, name: str, version: str) -> None:
                 for reason, c in sorted(status["dead_letters"].items())
             )
             console.print(f"dead letters (all time): {lost}")
+        if status["outputs_refused_by_historian"]:
+            refused = ", ".join(
+                f"{reason} {n}"
+                for reason, n in sorted(status["outputs_refused_by_historian"].items())
+            )
+            console.print(
+                f"[yellow]outputs refused when stored (all time): {refused}[/] — see "
+                f"`fogline dead-letters --device model:{name}@{version}`"
+            )
         table(status["steps"][-12:], ["saga", "step", "status", "attempt", "detail"])
 
     c.show(status, human)
@@ -230,7 +239,7 @@ def show_companion(comp: dict[str, Any]) -> None:
     console.print(
         f"companion{stopped}: {len(comp['assets'])} assets, concurrency {comp['concurrency']}"
     )
-    lost = ", ".join(f"{k} {v}" for k, v in sorted(r["dead_letters_by_reason"].items()))
+    lost = ", ".join(f"{k} {v}" for k, v in sorted(r["dead_lettered_by_reason"].items()))
     console.print(
         f"readings: {r['accepted']} accepted = {r['scored']} scored + "
         f"{r['dead_lettered']} dead-lettered{f' ({lost})' if lost else ''} + "
@@ -258,13 +267,17 @@ def model_dead_letters(
     if before is not None:
         params["before"] = before
     page = c.client().get(f"/tenants/{c.t()}/models/{name}/{version}/dead-letters", **params)
-    c.show(
-        page,
-        lambda: table(
-            page["items"],
-            ["id", "at", "reason_code", "detail_code", "readings", "asset", "ts", "reason"],
-        ),
-    )
+
+    def human() -> None:
+        if not page["items"]:
+            console.print(f"{name} {version}: no dead letters")
+            return
+        columns = ["id", "at", "reason_code", "detail_code", "readings", "asset", "ts", "reason"]
+        table(page["items"], columns)
+        if page["next_before"]:
+            console.print(f"older: --before {page['next_before']}")
+
+    c.show(page, human)
 
 
 @app.command("ls")
