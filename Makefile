@@ -41,9 +41,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
+# Tests run in TEST_WORKERS processes (pytest-xdist): each test has its own ports, data dir and
+# database schema, and most of their time is spent waiting on real servers, so two halve it.
+TEST_WORKERS ?= 2
+
 # pytest exits 5 when it collected nothing: that must never pass silently.
 test: sandbox-tools lint typecheck
-	@$(BIN)/python -m pytest -p no:cacheprovider tests; rc=$$?; \
+	@$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 unit: $(STAMP)

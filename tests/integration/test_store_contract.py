@@ -334,6 +334,7 @@ def test_migrating_a_version_1_database_gives_the_fresh_schema(db: Database) -> 
         for table in [*LATER_TABLES, *RETENTION_TABLES, *v2_tables]:
             conn.execute(text(f"DROP TABLE {table}"))
         drop_later_columns(conn)
+        conn.execute(text("DROP INDEX IF EXISTS ix_dead_letters_source"))  # of version 7
         conn.execute(text("UPDATE fogline_schema_version SET version = 1"))
     assert migrate(db.engine) == 1
     migrated = {t: {c["name"] for c in inspect(db.engine).get_columns(t)} for t in v2_tables}
@@ -443,6 +444,7 @@ def at_version_3(db: Database) -> None:
         for step in MIGRATIONS:
             if step.to_version <= 3:
                 step.apply(operations)
+        conn.execute(text("DROP INDEX IF EXISTS ix_dead_letters_source"))  # of version 7
         conn.execute(text("UPDATE fogline_schema_version SET version = 3"))
 
 
@@ -470,6 +472,7 @@ def test_migrating_version_6_tells_models_telemetry_from_devices(db: Database) -
     store.commit_batch([reading(T0, temperature=1.0, rpm=2, state="x", running=True)], [], [], None)
     with db.engine.begin() as conn:
         drop_later_columns(conn)
+        conn.execute(text("DROP INDEX IF EXISTS ix_dead_letters_source"))  # of version 7
         conn.execute(text("UPDATE fogline_schema_version SET version = 6"))
     assert migrate(db.engine) == 6
     assert store.device_telemetry("acme", ["m1"]) == {"m1": {"temperature", "running"}}

@@ -133,7 +133,7 @@ def test_one_bad_value_refuses_that_value_only() -> None:
         ("wrong-type", "s1", T0 + 1, "label", "null"),
         ("wrong-type", "s2", T0, "score", '{"deep": 1}'),
         ("unmapped", "s2", T0, "other", "1"),
-        ("unmapped", "s3", None, None, '{"score": 1.0}'),
+        ("unmapped", "s3", T0, None, '{"score": 1.0}'),
         ("malformed", None, None, None, '"not an output"'),
     ]
     assert plan.refused[0].telemetry == "score"
