@@ -477,13 +477,17 @@ class Companion:
             return
         request_id = uuid.uuid4().hex
         try:
-            answer = await self._send(request_id, self._request(request_id, readings, window))
+            try:
+                answer = await self._send(request_id, self._request(request_id, readings, window))
+            except asyncio.CancelledError:
+                reason = "the model was stopped"
+                self._lose(readings, LossReason.DISCARDED_AT_STOP, reason, request_id)
+                raise
+            except ModelCallFailed as exc:
+                self._failed(request_id, readings, exc)
+                return
+            # Scored from here: a stop while its outputs are written does not lose them twice.
             await self._answered(request_id, readings, answer)
-        except asyncio.CancelledError:
-            self._lose(readings, LossReason.DISCARDED_AT_STOP, "the model was stopped", request_id)
-            raise
-        except ModelCallFailed as exc:
-            self._failed(request_id, readings, exc)
         finally:
             self._slots.release()
 
