@@ -170,6 +170,13 @@ async def test_http_ingest_with_device_credentials_or_api_key(platform: Any, api
     assert s["values"] == 2
     # The retried request (same Idempotency-Key) was stored, and refused in part, once.
     assert s["dead_letters_by_reason"] == {"wrong-type": 1, "too-large": 1}
+    # Two readings without a time in one message land on one (asset, ts): one value is stored,
+    # and that is what the answer and the counters say.
+    twice = [{"asset": "m1", "values": {"rpm": 5}}, {"asset": "m1", "values": {"rpm": 6}}]
+    r = await api.http.post(url, content=json.dumps(twice))
+    assert (r.json()["accepted_values"], r.json()["merged_values"]) == (1, 1)
+    await async_wait_for(lambda: _values(api, 3), what="one more value")
+    assert (await stats(api))["values"] == 3
 
 
 async def test_live_stream_delivers_committed_readings(platform: Any, api: Api) -> None:

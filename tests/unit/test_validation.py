@@ -204,3 +204,19 @@ def test_dead_letters_of_one_message_are_capped_with_one_summary() -> None:
     assert summary.asset == "m1"
     # Every valid value is still kept.
     assert out.value_count == 5000 and len(out.readings) == 5000
+
+
+def test_values_that_merge_are_counted_once_as_stored() -> None:
+    """Two readings without `ts` in one message get the same time: one value per telemetry is
+    stored, so the answer must not say two were accepted."""
+    out = run(
+        [
+            {"asset": "m1", "values": {"rpm": 1, "state": "a"}},
+            {"asset": "m1", "values": {"rpm": 2}},
+            {"asset": "m1", "ts": NOW - 1, "values": {"rpm": 3}},
+        ]
+    )
+    assert len(out.readings) == 3
+    assert (out.value_count, out.merged) == (3, 1)  # rpm@NOW, state@NOW, rpm@NOW-1
+    single = run({"asset": "m1", "values": {"rpm": 1}})
+    assert (single.value_count, single.merged) == (1, 0)

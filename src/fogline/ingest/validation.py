@@ -108,7 +108,18 @@ class SchemaLookup(Protocol):
 class Outcome:
     readings: list[Reading] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    value_count: int = 0
+    value_count: int = 0  # values that will be stored: one per asset, time and telemetry
+    # Values that landed on the same asset, time and telemetry as a later one of the same
+    # message (e.g. two readings without `ts`): one value is stored, so they are not counted.
+    merged: int = 0
+
+    def count_merged(self) -> None:
+        """Count each (asset, ts, telemetry) once: what is stored, not what was sent."""
+        if len(self.readings) < 2:
+            return
+        seen = {(r.asset, r.ts, name) for r in self.readings for name in r.values}
+        self.merged = self.value_count - len(seen)
+        self.value_count = len(seen)
 
 
 @dataclass(frozen=True)
@@ -220,6 +231,7 @@ def validate_message(
     batch = len(readings) > 1 or isinstance(document, list) or "readings" in document
     for index, reading in enumerate(readings):
         _validate_reading(ctx, index if batch else None, reading, lookup, outcome)
+    outcome.count_merged()
     if len(outcome.dead_letters) > limits.max_dead_letters_per_message:
         _cap_dead_letters(ctx, outcome, limits.max_dead_letters_per_message)
     return outcome

@@ -32,7 +32,13 @@ class RejectedOut(Out):
 class IngestReceiptOut(Out):
     stream_seq: int = Field(description="where the message is in the telemetry stream")
     duplicate: bool = Field(description="the same `Idempotency-Key` was taken before")
-    accepted_values: int
+    accepted_values: int = Field(
+        description="values that will be stored: values of one asset, time and telemetry sent "
+        "twice in the message (e.g. two readings without `ts`) count once"
+    )
+    merged_values: int = Field(
+        0, description="values sent that land on the same asset, time and telemetry as another"
+    )
     rejected: list[RejectedOut] = Field(description="what the historian will dead-letter")
 
     @classmethod
@@ -41,6 +47,7 @@ class IngestReceiptOut(Out):
             stream_seq=receipt.stream_seq,
             duplicate=receipt.duplicate,
             accepted_values=receipt.preview.value_count,
+            merged_values=receipt.preview.merged,
             rejected=[RejectedOut.of(d) for d in receipt.preview.dead_letters],
         )
 
