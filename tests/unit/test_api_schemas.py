@@ -60,3 +60,34 @@ def test_a_body_of_the_wrong_shape_says_where_and_why(
     [error] = caught.value.errors()
     assert error["loc"] == where
     assert reason in error["msg"]
+
+
+def test_an_asset_type_names_every_problem_in_one_answer() -> None:
+    """Unreadable definitions and broken rules of the readable ones, together (not the rules
+    only once the types are fixed), each at a dotted path."""
+    import pytest
+    from pydantic import ValidationError
+
+    from fogline.api.schemas.registry import AssetTypeIn
+
+    body = {
+        "id": "press",
+        "telemetry": [
+            {"name": "a", "dtype": "complex"},
+            {"name": "b", "min": 5, "max": 1},
+            {"name": "b"},
+            {"name": "s", "dtype": "string", "min": 0},
+        ],
+        "attributes": [{"name": "site", "dtype": "int", "default": "x"}, {"name": 7}],
+    }
+    with pytest.raises(ValidationError) as caught:
+        AssetTypeIn.model_validate(body)
+    fields = sorted(".".join(str(p) for p in e["loc"]) for e in caught.value.errors())
+    assert fields == [
+        "attributes.0.default",
+        "attributes.1.name",
+        "telemetry.0.dtype",
+        "telemetry.1.min",
+        "telemetry.2.name",
+        "telemetry.3",
+    ]

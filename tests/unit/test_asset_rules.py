@@ -38,15 +38,15 @@ def test_definitions_report_every_problem_at_once() -> None:
         "telemetry",
     )
     fields = [p.field for p in problems]
-    assert "telemetry[0].name" in fields
-    assert "telemetry[1].min" in fields
-    assert "telemetry[2].name" in fields  # duplicate
-    assert "telemetry[2]" in fields  # range on a string
+    assert "telemetry.0.name" in fields
+    assert "telemetry.1.min" in fields
+    assert "telemetry.2.name" in fields  # duplicate
+    assert "telemetry.2" in fields  # range on a string
     assert (
         check_attribute_definitions(
             [AttributeDefinition("a", DType.INT, default="x")], "attributes"
         )[0].field
-        == "attributes[0].default"
+        == "attributes.0.default"
     )
 
 
@@ -92,6 +92,6 @@ def test_a_range_bound_must_be_finite() -> None:
     ]
     problems = check_telemetry_definitions(defs, "telemetry")
     assert [(p.field, p.reason) for p in problems] == [
-        ("telemetry[0].min", "must be a finite number"),
-        ("telemetry[1].max", "must be a finite number"),
+        ("telemetry.0.min", "must be a finite number"),
+        ("telemetry.1.max", "must be a finite number"),
     ]

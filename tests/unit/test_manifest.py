@@ -169,3 +169,35 @@ def test_caps_are_reported_with_every_other_problem() -> None:
         "manifest.model.local.env.PYTHONPATH",
         "manifest.model.local.limits.memoryMb",
     }
+
+
+def test_every_problem_of_a_manifest_in_one_answer() -> None:
+    """A field pydantic cannot read does not hide the rules broken by the parts it can: a
+    user fixing the first answer must not get a second list."""
+    import pytest
+
+    from fogline.domain.errors import InvalidInput
+    from fogline.models.manifest import check_manifest
+
+    document = {
+        "manifest": {
+            "name": "Bad Name",
+            "version": "1.0",
+            "model": {"type": "http", "hosted": "external", "scoreEndpoint": "score"},
+            "trigger": {"type": "SOMETIMES"},
+            "inputs": [{"dataColumnName": "t"}, {"dataColumnName": "t"}],
+            "outputs": [{"dataColumnName": "s", "readAsString": "maybe"}],
+        }
+    }
+    with pytest.raises(InvalidInput) as caught:
+        check_manifest(document)
+    fields = sorted(p.field for p in caught.value.problems)
+    assert fields == [
+        "manifest.inputs.1.dataColumnName",  # duplicate
+        "manifest.model.scoreEndpoint",  # not a path
+        "manifest.model.url",  # external without url
+        "manifest.name",
+        "manifest.outputs.0.readAsString",  # pydantic
+        "manifest.trigger.type",  # pydantic
+        "manifest.version",
+    ]

@@ -109,10 +109,16 @@ def _name_problems(name: str, where: str, seen: set[str], what: str) -> list[Pro
 
 
 def check_telemetry_definitions(defs: list[TelemetryDefinition], path: str) -> list[Problem]:
+    return check_telemetry_items(list(enumerate(defs)), path)
+
+
+def check_telemetry_items(defs: list[tuple[int, TelemetryDefinition]], path: str) -> list[Problem]:
+    """The definitions with their places in the list: those that could be read at all, when
+    others could not (so that one answer names every problem)."""
     problems: list[Problem] = []
     seen: set[str] = set()
-    for i, d in enumerate(defs):
-        where = f"{path}[{i}]"
+    for i, d in defs:
+        where = f"{path}.{i}"
         problems += _name_problems(d.name, where, seen, "telemetry")
         if not d.dtype.numeric and (d.min is not None or d.max is not None):
             problems.append(Problem(where, "a range (min/max) applies to float and int only"))
@@ -125,10 +131,14 @@ def check_telemetry_definitions(defs: list[TelemetryDefinition], path: str) -> l
 
 
 def check_attribute_definitions(defs: list[AttributeDefinition], path: str) -> list[Problem]:
+    return check_attribute_items(list(enumerate(defs)), path)
+
+
+def check_attribute_items(defs: list[tuple[int, AttributeDefinition]], path: str) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[str] = set()
-    for i, d in enumerate(defs):
-        where = f"{path}[{i}]"
+    for i, d in defs:
+        where = f"{path}.{i}"
         problems += _name_problems(d.name, where, seen, "attribute")
         if d.default is not None and not value_matches(d.dtype, d.default):
             problems.append(Problem(f"{where}.default", f"is not a {d.dtype.value}"))

@@ -7,6 +7,7 @@ The shape follows the design guide; field names are the manifest's own camelCase
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from dataclasses import dataclass
@@ -220,6 +221,12 @@ def check_manifest(document: Any, caps: LimitCaps | None = None) -> Manifest:
         manifest = Manifest.model_validate(document)
     except ValidationError as exc:
         problems = [Problem(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        reported = {p.field for p in problems}
+        problems += [
+            p
+            for p in _readable_part_problems(document)
+            if not any(p.field.startswith(r) for r in reported)
+        ]
         raise InvalidInput.of(problems, "manifest") from None
     problems = _semantic_problems(manifest.manifest)
     local = manifest.manifest.model.local
@@ -231,18 +238,32 @@ def check_manifest(document: Any, caps: LimitCaps | None = None) -> Manifest:
 
 
 def _semantic_problems(m: ManifestBody) -> list[Problem]:
+    return (
+        _identity_problems(m.name, m.version)
+        + _model_problems(m.model)
+        + _trigger_problems(m.trigger)
+        + _column_problems("inputs", m.inputs)
+        + _column_problems("outputs", m.outputs)
+    )
+
+
+def _identity_problems(name: str, version: str) -> list[Problem]:
     p: list[Problem] = []
-    if (slug := slug_problem(m.name, "manifest.name")) is not None:
+    if (slug := slug_problem(name, "manifest.name")) is not None:
         p.append(slug)
-    if not _SEMVER.fullmatch(m.version) or len(m.version) > MAX_VERSION_LENGTH:
+    if not _SEMVER.fullmatch(version) or len(version) > MAX_VERSION_LENGTH:
         p.append(
             Problem(
                 "manifest.version",
-                f"{m.version[:80]!r} is not a version like 1.0.0 "
+                f"{version[:80]!r} is not a version like 1.0.0 "
                 f"(at most {MAX_VERSION_LENGTH} characters)",
             )
         )
-    model = m.model
+    return p
+
+
+def _model_problems(model: ModelSection) -> list[Problem]:
+    p: list[Problem] = []
     if model.type == "http":
         for field, value in (
             ("scoreEndpoint", model.score_endpoint),
@@ -269,24 +290,53 @@ def _semantic_problems(m: ManifestBody) -> list[Problem]:
             p.append(
                 Problem("manifest.model", "an internal model needs a container or a local command")
             )
-    t = m.trigger
+    if model.local is not None:
+        p.extend(env_problems(model.local.env))
+    return p
+
+
+def _trigger_problems(t: Trigger) -> list[Problem]:
+    p: list[Problem] = []
     timing = (("frequency", t.frequency), ("timeWindowSize", t.time_window_size))
     for name, ms in timing:
         if t.type is TriggerType.TIME_WINDOW and (ms is None or ms <= 0):
             p.append(Problem(f"manifest.trigger.{name}", "TIME_WINDOW needs a positive ms"))
         if t.type is TriggerType.REAL_TIME and ms is not None:
             p.append(Problem(f"manifest.trigger.{name}", "applies to TIME_WINDOW only"))
-    for side, columns in (("inputs", m.inputs), ("outputs", m.outputs)):
-        if not columns:
-            p.append(Problem(f"manifest.{side}", "at least one column is needed"))
-        seen: set[str] = set()
-        for i, c in enumerate(columns):
-            where = f"manifest.{side}.{i}.dataColumnName"
-            if (slug := slug_problem(c.data_column_name, where)) is not None:
-                p.append(slug)
-            if c.data_column_name in seen:
-                p.append(Problem(where, f"duplicate column {c.data_column_name!r}"))
-            seen.add(c.data_column_name)
-    if model.local is not None:
-        p.extend(env_problems(model.local.env))
+    return p
+
+
+def _column_problems(side: str, columns: list[Column]) -> list[Problem]:
+    p: list[Problem] = []
+    if not columns:
+        p.append(Problem(f"manifest.{side}", "at least one column is needed"))
+    seen: set[str] = set()
+    for i, c in enumerate(columns):
+        where = f"manifest.{side}.{i}.dataColumnName"
+        if (slug := slug_problem(c.data_column_name, where)) is not None:
+            p.append(slug)
+        if c.data_column_name in seen:
+            p.append(Problem(where, f"duplicate column {c.data_column_name!r}"))
+        seen.add(c.data_column_name)
+    return p
+
+
+def _readable_part_problems(document: Any) -> list[Problem]:
+    """When the manifest as a whole cannot be read, the rules of the parts that can (so that
+    one answer names every problem, not those of the first pass only)."""
+    body = document.get("manifest") if isinstance(document, dict) else None
+    if not isinstance(body, dict):
+        return []
+    p: list[Problem] = []
+    name, version = body.get("name"), body.get("version")
+    if isinstance(name, str) and isinstance(version, str):
+        p += _identity_problems(name, version)
+    with contextlib.suppress(ValidationError):
+        p += _model_problems(ModelSection.model_validate(body.get("model")))
+    with contextlib.suppress(ValidationError):
+        p += _trigger_problems(Trigger.model_validate(body.get("trigger")))
+    for side in ("inputs", "outputs"):
+        with contextlib.suppress(ValidationError):
+            columns = [Column.model_validate(c) for c in body.get(side) or []]
+            p += _column_problems(side, columns)
     return p

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from fogline.domain.errors import Problem
 from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
 
 DTypeName = Literal["float", "int", "bool", "string"]
@@ -43,3 +45,27 @@ class Strict(BaseModel):
 
 class Out(BaseModel):
     """A response body, built by the route from the contexts' records."""
+
+
+def with_more_problems(exc: ValidationError, title: str, more: list[Problem]) -> ValidationError:
+    """pydantic's errors and the rule problems found beside them, as one ValidationError (the
+    API answers it as one 422 listing all). A rule problem at a place pydantic already reported
+    is left out; if pydantic's errors cannot be rebuilt, they are kept as they were."""
+    reported = {".".join(str(part) for part in e["loc"]) for e in exc.errors()}
+    extra = [p for p in more if not any(p.field.startswith(r) for r in reported if r)]
+    if not extra:
+        return exc
+    details: list[InitErrorDetails] = []
+    for e in exc.errors():
+        detail: InitErrorDetails = {"type": e["type"], "loc": e["loc"], "input": e["input"]}
+        if "ctx" in e:
+            detail["ctx"] = e["ctx"]
+        details.append(detail)
+    for p in extra:
+        loc = tuple(int(part) if part.isdigit() else part for part in p.field.split("."))
+        rule = PydanticCustomError("rule", "{reason}", {"reason": p.reason})
+        details.append({"type": rule, "loc": loc, "input": None})
+    try:
+        return ValidationError.from_exception_data(title, details)
+    except (TypeError, KeyError, ValueError):
+        return exc

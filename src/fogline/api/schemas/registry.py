@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, ModelWrapValidatorHandler, ValidationError, model_validator
 
 from fogline.api.schemas.common import (
     DTypeName,
@@ -14,6 +15,7 @@ from fogline.api.schemas.common import (
     Slug,
     Strict,
     omitted_when_none,
+    with_more_problems,
 )
 from fogline.api.schemas.telemetry import DeviceStatsOut
 from fogline.domain.assets import (
@@ -23,8 +25,11 @@ from fogline.domain.assets import (
     DType,
     Location,
     TelemetryDefinition,
+    check_attribute_items,
+    check_telemetry_items,
 )
 from fogline.domain.devices import Device, HardwareProfile
+from fogline.domain.errors import Problem
 from fogline.domain.telemetry import DeviceStats
 from fogline.fleet.devices import (
     MAX_PASSWORD_LENGTH,
@@ -79,6 +84,16 @@ class AssetTypeBody(Strict):
     telemetry: list[TelemetryDefinitionIn] = Field(default_factory=list)
     attributes: list[AttributeDefinitionIn] = Field(default_factory=list)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_problem_at_once(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        """When some definitions cannot be read, the rules of those that can (duplicate
+        names, ranges) are checked too: one answer names every problem, not the first pass's."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise with_more_problems(exc, cls.__name__, _rule_problems(data)) from None
+
     def to_domain(self, tenant: str, type_id: str) -> AssetType:
         return AssetType(
             tenant=tenant,
@@ -88,6 +103,27 @@ class AssetTypeBody(Strict):
             telemetry=tuple(d.to_domain() for d in self.telemetry),
             attributes=tuple(d.to_domain() for d in self.attributes),
         )
+
+
+def _readable(
+    items: Any, model: type[TelemetryDefinitionIn] | type[AttributeDefinitionIn]
+) -> list[tuple[int, Any]]:
+    """The items of a list that can be read as `model`, with their places."""
+    readable = []
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        with contextlib.suppress(ValidationError):
+            readable.append((i, model.model_validate(item).to_domain()))
+    return readable
+
+
+def _rule_problems(data: Any) -> list[Problem]:
+    if not isinstance(data, dict):
+        return []
+    telemetry = _readable(data.get("telemetry"), TelemetryDefinitionIn)
+    attributes = _readable(data.get("attributes"), AttributeDefinitionIn)
+    return check_telemetry_items(telemetry, "telemetry") + check_attribute_items(
+        attributes, "attributes"
+    )
 
 
 class AssetTypeIn(AssetTypeBody):
