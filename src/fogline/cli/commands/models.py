@@ -9,7 +9,9 @@ import typer
 
 from fogline.cli.context import Context, ctx_of
 from fogline.cli.inputs import read_bytes, read_bytes_or_stdin, read_document
+from fogline.cli.next_steps import mapping_needed
 from fogline.cli.output import console, emit_json, table
+from fogline.client.http import ApiError
 from fogline.client.packaging import manifest_in, pack_directory
 from fogline.domain.errors import InvalidInput, Problem, Unavailable
 
@@ -125,7 +127,10 @@ def _lifecycle_command(
     ctx: typer.Context, action: str, name: str, version: str, wait: bool, timeout: float
 ) -> None:
     c = ctx_of(ctx)
-    model = c.client().post(f"/tenants/{c.t()}/models/{name}/{version}/{action}")
+    try:
+        model = c.client().post(f"/tenants/{c.t()}/models/{name}/{version}/{action}")
+    except ApiError as exc:
+        raise mapping_needed(exc, name, version) from exc
     goal = {"deploy": "active", "stop": "stopped", "retire": "draft"}[action]
     if wait and model["state"] != goal:
         model = _follow(c, name, version, {goal, "draft"}, timeout)
@@ -251,6 +256,37 @@ def show_companion(comp: dict[str, Any]) -> None:
         f"out, {comp['busy']} refused as busy; {comp['outputs']} outputs written"
         + (f"; last error: {comp['last_error']}" if comp["last_error"] else "")
     )
+
+
+@app.command("logs")
+def model_logs(
+    ctx: typer.Context,
+    name: str,
+    version: str,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing new lines until Ctrl-C")
+    ] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=0, max=10_000, help="how many of the last lines")
+    ] = 50,
+) -> None:
+    """The model process's own output (stdout and stderr), as the platform logged it: where
+    its errors and tracebacks are. Works against a remote platform too."""
+    c = ctx_of(ctx)
+    if follow:
+        for line in c.client().follow_model_log(c.t(), name, version, lines):
+            if c.as_json:
+                emit_json({"line": line}, compact=True)
+            else:
+                print(line, flush=True)
+        return
+    log = c.client().get(f"/tenants/{c.t()}/models/{name}/{version}/logs", lines=lines)
+
+    def human() -> None:
+        for line in log["lines"]:
+            print(line)
+
+    c.show(log, human)
 
 
 @app.command("dead-letters")
