@@ -63,13 +63,13 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    url: Annotated[str | None, typer.Option(help="Fogline API URL [env: FOGLINE_URL]")] = None,
+    url: Annotated[str | None, typer.Option(help="Fogline API URL \\[env: FOGLINE_URL]")] = None,
     api_key: Annotated[
-        str | None, typer.Option(help="API key [env: FOGLINE_API_KEY]", show_default=False)
+        str | None, typer.Option(help="API key \\[env: FOGLINE_API_KEY]", show_default=False)
     ] = None,
-    tenant: Annotated[str | None, typer.Option(help="tenant [env: FOGLINE_TENANT]")] = None,
+    tenant: Annotated[str | None, typer.Option(help="tenant \\[env: FOGLINE_TENANT]")] = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="data dir of a local platform [env: FOGLINE_DATA_DIR]")
+        Path | None, typer.Option(help="data dir of a local platform \\[env: FOGLINE_DATA_DIR]")
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="print JSON (errors too: a problem document on stderr)")

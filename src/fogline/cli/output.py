@@ -106,17 +106,31 @@ def emit_json(value: Any, compact: bool = False) -> None:
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None) -> None:
+    """Rows as a table that wraps long cells rather than cutting them: an id that does not fit
+    folds onto the next line, never ends in `…` (a person copies ids from here)."""
     t = Table(title=title, show_lines=False)
     for c in columns:
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     for row in rows:
-        t.add_row(*(_cell(row.get(c)) for c in columns))
+        t.add_row(*(escape(cell(row.get(c))) for c in columns))
     console.print(t)
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
+    """A value as a person reads it in a table: a mapping as k=v pairs, a list comma-separated,
+    anything nested deeper as compact JSON; never a Python repr."""
     if value is None:
         return ""
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
+        return ", ".join(f"{k}={_scalar(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_scalar(v) for v in value)
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=str, separators=(",", ":"))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "" if value is None else str(value)

@@ -326,7 +326,7 @@ def model_ls(ctx: typer.Context) -> None:
 
 @app.command("show")
 def model_show(ctx: typer.Context, name: str, version: str) -> None:
-    """Show a model, its manifest (secrets masked) and state."""
+    """Show a model, its manifest (secrets masked) and state, as JSON (the API's answer)."""
     c = ctx_of(ctx)
     emit_json(c.client().get(f"/tenants/{c.t()}/models/{name}/{version}"))
 
