@@ -253,7 +253,15 @@ async def model_logs(
             "description": "Server-Sent Events: each line of the log as a `line` event (the "
             "last `lines` first, then each new one as it is written); `error` (a problem) and "
             "the end when the key stops being valid",
-            "content": {"text/event-stream": {"itemSchema": {"type": "object"}}},
+            "content": {
+                "text/event-stream": {
+                    "itemSchema": {
+                        "type": "object",
+                        "required": ["event", "data"],
+                        "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+                    }
+                }
+            },
         },
         **IN_TENANT,
     },

@@ -233,8 +233,19 @@ def model_status(ctx: typer.Context, name: str, version: str) -> None:
                 f"`fogline dead-letters --device model:{name}@{version}`"
             )
         table(status["steps"][-12:], ["saga", "step", "status", "attempt", "detail"])
+        if _in_trouble(status):
+            console.print(f"the model's own output: `fogline model logs {name} {version}`")
 
     c.show(status, human)
+
+
+def _in_trouble(status: dict[str, Any]) -> bool:
+    health, comp = status["health"] or {}, status["companion"] or {}
+    return (
+        bool(health.get("problem") or health.get("restarts") or comp.get("failures"))
+        or status["state"] in ("draft", "degraded")
+        and bool(status["state_reason"])
+    )
 
 
 def show_companion(comp: dict[str, Any]) -> None:
