@@ -240,12 +240,11 @@ def model_status(ctx: typer.Context, name: str, version: str) -> None:
 
 
 def _in_trouble(status: dict[str, Any]) -> bool:
+    """Whether the model failed or is failing: then its own output says why."""
     health, comp = status["health"] or {}, status["companion"] or {}
-    return (
-        bool(health.get("problem") or health.get("restarts") or comp.get("failures"))
-        or status["state"] in ("draft", "degraded")
-        and bool(status["state_reason"])
-    )
+    failing = health.get("problem") or health.get("restarts") or comp.get("failures")
+    refused = status["state"] in ("draft", "degraded") and status["state_reason"]
+    return bool(failing or refused)
 
 
 def show_companion(comp: dict[str, Any]) -> None:
