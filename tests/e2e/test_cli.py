@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -257,3 +258,64 @@ def test_model_submit_from_the_cli(platform_process: RunningPlatform, tmp_path: 
     assert r.returncode == 0
     r = p.cli("model", "rm", "motor-anomaly", "0.1.0")
     assert r.returncode == 4 and "allowed from: draft" in r.stderr
+
+
+def test_cli_for_a_person_and_for_a_script(platform_process: RunningPlatform) -> None:
+    """--version; errors that name the next step; --json errors as problem documents with
+    today's exit codes; a table that folds a long id rather than cutting it."""
+    from fogline import __version__
+
+    p = platform_process
+    r = p.cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == __version__
+
+    # A bad key: how to give a good one.
+    r = p.cli("--api-key", "fgl_x_y", "asset", "ls")
+    assert r.returncode == 5 and "unknown API key" in r.stderr
+    assert "--api-key" in r.stderr and "FOGLINE_API_KEY" in r.stderr and "--data-dir" in r.stderr
+    r = p.cli("--api-key", "fgl_x_y", "asset", "ls", "--json")
+    assert r.returncode == 5 and r.stdout == ""
+    problem = json.loads(r.stderr)
+    assert {"type", "title", "status", "detail", "errors", "next_step"} <= problem.keys()
+    assert problem["status"] == 401 and problem["detail"] == "unknown API key"
+
+    # Nothing listening: start one, or point at one.
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    r = p.cli("--url", nowhere, "asset", "ls")
+    assert r.returncode == 6, r.stderr
+    assert f"no platform runs at {nowhere}" in r.stderr
+    assert "`fogline up`" in r.stderr and "--url" in r.stderr
+    r = p.cli("--json", "--url", nowhere, "asset", "ls")
+    assert r.returncode == 6 and json.loads(r.stderr)["status"] == 503
+
+    # Bad input under --json: every problem at its field, the same exit code as without.
+    r = p.cli("--json", "asset", "create", "Bad.Id", "--type", "No.Pe")
+    assert r.returncode == 2
+    problem = json.loads(r.stderr)
+    assert problem["status"] == 422 and len(problem["errors"]) == 2
+    assert all({"field", "reason"} <= e.keys() for e in problem["errors"])
+    r = p.cli("--json", "asset", "ls", "--no-such-option")
+    assert r.returncode == 2 and "--no-such-option" in json.loads(r.stderr)["detail"]
+
+    # A 60-character id in an 80-column table: folded, never cut; labels as k=v.
+    motor = p.data_dir.parent / "motor.yaml"
+    motor.write_text(MOTOR_YAML)
+    assert p.cli("asset-type", "apply", str(motor)).returncode == 0
+    long_id = "temperature-anomaly-sensor-" + "x" * 33
+    assert len(long_id) == 60
+    r = p.cli(
+        "asset", "create", long_id, "--type", "motor", "--attr", "power_kw=5", "--label", "site=n"
+    )
+    assert r.returncode == 0, r.stderr
+    shown = subprocess.run(
+        [FOGLINE, "asset", "ls"],
+        env={**p.env, "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "…" not in shown.stdout and "{'" not in shown.stdout
+    rows = [line.split("│") for line in shown.stdout.splitlines() if line.startswith("│")]
+    assert long_id in "".join(cells[1].strip() for cells in rows), shown.stdout
+    assert "site=n" in shown.stdout

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import pid_alive, wait_for
-from tests.e2e.conftest import RunningPlatform, start_platform
+from tests.e2e.conftest import FOGLINE, RunningPlatform, start_platform
 
 GAUGE = {
     "name": "Gauge",
@@ -58,9 +60,46 @@ def test_init_submit_map_deploy_and_a_sigkill_mid_saga(tmp_path: Path) -> None:
         assert {f.name for f in project.iterdir()} >= {"model.py", "fogline.yaml", "test_model.py"}
         refused = p.cli("model", "init", "press", "--dir", str(project))
         assert refused.returncode != 0 and "not overwritten" in refused.stdout + refused.stderr
+        # What the model prints goes to its log, which `fogline model logs` reads.
+        model_py = project / "model.py"
+        model_py.write_text('print("press: loading", flush=True)\n' + model_py.read_text())
         assert "with 3 package files" in ok(p.cli("model", "submit", str(project)))
+        # Deployed before it is mapped: refused, with the command that maps it.
+        unmapped = p.cli("model", "deploy", "press", "0.1.0")
+        assert unmapped.returncode == 2, unmapped.stdout + unmapped.stderr
+        assert "fogline model map press 0.1.0 --type" in unmapped.stderr
+        unmapped = p.cli("--json", "model", "deploy", "press", "0.1.0")
+        problem = json.loads(unmapped.stderr)
+        assert unmapped.returncode == 2 and "mappings" in [e["field"] for e in problem["errors"]]
+        assert "fogline model map press 0.1.0" in problem["next_step"]
+        never_started = p.cli("model", "logs", "press", "0.1.0")
+        assert never_started.returncode == 3 and "never started here" in never_started.stderr
         ok(p.cli("model", "map", "press", "0.1.0", "--type", "gauge"))
         assert "active" in ok(p.cli("model", "deploy", "press", "0.1.0"))
+        assert "press: loading" in ok(p.cli("model", "logs", "press", "0.1.0")).splitlines()
+        logged = json.loads(ok(p.cli("--json", "model", "logs", "press", "0.1.0", "--lines", "1")))
+        assert len(logged["lines"]) == 1
+        follower = subprocess.Popen(
+            [FOGLINE, "model", "logs", "press", "0.1.0", "--follow", "--lines", "1000"],
+            env=p.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        deadline = threading.Timer(30, follower.kill)  # its stdout ends if the line never comes
+        deadline.start()
+        followed: list[str] = []
+        try:
+            assert follower.stdout is not None
+            for line in follower.stdout:
+                followed.append(line.rstrip("\n"))
+                if followed[-1] == "press: loading":
+                    break
+        finally:
+            deadline.cancel()
+            follower.kill()
+            follower.wait(10)
+        assert "press: loading" in followed
 
         with api(p) as http:
             now = int(time.time() * 1000)

@@ -36,10 +36,10 @@ hooks = "{HOOKS}"
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 
-# The live and events streams never end by themselves: their first event (`subscribed`,
-# `following`) is enough to check.
+# The live, events and model log streams never end by themselves: their first event
+# (`subscribed`, `following`, a line) is enough to check.
 [[operations]]
-include-path-regex = "/(live|events/stream)$"
+include-path-regex = "/(live|events/stream|logs/stream)$"
 max-stream-events = 1
 """
 

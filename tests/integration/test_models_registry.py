@@ -65,6 +65,13 @@ async def test_submit_yaml_and_json_then_remove(platform: Any, api: Api) -> None
         ("temperature-anomaly", "1.0.0"),
         ("temperature-anomaly", "1.1.0"),
     ]
+    # A model never started here has no log, and says so (and one that does not exist, that).
+    r = await api.http.get("/tenants/default/models/temperature-anomaly/1.1.0/logs")
+    assert r.status_code == 404 and "never started here" in r.json()["detail"], r.text
+    r = await api.http.get("/tenants/default/models/temperature-anomaly/1.1.0/logs/stream")
+    assert r.status_code == 404 and "never started here" in r.json()["detail"], r.text
+    r = await api.http.get("/tenants/default/models/no-such-model/1.0.0/logs")
+    assert r.status_code == 404 and "never started" not in r.json()["detail"], r.text
 
     r = await api.http.delete("/tenants/default/models/temperature-anomaly/1.0.0")
     assert r.status_code == 200 and r.json()["state"] == "removed"

@@ -55,6 +55,8 @@ async def test_a_tenant_key_never_reaches_another_tenant(api: Api) -> None:
         ("GET", "/tenants/globex/assets/g1/telemetry/live", None),
         ("POST", "/tenants/globex/devices/gd1/telemetry", {"asset": "g1", "values": {"rpm": 1}}),
         ("GET", "/tenants/globex/dead-letters", None),
+        ("GET", "/tenants/globex/models/press/0.1.0/logs", None),
+        ("GET", "/tenants/globex/models/press/0.1.0/logs/stream", None),
         ("GET", "/tenants/globex/ingest/stats", None),
         ("GET", "/tenants/globex/api-keys", None),
         ("POST", "/tenants/globex/api-keys", {"name": "backdoor"}),

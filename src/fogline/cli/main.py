@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from fogline import __version__
 from fogline.cli import output
 from fogline.cli.commands import (
     asset_types,
@@ -28,13 +29,13 @@ from fogline.cli.commands import (
     tenants,
 )
 from fogline.cli.context import Context
+from fogline.cli.next_steps import next_step_for
 from fogline.domain.errors import FoglineError
 
 app = typer.Typer(
     name="fogline",
     help="Fogline: ML models on IoT fleets, from device telemetry to deployed models.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 # Added without a name, the platform's commands (up, status, ...) sit at the top level; added
@@ -53,18 +54,35 @@ app.add_typer(library.app, name="library")
 app.add_typer(events.app)  # `fogline events`, at the top level
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        output.console.print(__version__, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
-    url: Annotated[str | None, typer.Option(help="Fogline API URL [env: FOGLINE_URL]")] = None,
+    url: Annotated[str | None, typer.Option(help="Fogline API URL \\[env: FOGLINE_URL]")] = None,
     api_key: Annotated[
-        str | None, typer.Option(help="API key [env: FOGLINE_API_KEY]", show_default=False)
+        str | None, typer.Option(help="API key \\[env: FOGLINE_API_KEY]", show_default=False)
     ] = None,
-    tenant: Annotated[str | None, typer.Option(help="tenant [env: FOGLINE_TENANT]")] = None,
+    tenant: Annotated[str | None, typer.Option(help="tenant \\[env: FOGLINE_TENANT]")] = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="data dir of a local platform [env: FOGLINE_DATA_DIR]")
+        Path | None, typer.Option(help="data dir of a local platform \\[env: FOGLINE_DATA_DIR]")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON (errors too: a problem document on stderr)")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="print Fogline's version and exit",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = Context(url, api_key, tenant, data_dir, as_json)
 
@@ -95,15 +113,23 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return hoisted + rest
 
 
+def wants_json(argv: list[str]) -> bool:
+    """--json among the options (before any `--`): errors print as JSON too."""
+    return "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
+
+
 def main() -> None:
-    # Every command's errors end here: one message and an exit code per kind (output.fail).
+    # Every command's errors end here: one message (or, with --json, one problem document),
+    # the next step where there is one, and an exit code per kind (output.fail).
+    argv = hoist_global_options(sys.argv[1:])
+    as_json = wants_json(argv)
     try:
         # Not standalone, click hands a command's `typer.Exit` code back instead of exiting.
-        code = app(args=hoist_global_options(sys.argv[1:]), standalone_mode=False)
+        code = app(args=argv, prog_name="fogline", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except FoglineError as exc:
-        sys.exit(output.fail(exc))
+        sys.exit(output.fail(exc, as_json, next_step_for(exc)))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
@@ -116,6 +142,8 @@ def main() -> None:
         sys.exit(1)
     except typer.TyperException as exc:
         show = getattr(exc, "show", None)
+        if as_json:
+            sys.exit(output.fail_usage(str(exc), getattr(exc, "exit_code", 2)))
         if show is not None:
             show()
         else:

@@ -39,6 +39,14 @@ class ApiError(FoglineError):
         self.body = body
 
 
+class Unreachable(Unavailable):
+    """Nothing answered at the platform's URL (refused, no route, timed out)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach Fogline at {url}: {reason}")
+        self.url = url
+
+
 def resolve_connection(
     url: str | None, api_key: str | None, data_dir: Path | None
 ) -> tuple[str, str | None, str | None]:
@@ -91,7 +99,7 @@ class FoglineClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise Unavailable(f"cannot reach Fogline at {self.base}: {exc}") from None
+            raise Unreachable(self.base, str(exc)) from None
         return self._result(response)
 
     @staticmethod
@@ -166,6 +174,16 @@ class FoglineClient:
         for sse_id, _event, data in self._sse(f"/tenants/{tenant}/events/stream", params):
             if sse_id:  # events have their sequence; `following` (where it starts) has none
                 yield {"seq": int(sse_id), "event": json.loads(data)}
+
+    def follow_model_log(
+        self, tenant: str, name: str, version: str, lines: int = 10
+    ) -> Iterator[str]:
+        """A model's last log lines, then each new one as it is written, until the caller
+        stops reading."""
+        where = f"/tenants/{tenant}/models/{name}/{version}/logs/stream"
+        for _id, event, data in self._sse(where, {"lines": lines}):
+            if event == "line":
+                yield data
 
     def _sse(
         self, path: str, params: dict[str, Any] | None = None

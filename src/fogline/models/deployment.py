@@ -28,6 +28,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from fogline.bus.connection import Bus, Subscription
@@ -933,6 +934,18 @@ class DeploymentManager:
     ) -> list[StoredModelDeadLetter]:
         model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
         return await asyncio.to_thread(self.deployments.dead_letters, model.id, limit, before_id)
+
+    async def log_file(self, tenant: str, name: str, version: str) -> Path:
+        """The model's process log on this platform; NotFound for a model of the tenant never
+        started here (or hosted elsewhere: an external model's log is not the platform's)."""
+        model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
+        where = getattr(self.runtimes.get("local"), "log_file", None)
+        path = None if where is None else Path(where(model.tenant, model.name, model.version))
+        if path is None or not await asyncio.to_thread(path.is_file):
+            raise NotFound(
+                f"model {name} {version} has no log on this platform: it was never started here"
+            )
+        return path
 
     def model_figures(self) -> list[dict[str, Any]]:
         """Each model this platform has run since it started, running or not: its restarts,

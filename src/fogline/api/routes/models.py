@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
+from sse_starlette.sse import EventSourceResponse
 
 from fogline.api.deps import KeyTenant, ScopedTenant, Services, SlugPath
 from fogline.api.limits import BodyKind, body
@@ -25,13 +28,16 @@ from fogline.api.schemas.models import (
     ModelDeadLetterOut,
     ModelDeadLettersOut,
     ModelEventOut,
+    ModelLogOut,
     ModelOut,
     PackageOut,
     UpdateBody,
 )
+from fogline.api.streams import while_key_valid
 from fogline.domain.errors import InvalidInput, Problem
 from fogline.library.catalog import CATALOG, library_model
 from fogline.models.manifest import MAX_VERSION_LENGTH, SEMVER_PATTERN
+from fogline.models.model_log import MAX_TAIL_BYTES, follow_lines, size_of, tail_lines
 from fogline.models.outputs import load_answer
 
 router = APIRouter(tags=["models"], route_class=FoglineRoute)
@@ -223,6 +229,83 @@ async def deployment_status(
 ) -> DeploymentOut:
     """The saga and its steps, the runtime, health, the companion's counters, stale requests."""
     return DeploymentOut.model_validate(await svc.deployments.describe(tenant, name, version))
+
+
+LogLines = Annotated[int, Query(ge=0, le=10_000, description="how many of the last lines")]
+LOG_FOLLOW_QUEUE = 1000
+
+
+@router.get("/tenants/{tenant}/models/{name}/{version:semver}/logs", responses=IN_TENANT)
+async def model_logs(
+    name: SlugPath, version: VersionPath, tenant: ScopedTenant, svc: Services, lines: LogLines = 100
+) -> ModelLogOut:
+    """The last lines the model's process wrote (stdout and stderr), read from the end of its
+    log (at most 1 MiB). 404 for a model never started on this platform."""
+    path = await svc.deployments.log_file(tenant, name, version)
+    return ModelLogOut(lines=await asyncio.to_thread(tail_lines, path, lines))
+
+
+@router.get(
+    "/tenants/{tenant}/models/{name}/{version:semver}/logs/stream",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events: each line of the log as a `line` event (the "
+            "last `lines` first, then each new one as it is written); `error` (a problem) and "
+            "the end when the key stops being valid",
+            "content": {
+                "text/event-stream": {
+                    "itemSchema": {
+                        "type": "object",
+                        "required": ["event", "data"],
+                        "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+                    }
+                }
+            },
+        },
+        **IN_TENANT,
+    },
+)
+async def follow_model_logs(
+    request: Request,
+    name: SlugPath,
+    version: VersionPath,
+    tenant: ScopedTenant,
+    svc: Services,
+    lines: LogLines = 10,
+) -> EventSourceResponse:
+    """The model's log followed: its last lines, then each new one, as `fogline model logs
+    --follow` shows them. The key is checked again every second."""
+    path = await svc.deployments.log_file(tenant, name, version)
+    queue: asyncio.Queue[str] = asyncio.Queue(LOG_FOLLOW_QUEUE)
+
+    async def pump() -> None:
+        # The tail ends where following starts: no line is lost or shown twice between them.
+        start = await asyncio.to_thread(size_of, path)
+        for line in await asyncio.to_thread(tail_lines, path, lines, MAX_TAIL_BYTES, start):
+            await queue.put(line)
+        async for line in follow_lines(path, start):
+            await queue.put(line)
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        reader = asyncio.create_task(pump(), name=f"model-log-{tenant}-{name}")
+
+        def reader_broke() -> None:
+            if reader.done():
+                reader.result()
+
+        try:
+            async for event in while_key_valid(request, tenant, queue, _log_event, reader_broke):
+                yield event
+        finally:
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=1.0)
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+def _log_event(line: str) -> dict[str, str]:
+    return {"event": "line", "data": line}
 
 
 @router.get("/tenants/{tenant}/models/{name}/{version:semver}/dead-letters", responses=IN_TENANT)

@@ -274,6 +274,12 @@ class ModelDeadLettersOut(Out):
     next_before: int | None = Field(description="pass as `before` for the next (older) page")
 
 
+class ModelLogOut(Out):
+    lines: list[str] = Field(
+        description="the last lines of the model process's stdout and stderr, oldest first"
+    )
+
+
 class DeploymentOut(Out):
     """What `DeploymentManager.describe` tells of a model's deployment."""
 

@@ -38,7 +38,7 @@ def type_ls(ctx: typer.Context) -> None:
 
 @app.command("show")
 def type_show(ctx: typer.Context, type_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Show an asset type."""
+    """Show an asset type, as JSON (the API's answer: its telemetry and attributes in full)."""
     c = ctx_of(ctx)
     emit_json(c.client().get(f"/tenants/{c.t()}/asset-types/{type_id}"))
 

@@ -53,7 +53,7 @@ def asset_ls(
 
 @app.command("show")
 def asset_show(ctx: typer.Context, asset_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Show an asset."""
+    """Show an asset, as JSON (the API's answer, every field: a document to read or pipe)."""
     c = ctx_of(ctx)
     emit_json(c.client().get(f"/tenants/{c.t()}/assets/{asset_id}"))
 

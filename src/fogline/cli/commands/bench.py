@@ -20,15 +20,22 @@ app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=T
 def bench_ingest(
     ctx: typer.Context,
     devices: Annotated[int, typer.Option(help="MQTT clients, one per device")] = 20,
-    duration: Annotated[float, typer.Option(help="seconds of load per phase")] = 30.0,
+    duration: Annotated[
+        float, typer.Option(help="seconds of the latency phase (raw and max run 15 s each)")
+    ] = 30.0,
     batch: Annotated[int, typer.Option(help="readings per message")] = 10,
     rate: Annotated[
-        float, typer.Option(help="readings/s to offer in total (0: as fast as possible)")
+        float,
+        typer.Option(
+            help="readings/s offered in total in the latency phase (0: 50,000/s); the raw and "
+            "max phases always publish as fast as they can"
+        ),
     ] = 0.0,
     processes: Annotated[int, typer.Option(help="publisher processes")] = 2,
 ) -> None:
     """Readings/s committed end to end against a running platform, latency publish to commit,
-    and the raw MQTT-to-NATS rate of the same publishers for comparison."""
+    and the raw MQTT-to-NATS rate of the same publishers for comparison. Three phases: raw and
+    max publish flat out; the latency phase publishes at --rate."""
     from fogline.bench.ingest import IngestBenchConfig, run_ingest_bench
 
     c = ctx_of(ctx)

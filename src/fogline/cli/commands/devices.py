@@ -83,7 +83,7 @@ def device_ls(ctx: typer.Context) -> None:
 def device_show(
     ctx: typer.Context, device_id: Annotated[str, typer.Argument(metavar="ID")]
 ) -> None:
-    """Show a device."""
+    """Show a device, as JSON (the API's answer, every field: a document to read or pipe)."""
     c = ctx_of(ctx)
     emit_json(c.client().get(f"/tenants/{c.t()}/devices/{device_id}"))
 

@@ -9,7 +9,9 @@ import typer
 
 from fogline.cli.context import Context, ctx_of
 from fogline.cli.inputs import read_bytes, read_bytes_or_stdin, read_document
+from fogline.cli.next_steps import mapping_needed
 from fogline.cli.output import console, emit_json, table
+from fogline.client.http import ApiError
 from fogline.client.packaging import manifest_in, pack_directory
 from fogline.domain.errors import InvalidInput, Problem, Unavailable
 
@@ -125,7 +127,10 @@ def _lifecycle_command(
     ctx: typer.Context, action: str, name: str, version: str, wait: bool, timeout: float
 ) -> None:
     c = ctx_of(ctx)
-    model = c.client().post(f"/tenants/{c.t()}/models/{name}/{version}/{action}")
+    try:
+        model = c.client().post(f"/tenants/{c.t()}/models/{name}/{version}/{action}")
+    except ApiError as exc:
+        raise mapping_needed(exc, name, version) from exc
     goal = {"deploy": "active", "stop": "stopped", "retire": "draft"}[action]
     if wait and model["state"] != goal:
         model = _follow(c, name, version, {goal, "draft"}, timeout)
@@ -228,8 +233,18 @@ def model_status(ctx: typer.Context, name: str, version: str) -> None:
                 f"`fogline dead-letters --device model:{name}@{version}`"
             )
         table(status["steps"][-12:], ["saga", "step", "status", "attempt", "detail"])
+        if _in_trouble(status):
+            console.print(f"the model's own output: `fogline model logs {name} {version}`")
 
     c.show(status, human)
+
+
+def _in_trouble(status: dict[str, Any]) -> bool:
+    """Whether the model failed or is failing: then its own output says why."""
+    health, comp = status["health"] or {}, status["companion"] or {}
+    failing = health.get("problem") or health.get("restarts") or comp.get("failures")
+    refused = status["state"] in ("draft", "degraded") and status["state_reason"]
+    return bool(failing or refused)
 
 
 def show_companion(comp: dict[str, Any]) -> None:
@@ -251,6 +266,37 @@ def show_companion(comp: dict[str, Any]) -> None:
         f"out, {comp['busy']} refused as busy; {comp['outputs']} outputs written"
         + (f"; last error: {comp['last_error']}" if comp["last_error"] else "")
     )
+
+
+@app.command("logs")
+def model_logs(
+    ctx: typer.Context,
+    name: str,
+    version: str,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing new lines until Ctrl-C")
+    ] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=0, max=10_000, help="how many of the last lines")
+    ] = 50,
+) -> None:
+    """The model process's own output (stdout and stderr), as the platform logged it: where
+    its errors and tracebacks are. Works against a remote platform too."""
+    c = ctx_of(ctx)
+    if follow:
+        for line in c.client().follow_model_log(c.t(), name, version, lines):
+            if c.as_json:
+                emit_json({"line": line}, compact=True)
+            else:
+                print(line, flush=True)
+        return
+    log = c.client().get(f"/tenants/{c.t()}/models/{name}/{version}/logs", lines=lines)
+
+    def human() -> None:
+        for line in log["lines"]:
+            print(line)
+
+    c.show(log, human)
 
 
 @app.command("dead-letters")
@@ -290,7 +336,7 @@ def model_ls(ctx: typer.Context) -> None:
 
 @app.command("show")
 def model_show(ctx: typer.Context, name: str, version: str) -> None:
-    """Show a model, its manifest (secrets masked) and state."""
+    """Show a model, its manifest (secrets masked) and state, as JSON (the API's answer)."""
     c = ctx_of(ctx)
     emit_json(c.client().get(f"/tenants/{c.t()}/models/{name}/{version}"))
 

@@ -113,6 +113,10 @@ class LocalRuntime:
     def workdir(self, spec: ModelSpec) -> Path:
         return self.settings.root / spec.tenant / spec.name / spec.version
 
+    def log_file(self, tenant: str, name: str, version: str) -> Path:
+        """Where a model's stdout and stderr go (kept after it stops, until it is removed)."""
+        return self.settings.root / tenant / name / version / "model.log"
+
     def _local(self, spec: ModelSpec) -> LocalProcess:
         local = spec.manifest.model.local
         if local is None:
@@ -304,7 +308,7 @@ class LocalRuntime:
         relays = EgressRelays()
         if plan.egress and plan.run_dir is not None:
             await relays.open(plan.run_dir, plan.egress, plan.uid)
-        log_file = self.workdir(spec) / "model.log"
+        log_file = self.log_file(spec.tenant, spec.name, spec.version)
         inherited = (plan.listener.fileno(),) if plan.listener is not None else ()
         try:
             process = await asyncio.create_subprocess_exec(
