@@ -66,7 +66,11 @@ def start_platform(
     data_dir: Path,
     ports: tuple[int, int, int] | None = None,
     extra_env: dict[str, str] | None = None,
+    new_session: bool = False,
 ) -> RunningPlatform:
+    """`fogline up` in a subprocess, returned once it printed its banner. new_session: in a
+    session (and process group) of its own, as a terminal runs it: os.killpg(pid, SIGINT) is
+    then what the terminal's Ctrl-C does."""
     http_port, nats_port, mqtt_port = ports or (free_port(), free_port(), free_port())
     env = {
         **os.environ,
@@ -79,7 +83,12 @@ def start_platform(
         **(extra_env or {}),
     }
     process = subprocess.Popen(
-        [FOGLINE, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [FOGLINE, "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=new_session,
     )
     running = RunningPlatform(process, data_dir, env, http_port, mqtt_port)
     ready = threading.Event()

@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from fogline.app.lock import DataDirLock
 from fogline.app.platform import Platform
 from fogline.app.settings import load_settings
 from fogline.client.http import FoglineClient
@@ -47,6 +48,10 @@ def _fresh_dir(path: Path) -> None:
             raise ConfigurationError(
                 f"{path} exists and is not a demo directory; choose another with --demo-dir"
             )
+        # Not from under a demo still running there: refused as `fogline up` would be.
+        running = DataDirLock(path)
+        running.acquire()
+        running.release()
         shutil.rmtree(path)
     # The platform's user only, as the platform makes its data dir (nothing to narrow later).
     path.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from fogline.app.contexts import (
     build_models,
     open_backbone,
 )
+from fogline.app.lock import DataDirLock
 from fogline.app.readiness import DatabaseCheck, DiskCheck, Readiness, standard_checks
 from fogline.app.safety import start_disk_guard
 from fogline.app.settings import Settings
@@ -44,7 +45,7 @@ from fogline.bus.bridge import MqttBridge
 from fogline.bus.connection import Bus, redact_url
 from fogline.bus.errors import PortInUse
 from fogline.bus.refusals import OversizeReporter
-from fogline.bus.server import EmbeddedNats
+from fogline.bus.server import EmbeddedNats, EmbeddedNatsSettings, check_port_free
 from fogline.bus.subjects import Subjects
 from fogline.disk import DiskGuard
 from fogline.domain.access import DEFAULT_TENANT, Role
@@ -71,9 +72,45 @@ class _Server(uvicorn.Server):
 
 @dataclass(frozen=True)
 class Bootstrap:
-    """What a first start created: the admin key is shown once, then kept in client.json."""
+    """The admin key to show at this start: made by it (a first start), or made by an earlier
+    start that failed before it could show it (`carried_over`). None once shown: from then on
+    it is only in client.json."""
 
     admin_key: str | None
+    carried_over: bool = False
+
+
+# In the data dir from the admin key's creation until a start has shown it: a start that fails
+# after making the key (a port taken, the historian refused) leaves it for the next start to show.
+KEY_NOT_SHOWN = "admin-key-not-shown"
+
+
+def claim_data_dir(path: Path) -> DataDirLock:
+    """The data dir, made if new, and locked for this platform alone: a second platform on it
+    is refused here, before it touches anything (PlatformAlreadyRunning). Then made private."""
+    os.umask(0o077)  # what the platform and its processes create from now on
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise _not_writable(path, exc) from None
+    lock = DataDirLock(path)
+    lock.acquire()
+    try:
+        ensure_data_dir(path)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _not_writable(path: Path, exc: OSError) -> ConfigurationError:
+    return ConfigurationError(
+        f"the data dir {path} is not writable: {exc.strerror or exc}; "
+        "choose another with --data-dir or FOGLINE_DATA_DIR"
+    )
 
 
 def ensure_data_dir(path: Path) -> None:
@@ -87,10 +124,7 @@ def ensure_data_dir(path: Path) -> None:
         probe.unlink()
         narrowed = narrow_permissions(path)
     except OSError as exc:
-        raise ConfigurationError(
-            f"the data dir {path} is not writable: {exc.strerror or exc}; "
-            "choose another with --data-dir or FOGLINE_DATA_DIR"
-        ) from None
+        raise _not_writable(path, exc) from None
     if narrowed:
         log.warning(
             "platform.data_dir_narrowed",
@@ -138,6 +172,14 @@ def bind_http(host: str, port: int) -> socket.socket:
     sock.listen(512)
     sock.set_inheritable(False)
     return sock
+
+
+def check_embedded_ports(settings: Settings) -> None:
+    """The embedded broker's ports, checked before the database is made or migrated: a taken
+    port fails the start with nothing half-made. (nats-server checks them again as it binds.)"""
+    host = EmbeddedNatsSettings(directory=settings.data_dir / "nats").host
+    check_port_free(host, settings.nats_port, "NATS", "FOGLINE_NATS_PORT")
+    check_port_free(host, settings.mqtt_port, "MQTT", "FOGLINE_MQTT_PORT")
 
 
 P = ParamSpec("P")
@@ -282,12 +324,16 @@ class Platform:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        ensure_data_dir(self.settings.data_dir)
+        lock = claim_data_dir(self.settings.data_dir)
         stack = _PartsStack()
+        stack.callback(lock.release)  # the last thing a stop does: every part is down by then
         try:
             # Bound first: a taken port fails the start before anything else is made.
             sock = self._http_socket = bind_http(self.settings.http_host, self.settings.http_port)
             stack.callback(self._forget_http_socket)
+            lock.record(self.http_url)
+            if not self.settings.nats_url:
+                check_embedded_ports(self.settings)
             await self._build(stack, sock)
         except BaseException:
             self._running = None
@@ -388,12 +434,35 @@ class Platform:
         """A fresh platform gets a default tenant and an admin key, shown once and kept for the
         local CLI in client.json (readable by this user only)."""
         if db.tenants.list_api_keys(None):
-            return Bootstrap(None)
+            return self._key_not_shown_yet()
         if not db.tenants.tenant_exists(DEFAULT_TENANT):
             db.tenants.create_tenant(DEFAULT_TENANT, "Default tenant")
         _, secret = db.tenants.create_api_key(None, "first admin key", Role.ADMIN)
+        # The marker first: a start that dies between the two still shows the key next time.
+        self._not_shown_marker.touch(mode=0o600)
         self.write_client_file(secret)
         return Bootstrap(secret)
+
+    @property
+    def _not_shown_marker(self) -> Path:
+        return self.settings.data_dir / KEY_NOT_SHOWN
+
+    def _key_not_shown_yet(self) -> Bootstrap:
+        """The admin key an earlier start made but never showed, read back from client.json."""
+        if not self._not_shown_marker.exists():
+            return Bootstrap(None)
+        try:
+            key = json.loads(self.settings.client_file.read_text()).get("api_key")
+        except (OSError, ValueError, AttributeError):
+            key = None
+        if not isinstance(key, str):
+            self._not_shown_marker.unlink(missing_ok=True)  # nothing left to show
+            return Bootstrap(None)
+        return Bootstrap(key, carried_over=True)
+
+    def admin_key_shown(self) -> None:
+        """The admin key was shown (the banner printed it): later starts only say where it is."""
+        self._not_shown_marker.unlink(missing_ok=True)
 
     def write_client_file(self, api_key: str) -> None:
         path = self.settings.client_file

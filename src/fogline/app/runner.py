@@ -23,13 +23,18 @@ def banner(platform: Platform) -> str:
         + (f" at {s.data_dir / 'fogline.db'}" if not s.database_url else ""),
         f"  Data dir   {s.data_dir}",
     ]
-    if platform.bootstrap.admin_key:
+    key = platform.bootstrap
+    if key.admin_key:
+        made = "made by an earlier start that did not finish; " if key.carried_over else ""
         lines.append(
-            f"  API key    {platform.bootstrap.admin_key}   "
-            f"(admin; shown once, saved for the CLI in {s.client_file})"
+            f"  API key    {key.admin_key}   "
+            f"(admin; {made}shown once, saved for the CLI in {s.client_file})"
         )
     else:
-        lines.append(f"  API key    saved for the CLI in {s.client_file}")
+        lines.append(
+            f"  API key    the admin key is in {s.client_file} (shown at the first start; "
+            "the CLI here uses it)"
+        )
     if not info["device_auth_enforced"]:
         lines.append("  Note       external NATS: its operator manages device credentials")
     lines.append("Press Ctrl-C to stop.")
@@ -47,6 +52,7 @@ async def serve(settings: Settings) -> None:
         platform.refresh_client_file()
         sys.stdout.write(banner(platform) + "\n")
         sys.stdout.flush()
+        platform.admin_key_shown()
         await stop.wait()
         sys.stdout.write("stopping...\n")
         sys.stdout.flush()

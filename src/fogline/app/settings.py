@@ -27,10 +27,11 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     data_dir: Path = Field(default_factory=default_data_dir)
-    # Fogline's own ports; never the standard 4222/1883 that a machine's NATS or Mosquitto hold.
+    # Fogline's own ports; never the standard 4222/1883 that a machine's NATS or Mosquitto hold,
+    # and below Linux's ephemeral range (32768-60999), where an outgoing connection may hold one.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8470, ge=0, le=65535)
-    nats_port: int = Field(default=42220, ge=1, le=65535)
+    nats_port: int = Field(default=14222, ge=1, le=65535)
     mqtt_port: int = Field(default=18830, ge=1, le=65535)
     nats_url: str | None = None
     database_url: str | None = None

@@ -82,7 +82,7 @@ class BrokerUser:
 class EmbeddedNatsSettings:
     directory: Path
     host: str = "127.0.0.1"
-    client_port: int = 42220
+    client_port: int = 14222
     mqtt_port: int = 18830
     max_payload: int = DEFAULT_MAX_PAYLOAD
     max_store_bytes: int = 10 * 1024**3
@@ -321,6 +321,10 @@ class EmbeddedNats:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            # Its own process group: a terminal's Ctrl-C reaches the whole foreground group,
+            # and the broker must outlive the parts that still use it while the platform stops
+            # them in order (then it is stopped last). It dies with the platform regardless.
+            process_group=0,
         )
         log.info(
             "nats.starting", extra={"fields": {"pid": self._process.pid, "url": self.client_url}}

@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -75,6 +75,11 @@ def run_worker(config: HistorianWorkerConfig, parent_pid: int, channel: Connecti
         # Die with the platform, even when it is SIGKILLed: no orphaned historian.
         with contextlib.suppress(OSError):
             ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    # A terminal's Ctrl-C reaches the whole process group; stopping is the platform's to do
+    # (SIGTERM, once what feeds this process has stopped). SIGINT came blocked from the
+    # platform (`_interrupts_held`): ignored first, a Ctrl-C already pending is dropped.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if os.getppid() != parent_pid:
         return  # the platform died before we could ask to die with it
     configure_logging(config.log_level)
@@ -91,7 +96,6 @@ async def _serve(config: HistorianWorkerConfig, channel: Connection) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, lambda: None)  # Ctrl-C reaches the platform first
     subjects = Subjects(config.subject_root)
     db = Database.connect(config.database_url)
     bus = await Bus.connect(config.nats_url, subjects, config.nats_user, config.nats_password)
@@ -125,6 +129,19 @@ async def _serve(config: HistorianWorkerConfig, channel: Connection) -> None:
         await bus.publish_historian_stats(orjson.dumps(asdict(historian.stats)))
         await bus.close()
         db.close()
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT blocked in this thread while the historian is spawned: the new process starts
+    with it blocked (a signal mask survives fork and exec), so a Ctrl-C that comes while its
+    interpreter starts is neither a KeyboardInterrupt traceback nor lost for the platform
+    (another thread takes it, or this one once unblocked)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 DatabaseProbe = Callable[[], Awaitable[bool]]
@@ -210,7 +227,8 @@ class HistorianSupervisor:
             name="fogline-historian",
             daemon=True,
         )
-        process.start()
+        with _interrupts_held():
+            process.start()
         theirs.close()
         self._process = process
         self._stats_at = self._progress_at = time.monotonic()

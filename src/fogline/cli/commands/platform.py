@@ -33,7 +33,7 @@ def up(
     http_host: Annotated[str | None, typer.Option(help="HTTP address")] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP port [default: 8470]")] = None,
     nats_port: Annotated[
-        int | None, typer.Option(help="embedded NATS port [default: 42220]")
+        int | None, typer.Option(help="embedded NATS port [default: 14222]")
     ] = None,
     mqtt_port: Annotated[
         int | None, typer.Option(help="embedded MQTT port [default: 18830]")
