@@ -280,7 +280,8 @@ def device_import(
             raise InvalidInput.of(problems, f"import file {file}")
         if descriptor is not None:
             # The devices exist now: the file is kept whatever happens while it is written.
-            descriptor, owned = None, descriptor
+            owned: int = descriptor
+            descriptor = None
             _write_credentials(owned, answer["devices"])
     finally:
         if descriptor is not None:  # nothing was created: leave no empty file behind
