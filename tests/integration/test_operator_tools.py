@@ -12,7 +12,7 @@ from fogline.domain.timeseries import now_ms
 from tests.conftest import Api, async_wait_for, setup_motor
 from tests.mqtt_client import Device
 
-IMPORT = "/tenants/default/devices/import"
+IMPORT = "/tenants/default/device-imports"
 
 
 async def device_ids(api: Api) -> list[str]:

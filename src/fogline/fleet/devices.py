@@ -148,10 +148,9 @@ class DeviceRegistry:
     @staticmethod
     def _batch_problems(batch: DeviceBatch) -> list[Problem]:
         problems: list[Problem] = []
-        rows = len(batch.ids)
         if not batch.devices and not batch.problems:
             problems.append(Problem("devices", "no devices to import"))
-        if rows > MAX_IMPORT_DEVICES:
+        if max(len(batch.devices), len(batch.ids)) > MAX_IMPORT_DEVICES:
             problems.append(Problem("devices", f"at most {MAX_IMPORT_DEVICES} devices at once"))
         first_row: dict[str, int] = {}
         for row, device_id in sorted(batch.ids.items()):

@@ -144,7 +144,7 @@ async def create_device(body: DeviceIn, tenant: ScopedTenant, svc: Services) -> 
 
 
 @router.post(
-    "/tenants/{tenant}/devices/import",
+    "/tenants/{tenant}/device-imports",
     responses={**WITH_BODY, **CONFLICT, **UNAVAILABLE},
 )
 async def import_devices(

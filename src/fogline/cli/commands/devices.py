@@ -264,7 +264,7 @@ def device_import(
         raise InvalidInput.of([Problem("--credentials", "required: the file the passwords go to")])
     found = read_import_file(file)
     client = c.client()
-    path = f"/tenants/{c.t()}/devices/import"
+    path = f"/tenants/{c.t()}/device-imports"
     # A row the file itself got wrong is still checked by the platform (as a dry run), so the
     # answer lists every problem of every row at once.
     checking_only = dry_run or bool(found.problems)
