@@ -871,3 +871,24 @@ def test_model_dead_letters_are_kept_paged_and_counted_per_reason(db: Database) 
     older = db.deployments.dead_letters(model.id, limit=10, before_id=newest[-1].id)
     assert [(s.letter.readings, s.letter.request_id) for s in older] == [(1000, None), (40, "r1")]
     assert db.deployments.dead_letter_counts(model.id + 999) == {}
+
+
+def test_devices_are_created_in_bulk_all_or_none(db: Database) -> None:
+    seeded(db)
+    devices = db.devices
+    devices.create_device(Device("acme", "d0", "D0"), "hash-0")
+    batch = [(Device("acme", f"d{i}", f"D{i}", labels={"site": "n"}), f"hash-{i}") for i in (1, 2)]
+    devices.create_devices(batch)
+    assert [d.id for d in devices.list_devices("acme")] == ["d0", "d1", "d2"]
+    assert devices.get_device("acme", "d2").labels == {"site": "n"}
+    assert devices.device_password_hash("acme", "d1") == "hash-1"
+    assert devices.existing_device_ids("acme", ["d1", "d9", "d0"]) == {"d0", "d1"}
+    assert devices.existing_device_ids("other", ["d1"]) == set()
+    # One id taken: none of the batch is created.
+    with pytest.raises(AlreadyExists):
+        devices.create_devices(
+            [(Device("acme", "d3", "D3"), "h"), (Device("acme", "d1", "x"), "h")]
+        )
+    assert [d.id for d in devices.list_devices("acme")] == ["d0", "d1", "d2"]
+    with pytest.raises(NotFound):
+        devices.create_devices([(Device("nobody", "d1", "x"), "h")])

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fogline.domain.errors import ErrorKind, FoglineError, Unavailable
+from fogline.domain.errors import Problem as DomainProblem
 from fogline.domain.ids import SLUG_PATTERN
 from fogline.fleet.devices import PASSWORD_PATTERN
 
@@ -193,14 +194,20 @@ def _reason(field: str, error: Any) -> str:
     return f"{shown} {_PATTERN_RULES.get(pattern, f'does not match {pattern}')}"
 
 
-def invalid_request(errors: Sequence[Any]) -> JSONResponse:
-    """pydantic's errors of a request (its path, query, headers or body) as one 422 problem
-    listing each: the one place the API words them."""
+def field_problems(errors: Sequence[Any], prefix: str = "") -> list[DomainProblem]:
+    """pydantic's errors as problems, each at its dotted field path under `prefix`."""
     problems = []
     for e in errors:
         location = [str(part) for part in e.get("loc", ()) if part not in ("body",)]
-        field = ".".join(location)
-        problems.append({"field": field, "reason": _reason(field, e)})
+        field = ".".join([prefix, *location] if prefix else location)
+        problems.append(DomainProblem(field, _reason(field, e)))
+    return problems
+
+
+def invalid_request(errors: Sequence[Any]) -> JSONResponse:
+    """pydantic's errors of a request (its path, query, headers or body) as one 422 problem
+    listing each: the one place the API words them."""
+    problems = [{"field": p.field, "reason": p.reason} for p in field_problems(errors)]
     noun = "problem" if len(problems) == 1 else "problems"
     return problem(422, f"invalid request: {len(problems)} {noun}", problems)
 

@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -184,6 +184,23 @@ class FoglineClient:
         for _id, event, data in self._sse(where, {"lines": lines}):
             if event == "line":
                 yield data
+
+    def download(self, path: str, out: BinaryIO, **params: Any) -> int:
+        """A streamed response body written to `out` as it arrives (never held whole); the
+        number of bytes written. An error answer raises before anything is written."""
+        query = {k: v for k, v in params.items() if v is not None}
+        written = 0
+        try:
+            with self.http.stream("GET", path, params=query, timeout=None) as response:
+                if not response.is_success:
+                    response.read()
+                    self._result(response)
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    written += len(chunk)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"the download from {self.base} broke off: {exc}") from None
+        return written
 
     def _sse(
         self, path: str, params: dict[str, Any] | None = None

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import re
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import bcrypt
@@ -19,7 +19,7 @@ import bcrypt
 from fogline.bus.events import Change, DeviceChanged, EventPublisher
 from fogline.bus.server import BrokerUser, hash_password
 from fogline.domain.devices import Device, device_username
-from fogline.domain.errors import InvalidInput, Problem, Unauthenticated
+from fogline.domain.errors import Conflict, InvalidInput, Problem, Unauthenticated
 from fogline.domain.ids import slug_problem
 from fogline.fleet.broker_auth import BrokerAuth
 from fogline.store.devices import DeviceStore
@@ -54,6 +54,27 @@ class DeviceCredentials:
     password: str
 
 
+MAX_IMPORT_DEVICES = 1_000
+
+
+@dataclass(frozen=True)
+class DeviceBatch:
+    """Rows of a bulk import, numbered from 0 as given, after their own fields were checked:
+    `devices` holds the rows found valid, `ids` the id of every row that has one (a row with
+    another bad field still takes part in the duplicate and conflict checks), `problems` what
+    the check of the rows' fields found (fields `devices.<row>.<field>`)."""
+
+    devices: dict[int, Device]
+    ids: dict[int, str]
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _row_of(problem: Problem) -> int:
+    """The row a problem's field names (`devices.<row>...`), for listing them in row order."""
+    parts = problem.field.split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
+
+
 class DeviceRegistry:
     def __init__(
         self,
@@ -84,6 +105,63 @@ class DeviceRegistry:
         await self._sync_broker(device_username(device.tenant, device.id), password)
         await self._changed(device.tenant, device.id, Change.CREATED, credentials=True)
         return DeviceCredentials(device.username, password)
+
+    async def import_devices(
+        self, tenant: str, batch: DeviceBatch, dry_run: bool = False
+    ) -> list[tuple[str, DeviceCredentials]]:
+        """Many devices at once, all or nothing: every problem of every row is reported in
+        one answer (bad fields, an id twice in the batch, an id that exists: a conflict), and
+        nothing is created while any row has one. Passwords are generated, one per device,
+        in the answer only. `dry_run` checks the batch and creates nothing."""
+        problems = list(batch.problems) + self._batch_problems(batch)
+        taken = await asyncio.to_thread(
+            self.store.existing_device_ids, tenant, set(batch.ids.values())
+        )
+        conflicts = [
+            Problem(f"devices.{row}.id", f"device {device_id!r} already exists")
+            for row, device_id in sorted(batch.ids.items())
+            if device_id in taken
+        ]
+        if problems or conflicts:
+            everything = sorted(problems + conflicts, key=_row_of)
+            if problems:
+                raise InvalidInput.of(everything, "device import")
+            raise Conflict(f"device import: {len(conflicts)} device(s) exist already", everything)
+        if dry_run:
+            return []
+        devices = [batch.devices[row] for row in sorted(batch.devices)]
+        passwords = [secrets.token_urlsafe(24) for _ in devices]
+        hashes = await asyncio.gather(*(asyncio.to_thread(hash_password, p) for p in passwords))
+        await asyncio.to_thread(self.store.create_devices, list(zip(devices, hashes, strict=True)))
+        log.info("devices.imported", extra={"fields": {"tenant": tenant, "count": len(devices)}})
+        # One reload for the whole batch: it takes every new user at once, so the last one's
+        # login accepted means all are.
+        last = devices[-1]
+        await self._sync_broker(last.username, passwords[-1])
+        for device in devices:
+            await self._changed(tenant, device.id, Change.CREATED, credentials=True)
+        return [
+            (d.id, DeviceCredentials(d.username, p))
+            for d, p in zip(devices, passwords, strict=True)
+        ]
+
+    @staticmethod
+    def _batch_problems(batch: DeviceBatch) -> list[Problem]:
+        problems: list[Problem] = []
+        if not batch.devices and not batch.problems:
+            problems.append(Problem("devices", "no devices to import"))
+        if max(len(batch.devices), len(batch.ids)) > MAX_IMPORT_DEVICES:
+            problems.append(Problem("devices", f"at most {MAX_IMPORT_DEVICES} devices at once"))
+        first_row: dict[str, int] = {}
+        for row, device_id in sorted(batch.ids.items()):
+            if (p := slug_problem(device_id, f"devices.{row}.id")) is not None:
+                problems.append(p)
+            elif device_id in first_row:
+                reason = f"{device_id!r} is also the id of row {first_row[device_id]}"
+                problems.append(Problem(f"devices.{row}.id", reason))
+            else:
+                first_row[device_id] = row
+        return problems
 
     @property
     def enforced_by_broker(self) -> bool:

@@ -11,6 +11,7 @@ from fogline.domain.assets import AssetType, DType
 from fogline.domain.errors import InvalidInput, Problem
 from fogline.domain.telemetry import DeviceStats, StoredDeadLetter
 from fogline.domain.timeseries import Bucket, check_bucketing, now_ms
+from fogline.ingest.export import HistoryExporter
 from fogline.ingest.validation import decode_value
 from fogline.store.assets import AssetStore
 from fogline.store.telemetry import TelemetryStore, ValueKind
@@ -96,6 +97,8 @@ class TelemetryQueries:
     def __init__(self, assets: AssetStore, store: TelemetryStore) -> None:
         self.assets = assets
         self.store = store
+        # History as CSV, read from the store a page at a time.
+        self.exporter = HistoryExporter(assets, store)
 
     async def _asset_type(self, tenant: str, asset_id: str, keys: list[str]) -> AssetType:
         asset = await asyncio.to_thread(self.assets.get_asset, tenant, asset_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,6 +28,8 @@ class DeviceStore(Protocol):
     """Devices of a tenant and the password hashes the broker checks them against."""
 
     def create_device(self, device: Device, password_hash: str) -> None: ...
+    def create_devices(self, devices: Sequence[tuple[Device, str]]) -> None: ...
+    def existing_device_ids(self, tenant: str, ids: Collection[str]) -> set[str]: ...
     def update_device(self, device: Device) -> None: ...
     def set_device_password(self, tenant: str, device_id: str, password_hash: str) -> None: ...
     def get_device(self, tenant: str, device_id: str) -> Device: ...
@@ -58,6 +61,44 @@ class SqlDeviceStore:
                 )
             except IntegrityError:
                 raise AlreadyExists(f"device {device.id!r} already exists") from None
+
+    def create_devices(self, devices: Sequence[tuple[Device, str]]) -> None:
+        """Devices with their password hashes, all in one transaction: all or none (an id
+        taken meanwhile raises, and nothing of the batch stays)."""
+        if not devices:
+            return
+        now = now_ms()
+        rows = [
+            {
+                "tenant_id": d.tenant,
+                "id": d.id,
+                "password_hash": password_hash,
+                "created_at": now,
+                **_device_values(d, now),
+            }
+            for d, password_hash in devices
+        ]
+        with self.engine.begin() as conn:
+            for tenant in {d.tenant for d, _ in devices}:
+                require_tenant(conn, tenant)
+            try:
+                conn.execute(insert(s.devices), rows)
+            except IntegrityError:
+                raise AlreadyExists("a device of the batch already exists") from None
+
+    def existing_device_ids(self, tenant: str, ids: Collection[str]) -> set[str]:
+        """Which of `ids` are devices of the tenant already."""
+        found: set[str] = set()
+        wanted = sorted(set(ids))
+        with self.engine.connect() as conn:
+            # In chunks: a long IN list is one bound parameter per id.
+            for first in range(0, len(wanted), 500):
+                chunk = wanted[first : first + 500]
+                query = select(s.devices.c.id).where(
+                    s.devices.c.tenant_id == tenant, s.devices.c.id.in_(chunk)
+                )
+                found.update(str(i) for i in conn.execute(query).scalars())
+        return found
 
     def update_device(self, device: Device) -> None:
         with self.engine.begin() as conn:

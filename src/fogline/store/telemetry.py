@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from sqlalchemy import Engine, Float, Table, and_, case, cast, func, insert, select
@@ -67,6 +67,13 @@ class StoredValue:
     value: Any
 
 
+class StoredReading(NamedTuple):
+    """One stored row of an asset's history: its time and every value reported at it."""
+
+    ts: int
+    values: dict[str, Any]
+
+
 class TelemetryStore(Protocol):
     def commit_batch(
         self,
@@ -84,6 +91,9 @@ class TelemetryStore(Protocol):
     def history(
         self, tenant: str, asset: str, names: Sequence[str], start: int, end: int, limit: int
     ) -> dict[str, list[StoredValue]]: ...
+    def readings_page(
+        self, tenant: str, asset: str, start: int, end: int, after: int | None, limit: int
+    ) -> list[StoredReading]: ...
     def downsample(
         self,
         tenant: str,
@@ -428,6 +438,26 @@ class SqlTelemetryStore:
                     break
             rows.close()
         return result
+
+    def readings_page(
+        self, tenant: str, asset: str, start: int, end: int, after: int | None, limit: int
+    ) -> list[StoredReading]:
+        """At most `limit` readings of [start, end), oldest first, after the reading at `after`
+        when given: keyset pagination on the (series_id, ts) key, so each page is one index
+        range scan however deep into the history it is, and a long export holds one page."""
+        r = s.readings
+        with self.engine.connect() as conn:
+            sid = self._series_id(conn, tenant, asset)
+            if sid is None:
+                return []
+            lower = r.c.ts >= start if after is None else r.c.ts > max(after, start - 1)
+            rows = conn.execute(
+                select(r.c.ts, r.c.values_json)
+                .where(r.c.series_id == sid, lower, r.c.ts < end)
+                .order_by(r.c.ts)
+                .limit(limit)
+            )
+            return [StoredReading(int(row.ts), orjson.loads(row.values_json)) for row in rows]
 
     def _extract(self, name: str, kind: ValueKind) -> Any:
         column = s.readings.c.values_json

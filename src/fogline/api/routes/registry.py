@@ -21,6 +21,9 @@ from fogline.api.schemas.registry import (
     DeviceIn,
     DeviceOut,
     DevicePatch,
+    DevicesImportedOut,
+    DevicesImportIn,
+    ImportedDeviceOut,
     NewDeviceOut,
 )
 from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
@@ -138,6 +141,28 @@ async def create_device(body: DeviceIn, tenant: ScopedTenant, svc: Services) -> 
         enforced_by_broker=svc.devices.enforced_by_broker,
     )
     return NewDeviceOut.created(device, connection)
+
+
+@router.post(
+    "/tenants/{tenant}/device-imports",
+    responses={**WITH_BODY, **CONFLICT, **UNAVAILABLE},
+)
+async def import_devices(
+    body: DevicesImportIn, tenant: ScopedTenant, svc: Services
+) -> DevicesImportedOut:
+    """Register many devices at once, all or none: every problem of every row in one answer
+    (422; 409 when the only problems are ids that exist). The generated MQTT passwords are in
+    this response and nowhere else."""
+    created = await svc.devices.import_devices(tenant, body.batch(tenant), body.dry_run)
+    return DevicesImportedOut(
+        dry_run=body.dry_run,
+        created=len(created),
+        mqtt=svc.system_info().get("mqtt"),
+        devices=[
+            ImportedDeviceOut(id=device_id, username=c.username, password=c.password)
+            for device_id, c in created
+        ],
+    )
 
 
 @router.get("/tenants/{tenant}/devices")

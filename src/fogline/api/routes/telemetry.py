@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from sse_starlette.sse import EventSourceResponse
 
 from fogline.api.deps import ScopedTenant, Sender, Services, SlugPath
@@ -32,6 +32,7 @@ from fogline.api.schemas.telemetry import (
 from fogline.api.streams import while_key_valid
 from fogline.domain.ids import SLUG_PATTERN
 from fogline.domain.timeseries import now_ms, parse_duration_ms, parse_query_time
+from fogline.ingest.export import CSV_MEDIA_TYPE
 from fogline.ingest.intake import TelemetryFateUnknown, TelemetryNotStored
 from fogline.ingest.queries import MAX_RAW_POINTS
 from fogline.models.manifest import SEMVER_PATTERN
@@ -151,6 +152,46 @@ async def history(
         bucket_ms=bucket_ms,
         resolution=bucketed.resolution,
         series={s.name: BucketedSeriesOut.of(s) for s in bucketed.series},
+    )
+
+
+@router.get(
+    "/tenants/{tenant}/assets/{asset}/telemetry/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "CSV: `ts` (epoch ms), `time` (ISO 8601, UTC), then one column per "
+            "telemetry; one line per reading, oldest first; strings quoted, a value the "
+            "reading does not hold empty",
+            "content": {CSV_MEDIA_TYPE.split(";")[0]: {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def export(
+    asset: SlugPath,
+    tenant: ScopedTenant,
+    svc: Services,
+    keys: TelemetryKeys = None,
+    start: Annotated[str, Query(alias="from", max_length=64, description=_TIME_BOUND)] = "-1h",
+    end: Annotated[str, Query(alias="to", max_length=64, description=_TIME_BOUND)] = "now",
+    file_format: Annotated[Literal["csv"], Query(alias="format", description="csv")] = "csv",
+) -> StreamingResponse:
+    """An asset's raw history as a file, streamed: the whole range, however long, read from
+    the store a page at a time. The request is checked before the first byte is sent."""
+    now = now_ms()
+    exporter = svc.queries.exporter
+    plan = await exporter.plan(
+        tenant,
+        asset,
+        _keys(keys),
+        parse_query_time(start, now, "from"),
+        parse_query_time(end, now, "to"),
+    )
+    filename = f"{asset}-{plan.start}-{plan.end}.{file_format}"
+    return StreamingResponse(
+        exporter.csv(plan),
+        media_type=CSV_MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 

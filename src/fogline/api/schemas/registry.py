@@ -5,8 +5,15 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated, Any
 
-from pydantic import Field, ModelWrapValidatorHandler, ValidationError, model_validator
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
+from fogline.api.problems import field_problems
 from fogline.api.schemas.common import (
     DTypeName,
     Name,
@@ -30,11 +37,14 @@ from fogline.domain.assets import (
 )
 from fogline.domain.devices import Device, HardwareProfile
 from fogline.domain.errors import Problem
+from fogline.domain.ids import slug_problem
 from fogline.domain.telemetry import DeviceStats
 from fogline.fleet.devices import (
+    MAX_IMPORT_DEVICES,
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
     PASSWORD_PATTERN,
+    DeviceBatch,
     DeviceCredentials,
 )
 
@@ -293,13 +303,14 @@ class HardwareIn(Strict):
         return HardwareProfile(**self.model_dump())
 
 
-class DeviceIn(Strict):
+class DeviceFields(Strict):
+    """A device as given: what creating one and a row of a bulk import share."""
+
     id: Slug
     name: Name | None = None
     hardware: HardwareIn = Field(default_factory=HardwareIn)
     firmware: Short | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    password: Password | None = Field(default=None, description="default: one is generated")
 
     def to_domain(self, tenant: str) -> Device:
         return Device(
@@ -310,6 +321,53 @@ class DeviceIn(Strict):
             firmware=self.firmware,
             labels=self.labels,
         )
+
+
+class DeviceIn(DeviceFields):
+    password: Password | None = Field(default=None, description="default: one is generated")
+
+
+_IMPORT_ROW = TypeAdapter(DeviceFields)
+
+
+class DevicesImportIn(Strict):
+    """Devices to create at once, all or none. Each row is a device as `POST /devices` takes
+    it, without a password (one is generated per device). Every row is checked before any is
+    created, and every problem is answered at once (fields `devices.<row>.<field>`)."""
+
+    devices: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_IMPORT_DEVICES,
+        description="rows: id (required), name, firmware, labels, hardware",
+    )
+    dry_run: bool = Field(default=False, description="check every row, create nothing")
+
+    def batch(self, tenant: str) -> DeviceBatch:
+        devices: dict[int, Device] = {}
+        ids: dict[int, str] = {}
+        problems: list[Problem] = []
+        for row, fields in enumerate(self.devices):
+            given_id = fields.get("id")
+            if isinstance(given_id, str) and slug_problem(given_id) is None:
+                ids[row] = given_id
+            try:
+                devices[row] = _IMPORT_ROW.validate_python(fields).to_domain(tenant)
+            except ValidationError as exc:
+                problems += field_problems(exc.errors(), f"devices.{row}")
+        return DeviceBatch(devices, ids, problems)
+
+
+class ImportedDeviceOut(Out):
+    id: str
+    username: str
+    password: str = Field(description="shown in this answer and kept nowhere")
+
+
+class DevicesImportedOut(Out):
+    dry_run: bool
+    created: int
+    mqtt: str | None = Field(description="the MQTT URL devices connect to")
+    devices: list[ImportedDeviceOut]
 
 
 class DevicePatch(Strict):

@@ -85,6 +85,44 @@ def telemetry_history(
     c.show(result, human)
 
 
+@app.command("export")
+def telemetry_export(
+    ctx: typer.Context,
+    asset: str,
+    keys: Annotated[
+        str | None, typer.Option(help="comma-separated telemetry names (default: all)")
+    ] = None,
+    start: Annotated[
+        str, typer.Option("--from", help="epoch ms, ISO 8601, now, -15m or +24h")
+    ] = "-1h",
+    end: Annotated[str, typer.Option("--to", help="epoch ms, ISO 8601, now, -15m or +24h")] = "now",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="file to write (default: standard output)")
+    ] = None,
+    file_format: Annotated[str, typer.Option("--format", help="csv")] = "csv",
+) -> None:
+    """Export an asset's raw history as CSV: ts (epoch ms), time (ISO 8601 UTC), then one
+    column per telemetry. Streamed: any length of history, written as it arrives."""
+    c = ctx_of(ctx)
+    path = f"/tenants/{c.t()}/assets/{asset}/telemetry/export"
+    params = {"keys": keys, "from": start, "to": end, "format": file_format}
+    client = c.client()
+    if out is None:
+        client.download(path, sys.stdout.buffer, **params)
+        sys.stdout.buffer.flush()
+        return
+    # Written beside the target and renamed when complete: a broken-off download never
+    # leaves a file that looks whole.
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with partial.open("wb") as file:
+            size = client.download(path, file, **params)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    console.print(f"exported {asset} to {out} ({size:,} bytes)", highlight=False)
+
+
 @app.command("live")
 def telemetry_live(
     ctx: typer.Context,
