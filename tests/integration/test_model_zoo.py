@@ -285,7 +285,9 @@ async def test_late_readings_reach_a_stateful_time_window_model(platform: Any, a
     text = k.manifest("echo", [{"dataColumnName": "mean"}], window, stateful=True)
     name = await k.submit(api, text, {"model.py": ECHO})
     await deploy(api, name)
-    now = int(time.time() * 1000)
+    # The first reading a little ahead (a reading whose time falls in a window already sent,
+    # even by a millisecond, is late: this one must not be).
+    now = int(time.time() * 1000) + 10_000
     await k.send(api, "s1", now, 1.0)
 
     async def scored(count: int) -> Callable[[], Any]:
