@@ -71,3 +71,22 @@ def test_bench_e2e_settings_are_checked_all_at_once() -> None:
     with pytest.raises(InvalidInput) as refused:
         E2eBenchConfig(rate=0, duration_s=1, models=101, devices=10, batch=10).check()
     assert {p.field for p in refused.value.problems} == {"rate", "duration", "models"}
+
+
+def test_every_settings_problem_in_one_answer() -> None:
+    """A value pydantic cannot read does not hide the durations and sizes that break their
+    own rules."""
+    import pytest
+
+    from fogline.app.settings import load_settings
+    from fogline.domain.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(
+            http_port=99999, disk_reserve="lots", history_retention="forevr", hot_retention="x"
+        )
+    fields = sorted(p.field for p in caught.value.problems)
+    assert fields == ["disk_reserve", "history_retention", "hot_retention", "http_port"]
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(disk_reserve="lots", history_retention="forevr")
+    assert sorted(p.field for p in caught.value.problems) == ["disk_reserve", "history_retention"]

@@ -160,15 +160,36 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         config_file = data_dir / CONFIG_FILE_NAME
     from_file = _from_file(config_file) if config_file is not None else {}
     merged = {**from_file, **env, **given}
+    where = f" (config file {config_file})" if config_file else ""
     try:
         settings = Settings(**merged)
-        settings.hot_retention_seconds  # noqa: B018 - parse now, fail early
-        ReservePolicy(settings.disk_reserve).check()
-        settings.retention_defaults  # noqa: B018
     except ValidationError as exc:
-        where = f" (config file {config_file})" if config_file else ""
+        # Every problem at once: the rules of the settings pydantic could read are checked too.
         problems = [Problem(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        reported = {p.field for p in problems}
+        unread = Settings.model_construct(**merged)
+        problems += [p for p in _rule_problems(unread) if p.field not in reported]
         raise ConfigurationError(f"invalid settings{where}", problems) from None
-    except InvalidInput as exc:
-        raise ConfigurationError("invalid settings", exc.problems) from None
+    problems = _rule_problems(settings)
+    if problems:
+        raise ConfigurationError(f"invalid settings{where}", problems)
     return settings
+
+
+def _rule_problems(settings: Settings) -> list[Problem]:
+    """What the settings' own rules say (durations, sizes), each checked on its own so that
+    one answer names them all; a value pydantic could not read is pydantic's to report."""
+    checks = (
+        lambda: settings.hot_retention_seconds,
+        lambda: ReservePolicy(settings.disk_reserve).check(),
+        lambda: settings.retention_defaults,
+    )
+    problems: list[Problem] = []
+    for check in checks:
+        try:
+            check()
+        except InvalidInput as exc:
+            problems += exc.problems
+        except (TypeError, ValueError, AttributeError):
+            continue  # a value of the wrong type: pydantic said so already
+    return problems
