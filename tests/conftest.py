@@ -3,6 +3,7 @@ running platform on real servers (the bundled nats-server, SQLite or PostgreSQL)
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -20,11 +21,28 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
+# Ports for the tests' own servers come from below Linux's ephemeral range (32768-60999: no
+# outgoing connection can take one between its choice and its bind) and from a range of their
+# own per test process (pytest-xdist worker), so two test processes never choose the same one;
+# each is checked free when chosen (a port a service holds, e.g. RabbitMQ's 25672, is skipped).
+_PORT_BASE = 20_000
+_PORTS_PER_WORKER = 2_500
+_port_turn = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    slot = int(worker) % 5 if worker.isdigit() else 0  # five ranges fit below 32768
+    first = _PORT_BASE + slot * _PORTS_PER_WORKER
+    for _ in range(_PORTS_PER_WORKER):
+        port = first + next(_port_turn) % _PORTS_PER_WORKER
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + _PORTS_PER_WORKER - 1}")
 
 
 def pid_alive(pid: int) -> bool:
