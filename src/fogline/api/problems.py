@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fogline.domain.errors import ErrorKind, FoglineError, Unavailable
+from fogline.domain.errors import STATUS_OF_KIND, FoglineError, Unavailable
 from fogline.domain.errors import Problem as DomainProblem
 from fogline.domain.ids import SLUG_PATTERN
 from fogline.fleet.devices import PASSWORD_PATTERN
@@ -22,16 +22,6 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
-STATUS_OF_KIND = {
-    ErrorKind.INVALID: 422,
-    ErrorKind.NOT_FOUND: 404,
-    ErrorKind.CONFLICT: 409,
-    ErrorKind.UNAUTHENTICATED: 401,
-    ErrorKind.FORBIDDEN: 403,
-    ErrorKind.UNAVAILABLE: 503,
-    ErrorKind.CONFIGURATION: 500,
-    ErrorKind.INTERNAL: 500,
-}
 
 TITLES = {
     400: "Bad request",

@@ -12,7 +12,8 @@ from typing import TypeVar
 from fastapi import Request
 
 from fogline.api.deps import key_still_valid
-from fogline.api.problems import STATUS_OF_KIND, problem
+from fogline.api.problems import problem
+from fogline.domain.errors import STATUS_OF_KIND
 
 T = TypeVar("T")
 

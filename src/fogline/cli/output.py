@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fogline.domain.errors import ErrorKind, FoglineError
+from fogline.domain.errors import STATUS_OF_KIND, ErrorKind, FoglineError
 
 console = Console()
 errors = Console(stderr=True)
@@ -27,19 +27,6 @@ EXIT_CODES = {
     ErrorKind.INTERNAL: 1,
 }
 
-
-# The HTTP status a problem of each kind has, for errors raised here rather than answered by
-# the API (the same as the API's: an error reads the same wherever it arose).
-STATUS_OF_KIND = {
-    ErrorKind.INVALID: 422,
-    ErrorKind.NOT_FOUND: 404,
-    ErrorKind.CONFLICT: 409,
-    ErrorKind.UNAUTHENTICATED: 401,
-    ErrorKind.FORBIDDEN: 403,
-    ErrorKind.UNAVAILABLE: 503,
-    ErrorKind.CONFIGURATION: 500,
-    ErrorKind.INTERNAL: 500,
-}
 
 TITLE_OF_KIND = {
     ErrorKind.INVALID: "Invalid input",

@@ -21,6 +21,20 @@ class ErrorKind(Enum):
     INTERNAL = "internal"
 
 
+# The HTTP status of a problem of each kind: what the API answers, and what the CLI shows for
+# an error raised on its side (an error reads the same wherever it arose).
+STATUS_OF_KIND = {
+    ErrorKind.INVALID: 422,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.CONFIGURATION: 500,
+    ErrorKind.INTERNAL: 500,
+}
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with an input: where (a dotted field path) and why."""
