@@ -116,14 +116,19 @@ async def latest(
     return LatestOut.of(asset, await svc.queries.latest(tenant, asset, _keys(keys)))
 
 
+# A range's bounds, as history and export take them.
+TimeFrom = Annotated[str, Query(alias="from", max_length=64, description=_TIME_BOUND)]
+TimeTo = Annotated[str, Query(alias="to", max_length=64, description=_TIME_BOUND)]
+
+
 @router.get("/tenants/{tenant}/assets/{asset}/telemetry/history")
 async def history(
     asset: SlugPath,
     tenant: ScopedTenant,
     svc: Services,
     keys: TelemetryKeys = None,
-    start: Annotated[str, Query(alias="from", max_length=64, description=_TIME_BOUND)] = "-1h",
-    end: Annotated[str, Query(alias="to", max_length=64, description=_TIME_BOUND)] = "now",
+    start: TimeFrom = "-1h",
+    end: TimeTo = "now",
     bucket: Annotated[
         str | None, Query(max_length=20, description="downsample into buckets: 10s, 1m, 1h")
     ] = None,
@@ -172,8 +177,8 @@ async def export(
     tenant: ScopedTenant,
     svc: Services,
     keys: TelemetryKeys = None,
-    start: Annotated[str, Query(alias="from", max_length=64, description=_TIME_BOUND)] = "-1h",
-    end: Annotated[str, Query(alias="to", max_length=64, description=_TIME_BOUND)] = "now",
+    start: TimeFrom = "-1h",
+    end: TimeTo = "now",
     file_format: Annotated[Literal["csv"], Query(alias="format", description="csv")] = "csv",
 ) -> StreamingResponse:
     """An asset's raw history as a file, streamed: the whole range, however long, read from
