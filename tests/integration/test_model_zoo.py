@@ -5,8 +5,9 @@ that the model's state, reason and events say what happened."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,23 @@ serve(score=score)
 """
 
 
+@contextlib.asynccontextmanager
+async def running(
+    platform_settings: Callable[..., Any], **settings: Any
+) -> AsyncIterator[tuple[Any, Api]]:
+    """A platform with these settings, and an admin client of it; both gone afterwards."""
+    from fogline.app.platform import Platform
+
+    p = Platform(platform_settings(**settings))
+    await p.start()
+    api = Api(p.http_url, p.bootstrap.admin_key)
+    try:
+        yield p, api
+    finally:
+        await api.close()
+        await p.stop()
+
+
 def accounted(companion: dict[str, Any]) -> dict[str, Any]:
     """The companion's per-reading figures, checked to add up."""
     r = companion["readings"]
@@ -109,12 +127,8 @@ async def deploy(api: Api, name: str) -> None:
 async def test_a_crash_loop_backs_off_is_told_and_ends_in_draft_with_every_reading_counted(
     platform_settings: Callable[..., Any],
 ) -> None:
-    from fogline.app.platform import Platform
-
-    p = Platform(platform_settings(model_restart_limit=3, model_health_interval=0.3))
-    await p.start()
-    api = Api(p.http_url, p.bootstrap.admin_key)
-    try:
+    settings = {"model_restart_limit": 3, "model_health_interval": 0.3}
+    async with running(platform_settings, **settings) as (_platform, api):
         await k.sensors(api, "s1")
         name = await k.submit(api, k.manifest("crasher"), {"model.py": CRASHER})
         await deploy(api, name)
@@ -157,20 +171,12 @@ async def test_a_crash_loop_backs_off_is_told_and_ends_in_draft_with_every_readi
         assert f"fogline_model_degraded{{{labels}}} 0.0" in metrics
         scored = f'fogline_model_readings_total{{model="{name}",outcome="scored",'
         assert scored in metrics
-    finally:
-        await api.close()
-        await p.stop()
 
 
 async def test_a_call_that_times_out_is_never_sent_again_while_the_model_works_on_it(
     platform_settings: Callable[..., Any],
 ) -> None:
-    from fogline.app.platform import Platform
-
-    p = Platform(platform_settings(model_health_interval=0.3))
-    await p.start()
-    api = Api(p.http_url, p.bootstrap.admin_key)
-    try:
+    async with running(platform_settings, model_health_interval=0.3) as (p, api):
         await k.sensors(api, "s1")
         manifest = k.manifest("hanger", [{"dataColumnName": "doubled"}], timeoutMs=1000)
         name = await k.submit(api, manifest, {"model.py": HANGER})
@@ -206,20 +212,12 @@ async def test_a_call_that_times_out_is_never_sent_again_while_the_model_works_o
         status = await k.deployment(api, name)
         assert status["companion"]["timeouts"] == 2
         assert "no answer within 1 s" in status["health"]["problem"]
-    finally:
-        await api.close()
-        await p.stop()
 
 
 async def test_a_hung_asynchronous_model_is_restarted(
     platform_settings: Callable[..., Any],
 ) -> None:
-    from fogline.app.platform import Platform
-
-    p = Platform(platform_settings(model_health_interval=0.3))
-    await p.start()
-    api = Api(p.http_url, p.bootstrap.admin_key)
-    try:
+    async with running(platform_settings, model_health_interval=0.3) as (_platform, api):
         await k.sensors(api, "s1")
         manifest = k.manifest(
             "async-hanger", [{"dataColumnName": "doubled"}], timeoutMs=1000, **{"async": True}
@@ -239,9 +237,6 @@ async def test_a_hung_asynchronous_model_is_restarted(
         assert (companion["stale"], companion["timeouts"]) == (1, 1)
         accounted(companion)
         assert await k.state_of(api, name) == "degraded"
-    finally:
-        await api.close()
-        await p.stop()
 
 
 async def test_a_model_that_answers_errors_is_degraded_and_its_readings_dead_lettered(
