@@ -11,6 +11,7 @@ progress watchdog, losing nothing. A platform whose nats-server was killed stops
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from typing import Any
 import orjson
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from tests.conftest import Api, async_wait_for, free_port, pid_alive, setup_motor
 
@@ -308,15 +310,26 @@ async def test_a_historian_making_no_progress_is_restarted(
         # name that delivers to nobody: its fetches fail, it commits nothing, while JetStream
         # counts the messages waiting for that consumer.
         stream = platform.subjects.telemetry_stream
-        await platform.bus.js.delete_consumer(stream, "historian")
-        await platform.bus.js.add_consumer(
-            stream,
-            ConsumerConfig(
-                durable_name="historian",
-                deliver_subject="test.nobody.listens",
-                ack_policy=AckPolicy.EXPLICIT,
-            ),
-        )
+
+        async def consumer_replaced() -> bool:
+            # JetStream's API is away for a moment after the reload that let the device in
+            # (see BrokerServer.reload): ask again until it answers.
+            try:
+                with contextlib.suppress(NotFoundError):
+                    await platform.bus.js.delete_consumer(stream, "historian")
+                await platform.bus.js.add_consumer(
+                    stream,
+                    ConsumerConfig(
+                        durable_name="historian",
+                        deliver_subject="test.nobody.listens",
+                        ack_policy=AckPolicy.EXPLICIT,
+                    ),
+                )
+            except ServiceUnavailableError:
+                return False
+            return True
+
+        await async_wait_for(consumer_replaced, timeout=15, what="JetStream to take the change")
         t0 = int(time.time() * 1000) - 3_600_000
         await publish_readings(platform, t0, 0, 20)
 
