@@ -202,3 +202,15 @@ async def test_metrics_are_for_an_admin_in_prometheus_text(platform: Any, api: A
         assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
     finally:
         await tenant.close()
+    # The API's own requests: by route template (never the raw path), status and latency.
+    for _ in range(3):
+        assert (await api.http.get("/tenants/default/assets/no-such-asset")).status_code == 404
+    assert (await api.http.get("/no/such/route")).status_code == 404
+    text = (await api.http.get("/metrics")).text
+    asset = 'method="GET",route="/tenants/{tenant}/assets/{asset_id}",status="404"'
+    assert f"fogline_api_requests_total{{{asset}}} 3.0" in text
+    assert 'route="/metrics",status="403"} 1.0' in text
+    assert 'fogline_api_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+    assert "no-such-asset" not in text
+    timed = 'fogline_api_request_duration_seconds_count{method="GET",route="/metrics"}'
+    assert timed in text

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from fogline import __version__
 from fogline.api import problems
 from fogline.api.deps import ApiServices
+from fogline.api.metrics import RequestFiguresMiddleware
 from fogline.api.routes import events, models, registry, retention, system, telemetry, tenants
 
 API_PREFIX = "/api/v1"
@@ -23,6 +24,8 @@ def create_app(services: ApiServices) -> FastAPI:
     )
     app.state.services = services
     problems.install(app)
+    # Looked up per request: the schema check builds the app without services.
+    app.add_middleware(RequestFiguresMiddleware, figures=lambda: app.state.services.requests)
     for module in (system, tenants, registry, telemetry, retention, models, events):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -19,6 +19,7 @@ from fastapi.security import (
 
 from fogline.access.tenants import AccessService
 from fogline.api.limits import RequestLimits
+from fogline.api.metrics import RequestFigures
 from fogline.bus.connection import Bus
 from fogline.domain.access import DEFAULT_TENANT, ApiKey
 from fogline.domain.devices import device_username
@@ -52,6 +53,7 @@ class ApiServices:
     hot_store: Callable[[], Awaitable[dict[str, Any]]]
     readiness: Callable[[], Awaitable[dict[str, Any]]]
     limits: RequestLimits = field(default_factory=RequestLimits)
+    requests: RequestFigures = field(default_factory=RequestFigures)
 
 
 def services(request: Request) -> ApiServices:

@@ -1,14 +1,17 @@
 """The platform's state in Prometheus' text format, for a scraper: what `/api/v1/ready` and
-`/api/v1/system` say, as gauges and counters (prometheus_client renders them)."""
+`/api/v1/system` say, as gauges and counters, and the API's own requests (prometheus_client
+renders them)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -136,9 +139,74 @@ def _models(models: list[dict[str, Any]]) -> Iterator[Metric]:
     yield from (readings, queued, oldest, restarts, degraded)
 
 
+# Seconds; from a cached key check (a few ms) to a history page or a package upload.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class RequestFigures:
+    """The API's requests since the platform started, by method, route and status: counted
+    by route *template* (`/tenants/{tenant}/assets/{asset}`), so a scraper sees a bounded set
+    of series however many devices and assets there are; paths no route matches are one
+    series (`unmatched`). One registry per app, not prometheus_client's global one: several
+    platforms may share a process (the tests do)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "fogline_api_requests",
+            "HTTP requests answered, by method, route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.seconds = Histogram(
+            "fogline_api_request_duration_seconds",
+            "time to the end of the answer, by method and route",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.seconds.labels(method, route).observe(seconds)
+
+
+class RequestFiguresMiddleware:
+    """Plain ASGI (not BaseHTTPMiddleware): streamed answers (exports, the live feed) pass
+    through untouched and are timed to their last byte."""
+
+    def __init__(self, app: ASGIApp, figures: Callable[[], RequestFigures]) -> None:
+        self.app = app
+        self.figures = figures
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app fails before it answers
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path_format", None) or "unmatched"
+            self.figures().observe(scope["method"], template, status, time.perf_counter() - started)
+
+
 def render(
-    ready: dict[str, Any], system: dict[str, Any], models: list[dict[str, Any]] | None = None
+    ready: dict[str, Any],
+    system: dict[str, Any],
+    models: list[dict[str, Any]] | None = None,
+    requests: RequestFigures | None = None,
 ) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(ready, system, models or []))
-    return generate_latest(registry)
+    text = generate_latest(registry)
+    return text if requests is None else text + generate_latest(requests.registry)

@@ -57,11 +57,12 @@ async def ready(svc: Services) -> ReadyOut | JSONResponse:
 )
 async def metrics(key: Caller, svc: Services) -> Response:
     """The platform's state for a Prometheus scraper (an admin key, as a bearer token):
-    readiness per part, the disk and its reserve, restarts, ingest and retention counters, and
-    per model: readings by outcome, queue, restarts, degraded."""
+    readiness per part, the disk and its reserve, restarts, ingest and retention counters, per
+    model: readings by outcome, queue, restarts, degraded; and the API's requests by route and
+    status, with their latency."""
     key.require_admin()
     models = svc.deployments.model_figures()
-    body = render(await svc.readiness(), svc.system_info(), models)
+    body = render(await svc.readiness(), svc.system_info(), models, svc.requests)
     return Response(body, media_type=CONTENT_TYPE)
 
 
