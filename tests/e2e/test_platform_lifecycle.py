@@ -113,7 +113,7 @@ async def test_platform_start_on_a_held_data_dir_is_a_typed_error_and_makes_noth
         held.release()
 
 
-@pytest.mark.parametrize("how", ["sigint", "sigterm", "terminal-ctrl-c"])
+@pytest.mark.parametrize("how", ["sigint", "sigterm", "terminal-ctrl-c", "group-sigterm"])
 def test_every_way_of_stopping_is_clean(tmp_path: Path, how: str) -> None:
     p = start_platform(tmp_path / "data", new_session=True)
     try:
@@ -122,8 +122,10 @@ def test_every_way_of_stopping_is_clean(tmp_path: Path, how: str) -> None:
             p.process.send_signal(signal.SIGINT)
         elif how == "sigterm":
             p.process.send_signal(signal.SIGTERM)
-        else:  # what a terminal's Ctrl-C does: the whole foreground process group
+        elif how == "terminal-ctrl-c":  # the whole foreground process group
             os.killpg(p.process.pid, signal.SIGINT)
+        else:  # what systemd's stop does (KillMode=control-group): SIGTERM to every process
+            os.killpg(p.process.pid, signal.SIGTERM)
         assert p.process.wait(30) == 0
         wait_for(lambda: "stopped\n" in p.output, what="the last line")
         stopping = "".join(p.output[p.output.index("stopping...\n") :])

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -430,3 +431,48 @@ async def test_a_platform_whose_database_is_away_stops_cleanly(
     await platform.stop()  # raises nothing; the fixture's own stop then has nothing to do
     assert not pid_alive(historian_pid)
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_client_json_is_current_before_the_api_answers_and_ready_waits_for_the_start(
+    platform_settings: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CLI that sees the platform answer finds it through client.json (rewritten for this
+    run's port before the API serves), and /ready says 503 until the whole start is done: here
+    the models' recovery, held back by the test, is the last step."""
+    from fogline.app.platform import Platform
+    from fogline.models.deployment import DeploymentManager
+
+    first = platform_settings()
+    platform = Platform(first)
+    await platform.start()
+    await platform.stop()
+
+    settings = platform_settings(data_dir=first.data_dir)  # the same data dir, a new port
+    recovering, release = asyncio.Event(), asyncio.Event()
+    recover = DeploymentManager.recover
+
+    async def held_recover(self: DeploymentManager) -> None:
+        recovering.set()
+        await release.wait()
+        await recover(self)
+
+    monkeypatch.setattr(DeploymentManager, "recover", held_recover)
+    platform = Platform(settings)
+    starting = asyncio.create_task(platform.start())
+    try:
+        await asyncio.wait_for(recovering.wait(), 60)
+        url = f"http://{settings.http_host}:{settings.http_port}"
+        client = orjson.loads(settings.client_file.read_bytes())
+        assert client["url"] == url
+        async with httpx.AsyncClient(base_url=url) as http:
+            r = await http.get("/api/v1/ready")
+            assert r.status_code == 503 and "starting" in r.json()["detail"]
+            assert (await http.get("/api/v1/health")).status_code == 200
+            release.set()
+            await asyncio.wait_for(starting, 60)
+            assert (await http.get("/api/v1/ready")).status_code == 200
+    finally:
+        release.set()
+        with contextlib.suppress(Exception):
+            await starting
+        await platform.stop()

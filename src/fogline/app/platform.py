@@ -256,6 +256,8 @@ class Platform:
         self._running: _Running | None = None
         self._readiness: Readiness | None = None
         self._http_socket: socket.socket | None = None
+        # Until `start` has done everything (models recovered too), /ready says "starting".
+        self._started = False
 
     # -- the parts of a started platform ----------------------------------------------------
 
@@ -340,6 +342,7 @@ class Platform:
             await stack.aclose()
             raise
         self._stack = stack
+        self._started = True
         log.info(
             "platform.started", extra={"fields": {"http": self.http_url, "nats": self.nats_url}}
         )
@@ -347,6 +350,8 @@ class Platform:
     async def _build(self, stack: AsyncExitStack, http_socket: socket.socket) -> None:
         backbone = await open_backbone(self.settings, self.subjects, stack)
         self.bootstrap = await asyncio.to_thread(self._bootstrap, backbone.db)
+        # Before the API answers: a CLI that sees the platform up finds it through this file.
+        self.refresh_client_file()
         access = build_access(backbone)
         ingest = await build_ingest(backbone, stack)
         disk = await start_disk_guard(backbone, ingest, stack)
@@ -490,6 +495,7 @@ class Platform:
         if stack is not None:
             await stack.aclose()
         self._running = None
+        self._started = False
         log.info("platform.stopped")
 
     # -- what the API reports about the platform ------------------------------------------
@@ -508,7 +514,11 @@ class Platform:
         if self._readiness is None or self._running is None:
             problems = ["the platform is not started"]
             return {"ready": False, "problems": problems, "warnings": [], "checks": {}}
-        return await self._readiness.report()
+        report = await self._readiness.report()
+        if not self._started:
+            problems = ["the platform is starting (models are being brought back)"]
+            report = {**report, "ready": False, "problems": problems + report["problems"]}
+        return report
 
     def system_info(self) -> dict[str, Any]:
         running = self.running

@@ -49,7 +49,6 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await platform.start()
     try:
-        platform.refresh_client_file()
         sys.stdout.write(banner(platform) + "\n")
         sys.stdout.flush()
         platform.admin_key_shown()
