@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import socket
 import stat
+import subprocess
+import threading
 from pathlib import Path
 
 import httpx
 
 from fogline.domain.timeseries import now_ms
 from tests.conftest import MOTOR_TYPE, wait_for
-from tests.e2e.conftest import RunningPlatform
+from tests.e2e.conftest import FOGLINE, RunningPlatform
 from tests.mqtt_client import Device
 
 BAD_FILE = """id,name,labels,cpu_cores
@@ -88,6 +92,42 @@ def test_device_import_all_or_nothing_and_credentials_file(
     assert r.returncode == 4, r.stderr
     assert "row 1 (line 2) id: device 'pump-1' already exists" in " ".join(r.stderr.split())
     assert not again.exists()
+
+
+def test_device_import_whose_answer_is_lost_says_how_to_find_out(tmp_path: Path) -> None:
+    """The connection breaks after the request went out: the devices may exist with passwords
+    nobody has, and the message says how to learn that and how to get new ones."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def take_and_drop() -> None:  # reads the whole request, then the line goes dead
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            while b"pump-2" not in (data := conn.recv(65536)) and data:
+                pass
+
+    thread = threading.Thread(target=take_and_drop, daemon=True)
+    thread.start()
+    good = tmp_path / "good.csv"
+    good.write_text("id,name\npump-1,Pump 1\npump-2,\n")
+    creds = tmp_path / "creds.csv"
+    env = {**os.environ, "FOGLINE_URL": f"http://127.0.0.1:{port}", "FOGLINE_API_KEY": "k"}
+    try:
+        r = subprocess.run(
+            [FOGLINE, "device", "import", str(good), "--credentials", str(creds)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        thread.join(10)
+        listener.close()
+    assert r.returncode != 0
+    err = " ".join(r.stderr.split())
+    assert "fogline device ls" in err and "fogline device rotate ID" in err, err
+    assert not creds.exists()
 
 
 def test_telemetry_export_to_a_file_and_stdout(

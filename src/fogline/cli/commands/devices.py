@@ -14,8 +14,8 @@ import typer
 from fogline.cli.context import ctx_of
 from fogline.cli.inputs import key_value_pairs, read_bytes
 from fogline.cli.output import console, emit_json, table
-from fogline.client.http import ApiError
-from fogline.domain.errors import InvalidInput, Problem
+from fogline.client.http import ApiError, Unreachable
+from fogline.domain.errors import InvalidInput, Problem, Unavailable
 
 app = typer.Typer(help="Devices and their MQTT credentials.", no_args_is_help=True)
 
@@ -275,6 +275,16 @@ def device_import(
         except ApiError as exc:
             problems = _rows_problems(found, found.problems, exc.problems)
             raise ApiError(exc.status, exc.message, problems, exc.body) from None
+        except Unreachable as exc:
+            if checking_only:
+                raise
+            # The request may have been taken and its answer lost: the import is all or none,
+            # so either every device exists (with passwords nobody has) or none does.
+            raise Unavailable(
+                f"{exc}. The platform may have registered all of the devices before the answer "
+                f"was lost: `fogline device ls` shows whether they exist; if they do, "
+                f"`fogline device rotate ID` gives each one a password you can keep"
+            ) from None
         if found.problems:
             problems = _rows_problems(found, found.problems, [])
             raise InvalidInput.of(problems, f"import file {file}")
