@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import socket
 import time
 import uuid
@@ -27,7 +28,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
 # each is checked free when chosen (a port a service holds, e.g. RabbitMQ's 25672, is skipped).
 _PORT_BASE = 20_000
 _PORTS_PER_WORKER = 2_500
-_port_turn = itertools.count()
+# Each test process starts at a random place in its range: two test runs at once on one
+# machine (a developer's two terminals) seldom pick the same port between check and bind.
+_port_turn = itertools.count(random.randrange(_PORTS_PER_WORKER))
 
 
 def free_port() -> int:

@@ -1,4 +1,6 @@
+import copy
 import json
+from typing import Any
 
 import pytest
 
@@ -201,3 +203,78 @@ def test_every_problem_of_a_manifest_in_one_answer() -> None:
         "manifest.trigger.type",  # pydantic
         "manifest.version",
     ]
+
+
+def _with_parameters(parameters: object) -> dict[str, Any]:
+    """A valid manifest (the library's temperature detector) with these parameters."""
+    from fogline.library.catalog import CATALOG
+
+    document = copy.deepcopy(CATALOG["temperature-anomaly"].manifest)
+    document["manifest"]["parameters"] = parameters
+    return document
+
+
+def test_parameters_are_typed_bounded_and_given_to_the_model() -> None:
+    from fogline.models.manifest import check_manifest
+
+    manifest = check_manifest(
+        _with_parameters(
+            {
+                "threshold": {"type": "number", "default": 3, "minimum": 0.5, "value": 4.5},
+                "window": {"type": "integer", "default": 1440, "minimum": 10},
+                "seasonal": {"type": "boolean", "default": True},
+                "method": {"type": "string", "default": "mad", "enum": ["mad", "quantile"]},
+            }
+        )
+    )
+    assert manifest.manifest.parameter_values() == {
+        "threshold": 4.5,
+        "window": 1440,
+        "seasonal": True,
+        "method": "mad",
+    }
+
+
+def test_every_parameter_problem_at_once() -> None:
+    from fogline.models.manifest import check_manifest
+
+    with pytest.raises(InvalidInput) as caught:
+        check_manifest(
+            _with_parameters(
+                {
+                    "Bad-Name": {"type": "number", "default": 1},
+                    "low": {"type": "number", "default": 0.1, "minimum": 0.5},
+                    "count": {"type": "integer", "default": 2.5},
+                    "flag": {"type": "boolean", "default": "yes", "minimum": 1},
+                    "inverted": {"type": "number", "default": 1, "minimum": 5, "maximum": 2},
+                    "mode": {"type": "string", "default": "x", "value": "z", "enum": ["x", "y"]},
+                    "choices": {"type": "integer", "default": 1, "enum": [1, "two"]},
+                    "kind": {"type": "colour", "default": "red"},
+                }
+            )
+        )
+    assert sorted(p.field for p in caught.value.problems) == [
+        "manifest.parameters.Bad-Name",
+        "manifest.parameters.choices.enum.1",
+        "manifest.parameters.count.default",
+        "manifest.parameters.flag.default",
+        "manifest.parameters.flag.minimum",
+        "manifest.parameters.inverted.default",
+        "manifest.parameters.inverted.maximum",
+        "manifest.parameters.kind.type",  # pydantic's: the readable rest is checked too
+        "manifest.parameters.low.default",
+        "manifest.parameters.mode.value",
+    ]
+
+
+def test_parameter_values_set_from_outside_name_declared_parameters_only() -> None:
+    from fogline.models.manifest import with_parameter_values
+
+    document = _with_parameters({"threshold": {"type": "number", "default": 3}})
+    changed = with_parameter_values(document, {"threshold": 5})
+    assert changed["manifest"]["parameters"]["threshold"]["value"] == 5
+    assert "value" not in document["manifest"]["parameters"]["threshold"]  # a copy
+    with pytest.raises(InvalidInput) as caught:
+        with_parameter_values(document, {"threshold": 5, "thresold": 4, "other": 1})
+    assert [p.field for p in caught.value.problems] == ["parameters.thresold", "parameters.other"]
+    assert "it has: threshold" in caught.value.problems[0].reason

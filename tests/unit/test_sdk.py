@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
 from fogline.sdk import FunctionModel, Model, Reading
@@ -142,3 +143,17 @@ def test_an_int_too_wide_for_orjson_is_still_answered_for_the_platform_to_refuse
         r = http.post("/score", json=request(1.0))
         assert r.status_code == 200
         assert r.json()["outputs"][0]["values"] == {"y": big, "z": 1.5}
+
+
+def test_parameters_come_from_the_platform_over_the_models_own_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fogline.sdk import parameters
+
+    monkeypatch.delenv("FOGLINE_MODEL_PARAMETERS", raising=False)
+    assert parameters(threshold=3.0) == {"threshold": 3.0}
+    monkeypatch.setenv("FOGLINE_MODEL_PARAMETERS", '{"threshold": 4.5, "window": 60}')
+    assert parameters(threshold=3.0) == {"threshold": 4.5, "window": 60}
+    monkeypatch.setenv("FOGLINE_MODEL_PARAMETERS", "[1, 2]")
+    with pytest.raises(SystemExit, match="JSON object"):
+        parameters()

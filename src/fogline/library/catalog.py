@@ -32,8 +32,9 @@ def _manifest(
     inputs: list[dict[str, Any]],
     outputs: list[dict[str, Any]],
     memory_mb: int = 512,
+    parameters: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    return {
+    document = {
         "manifest": {
             "name": name,
             "version": "1.0.0",
@@ -55,6 +56,46 @@ def _manifest(
             "outputs": outputs,
         }
     }
+    if parameters:
+        document["manifest"]["parameters"] = parameters
+    return document
+
+
+# What the temperature detector lets a user set (fogline.library.temperature_anomaly reads
+# them through fogline.sdk.parameters()).
+TEMPERATURE_PARAMETERS: dict[str, dict[str, Any]] = {
+    "warm_up": {
+        "type": "integer",
+        "default": 60,
+        "minimum": 10,
+        "maximum": 100_000,
+        "description": "readings per asset before it scores: longer gives a steadier "
+        "baseline and fewer early false alarms, but nothing is judged meanwhile",
+    },
+    "warning_z": {
+        "type": "number",
+        "default": 2.5,
+        "minimum": 0.5,
+        "maximum": 20,
+        "description": "deviations from the usual for 'warning': lower catches more, "
+        "with more false alarms",
+    },
+    "alarm_z": {
+        "type": "number",
+        "default": 4.0,
+        "minimum": 0.5,
+        "maximum": 50,
+        "description": "deviations from the usual for 'alarm'",
+    },
+    "fading": {
+        "type": "number",
+        "default": 0.002,
+        "minimum": 0.00001,
+        "maximum": 0.5,
+        "description": "how fast the baseline forgets: higher follows slow changes sooner "
+        "and also gets used to a slowly growing fault",
+    },
+}
 
 
 WINDOW = {"type": "TIME_WINDOW", "frequency": 5000, "timeWindowSize": 30000}
@@ -76,6 +117,7 @@ CATALOG = {
                     {"dataColumnName": "temperature_score"},
                     {"dataColumnName": "temperature_warning", "readAsString": True},
                 ],
+                parameters=TEMPERATURE_PARAMETERS,
             ),
         ),
         LibraryModel(

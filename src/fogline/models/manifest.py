@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -155,6 +156,30 @@ class Trigger(_Strict):
     time_window_size: int | None = Field(default=None, alias="timeWindowSize")
 
 
+ParameterType = Literal["number", "integer", "boolean", "string"]
+PARAMETER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_PARAMETERS = 64
+MAX_PARAMETER_TEXT = 1024
+
+
+class Parameter(_Strict):
+    """One setting the model reads at start (`fogline.sdk.parameters()`): its type, its
+    default, the value this version runs with (the default when absent), and what it trades.
+    A new value is a new version: what was scored with which settings stays known."""
+
+    type: ParameterType
+    default: Any
+    value: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    enum: list[Any] | None = None
+    description: str | None = Field(default=None, max_length=2000)
+
+    @property
+    def effective(self) -> Any:
+        return self.default if self.value is None else self.value
+
+
 class Column(_Strict):
     data_column_name: str = Field(alias="dataColumnName")
     read_as_string: bool = Field(default=False, alias="readAsString")
@@ -168,6 +193,11 @@ class ManifestBody(_Strict):
     trigger: Trigger
     inputs: list[Column]
     outputs: list[Column]
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
+
+    def parameter_values(self) -> dict[str, Any]:
+        """What the model gets at start: each parameter's value, or its default."""
+        return {name: p.effective for name, p in self.parameters.items()}
 
 
 class Manifest(_Strict):
@@ -244,6 +274,7 @@ def _semantic_problems(m: ManifestBody) -> list[Problem]:
         + _trigger_problems(m.trigger)
         + _column_problems("inputs", m.inputs)
         + _column_problems("outputs", m.outputs)
+        + parameter_problems(m.parameters)
     )
 
 
@@ -339,4 +370,114 @@ def _readable_part_problems(document: Any) -> list[Problem]:
         with contextlib.suppress(ValidationError):
             columns = [Column.model_validate(c) for c in body.get(side) or []]
             p += _column_problems(side, columns)
+    parameters = body.get("parameters")
+    if isinstance(parameters, dict):
+        for name, spec in parameters.items():
+            with contextlib.suppress(ValidationError):
+                p += parameter_problems({str(name): Parameter.model_validate(spec)})
     return p
+
+
+# -- parameters -----------------------------------------------------------------------------
+
+
+def parameter_problems(parameters: dict[str, Parameter]) -> list[Problem]:
+    p: list[Problem] = []
+    if len(parameters) > MAX_PARAMETERS:
+        p.append(Problem("manifest.parameters", f"at most {MAX_PARAMETERS} parameters"))
+    for name, spec in parameters.items():
+        where = f"manifest.parameters.{name}"
+        if not PARAMETER_NAME.fullmatch(name):
+            p.append(Problem(where, "a name like warning_quantile: a-z, 0-9 and _, at most 64"))
+        p += _spec_problems(where, spec)
+        # Checked even when the spec has problems: each value check stops at a wrong type,
+        # so no comparison ever runs between values of different kinds.
+        p += _value_problems(f"{where}.default", spec, spec.default)
+        if spec.value is not None:
+            p += _value_problems(f"{where}.value", spec, spec.value)
+    return p
+
+
+def _spec_problems(where: str, spec: Parameter) -> list[Problem]:
+    p: list[Problem] = []
+    numeric = spec.type in ("number", "integer")
+    for bound in ("minimum", "maximum"):
+        if getattr(spec, bound) is not None and not numeric:
+            p.append(Problem(f"{where}.{bound}", f"only a number or integer has a {bound}"))
+    low, high = spec.minimum, spec.maximum
+    if numeric and low is not None and high is not None and low > high:
+        p.append(Problem(f"{where}.maximum", "is below the minimum"))
+    if spec.enum is not None:
+        if spec.type == "boolean":
+            p.append(Problem(f"{where}.enum", "a boolean has no list of choices"))
+        elif not spec.enum:
+            p.append(Problem(f"{where}.enum", "at least one choice"))
+        else:
+            for i, choice in enumerate(spec.enum):
+                if (reason := _type_problem(spec.type, choice)) is not None:
+                    p.append(Problem(f"{where}.enum.{i}", reason))
+    return p
+
+
+def _type_problem(kind: ParameterType, value: Any) -> str | None:
+    if kind == "boolean":
+        ok = isinstance(value, bool)
+    elif kind == "integer":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "number":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            return f"{value!r} is not a finite number"
+    else:
+        ok = isinstance(value, str)
+        if ok and len(value) > MAX_PARAMETER_TEXT:
+            return f"at most {MAX_PARAMETER_TEXT} characters"
+    return None if ok else f"{_shown(value)} is not a {_KIND_WORDS[kind]}"
+
+
+_KIND_WORDS = {
+    "number": "number",
+    "integer": "whole number",
+    "boolean": "boolean (true or false)",
+    "string": "string",
+}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _value_problems(where: str, spec: Parameter, value: Any) -> list[Problem]:
+    if (reason := _type_problem(spec.type, value)) is not None:
+        return [Problem(where, reason)]
+    if spec.minimum is not None and value < spec.minimum:
+        return [Problem(where, f"{value} is below the minimum {spec.minimum:g}")]
+    if spec.maximum is not None and value > spec.maximum:
+        return [Problem(where, f"{value} is above the maximum {spec.maximum:g}")]
+    if spec.enum is not None and value not in spec.enum:
+        choices = ", ".join(_shown(c) for c in spec.enum)
+        return [Problem(where, f"{_shown(value)} is not one of: {choices}")]
+    return []
+
+
+def with_parameter_values(document: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A manifest document with these parameters' values set (checked with the whole manifest
+    afterwards); a name the manifest does not declare is a problem, all of them at once."""
+    document = copy.deepcopy(document)
+    body = document.get("manifest", document)
+    declared = body.get("parameters") or {}
+    unknown = [
+        Problem(
+            f"parameters.{name}",
+            "the model has no such parameter"
+            + (f"; it has: {', '.join(sorted(declared))}" if declared else "; it has none"),
+        )
+        for name in values
+        if name not in declared
+    ]
+    if unknown:
+        raise InvalidInput.of(unknown, "parameters")
+    for name, value in values.items():
+        declared[name]["value"] = value
+    return document

@@ -10,11 +10,13 @@ speaks Fogline's score/health/callback contract over HTTP or AMQP (docs/models.m
     if __name__ == "__main__":
         serve(Doubler())
 
-A function works too: `serve(score=lambda readings: [...])`.
+A function works too: `serve(score=lambda readings: [...])`. The manifest's `parameters` reach
+the model through `parameters()`.
 """
 
 from fogline.sdk.contract import Output, Reading, ScoreRequest
 from fogline.sdk.model import FunctionModel, Model
+from fogline.sdk.parameters import parameters
 from fogline.sdk.serve import serve
 
-__all__ = ["FunctionModel", "Model", "Output", "Reading", "ScoreRequest", "serve"]
+__all__ = ["FunctionModel", "Model", "Output", "Reading", "ScoreRequest", "parameters", "serve"]

@@ -23,6 +23,7 @@ from fogline.api.routing import FoglineRoute
 from fogline.api.schemas.models import (
     DeploymentOut,
     LibraryEntryOut,
+    LibraryImportIn,
     MappingsIn,
     MappingsOut,
     ModelDeadLetterOut,
@@ -36,7 +37,7 @@ from fogline.api.schemas.models import (
 from fogline.api.streams import while_key_valid
 from fogline.domain.errors import InvalidInput, Problem
 from fogline.library.catalog import CATALOG, library_model
-from fogline.models.manifest import MAX_VERSION_LENGTH, SEMVER_PATTERN
+from fogline.models.manifest import MAX_VERSION_LENGTH, SEMVER_PATTERN, with_parameter_values
 from fogline.models.model_log import MAX_TAIL_BYTES, follow_lines, size_of, tail_lines
 from fogline.models.outputs import load_answer
 
@@ -365,10 +366,27 @@ async def list_library() -> list[LibraryEntryOut]:
     return [LibraryEntryOut.of(m) for m in CATALOG.values()]
 
 
+@router.get("/library/{name}", responses=problem_responses(404))
+async def show_library_model(name: SlugPath) -> LibraryEntryOut:
+    """One library model: what it reads and writes, and the parameters it takes."""
+    return LibraryEntryOut.of(library_model(name))
+
+
 @router.post(
-    "/tenants/{tenant}/library/{name}/import", status_code=201, responses={**IN_TENANT, **CONFLICT}
+    "/tenants/{tenant}/library/{name}/import",
+    status_code=201,
+    responses={**IN_TENANT, **CONFLICT, **WITH_BODY},
 )
-async def import_library_model(name: SlugPath, tenant: ScopedTenant, svc: Services) -> ModelOut:
-    """Submit a library model into the tenant as a draft, ready to map and deploy."""
+async def import_library_model(
+    name: SlugPath, tenant: ScopedTenant, svc: Services, body: LibraryImportIn | None = None
+) -> ModelOut:
+    """Submit a library model into the tenant as a draft, ready to map and deploy; with
+    `parameters`, the draft runs with those values (checked against the model's types and
+    bounds, every problem at once)."""
     entry = library_model(name)
-    return ModelOut.of(await svc.models.submit(tenant, orjson.dumps(entry.manifest)))
+    document = entry.manifest
+    if body is not None and body.parameters:
+        document = with_parameter_values(document, body.parameters)
+    if body is not None and body.version is not None:
+        document = {"manifest": {**document["manifest"], "version": body.version}}
+    return ModelOut.of(await svc.models.submit(tenant, orjson.dumps(document)))

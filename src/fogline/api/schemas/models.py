@@ -309,6 +309,15 @@ class DeploymentOut(Out):
 # -- the library ------------------------------------------------------------------------------
 
 
+class ParameterOut(Out):
+    type: str
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    enum: list[Any] | None = None
+    description: str | None = None
+
+
 class LibraryEntryOut(Out):
     name: str
     version: str
@@ -316,6 +325,9 @@ class LibraryEntryOut(Out):
     trigger: str
     inputs: list[str]
     outputs: list[str]
+    parameters: dict[str, ParameterOut] = Field(
+        default_factory=dict, description="what can be set at import (`parameters`)"
+    )
 
     @classmethod
     def of(cls, m: LibraryModel) -> LibraryEntryOut:
@@ -327,4 +339,23 @@ class LibraryEntryOut(Out):
             trigger=manifest["trigger"]["type"],
             inputs=[c["dataColumnName"] for c in manifest["inputs"]],
             outputs=[c["dataColumnName"] for c in manifest["outputs"]],
+            parameters={
+                name: ParameterOut.model_validate(spec)
+                for name, spec in (manifest.get("parameters") or {}).items()
+            },
         )
+
+
+class LibraryImportIn(Strict):
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="values for the model's parameters (`GET /library/{name}` lists them); "
+        "the rest keep their defaults",
+    )
+    version: str | None = Field(
+        default=None,
+        pattern=SEMVER_PATTERN,
+        max_length=MAX_VERSION_LENGTH,
+        description="the version to import as (the library's own by default): another one "
+        "lets a tenant keep the same model with other parameters",
+    )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
 
 from fogline.cli.context import ctx_of
+from fogline.cli.inputs import key_value_pairs
 from fogline.cli.output import console, table
 
 app = typer.Typer(help="Ready-made models shipped with Fogline.", no_args_is_help=True)
@@ -18,11 +21,71 @@ def library_ls(ctx: typer.Context) -> None:
     c.show(rows, lambda: table(rows, ["name", "version", "trigger", "summary", "outputs"]))
 
 
+@app.command("show")
+def library_show(ctx: typer.Context, name: str) -> None:
+    """One library model: what it reads and writes, and its parameters (defaults, bounds,
+    what each trades)."""
+    c = ctx_of(ctx)
+    entry = c.client().get(f"/library/{name}")
+
+    def human() -> None:
+        console.print(f"[bold]{entry['name']}[/] {entry['version']}: {entry['summary']}")
+        console.print(f"trigger  {entry['trigger']}", highlight=False)
+        console.print(f"inputs   {', '.join(entry['inputs'])}", highlight=False)
+        console.print(f"outputs  {', '.join(entry['outputs'])}", highlight=False)
+        rows = [
+            {
+                "parameter": pname,
+                "type": spec["type"],
+                "default": spec["default"],
+                "range": _range(spec),
+                "what it trades": spec.get("description") or "",
+            }
+            for pname, spec in entry["parameters"].items()
+        ]
+        if not rows:
+            console.print("no parameters")
+            return
+        table(rows, ["parameter", "type", "default", "range", "what it trades"])
+        console.print(
+            f"set them at import: fogline library import {entry['name']} "
+            f"--param {rows[0]['parameter']}=VALUE",
+            highlight=False,
+        )
+
+    c.show(entry, human)
+
+
+def _range(spec: dict[str, Any]) -> str:
+    if spec.get("enum"):
+        return " | ".join(str(v) for v in spec["enum"])
+    low, high = spec.get("minimum"), spec.get("maximum")
+    if low is None and high is None:
+        return ""
+    return f"{'' if low is None else f'{low:g}'}..{'' if high is None else f'{high:g}'}"
+
+
 @app.command("import")
-def library_import(ctx: typer.Context, name: str) -> None:
+def library_import(
+    ctx: typer.Context,
+    name: str,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", help="NAME=VALUE, repeatable: a parameter's value (library show lists them)"
+        ),
+    ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(help="import as this version (to keep the same model with other values)"),
+    ] = None,
+) -> None:
     """Import a library model into the tenant as a draft (then map and deploy it)."""
     c = ctx_of(ctx)
-    created = c.client().post(f"/tenants/{c.t()}/library/{name}/import")
+    body: dict[str, Any] = {"parameters": key_value_pairs(param, "--param")}
+    if version is not None:
+        body["version"] = version
+    created = c.client().post(f"/tenants/{c.t()}/library/{name}/import", body)
     c.show(
         created,
         lambda: console.print(

@@ -518,6 +518,8 @@ class LocalRuntime:
             "FOGLINE_HEALTH_ENDPOINT": model.health_check_endpoint,
             # The calls the companion may have in flight at once: the SDK serves as many.
             "FOGLINE_MODEL_CONCURRENCY": str(1 if model.stateful else model.concurrency),
+            # The manifest's parameters (value, or default), read by fogline.sdk.parameters().
+            "FOGLINE_MODEL_PARAMETERS": json.dumps(spec.manifest.parameter_values()),
         }
         if model.type == "http":
             env["FOGLINE_MODEL_SOCKET"] = sandbox.SOCKET
