@@ -333,7 +333,7 @@ def _extract(
 ) -> None:
     expected = {c["path"]: c for c in manifest["contents"]}
     seen: set[str] = set()
-    for member in tar:
+    while (member := tar.next()) is not None:  # the members after the manifest, read once
         entry = expected.get(member.name)
         if entry is None or member.name in seen or not member.isfile():
             raise _corrupt(archive, f"unexpected member {member.name!r}")
