@@ -47,7 +47,9 @@ def database_urls(request: pytest.FixtureRequest) -> Iterator[tuple[str | None, 
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-def fogline(*args: str, data_dir: Path, database_url: str | None) -> subprocess.CompletedProcess[str]:
+def fogline(
+    *args: str, data_dir: Path, database_url: str | None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOGLINE_")}
     env["FOGLINE_DATA_DIR"] = str(data_dir)
     if database_url:
@@ -162,14 +164,21 @@ def test_backup_and_restore_a_whole_platform(
             assert not device.connect().is_failure
             device.publish(
                 "fogline/default/devices/d1/telemetry",
-                {"asset": "m1", "ts": t0 + READINGS * 1000 - 1, "values": {"rpm": -1}},
+                # temperature: a series the backup did not hold, a new row with a new id
+                {
+                    "asset": "m1",
+                    "ts": t0 + READINGS * 1000 - 1,
+                    "values": {"rpm": -1, "temperature": 20.5},
+                },
             )
         finally:
             device.close()
         wait_for(lambda: len(_history(api, t0)) == READINGS + 1, what="a new reading stored")
-        # New rows take new ids (PostgreSQL's sequences were moved past the restored ones).
-        r = api.post("/tenants/default/devices", json={"id": "d2"})
-        assert r.status_code == 201, r.text
+        # New rows took new ids (PostgreSQL's sequences were moved past the restored ones).
+        r = api.get("/tenants/default/assets/m1/telemetry/latest", params={"keys": "temperature"})
+        assert r.json()["values"]["temperature"]["value"] == 20.5, r.text
+        r = api.get("/tenants/default/dead-letters")
+        assert r.json()["total"] == 0, r.text
     finally:
         assert restored.stop() == 0
 
