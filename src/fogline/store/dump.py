@@ -75,15 +75,33 @@ def load_dump(
     rows_of: Callable[[TableDump], Iterable[list[Any]]],
 ) -> None:
     """Make the current schema in an empty database and insert the dumped rows, in one
-    transaction. Refuses (DatabaseNotEmpty) a database that holds any table."""
-    with engine.begin() as conn:
+    transaction (and, as SQLite's driver commits its DDL on its own, with the tables made
+    dropped again should the load fail). Refuses (DatabaseNotEmpty) a database that holds any
+    table."""
+    with engine.connect() as conn:
         existing = inspect(conn).get_table_names()
-        if existing:
-            shown = ", ".join(sorted(existing)[:5]) + (", ..." if len(existing) > 5 else "")
-            raise DatabaseNotEmpty(
-                f"the database to restore into is not empty (it holds {len(existing)} "
-                f"table(s): {shown}); restore into an empty database or schema"
-            )
+    if existing:
+        shown = ", ".join(sorted(existing)[:5]) + (", ..." if len(existing) > 5 else "")
+        raise DatabaseNotEmpty(
+            f"the database to restore into is not empty (it holds {len(existing)} "
+            f"table(s): {shown}); restore into an empty database or schema"
+        )
+    try:
+        _load(engine, tables, rows_of)
+    except BaseException:
+        with engine.begin() as conn:  # it was empty: whatever it holds now is the load's
+            metadata = MetaData()
+            metadata.reflect(conn)
+            metadata.drop_all(conn)
+        raise
+
+
+def _load(
+    engine: Engine,
+    tables: list[TableDump],
+    rows_of: Callable[[TableDump], Iterable[list[Any]]],
+) -> None:
+    with engine.begin() as conn:
         schema_version.metadata.create_all(conn)
         schema.metadata.create_all(conn)
         conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
