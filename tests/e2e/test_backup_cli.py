@@ -159,6 +159,8 @@ def test_backup_and_restore_a_whole_platform(
     r = fogline("restore", str(archive), data_dir=target, database_url=target_url)
     assert r.returncode == 0, r.stderr
     assert "restored" in r.stdout, r.stdout
+    assert stat.S_IMODE((target / "secret.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
     env = {"FOGLINE_DATABASE_URL": target_url} if target_url else {}
     restored = start_platform(target, extra_env=env)
     try:
@@ -219,6 +221,21 @@ def test_restore_refuses_another_schema_version_and_what_is_not_a_backup(tmp_pat
     assert r.returncode == 7, r.stderr
     assert "schema version 1" in r.stderr and "Fogline 0.0.1" in r.stderr, r.stderr
     assert not target.exists()
+
+    # A member's path that would leave the data dir.
+    from fogline.store.migrations import SCHEMA_VERSION
+
+    manifest["schema_version"] = SCHEMA_VERSION
+    manifest["contents"] = [{"path": "data/../../evil", "size": 1, "sha256": "0" * 64}]
+    escaping = tmp_path / "escaping.tar.gz"
+    with tarfile.open(escaping, "w:gz") as tar:
+        document = json.dumps(manifest).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(document)
+        tar.addfile(info, io.BytesIO(document))
+    r = fogline("restore", str(escaping), data_dir=target, database_url=None)
+    assert r.returncode == 2 and "not allowed: 'data/../../evil'" in r.stderr, r.stderr
+    assert not target.exists() and not (tmp_path.parent / "evil").exists()
 
     r = fogline("backup", str(tmp_path / "x.tar.gz"), data_dir=tmp_path / "none", database_url=None)
     assert r.returncode == 3 and "no data dir" in r.stderr, r.stderr

@@ -208,6 +208,7 @@ def restore(settings: Settings, archive: Path) -> BackupSummary:
             f"the data dir {target} is not empty: restore into a new or empty data dir "
             "(--data-dir), or move this one away first"
         )
+    os.umask(0o077)  # what the restore makes is the platform's user's only, as `up` makes it
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(_private_tempdir(target.parent, f".{target.name}.restoring-"))
     lock = DataDirLock(staging)
@@ -423,10 +424,16 @@ def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
 def _file_digest(path: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as source:
-        while chunk := source.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
+    try:
+        with path.open("rb") as source:
+            while chunk := source.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise BackupRefused(
+            f"cannot read {path} to back it up: {exc.strerror or exc}; run the backup as the "
+            "user the platform runs as"
+        ) from None
     return size, digest.hexdigest()
 
 
