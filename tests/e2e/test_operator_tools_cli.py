@@ -169,3 +169,20 @@ def test_telemetry_export_to_a_file_and_stdout(
     assert not (tmp_path / "x").exists()
     r = p.cli("telemetry", "export", "nope")
     assert r.returncode == 3 and "nope" in r.stderr, r.stderr
+
+    # Parquet: typed columns, to a file only.
+    import pyarrow.parquet as pq
+
+    r = p.cli(*args, "--format", "parquet")
+    assert r.returncode == 2 and "--out" in r.stderr and "Parquet" in r.stderr, r.stderr
+    parquet = tmp_path / "m1.parquet"
+    r = p.cli(*args, "--format", "parquet", "--out", str(parquet))
+    assert r.returncode == 0, r.stderr
+    table = pq.read_table(parquet)
+    assert table.column_names == ["ts", "asset", "rpm", "state"]
+    assert str(table.schema.field("rpm").type) == "int64"
+    assert table.column("rpm").to_pylist() == list(range(500))
+    assert table.column("state").to_pylist() == [f"s{i}" for i in range(500)]
+    assert [int(t.timestamp() * 1000) for t in table.column("ts").to_pylist()] == [
+        t0 + i * 1000 for i in range(500)
+    ]

@@ -17,6 +17,7 @@ from fogline.cli import output
 from fogline.cli.commands import (
     asset_types,
     assets,
+    backup,
     bench,
     devices,
     events,
@@ -41,6 +42,7 @@ app = typer.Typer(
 # Added without a name, the platform's commands (up, status, ...) sit at the top level; added
 # first, they are listed before the groups in `fogline --help`.
 app.add_typer(platform.app)
+app.add_typer(backup.app)  # `fogline backup` and `fogline restore`, at the top level
 app.add_typer(tenants.app, name="tenant")
 app.add_typer(keys.app, name="key")
 app.add_typer(asset_types.app, name="asset-type")

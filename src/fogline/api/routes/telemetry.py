@@ -32,7 +32,7 @@ from fogline.api.schemas.telemetry import (
 from fogline.api.streams import while_key_valid
 from fogline.domain.ids import SLUG_PATTERN
 from fogline.domain.timeseries import now_ms, parse_duration_ms, parse_query_time
-from fogline.ingest.export import CSV_MEDIA_TYPE
+from fogline.ingest.export import CSV_MEDIA_TYPE, PARQUET_MEDIA_TYPE
 from fogline.ingest.intake import TelemetryFateUnknown, TelemetryNotStored
 from fogline.ingest.queries import MAX_RAW_POINTS
 from fogline.models.manifest import SEMVER_PATTERN
@@ -167,8 +167,13 @@ async def history(
         200: {
             "description": "CSV: `ts` (epoch ms), `time` (ISO 8601, UTC), then one column per "
             "telemetry; one line per reading, oldest first; strings quoted, a value the "
-            "reading does not hold empty",
-            "content": {CSV_MEDIA_TYPE.split(";")[0]: {"schema": {"type": "string"}}},
+            "reading does not hold empty. Parquet (`format=parquet`): `ts` (timestamp, ms, UTC), "
+            "`asset`, then one typed column per telemetry (float64, int64, bool, string; null "
+            "where the reading does not hold it), a row group per page",
+            "content": {
+                CSV_MEDIA_TYPE.split(";")[0]: {"schema": {"type": "string"}},
+                PARQUET_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            },
         }
     },
 )
@@ -179,7 +184,9 @@ async def export(
     keys: TelemetryKeys = None,
     start: TimeFrom = "-1h",
     end: TimeTo = "now",
-    file_format: Annotated[Literal["csv"], Query(alias="format", description="csv")] = "csv",
+    file_format: Annotated[
+        Literal["csv", "parquet"], Query(alias="format", description="csv or parquet")
+    ] = "csv",
 ) -> StreamingResponse:
     """An asset's raw history as a file, streamed: the whole range, however long, read from
     the store a page at a time. The request is checked before the first byte is sent."""
@@ -193,9 +200,10 @@ async def export(
         parse_query_time(end, now, "to"),
     )
     filename = f"{asset}-{plan.start}-{plan.end}.{file_format}"
+    parquet = file_format == "parquet"
     return StreamingResponse(
-        exporter.csv(plan),
-        media_type=CSV_MEDIA_TYPE,
+        exporter.parquet(plan) if parquet else exporter.csv(plan),
+        media_type=PARQUET_MEDIA_TYPE if parquet else CSV_MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +12,14 @@ import typer
 from fogline.cli.context import ctx_of
 from fogline.cli.inputs import read_bytes_or_stdin
 from fogline.cli.output import console, table
+from fogline.domain.errors import InvalidInput, Problem
 
 app = typer.Typer(help="Send and read telemetry.", no_args_is_help=True)
+
+
+class ExportFormat(StrEnum):
+    CSV = "csv"
+    PARQUET = "parquet"
 
 
 @app.command("send")
@@ -99,13 +106,21 @@ def telemetry_export(
     out: Annotated[
         Path | None, typer.Option("--out", help="file to write (default: standard output)")
     ] = None,
-    file_format: Annotated[str, typer.Option("--format", help="csv")] = "csv",
+    file_format: Annotated[
+        ExportFormat, typer.Option("--format", help="csv, or parquet (needs --out)")
+    ] = ExportFormat.CSV,
 ) -> None:
-    """Export an asset's raw history as CSV: ts (epoch ms), time (ISO 8601 UTC), then one
-    column per telemetry. Streamed: any length of history, written as it arrives."""
+    """Export an asset's raw history as CSV (ts in epoch ms, time in ISO 8601 UTC, then one
+    column per telemetry) or Parquet (ts as a UTC timestamp, asset, then one typed column per
+    telemetry). Streamed: any length of history, written as it arrives."""
+    if file_format is ExportFormat.PARQUET and out is None:
+        raise InvalidInput.of(
+            [Problem("--out", "Parquet is a binary file: give the file to write with --out")],
+            "export",
+        )
     c = ctx_of(ctx)
     path = f"/tenants/{c.t()}/assets/{asset}/telemetry/export"
-    params = {"keys": keys, "from": start, "to": end, "format": file_format}
+    params = {"keys": keys, "from": start, "to": end, "format": file_format.value}
     client = c.client()
     if out is None:
         client.download(path, sys.stdout.buffer, **params)
