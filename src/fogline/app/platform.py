@@ -45,7 +45,12 @@ from fogline.bus.bridge import MqttBridge
 from fogline.bus.connection import Bus, redact_url
 from fogline.bus.errors import PortInUse
 from fogline.bus.refusals import OversizeReporter
-from fogline.bus.server import EmbeddedNats, EmbeddedNatsSettings, check_port_free
+from fogline.bus.server import (
+    EmbeddedNats,
+    EmbeddedNatsSettings,
+    check_port_free,
+    mqtt_port_setting,
+)
 from fogline.bus.subjects import Subjects
 from fogline.disk import DiskGuard
 from fogline.domain.access import DEFAULT_TENANT, Role
@@ -179,7 +184,12 @@ def check_embedded_ports(settings: Settings) -> None:
     port fails the start with nothing half-made. (nats-server checks them again as it binds.)"""
     host = EmbeddedNatsSettings(directory=settings.data_dir / "nats").host
     check_port_free(host, settings.nats_port, "NATS", "FOGLINE_NATS_PORT")
-    check_port_free(host, settings.mqtt_port, "MQTT", "FOGLINE_MQTT_PORT")
+    check_port_free(
+        settings.mqtt_host,
+        settings.mqtt_listen_port,
+        "MQTT",
+        mqtt_port_setting(settings.tls),
+    )
 
 
 P = ParamSpec("P")
@@ -301,19 +311,40 @@ class Platform:
     # -- addresses ------------------------------------------------------------------------
 
     @property
+    def http_port(self) -> int:
+        return self._http_socket.getsockname()[1] if self._http_socket else self.settings.http_port
+
+    @property
     def http_url(self) -> str:
+        """Where this machine reaches the API (a wildcard host: loopback, by the name
+        `localhost` with TLS, which a certificate is likelier to carry than an address)."""
         host = self.settings.http_host
-        port = self._http_socket.getsockname()[1] if self._http_socket else self.settings.http_port
-        return f"http://{host}:{port}"
+        if host in ("0.0.0.0", ""):
+            host = "localhost" if self.settings.tls else "127.0.0.1"
+        scheme = "https" if self.settings.tls else "http"
+        return f"{scheme}://{host}:{self.http_port}"
 
     @property
     def mqtt_url(self) -> str | None:
         if self.settings.mqtt_url:
             return redact_url(self.settings.mqtt_url)
         if self.nats is not None:
-            host, port = self.nats.mqtt_address
-            return f"mqtt://{host}:{port}"
+            return self.nats.mqtt_url
         return None
+
+    def listeners(self) -> list[dict[str, Any]]:
+        """What this platform listens on: host, port and whether TLS guards it."""
+        s = self.settings
+        found = [{"name": "http", "host": s.http_host, "port": self.http_port, "tls": s.tls}]
+        if self.nats is not None:
+            n = self.nats.settings
+            found.append(
+                {"name": "mqtt", "host": n.mqtt_host, "port": n.mqtt_port, "tls": bool(n.mqtt_tls)}
+            )
+            if n.mqtt_tls is not None and n.mqtt_tls.client_ca_file is not None:
+                found[-1]["client_certificates"] = True
+            found.append({"name": "nats", "host": n.host, "port": n.client_port, "tls": False})
+        return found
 
     @property
     def nats_url(self) -> str:
@@ -396,8 +427,12 @@ class Platform:
                 package_bytes=s.package_max_bytes,
             ),
         )
+        tls: dict[str, Any] = {}
+        if s.tls_cert_file is not None and s.tls_key_file is not None:
+            tls = {"ssl_certfile": str(s.tls_cert_file), "ssl_keyfile": str(s.tls_key_file)}
         config = uvicorn.Config(
             create_app(services),
+            **tls,
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -467,6 +502,9 @@ class Platform:
     def write_client_file(self, api_key: str) -> None:
         path = self.settings.client_file
         document = {"url": self.http_url, "api_key": api_key, "tenant": DEFAULT_TENANT}
+        if self.settings.tls_cert_file is not None:
+            # The CLI trusts this certificate itself (self-signed or not): see client/http.py.
+            document["ca_file"] = str(self.settings.tls_cert_file.resolve())
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(document, f, indent=2)
@@ -478,7 +516,10 @@ class Platform:
             document = json.loads(path.read_text())
         except (OSError, ValueError):
             return
-        if document.get("url") != self.http_url and document.get("api_key"):
+        cert = self.settings.tls_cert_file
+        ca_file = str(cert.resolve()) if cert is not None else None
+        changed = document.get("url") != self.http_url or document.get("ca_file") != ca_file
+        if changed and document.get("api_key"):
             self.write_client_file(document["api_key"])
 
     async def stop(self) -> None:
@@ -521,6 +562,7 @@ class Platform:
             "rss_mb": rss_mb(os.getpid()),
             "http": self.http_url,
             "mqtt": self.mqtt_url,
+            "listeners": self.listeners(),
             "nats": self.nats_url,
             "nats_pid": nats.pid if nats else None,
             "nats_restarts": nats.restarts if nats else 0,

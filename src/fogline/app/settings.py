@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,17 @@ class Settings(BaseModel):
     http_port: int = Field(default=8470, ge=0, le=65535)
     nats_port: int = Field(default=14222, ge=1, le=65535)
     mqtt_port: int = Field(default=18830, ge=1, le=65535)
+    # Where devices reach MQTT (the API has http_host). Loopback by default, as for the demo;
+    # a real site says 0.0.0.0 or one of its addresses.
+    mqtt_host: str = "127.0.0.1"
+    # TLS (docs/operations.md): with a certificate and its key, the API serves HTTPS on
+    # http_port and MQTT listens with TLS on mqtt_tls_port instead of plain on mqtt_port
+    # (nats-server has one MQTT listener). With tls_client_ca_file, a device must also show a
+    # certificate signed by that CA (mutual TLS), and still logs in with its password.
+    mqtt_tls_port: int = Field(default=18883, ge=1, le=65535)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
     nats_url: str | None = None
     database_url: str | None = None
     mqtt_url: str | None = None
@@ -88,6 +100,15 @@ class Settings(BaseModel):
     # restarted.
     historian_progress_timeout: float = Field(default=30.0, gt=0)
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None and self.tls_key_file is not None
+
+    @property
+    def mqtt_listen_port(self) -> int:
+        """The port of the one MQTT listener: mqtt_tls_port with TLS, else mqtt_port."""
+        return self.mqtt_tls_port if self.tls else self.mqtt_port
 
     @property
     def effective_database_url(self) -> str:
@@ -192,4 +213,82 @@ def _rule_problems(settings: Settings) -> list[Problem]:
             problems += exc.problems
         except (TypeError, ValueError, AttributeError):
             continue  # a value of the wrong type: pydantic said so already
+    return problems + _tls_problems(settings) + _port_problems(settings)
+
+
+def _readable(path: object, field: str) -> Problem | None:
+    if not isinstance(path, Path):
+        return None  # pydantic said so already
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError as exc:
+        return Problem(field, f"cannot read {path}: {exc.strerror or exc}")
+    return None
+
+
+def _tls_problems(settings: Settings) -> list[Problem]:
+    """A certificate needs its key (and the reverse), each file readable, the key the
+    certificate's own, and a client CA a server certificate to go with."""
+    cert = getattr(settings, "tls_cert_file", None)
+    key = getattr(settings, "tls_key_file", None)
+    client_ca = getattr(settings, "tls_client_ca_file", None)
+    problems: list[Problem] = []
+    if cert is not None and key is None:
+        problems.append(Problem("tls_key_file", "tls_cert_file is set: its key is needed too"))
+    if key is not None and cert is None:
+        problems.append(Problem("tls_cert_file", "tls_key_file is set: its certificate too"))
+    if client_ca is not None and cert is None:
+        problems.append(
+            Problem("tls_client_ca_file", "client certificates need TLS: set tls_cert_file")
+        )
+    unreadable = [
+        p
+        for p in (
+            _readable(cert, "tls_cert_file") if cert is not None else None,
+            _readable(key, "tls_key_file") if key is not None else None,
+            _readable(client_ca, "tls_client_ca_file") if client_ca is not None else None,
+        )
+        if p is not None
+    ]
+    problems += unreadable
+    if unreadable:
+        return problems
+    if isinstance(cert, Path) and isinstance(key, Path):
+        try:
+            # An encrypted key is refused (nats-server cannot read one), not prompted for.
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert, key, password=lambda: b"")
+        except ssl.SSLError as exc:
+            reason = "the key does not match the certificate"
+            if "KEY_VALUES_MISMATCH" not in str(exc):
+                reason = f"not a PEM certificate and its unencrypted key: {exc.reason or exc}"
+            problems.append(Problem("tls_key_file", f"{cert} with {key}: {reason}"))
+        except OSError as exc:
+            problems.append(Problem("tls_cert_file", f"cannot load {cert}: {exc}"))
+    if isinstance(client_ca, Path):
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            problems.append(
+                Problem("tls_client_ca_file", f"{client_ca} is not a PEM CA certificate: {exc}")
+            )
+    return problems
+
+
+def _port_problems(settings: Settings) -> list[Problem]:
+    """Two listeners of the platform's own on one port: said before anything binds."""
+    names = ["http_port"]
+    if getattr(settings, "nats_url", None) is None:  # else no broker of our own
+        tls = getattr(settings, "tls_cert_file", None) is not None
+        names += ["nats_port", "mqtt_tls_port" if tls else "mqtt_port"]
+    seen: dict[int, str] = {}
+    problems: list[Problem] = []
+    for name in names:
+        port = getattr(settings, name, None)
+        if not isinstance(port, int) or port == 0:
+            continue  # pydantic said so, or the HTTP port is chosen by the system
+        if port in seen:
+            problems.append(Problem(name, f"{port} is also {seen[port]}"))
+        seen.setdefault(port, name)
     return problems
