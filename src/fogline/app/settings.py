@@ -216,9 +216,14 @@ def _rule_problems(settings: Settings) -> list[Problem]:
     return problems + _tls_problems(settings) + _port_problems(settings)
 
 
-def _readable(path: object, field: str) -> Problem | None:
-    if not isinstance(path, Path):
-        return None  # pydantic said so already
+def _path(value: object) -> Path | None:
+    """A path setting as given (a string before pydantic has read it, when it could not)."""
+    if isinstance(value, Path):
+        return value
+    return Path(value) if isinstance(value, str) and value else None
+
+
+def _readable(path: Path, field: str) -> Problem | None:
     try:
         with path.open("rb") as f:
             f.read(1)
@@ -230,9 +235,9 @@ def _readable(path: object, field: str) -> Problem | None:
 def _tls_problems(settings: Settings) -> list[Problem]:
     """A certificate needs its key (and the reverse), each file readable, the key the
     certificate's own, and a client CA a server certificate to go with."""
-    cert = getattr(settings, "tls_cert_file", None)
-    key = getattr(settings, "tls_key_file", None)
-    client_ca = getattr(settings, "tls_client_ca_file", None)
+    cert = _path(getattr(settings, "tls_cert_file", None))
+    key = _path(getattr(settings, "tls_key_file", None))
+    client_ca = _path(getattr(settings, "tls_client_ca_file", None))
     problems: list[Problem] = []
     if cert is not None and key is None:
         problems.append(Problem("tls_key_file", "tls_cert_file is set: its key is needed too"))
@@ -242,19 +247,11 @@ def _tls_problems(settings: Settings) -> list[Problem]:
         problems.append(
             Problem("tls_client_ca_file", "client certificates need TLS: set tls_cert_file")
         )
-    unreadable = [
-        p
-        for p in (
-            _readable(cert, "tls_cert_file") if cert is not None else None,
-            _readable(key, "tls_key_file") if key is not None else None,
-            _readable(client_ca, "tls_client_ca_file") if client_ca is not None else None,
-        )
-        if p is not None
-    ]
-    problems += unreadable
-    if unreadable:
-        return problems
-    if isinstance(cert, Path) and isinstance(key, Path):
+    cert_problem = _readable(cert, "tls_cert_file") if cert is not None else None
+    key_problem = _readable(key, "tls_key_file") if key is not None else None
+    ca_problem = _readable(client_ca, "tls_client_ca_file") if client_ca is not None else None
+    problems += [p for p in (cert_problem, key_problem, ca_problem) if p is not None]
+    if cert is not None and key is not None and cert_problem is None and key_problem is None:
         try:
             # An encrypted key is refused (nats-server cannot read one), not prompted for.
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -262,16 +259,14 @@ def _tls_problems(settings: Settings) -> list[Problem]:
         except ssl.SSLError as exc:
             reason = "the key does not match the certificate"
             if "KEY_VALUES_MISMATCH" not in str(exc):
-                reason = f"not a PEM certificate and its unencrypted key: {exc.reason or exc}"
+                reason = "not a PEM certificate and its key (PEM, not encrypted)"
             problems.append(Problem("tls_key_file", f"{cert} with {key}: {reason}"))
-        except OSError as exc:
-            problems.append(Problem("tls_cert_file", f"cannot load {cert}: {exc}"))
-    if isinstance(client_ca, Path):
+    if client_ca is not None and ca_problem is None:
         try:
             ssl.create_default_context().load_verify_locations(cafile=client_ca)
-        except (ssl.SSLError, OSError) as exc:
+        except ssl.SSLError:
             problems.append(
-                Problem("tls_client_ca_file", f"{client_ca} is not a PEM CA certificate: {exc}")
+                Problem("tls_client_ca_file", f"{client_ca} is not a PEM CA certificate")
             )
     return problems
 
@@ -285,9 +280,12 @@ def _port_problems(settings: Settings) -> list[Problem]:
     seen: dict[int, str] = {}
     problems: list[Problem] = []
     for name in names:
-        port = getattr(settings, name, None)
-        if not isinstance(port, int) or port == 0:
-            continue  # pydantic said so, or the HTTP port is chosen by the system
+        try:
+            port = int(getattr(settings, name, None))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue  # pydantic said so
+        if port == 0:
+            continue  # the HTTP port chosen by the system
         if port in seen:
             problems.append(Problem(name, f"{port} is also {seen[port]}"))
         seen.setdefault(port, name)
