@@ -134,6 +134,11 @@ def test_the_api_answers_over_https_to_a_client_that_trusts_the_ca(site: TlsSite
         "client_certificates": False,
     }
     assert (listeners["mqtt"]["port"], listeners["mqtt"]["tls"]) == (site.mqtt_tls_port, True)
+    # Beside the HTTPS API, a plain listener on loopback for local models' answers.
+    callbacks = listeners["http-callbacks"]
+    assert (callbacks["host"], callbacks["tls"]) == ("127.0.0.1", False)
+    r = httpx.get(f"http://127.0.0.1:{callbacks['port']}/api/v1/health")
+    assert r.status_code == 200, r.text
     # Nothing plain is left where devices connect: the one MQTT listener is the TLS one.
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", site.running.mqtt_port)) != 0

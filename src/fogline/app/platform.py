@@ -65,6 +65,7 @@ from fogline.store.database import Database
 log = logging.getLogger(__name__)
 
 HOT_STORE_TIMEOUT_S = 2.0
+LOOPBACK = "127.0.0.1"
 
 
 class _Server(uvicorn.Server):
@@ -179,6 +180,39 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def _serve(stack: AsyncExitStack, app: Any, sock: socket.socket, tls: dict[str, Any]) -> None:
+    """uvicorn on a bound socket (with TLS when told), stopped by the stack."""
+    config = uvicorn.Config(
+        app,
+        **tls,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=3,
+        # Longer than clients keep idle connections (ours: 4 s, httpx's default: 5 s), so
+        # the server is not the one closing a connection a client is about to reuse.
+        timeout_keep_alive=15,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+
+    async def stop_http() -> None:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await task
+
+    stack.push_async_callback(stop_http)
+
+    async def http_started() -> bool:
+        if task.done():
+            task.result()
+            raise ConfigurationError("the HTTP server stopped while starting")
+        return bool(server.started)
+
+    if not await wait_until(http_started, 10, interval_s=0.02):
+        raise ConfigurationError("the HTTP server did not start in 10s")
+
+
 def check_embedded_ports(settings: Settings) -> None:
     """The embedded broker's ports, checked before the database is made or migrated: a taken
     port fails the start with nothing half-made. (nats-server checks them again as it binds.)"""
@@ -266,6 +300,7 @@ class Platform:
         self._running: _Running | None = None
         self._readiness: Readiness | None = None
         self._http_socket: socket.socket | None = None
+        self._loopback_socket: socket.socket | None = None  # plain, beside an HTTPS API
 
     # -- the parts of a started platform ----------------------------------------------------
 
@@ -344,6 +379,9 @@ class Platform:
             if n.mqtt_tls is not None and n.mqtt_tls.client_ca_file is not None:
                 found[-1]["client_certificates"] = True
             found.append({"name": "nats", "host": n.host, "port": n.client_port, "tls": False})
+        if self._loopback_socket is not None:
+            port = self._loopback_socket.getsockname()[1]
+            found.append({"name": "http-callbacks", "host": LOOPBACK, "port": port, "tls": False})
         return found
 
     @property
@@ -402,7 +440,10 @@ class Platform:
         await models.deployments.recover()
 
     def _callback_base(self) -> str:
-        return f"{self.http_url}/api/v1/model-callbacks"
+        base = self.http_url
+        if self._loopback_socket is not None:
+            base = f"http://{LOOPBACK}:{self._loopback_socket.getsockname()[1]}"
+        return f"{base}/api/v1/model-callbacks"
 
     async def _serve_http(self, stack: AsyncExitStack, sock: socket.socket) -> None:
         r, s = self.running, self.settings
@@ -427,38 +468,25 @@ class Platform:
                 package_bytes=s.package_max_bytes,
             ),
         )
-        tls: dict[str, Any] = {}
-        if s.tls_cert_file is not None and s.tls_key_file is not None:
-            tls = {"ssl_certfile": str(s.tls_cert_file), "ssl_keyfile": str(s.tls_key_file)}
-        config = uvicorn.Config(
-            create_app(services),
-            **tls,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=3,
-            # Longer than clients keep idle connections (ours: 4 s, httpx's default: 5 s), so
-            # the server is not the one closing a connection a client is about to reuse.
-            timeout_keep_alive=15,
-        )
-        server = _Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
+        app = create_app(services)
+        if s.tls_cert_file is None or s.tls_key_file is None:
+            await _serve(stack, app, sock, {})
+            return
+        tls: dict[str, Any] = {
+            "ssl_certfile": str(s.tls_cert_file),
+            "ssl_keyfile": str(s.tls_key_file),
+        }
+        await _serve(stack, app, sock, tls)
+        # Local models answer asynchronous calls on a plain loopback listener of the same API
+        # (they have no certificate to trust); its port is the system's choice.
+        loopback = self._loopback_socket = bind_http(LOOPBACK, 0)
+        stack.callback(self._forget_loopback_socket)
+        await _serve(stack, app, loopback, {})
 
-        async def stop_http() -> None:
-            server.should_exit = True
-            with contextlib.suppress(Exception):
-                await task
-
-        stack.push_async_callback(stop_http)
-
-        async def http_started() -> bool:
-            if task.done():
-                task.result()
-                raise ConfigurationError("the HTTP server stopped while starting")
-            return bool(server.started)
-
-        if not await wait_until(http_started, 10, interval_s=0.02):
-            raise ConfigurationError("the HTTP server did not start in 10s")
+    def _forget_loopback_socket(self) -> None:
+        if self._loopback_socket is not None:
+            self._loopback_socket.close()
+            self._loopback_socket = None
 
     def _forget_http_socket(self) -> None:
         if self._http_socket is not None:
