@@ -138,3 +138,22 @@ def test_the_cli_trusts_what_client_json_names_for_its_own_url(
     assert resolve_connection("https://elsewhere:8470", None, tmp_path).ca_file is None
     monkeypatch.setenv("FOGLINE_CA_FILE", "/site/ca.pem")
     assert resolve_connection("https://elsewhere:8470", None, tmp_path).ca_file == "/site/ca.pem"
+
+
+def test_an_encrypted_key_is_refused_not_prompted_for(
+    tmp_path: Path, pki: tuple[TestCA, Path, Path, Path]
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    _, cert, key, _ = pki
+    loaded = serialization.load_pem_private_key(key.read_bytes(), None)
+    encrypted = tmp_path / "encrypted-key.pem"
+    encrypted.write_bytes(
+        loaded.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    found = problems_of(data_dir=tmp_path, tls_cert_file=cert, tls_key_file=encrypted)
+    assert found["tls_key_file"].endswith("(PEM, not encrypted)")
