@@ -3,6 +3,7 @@ on the API's plain loopback listener, having no certificate to trust."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -12,9 +13,10 @@ import httpx
 import pytest
 
 from fogline.app.platform import Platform
+from fogline.bus.errors import PortInUse
 from tests import model_kit as k
 from tests.certs import TestCA
-from tests.conftest import Api
+from tests.conftest import Api, free_port
 from tests.integration.test_model_deployment import outputs_of
 
 
@@ -48,3 +50,23 @@ async def test_an_async_model_answers_a_platform_with_tls(
     finally:
         await api.close()
         await p.stop()
+
+
+async def test_a_taken_mqtt_tls_port_fails_the_start_before_anything_is_made(
+    platform_settings: Any, tmp_path: Path
+) -> None:
+    ca = TestCA(tmp_path / "pki")
+    server = ca.issue("server", "fogline test server", server=True)
+    settings = platform_settings(
+        tls_cert_file=server.cert, tls_key_file=server.key, mqtt_tls_port=free_port()
+    )
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", settings.mqtt_tls_port))
+        holder.listen(1)
+        with pytest.raises(PortInUse) as caught:
+            await Platform(settings).start()
+    assert str(caught.value) == (
+        f"MQTT port 127.0.0.1:{settings.mqtt_tls_port} is already in use; "
+        "stop what holds it or choose another port with FOGLINE_MQTT_TLS_PORT"
+    )
+    assert not (settings.data_dir / "fogline.db").exists()
