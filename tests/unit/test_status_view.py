@@ -125,3 +125,25 @@ def test_status_with_parts_away_still_says_what_it_knows() -> None:
         "database  ok       sqlite",
         "ingest (default): unavailable: the database does not answer",
     ]
+
+
+def test_status_says_where_the_platform_listens_and_with_what() -> None:
+    from fogline.cli.status_view import listeners_line
+
+    listeners = [
+        {"name": "http", "host": "0.0.0.0", "port": 8470, "tls": True},
+        {
+            "name": "mqtt",
+            "host": "0.0.0.0",
+            "port": 18883,
+            "tls": True,
+            "client_certificates": True,
+        },
+        {"name": "nats", "host": "127.0.0.1", "port": 14222, "tls": False},
+    ]
+    assert listeners_line(listeners) == (
+        "listening  http 0.0.0.0:8470 (TLS), mqtt 0.0.0.0:18883 (TLS, client certificates), "
+        "nats 127.0.0.1:14222"
+    )
+    lines = status_lines({"status": "ready", "checks": {}}, {"listeners": listeners}, {}, "t")
+    assert lines[1] == listeners_line(listeners)

@@ -26,6 +26,7 @@ from fogline.bus.server import (
     BrokerUser,
     EmbeddedNats,
     EmbeddedNatsSettings,
+    MqttTls,
 )
 from fogline.bus.subjects import Subjects
 from fogline.disk import DiskSpace, ReservePolicy, StoreSizes
@@ -119,6 +120,12 @@ async def open_backbone(settings: Settings, subjects: Subjects, stack: AsyncExit
     return backbone
 
 
+def mqtt_tls(settings: Settings) -> MqttTls | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    return MqttTls(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+
+
 async def _embedded_backbone(
     settings: Settings,
     subjects: Subjects,
@@ -130,7 +137,9 @@ async def _embedded_backbone(
         EmbeddedNatsSettings(
             directory=settings.data_dir / "nats",
             client_port=settings.nats_port,
-            mqtt_port=settings.mqtt_port,
+            mqtt_host=settings.mqtt_host,
+            mqtt_port=settings.mqtt_listen_port,
+            mqtt_tls=mqtt_tls(settings),
             max_store_bytes=sizes.jetstream_max,
             stalled_s=settings.broker_stall_timeout,
         ),

@@ -71,6 +71,12 @@ async def run_demo(demo_dir: Path, duration: float, motors: int, keep_running: b
         mqtt_port=_free_port(),
         log_level="warning",
     )
+    # The demo's own platform: plain, on loopback, whatever TLS or hosts the environment sets
+    # for a real one (its virtual devices speak plain MQTT).
+    plain = dict.fromkeys(("tls_cert_file", "tls_key_file", "tls_client_ca_file"))
+    settings = settings.model_copy(
+        update={**plain, "http_host": "127.0.0.1", "mqtt_host": "127.0.0.1"}
+    )
     platform = Platform(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

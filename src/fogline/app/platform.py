@@ -45,7 +45,12 @@ from fogline.bus.bridge import MqttBridge
 from fogline.bus.connection import Bus, redact_url
 from fogline.bus.errors import PortInUse
 from fogline.bus.refusals import OversizeReporter
-from fogline.bus.server import EmbeddedNats, EmbeddedNatsSettings, check_port_free
+from fogline.bus.server import (
+    EmbeddedNats,
+    EmbeddedNatsSettings,
+    check_port_free,
+    mqtt_port_setting,
+)
 from fogline.bus.subjects import Subjects
 from fogline.disk import DiskGuard
 from fogline.domain.access import DEFAULT_TENANT, Role
@@ -60,6 +65,7 @@ from fogline.store.database import Database
 log = logging.getLogger(__name__)
 
 HOT_STORE_TIMEOUT_S = 2.0
+LOOPBACK = "127.0.0.1"
 
 
 class _Server(uvicorn.Server):
@@ -174,12 +180,50 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def _serve(stack: AsyncExitStack, app: Any, sock: socket.socket, tls: dict[str, Any]) -> None:
+    """uvicorn on a bound socket (with TLS when told), stopped by the stack."""
+    config = uvicorn.Config(
+        app,
+        **tls,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=3,
+        # Longer than clients keep idle connections (ours: 4 s, httpx's default: 5 s), so
+        # the server is not the one closing a connection a client is about to reuse.
+        timeout_keep_alive=15,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+
+    async def stop_http() -> None:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await task
+
+    stack.push_async_callback(stop_http)
+
+    async def http_started() -> bool:
+        if task.done():
+            task.result()
+            raise ConfigurationError("the HTTP server stopped while starting")
+        return bool(server.started)
+
+    if not await wait_until(http_started, 10, interval_s=0.02):
+        raise ConfigurationError("the HTTP server did not start in 10s")
+
+
 def check_embedded_ports(settings: Settings) -> None:
     """The embedded broker's ports, checked before the database is made or migrated: a taken
     port fails the start with nothing half-made. (nats-server checks them again as it binds.)"""
     host = EmbeddedNatsSettings(directory=settings.data_dir / "nats").host
     check_port_free(host, settings.nats_port, "NATS", "FOGLINE_NATS_PORT")
-    check_port_free(host, settings.mqtt_port, "MQTT", "FOGLINE_MQTT_PORT")
+    check_port_free(
+        settings.mqtt_host,
+        settings.mqtt_listen_port,
+        "MQTT",
+        mqtt_port_setting(settings.tls),
+    )
 
 
 P = ParamSpec("P")
@@ -256,6 +300,7 @@ class Platform:
         self._running: _Running | None = None
         self._readiness: Readiness | None = None
         self._http_socket: socket.socket | None = None
+        self._loopback_socket: socket.socket | None = None  # plain, beside an HTTPS API
         # Until `start` has done everything (models recovered too), /ready says "starting".
         self._started = False
 
@@ -303,19 +348,43 @@ class Platform:
     # -- addresses ------------------------------------------------------------------------
 
     @property
+    def http_port(self) -> int:
+        return self._http_socket.getsockname()[1] if self._http_socket else self.settings.http_port
+
+    @property
     def http_url(self) -> str:
+        """Where this machine reaches the API (a wildcard host: loopback, by the name
+        `localhost` with TLS, which a certificate is likelier to carry than an address)."""
         host = self.settings.http_host
-        port = self._http_socket.getsockname()[1] if self._http_socket else self.settings.http_port
-        return f"http://{host}:{port}"
+        if host in ("0.0.0.0", ""):
+            host = "localhost" if self.settings.tls else "127.0.0.1"
+        scheme = "https" if self.settings.tls else "http"
+        return f"{scheme}://{host}:{self.http_port}"
 
     @property
     def mqtt_url(self) -> str | None:
         if self.settings.mqtt_url:
             return redact_url(self.settings.mqtt_url)
         if self.nats is not None:
-            host, port = self.nats.mqtt_address
-            return f"mqtt://{host}:{port}"
+            return self.nats.mqtt_url
         return None
+
+    def listeners(self) -> list[dict[str, Any]]:
+        """What this platform listens on: host, port and whether TLS guards it."""
+        s = self.settings
+        found = [{"name": "http", "host": s.http_host, "port": self.http_port, "tls": s.tls}]
+        if self.nats is not None:
+            n = self.nats.settings
+            found.append(
+                {"name": "mqtt", "host": n.mqtt_host, "port": n.mqtt_port, "tls": bool(n.mqtt_tls)}
+            )
+            if n.mqtt_tls is not None and n.mqtt_tls.client_ca_file is not None:
+                found[-1]["client_certificates"] = True
+            found.append({"name": "nats", "host": n.host, "port": n.client_port, "tls": False})
+        if self._loopback_socket is not None:
+            port = self._loopback_socket.getsockname()[1]
+            found.append({"name": "http-callbacks", "host": LOOPBACK, "port": port, "tls": False})
+        return found
 
     @property
     def nats_url(self) -> str:
@@ -376,7 +445,10 @@ class Platform:
         await models.deployments.recover()
 
     def _callback_base(self) -> str:
-        return f"{self.http_url}/api/v1/model-callbacks"
+        base = self.http_url
+        if self._loopback_socket is not None:
+            base = f"http://{LOOPBACK}:{self._loopback_socket.getsockname()[1]}"
+        return f"{base}/api/v1/model-callbacks"
 
     async def _serve_http(self, stack: AsyncExitStack, sock: socket.socket) -> None:
         r, s = self.running, self.settings
@@ -401,34 +473,25 @@ class Platform:
                 package_bytes=s.package_max_bytes,
             ),
         )
-        config = uvicorn.Config(
-            create_app(services),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=3,
-            # Longer than clients keep idle connections (ours: 4 s, httpx's default: 5 s), so
-            # the server is not the one closing a connection a client is about to reuse.
-            timeout_keep_alive=15,
-        )
-        server = _Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
+        app = create_app(services)
+        if s.tls_cert_file is None or s.tls_key_file is None:
+            await _serve(stack, app, sock, {})
+            return
+        tls: dict[str, Any] = {
+            "ssl_certfile": str(s.tls_cert_file),
+            "ssl_keyfile": str(s.tls_key_file),
+        }
+        await _serve(stack, app, sock, tls)
+        # Local models answer asynchronous calls on a plain loopback listener of the same API
+        # (they have no certificate to trust); its port is the system's choice.
+        loopback = self._loopback_socket = bind_http(LOOPBACK, 0)
+        stack.callback(self._forget_loopback_socket)
+        await _serve(stack, app, loopback, {})
 
-        async def stop_http() -> None:
-            server.should_exit = True
-            with contextlib.suppress(Exception):
-                await task
-
-        stack.push_async_callback(stop_http)
-
-        async def http_started() -> bool:
-            if task.done():
-                task.result()
-                raise ConfigurationError("the HTTP server stopped while starting")
-            return bool(server.started)
-
-        if not await wait_until(http_started, 10, interval_s=0.02):
-            raise ConfigurationError("the HTTP server did not start in 10s")
+    def _forget_loopback_socket(self) -> None:
+        if self._loopback_socket is not None:
+            self._loopback_socket.close()
+            self._loopback_socket = None
 
     def _forget_http_socket(self) -> None:
         if self._http_socket is not None:
@@ -472,6 +535,9 @@ class Platform:
     def write_client_file(self, api_key: str) -> None:
         path = self.settings.client_file
         document = {"url": self.http_url, "api_key": api_key, "tenant": DEFAULT_TENANT}
+        if self.settings.tls_cert_file is not None:
+            # The CLI trusts this certificate itself (self-signed or not): see client/http.py.
+            document["ca_file"] = str(self.settings.tls_cert_file.resolve())
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(document, f, indent=2)
@@ -483,7 +549,10 @@ class Platform:
             document = json.loads(path.read_text())
         except (OSError, ValueError):
             return
-        if document.get("url") != self.http_url and document.get("api_key"):
+        cert = self.settings.tls_cert_file
+        ca_file = str(cert.resolve()) if cert is not None else None
+        changed = document.get("url") != self.http_url or document.get("ca_file") != ca_file
+        if changed and document.get("api_key"):
             self.write_client_file(document["api_key"])
 
     async def stop(self) -> None:
@@ -531,6 +600,7 @@ class Platform:
             "rss_mb": rss_mb(os.getpid()),
             "http": self.http_url,
             "mqtt": self.mqtt_url,
+            "listeners": self.listeners(),
             "nats": self.nats_url,
             "nats_pid": nats.pid if nats else None,
             "nats_restarts": nats.restarts if nats else 0,

@@ -23,6 +23,13 @@ def banner(platform: Platform) -> str:
         + (f" at {s.data_dir / 'fogline.db'}" if not s.database_url else ""),
         f"  Data dir   {s.data_dir}",
     ]
+    if s.tls_cert_file is not None:
+        devices = (
+            f"; devices show a certificate signed by {s.tls_client_ca_file}"
+            if s.tls_client_ca_file
+            else ""
+        )
+        lines.append(f"  TLS        {s.tls_cert_file} (HTTPS and MQTT over TLS{devices})")
     key = platform.bootstrap
     if key.admin_key:
         made = "made by an earlier start that did not finish; " if key.carried_over else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,17 @@ class Settings(BaseModel):
     http_port: int = Field(default=8470, ge=0, le=65535)
     nats_port: int = Field(default=14222, ge=1, le=65535)
     mqtt_port: int = Field(default=18830, ge=1, le=65535)
+    # Where devices reach MQTT (the API has http_host). Loopback by default, as for the demo;
+    # a real site says 0.0.0.0 or one of its addresses.
+    mqtt_host: str = "127.0.0.1"
+    # TLS (docs/operations.md): with a certificate and its key, the API serves HTTPS on
+    # http_port and MQTT listens with TLS on mqtt_tls_port instead of plain on mqtt_port
+    # (nats-server has one MQTT listener). With tls_client_ca_file, a device must also show a
+    # certificate signed by that CA (mutual TLS), and still logs in with its password.
+    mqtt_tls_port: int = Field(default=18883, ge=1, le=65535)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
     nats_url: str | None = None
     database_url: str | None = None
     mqtt_url: str | None = None
@@ -88,6 +100,15 @@ class Settings(BaseModel):
     # restarted.
     historian_progress_timeout: float = Field(default=30.0, gt=0)
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None and self.tls_key_file is not None
+
+    @property
+    def mqtt_listen_port(self) -> int:
+        """The port of the one MQTT listener: mqtt_tls_port with TLS, else mqtt_port."""
+        return self.mqtt_tls_port if self.tls else self.mqtt_port
 
     @property
     def effective_database_url(self) -> str:
@@ -192,4 +213,80 @@ def _rule_problems(settings: Settings) -> list[Problem]:
             problems += exc.problems
         except (TypeError, ValueError, AttributeError):
             continue  # a value of the wrong type: pydantic said so already
+    return problems + _tls_problems(settings) + _port_problems(settings)
+
+
+def _path(value: object) -> Path | None:
+    """A path setting as given (a string before pydantic has read it, when it could not)."""
+    if isinstance(value, Path):
+        return value
+    return Path(value) if isinstance(value, str) and value else None
+
+
+def _readable(path: Path, field: str) -> Problem | None:
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError as exc:
+        return Problem(field, f"cannot read {path}: {exc.strerror or exc}")
+    return None
+
+
+def _tls_problems(settings: Settings) -> list[Problem]:
+    """A certificate needs its key (and the reverse), each file readable, the key the
+    certificate's own, and a client CA a server certificate to go with."""
+    cert = _path(getattr(settings, "tls_cert_file", None))
+    key = _path(getattr(settings, "tls_key_file", None))
+    client_ca = _path(getattr(settings, "tls_client_ca_file", None))
+    problems: list[Problem] = []
+    if cert is not None and key is None:
+        problems.append(Problem("tls_key_file", "tls_cert_file is set: its key is needed too"))
+    if key is not None and cert is None:
+        problems.append(Problem("tls_cert_file", "tls_key_file is set: its certificate too"))
+    if client_ca is not None and cert is None:
+        problems.append(
+            Problem("tls_client_ca_file", "client certificates need TLS: set tls_cert_file")
+        )
+    cert_problem = _readable(cert, "tls_cert_file") if cert is not None else None
+    key_problem = _readable(key, "tls_key_file") if key is not None else None
+    ca_problem = _readable(client_ca, "tls_client_ca_file") if client_ca is not None else None
+    problems += [p for p in (cert_problem, key_problem, ca_problem) if p is not None]
+    if cert is not None and key is not None and cert_problem is None and key_problem is None:
+        try:
+            # An encrypted key is refused (nats-server cannot read one), not prompted for.
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert, key, password=lambda: b"")
+        except ssl.SSLError as exc:
+            reason = "the key does not match the certificate"
+            if "KEY_VALUES_MISMATCH" not in str(exc):
+                reason = "not a PEM certificate and its key (PEM, not encrypted)"
+            problems.append(Problem("tls_key_file", f"{cert} with {key}: {reason}"))
+    if client_ca is not None and ca_problem is None:
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=client_ca)
+        except ssl.SSLError:
+            problems.append(
+                Problem("tls_client_ca_file", f"{client_ca} is not a PEM CA certificate")
+            )
+    return problems
+
+
+def _port_problems(settings: Settings) -> list[Problem]:
+    """Two listeners of the platform's own on one port: said before anything binds."""
+    names = ["http_port"]
+    if getattr(settings, "nats_url", None) is None:  # else no broker of our own
+        tls = getattr(settings, "tls_cert_file", None) is not None
+        names += ["nats_port", "mqtt_tls_port" if tls else "mqtt_port"]
+    seen: dict[int, str] = {}
+    problems: list[Problem] = []
+    for name in names:
+        try:
+            port = int(getattr(settings, name, None))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue  # pydantic said so
+        if port == 0:
+            continue  # the HTTP port chosen by the system
+        if port in seen:
+            problems.append(Problem(name, f"{port} is also {seen[port]}"))
+        seen.setdefault(port, name)
     return problems

@@ -69,6 +69,11 @@ class BenchFleet:
         mqtt_url = urlparse(system["mqtt"] or "")
         if not mqtt_url.hostname:
             raise Unavailable("the platform has no MQTT listener to benchmark")
+        if mqtt_url.scheme == "mqtts":
+            raise Unavailable(
+                "the platform's MQTT listener takes TLS only and the benchmark's devices "
+                "publish plain MQTT: benchmark a platform started without TLS"
+            )
         self.mqtt_host, self.mqtt_port = mqtt_url.hostname, mqtt_url.port or 1883
         self.nats_url: str = system["nats"]
         self.topic_root = "fogline"

@@ -79,11 +79,33 @@ class BrokerUser:
 
 
 @dataclass(frozen=True)
+class MqttTls:
+    """TLS on the MQTT listener, done by nats-server itself. With client_ca_file a device
+    must show a certificate that CA signed (mutual TLS) and still logs in with its password."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+    def render(self) -> dict[str, Any]:
+        block: dict[str, Any] = {
+            "cert_file": str(self.cert_file),
+            "key_file": str(self.key_file),
+            "timeout": 5.0,  # seconds for the handshake (devices on slow links)
+        }
+        if self.client_ca_file is not None:
+            block |= {"ca_file": str(self.client_ca_file), "verify": True}
+        return block
+
+
+@dataclass(frozen=True)
 class EmbeddedNatsSettings:
     directory: Path
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the NATS client port: the platform's own, always loopback
     client_port: int = 14222
-    mqtt_port: int = 18830
+    mqtt_port: int = 18830  # the one MQTT listener (with TLS: Settings.mqtt_tls_port)
+    mqtt_host: str = "127.0.0.1"
+    mqtt_tls: MqttTls | None = None
     max_payload: int = DEFAULT_MAX_PAYLOAD
     max_store_bytes: int = 10 * 1024**3
     log_max_bytes: int = 16 * 1024**2  # then rotated, LOG_FILES kept: the log cannot fill a disk
@@ -133,6 +155,14 @@ def check_port_free(host: str, port: int, what: str, setting: str) -> None:
                     f"stop what holds it or choose another port with {setting}"
                 ) from None
             raise PortInUse(f"cannot listen on {host}:{port} for {what}: {exc}") from None
+
+
+def mqtt_port_setting(tls: object) -> str:
+    return "FOGLINE_MQTT_TLS_PORT" if tls else "FOGLINE_MQTT_PORT"
+
+
+def _reachable(host: str) -> str:
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
 async def _ignore_error(_exc: Exception) -> None:
@@ -192,7 +222,13 @@ class EmbeddedNats:
 
     @property
     def mqtt_address(self) -> tuple[str, int]:
-        return self.settings.host, self.settings.mqtt_port
+        """Where this machine reaches the MQTT listener (a wildcard host: loopback)."""
+        return _reachable(self.settings.mqtt_host), self.settings.mqtt_port
+
+    @property
+    def mqtt_url(self) -> str:
+        scheme = "mqtts" if self.settings.mqtt_tls else "mqtt"
+        return f"{scheme}://{self.settings.mqtt_host}:{self.settings.mqtt_port}"
 
     @property
     def pid(self) -> int | None:
@@ -247,7 +283,11 @@ class EmbeddedNats:
                 "store_dir": str(s.directory / "jetstream"),
                 "max_file_store": s.max_store_bytes,
             },
-            "mqtt": {"host": s.host, "port": s.mqtt_port},
+            "mqtt": {
+                "host": s.mqtt_host,
+                "port": s.mqtt_port,
+                **({"tls": s.mqtt_tls.render()} if s.mqtt_tls else {}),
+            },
             "system_account": SYSTEM_ACCOUNT,
             "accounts": accounts,
             "log_file": str(self.log_path),
@@ -308,7 +348,7 @@ class EmbeddedNats:
     async def _launch(self) -> None:
         s = self.settings
         check_port_free(s.host, s.client_port, "NATS", "FOGLINE_NATS_PORT")
-        check_port_free(s.host, s.mqtt_port, "MQTT", "FOGLINE_MQTT_PORT")
+        check_port_free(s.mqtt_host, s.mqtt_port, "MQTT", mqtt_port_setting(s.mqtt_tls))
         self._closing = False
         self.silent_since = None
         self._write_config(self._devices)

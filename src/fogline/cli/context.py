@@ -28,9 +28,9 @@ class Context:
     def client(self) -> FoglineClient:
         # Connected on first use: `fogline version` or `up` must work with no platform to find.
         if self._client is None:
-            url, key, saved_tenant = resolve_connection(self.url, self.api_key, self.data_dir)
-            self._client = FoglineClient(url, key)
-            self._tenant = self.tenant or saved_tenant or "default"
+            found = resolve_connection(self.url, self.api_key, self.data_dir)
+            self._client = FoglineClient(found.url, found.api_key, ca_file=found.ca_file)
+            self._tenant = self.tenant or found.tenant or "default"
         return self._client
 
     def t(self) -> str:

@@ -28,6 +28,8 @@ def status_lines(
         lines.append(disk_line(disk))
     if (retention := system.get("retention")) is not None:
         lines.append(retention_line(retention))
+    if listeners := system.get("listeners"):
+        lines.append(listeners_line(listeners))
     lines.append(_ingest_line(ingest, tenant))
     return lines
 
@@ -71,6 +73,18 @@ def _facts(name: str, check: dict[str, Any]) -> str:
     if name == "disk":
         return "refusing new data" if check.get("refusing") else "taking data"
     return ""
+
+
+def listeners_line(listeners: list[dict[str, Any]]) -> str:
+    """`listening  http 0.0.0.0:8470 (TLS), mqtt 0.0.0.0:18883 (TLS, client certificates)...`"""
+    parts = []
+    for entry in listeners:
+        notes = ["TLS"] if entry.get("tls") else []
+        if entry.get("client_certificates"):
+            notes.append("client certificates")
+        note = f" ({', '.join(notes)})" if notes else ""
+        parts.append(f"{entry.get('name')} {entry.get('host')}:{entry.get('port')}{note}")
+    return "listening  " + ", ".join(parts)
 
 
 def time_left(days: float) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import httpx
 
@@ -47,14 +48,21 @@ class Unreachable(Unavailable):
         self.url = url
 
 
-def resolve_connection(
-    url: str | None, api_key: str | None, data_dir: Path | None
-) -> tuple[str, str | None, str | None]:
+class Connection(NamedTuple):
+    url: str
+    api_key: str | None
+    tenant: str | None
+    ca_file: str | None  # the certificate (or CA) to trust for an https URL; None: the system's
+
+
+def resolve_connection(url: str | None, api_key: str | None, data_dir: Path | None) -> Connection:
     """URL, API key and default tenant: flags, then FOGLINE_URL / FOGLINE_API_KEY, then the
-    client.json a local `fogline up` wrote."""
+    client.json a local `fogline up` wrote. The certificate to trust: FOGLINE_CA_FILE, else
+    the one client.json names for its own URL (a platform with TLS writes its certificate)."""
     url = url or os.environ.get("FOGLINE_URL")
     api_key = api_key or os.environ.get("FOGLINE_API_KEY")
     tenant = os.environ.get("FOGLINE_TENANT")
+    ca_file = os.environ.get("FOGLINE_CA_FILE") or None
     directory = data_dir or Path(os.environ.get("FOGLINE_DATA_DIR", Path.home() / ".fogline"))
     client_file = directory / "client.json"
     if (url is None or api_key is None) and client_file.is_file():
@@ -62,6 +70,8 @@ def resolve_connection(
             saved = json.loads(client_file.read_text())
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"cannot read {client_file}: {exc}") from None
+        if url is None or url == saved.get("url"):
+            ca_file = ca_file or saved.get("ca_file")
         url = url or saved.get("url")
         api_key = api_key or saved.get("api_key")
         tenant = tenant or saved.get("tenant")
@@ -69,21 +79,43 @@ def resolve_connection(
         raise ConfigurationError(
             "no Fogline to talk to: start one with `fogline up`, or give --url / FOGLINE_URL"
         )
-    return url.rstrip("/"), api_key, tenant
+    return Connection(url.rstrip("/"), api_key, tenant, ca_file)
+
+
+def trusting(ca_file: str | None) -> ssl.SSLContext | bool:
+    """What httpx verifies an https server with: the system's CAs, or the given file. A
+    certificate in that file is trusted as it is, even one a CA signed (partial chain): the
+    platform's own certificate is all a local CLI needs to know it."""
+    if ca_file is None:
+        return True
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"cannot use {ca_file} as the certificate to trust: {exc}"
+        ) from None
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
 
 
 KEEPALIVE_EXPIRY_S = 4.0
 
 
 class FoglineClient:
-    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, api_key: str | None, timeout: float = 30.0, ca_file: str | None = None
+    ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base = url.rstrip("/") + "/api/v1"
         # An idle connection is dropped before the server drops it (uvicorn after 15 s): a
         # request sent on one the server is closing fails with "Server disconnected".
         limits = httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)
         self.http = httpx.Client(
-            base_url=self.base, headers=headers, timeout=timeout, limits=limits
+            base_url=self.base,
+            headers=headers,
+            timeout=timeout,
+            limits=limits,
+            verify=trusting(ca_file),
         )
 
     def close(self) -> None:

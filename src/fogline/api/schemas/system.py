@@ -35,6 +35,16 @@ class BridgeOut(Out):
     paused: bool = Field(description="off the broker while the platform refuses data")
 
 
+class ListenerOut(Out):
+    name: str = Field(description="http, mqtt or nats")
+    host: str
+    port: int
+    tls: bool
+    client_certificates: bool = Field(
+        default=False, description="devices must show a certificate (mutual TLS)"
+    )
+
+
 class PlatformOut(Out):
     """The whole platform, for an admin key: its processes, memory and counters."""
 
@@ -48,6 +58,7 @@ class PlatformOut(Out):
     http: str | None
     mqtt: str | None
     nats: str | None
+    listeners: list[ListenerOut] = Field(description="what the platform listens on")
     nats_pid: int | None
     nats_rss_mb: float | None
     historian_pid: int | None

@@ -38,6 +38,9 @@ def up(
     mqtt_port: Annotated[
         int | None, typer.Option(help="embedded MQTT port [default: 18830]")
     ] = None,
+    mqtt_host: Annotated[
+        str | None, typer.Option(help="embedded MQTT address [default: 127.0.0.1]")
+    ] = None,
 ) -> None:
     """Start the platform in the foreground; Ctrl-C stops it."""
     from fogline.app.runner import serve
@@ -51,6 +54,7 @@ def up(
         http_port=http_port,
         nats_port=nats_port,
         mqtt_port=mqtt_port,
+        mqtt_host=mqtt_host,
     )
     configure(settings.log_level)
     aio.run(serve(settings))
