@@ -215,8 +215,14 @@ def test_mutual_tls_needs_a_device_certificate(tmp_path: Path) -> None:
     device_ca = TestCA(tmp_path / "pki", "Device CA")
     good = device_ca.issue("device", "d1", server=False)
     stranger = ca.issue("stranger", "d1", server=False)  # signed, but not by the device CA
+    # On every address, as at a site; devices are told the name the certificate carries.
     running, tls_port = _start(
-        tmp_path, ca, server, FOGLINE_TLS_CLIENT_CA_FILE=str(device_ca.cert_file)
+        tmp_path,
+        ca,
+        server,
+        FOGLINE_TLS_CLIENT_CA_FILE=str(device_ca.cert_file),
+        FOGLINE_MQTT_HOST="0.0.0.0",
+        FOGLINE_PUBLIC_HOST="localhost",
     )
     site = TlsSite(running, ca, tls_port)
     try:
@@ -228,9 +234,10 @@ def test_mutual_tls_needs_a_device_certificate(tmp_path: Path) -> None:
         listeners = {e["name"]: e for e in site.http.get("/system").json()["listeners"]}
         assert listeners["mqtt"]["client_certificates"] is True
         creds = site.device()
+        assert creds["mqtt"] == f"mqtts://localhost:{tls_port}"
 
         def connect(client_id: str, cert: Issued | None) -> Any:
-            device = Device("127.0.0.1", tls_port, creds["username"], creds["password"], client_id)
+            device = Device("localhost", tls_port, creds["username"], creds["password"], client_id)
             device.client.tls_set(
                 ca_certs=str(ca.cert_file),
                 certfile=str(cert.cert) if cert else None,

@@ -366,8 +366,16 @@ class Platform:
         if self.settings.mqtt_url:
             return redact_url(self.settings.mqtt_url)
         if self.nats is not None:
-            return self.nats.mqtt_url
+            scheme, _, rest = self.nats.mqtt_url.partition("://")
+            host, _, port = rest.rpartition(":")
+            return f"{scheme}://{self._public(host)}:{port}"
         return None
+
+    def _public(self, host: str) -> str:
+        """The name a device uses for a listener: itself, unless it is every address."""
+        if host not in ("0.0.0.0", "", "::"):
+            return host
+        return self.settings.public_host or socket.gethostname()
 
     def listeners(self) -> list[dict[str, Any]]:
         """What this platform listens on: host, port and whether TLS guards it."""

@@ -37,6 +37,10 @@ class Settings(BaseModel):
     # Where devices reach MQTT (the API has http_host). Loopback by default, as for the demo;
     # a real site says 0.0.0.0 or one of its addresses.
     mqtt_host: str = "127.0.0.1"
+    # The name devices and people use for this machine, in the MQTT address a device's
+    # credentials give and the banner shows, where a listener is on every address (0.0.0.0);
+    # unset, the machine's host name.
+    public_host: str | None = None
     # TLS (docs/operations.md): with a certificate and its key, the API serves HTTPS on
     # http_port and MQTT listens with TLS on mqtt_tls_port instead of plain on mqtt_port
     # (nats-server has one MQTT listener). With tls_client_ca_file, a device must also show a

@@ -75,6 +75,11 @@ class BenchFleet:
                 "publish plain MQTT: benchmark a platform started without TLS"
             )
         self.mqtt_host, self.mqtt_port = mqtt_url.hostname, mqtt_url.port or 1883
+        # The benchmark runs beside the platform: a listener on every address is reached on
+        # loopback, whatever public name its devices are given.
+        mqtt = [x for x in system.get("listeners") or [] if x.get("name") == "mqtt"]
+        if mqtt and mqtt[0].get("host") in ("0.0.0.0", ""):
+            self.mqtt_host = "127.0.0.1"
         self.nats_url: str = system["nats"]
         self.topic_root = "fogline"
 
