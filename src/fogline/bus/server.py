@@ -40,6 +40,7 @@ import nats
 from nats.errors import Error as NatsError
 
 from fogline.bus.errors import BrokerUnavailable, PortInUse
+from fogline.bus.security import Refusal, parse_refusal
 from fogline.bus.subjects import Subjects
 from fogline.retry import Backoff, wait_until
 
@@ -181,6 +182,8 @@ class EmbeddedNats:
         self.state = "stopped"  # starting | running | restarting | failed | stopped
         self.problem: str | None = None
         self.on_store_failure: Callable[[str], None] | None = None
+        # Failed logins and permission violations, as the log reports them (bus/security.py).
+        self.on_refusal: Callable[[Refusal], None] | None = None
         self._log_offset = 0
         self._supervisor: asyncio.Task[None] | None = None
         self._restart_lock = asyncio.Lock()
@@ -441,7 +444,8 @@ class EmbeddedNats:
                 await writer.wait_closed()
 
     def _scan_log(self) -> None:
-        """Read what nats-server logged since the last look, for store failures."""
+        """Read what nats-server logged since the last look, for store failures and for the
+        logins and permissions it refused."""
         try:
             size = self.log_path.stat().st_size
             if size < self._log_offset:
@@ -455,6 +459,9 @@ class EmbeddedNats:
         self._log_offset += complete
         for raw in chunk[:complete].splitlines():
             line = raw.decode(errors="replace")
+            if self.on_refusal is not None and (refusal := parse_refusal(line)) is not None:
+                self.on_refusal(refusal)
+                continue
             if ("[ERR]" in line or "[FTL]" in line) and any(
                 marker in line for marker in STORE_FAILURE_MARKERS
             ):
