@@ -40,7 +40,7 @@ import nats
 from nats.errors import Error as NatsError
 
 from fogline.bus.errors import BrokerUnavailable, PortInUse
-from fogline.bus.security import Refusal, parse_refusal
+from fogline.bus.security import Refusal, SecurityKind, parse_refusal
 from fogline.bus.subjects import Subjects
 from fogline.retry import Backoff, wait_until
 
@@ -460,7 +460,10 @@ class EmbeddedNats:
         for raw in chunk[:complete].splitlines():
             line = raw.decode(errors="replace")
             if self.on_refusal is not None and (refusal := parse_refusal(line)) is not None:
-                self.on_refusal(refusal)
+                # While devices are shut out (no room for data, a stop) every device's login
+                # fails by the platform's own doing: not the device's failure.
+                if not (refusal.kind is SecurityKind.LOGIN_FAILED and self._devices_locked):
+                    self.on_refusal(refusal)
                 continue
             if ("[ERR]" in line or "[FTL]" in line) and any(
                 marker in line for marker in STORE_FAILURE_MARKERS
