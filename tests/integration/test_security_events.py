@@ -167,3 +167,29 @@ async def test_a_burst_of_violations_is_one_count_and_few_log_lines(
     assert 1 <= len(lines) <= 2, len(lines)  # one a minute per device and kind
     ledger = platform.running.fleet.security
     assert ledger.recorded < 20  # the bus counted them: a few events, not 200
+
+
+async def test_a_connection_made_before_its_advisory_was_seen_is_asked_of_nats_server(
+    platform: Any, api: Api
+) -> None:
+    """The log names a violating MQTT connection by number only; when the connect advisory
+    was missed (the system connection was away), the watcher asks nats-server (CONNZ)."""
+    creds = await two_devices(api)
+    watcher = platform.running.backbone.security
+
+    def d1_connections() -> int:  # the platform's own logins as d1 (its checks) count too
+        return list(watcher._users.values()).count(creds["username"])
+
+    before = d1_connections()
+    d1 = mqtt(platform, creds["username"], creds["password"], "d1")
+    assert not (await asyncio.to_thread(d1.connect)).is_failure
+    await async_wait_for(lambda: d1_connections() > before, what="d1's connect advisory")
+    watcher._users.clear()  # as if the advisory of d1's connection had never come
+    await asyncio.to_thread(d1.publish, OTHER_TOPIC, b"{}")
+    d1.close()
+
+    async def counted() -> bool:
+        return "publish_denied" in await security_of(api, "d1")
+
+    await async_wait_for(counted, what="d1's denied publish, its user asked of nats-server")
+    assert watcher.looked_up == 1

@@ -146,6 +146,7 @@ class SecurityWatcher:
     flush_s: float = FLUSH_INTERVAL_S
     reported: int = 0  # refusals seen
     published: int = 0  # events published
+    looked_up: int = 0  # users asked of nats-server (their connect advisory was missed)
     _users: OrderedDict[int, str] = field(default_factory=OrderedDict)
     _tallies: dict[tuple[str, SecurityKind], _Tally] = field(default_factory=dict)
     _unresolved: list[tuple[Refusal, int]] = field(default_factory=list)
@@ -199,8 +200,9 @@ class SecurityWatcher:
         for refusal, at in unresolved:
             user = None
             if self.lookup is not None and refusal.connection is not None:
-                user = self._users.get(refusal.connection) or await self.lookup(refusal.connection)
-                if user is not None:
+                user = self._users.get(refusal.connection)
+                if user is None and (user := await self.lookup(refusal.connection)) is not None:
+                    self.looked_up += 1
                     self.connected(refusal.connection, user)
             self._count(user or f"(connection {refusal.connection})", refusal, at)
         tallies, self._tallies = self._tallies, {}
