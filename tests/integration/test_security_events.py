@@ -113,6 +113,13 @@ async def test_a_device_outside_its_topics_and_a_wrong_password_are_security_eve
     r = await api.http.get("/tenants/default/devices/nope/security-events")
     assert r.status_code == 404
 
+    # A deleted device's counts stay, under its user name; registered again, it has none.
+    assert (await api.http.delete("/tenants/default/devices/d1")).status_code == 204
+    assert (await api.http.post("/tenants/default/devices", json={"id": "d1"})).status_code == 201
+    assert await security_of(api, "d1") == {}
+    security = (await api.http.get("/system")).json()["security"]
+    assert security["unknown_users"] == [{"username": "default.d1", "total": 3}]
+
 
 async def test_unknown_user_names_are_counted_in_the_status(platform: Any, api: Api) -> None:
     for username in ("default.nosuch", "stranger", "stranger"):

@@ -925,3 +925,6 @@ def test_security_counts_add_up_per_user_and_kind(db: Database) -> None:
     assert store.security_totals("acme") == {"publish_denied": 203, "login_failed": 1}
     assert [c.username for c in store.security_counts()] == ["acme.d1", "stranger", "acme.d1"]
     assert [c.device for c in store.security_counts("")] == [None]
+    store.forget_security_device("acme", "d1")
+    assert store.device_security_counts("acme", "d1") == []
+    assert store.security_totals("acme") == {"publish_denied": 203, "login_failed": 1}

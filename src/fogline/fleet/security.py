@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fogline.bus.connection import Bus, Subscription
-from fogline.bus.events import EventType, PlatformEvent, SecurityEvent
+from fogline.bus.events import Change, DeviceChanged, EventType, PlatformEvent, SecurityEvent
 from fogline.bus.security import NO_TENANT
 from fogline.store.devices import DeviceStore
 from fogline.store.security import SecurityCount, SecurityStore
@@ -44,11 +44,16 @@ class SecurityLedger:
     _windows: dict[tuple[str, str, str], _LogWindow] = field(default_factory=dict)
 
     async def follow(self, bus: Bus) -> Subscription:
-        return await bus.subscribe_events(self._on_event, [EventType.SECURITY_REFUSED])
+        return await bus.subscribe_events(
+            self._on_event, [EventType.SECURITY_REFUSED, EventType.DEVICE_CHANGED]
+        )
 
     async def _on_event(self, event: PlatformEvent) -> None:
         if isinstance(event, SecurityEvent):
             await self.record(event)
+        elif isinstance(event, DeviceChanged) and event.change is Change.DELETED:
+            # A device registered again later under the same id starts with none.
+            await asyncio.to_thread(self.store.forget_security_device, event.tenant, event.device)
 
     async def record(self, event: SecurityEvent) -> None:
         tenant = "" if event.tenant == NO_TENANT else event.tenant

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from fogline.store import schema as s
@@ -36,6 +36,7 @@ class SecurityStore(Protocol):
         self, tenant: str | None = None, limit: int = 1000
     ) -> list[SecurityCount]: ...
     def security_totals(self, tenant: str | None = None) -> dict[str, int]: ...
+    def forget_security_device(self, tenant: str, device: str) -> None: ...
 
 
 def _count_of(row: Any) -> SecurityCount:
@@ -120,3 +121,13 @@ class SqlSecurityStore:
             query = query.where(t.c.tenant_id == tenant)
         with self.engine.connect() as conn:
             return {kind: int(total) for kind, total in conn.execute(query)}
+
+    def forget_security_device(self, tenant: str, device: str) -> None:
+        """A deleted device's counts stay, under its user name: no device's any more."""
+        t = s.security_events
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t)
+                .where(t.c.tenant_id == tenant, t.c.device_id == device)
+                .values(device_id=None)
+            )
