@@ -422,10 +422,12 @@ LATER_TABLES = ["model_dead_letters"]
 
 
 def drop_later_columns(conn: Any) -> None:
-    """Columns added to tables that older versions had: schema version 7's output sources."""
+    """Columns added to tables that older versions had: schema version 7's output sources; and
+    version 8's table, to rewind to version 6 or 7."""
     from sqlalchemy import text
 
     conn.execute(text("ALTER TABLE latest_values DROP COLUMN source"))
+    conn.execute(text("DROP TABLE IF EXISTS security_events"))
 
 
 def at_version_3(db: Database) -> None:
@@ -892,3 +894,37 @@ def test_devices_are_created_in_bulk_all_or_none(db: Database) -> None:
     assert [d.id for d in devices.list_devices("acme")] == ["d0", "d1", "d2"]
     with pytest.raises(NotFound):
         devices.create_devices([(Device("nobody", "d1", "x"), "h")])
+
+
+def test_security_counts_add_up_per_user_and_kind(db: Database) -> None:
+    from fogline.store.security import SecurityCount
+
+    store = db.security
+    store.add_security_counts(
+        [
+            SecurityCount("acme.d1", "publish_denied", "acme", "d1", 3, T0 + 10, T0 + 20, "s.a"),
+            SecurityCount("acme.d1", "login_failed", "acme", "d1", 1, T0, T0, None, "h:1"),
+            SecurityCount("stranger", "login_failed", "", None, 2, T0, T0 + 5, None, "h:2"),
+        ]
+    )
+    # Later (and an earlier first refusal, arriving late): counts add, times widen.
+    store.add_security_counts(
+        [SecurityCount("acme.d1", "publish_denied", "acme", "d1", 200, T0, T0 + 99, None, "h:3")]
+    )
+    d1 = {c.kind: c for c in store.device_security_counts("acme", "d1")}
+    assert set(d1) == {"publish_denied", "login_failed"}
+    published = d1["publish_denied"]
+    assert (published.count, published.first_seen_ms, published.last_seen_ms) == (
+        203,
+        T0,
+        T0 + 99,
+    )
+    assert (published.last_subject, published.last_address) == ("s.a", "h:3")
+    assert store.device_security_counts("acme", "d2") == []
+    assert store.security_totals() == {"publish_denied": 203, "login_failed": 3}
+    assert store.security_totals("acme") == {"publish_denied": 203, "login_failed": 1}
+    assert [c.username for c in store.security_counts()] == ["acme.d1", "stranger", "acme.d1"]
+    assert [c.device for c in store.security_counts("")] == [None]
+    store.forget_security_device("acme", "d1")
+    assert store.device_security_counts("acme", "d1") == []
+    assert store.security_totals("acme") == {"publish_denied": 203, "login_failed": 1}

@@ -27,6 +27,7 @@ from fogline.domain.errors import FoglineError, Unauthenticated
 from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
 from fogline.fleet.assets import AssetRegistry
 from fogline.fleet.devices import DeviceRegistry
+from fogline.fleet.security import SecurityLedger
 from fogline.ingest.intake import HttpIntake
 from fogline.ingest.queries import TelemetryQueries
 from fogline.ingest.retention import RetentionPolicies
@@ -41,6 +42,7 @@ class ApiServices:
     access: AccessService
     assets: AssetRegistry
     devices: DeviceRegistry
+    security: SecurityLedger
     queries: TelemetryQueries
     retention: RetentionPolicies
     intake: HttpIntake

@@ -97,6 +97,16 @@ class _Snapshot(Collector):
             last / 1000 if last else None,
         )
         yield from _models(self.models)
+        security = (system.get("security") or {}).get("totals")
+        if security is not None:
+            refused = CounterMetricFamily(
+                "fogline_security_events",
+                "logins, publishes and subscriptions nats-server refused, by kind",
+                labels=["kind"],
+            )
+            for kind, count in sorted(security.items()):
+                refused.add_metric([kind], float(count))
+            yield refused
         retention = system.get("retention") or {}
         yield from _counter(
             "fogline_retention_readings_deleted",

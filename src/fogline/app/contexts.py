@@ -20,6 +20,7 @@ from fogline.app.settings import Settings
 from fogline.bus.bridge import MqttBridge, MqttEndpoint, bridge_client_id
 from fogline.bus.connection import Bus, EventStoreSettings, HotStoreSettings
 from fogline.bus.refusals import ConnectionEvents, OversizeReporter
+from fogline.bus.security import SecurityWatcher
 from fogline.bus.server import (
     PLATFORM_USER,
     SYSTEM_USER,
@@ -34,6 +35,7 @@ from fogline.domain.errors import ConfigurationError, InvalidInput
 from fogline.fleet.assets import AssetRegistry
 from fogline.fleet.broker_auth import BrokerAuth, EmbeddedBrokerAuth, UnmanagedBrokerAuth
 from fogline.fleet.devices import DeviceRegistry
+from fogline.fleet.security import SecurityLedger
 from fogline.ingest.cache import RegistryCache
 from fogline.ingest.intake import HttpIntake
 from fogline.ingest.queries import TelemetryQueries
@@ -77,6 +79,8 @@ class Backbone:
     nats: EmbeddedNats | None
     oversize: OversizeReporter | None
     store_sizes: StoreSizes  # the hot store's limits
+    # nats-server's refused logins and permissions, as events (embedded nats-server only).
+    security: SecurityWatcher | None = None
 
 
 def size_stores(settings: Settings) -> StoreSizes:
@@ -153,12 +157,24 @@ async def _embedded_backbone(
     stack.push_async_callback(bus.close)
     # MQTT messages nats-server refuses by closing the connection become dead letters.
     oversize = OversizeReporter(bus, nats.settings.max_payload)
+    # Failed logins and permission violations become security events (see bus/security.py).
+    security = SecurityWatcher(bus)
     events = ConnectionEvents(
-        nats.client_url, SYSTEM_USER, nats.system_password, oversize.on_closed
+        nats.client_url,
+        SYSTEM_USER,
+        nats.system_password,
+        oversize.on_closed,
+        on_connected=security.connected,
     )
     await events.start()
     stack.push_async_callback(events.stop)
-    return Backbone(settings, db, bus, login, EmbeddedBrokerAuth(nats), nats, oversize, sizes)
+    security.lookup = events.user_of
+    nats.on_refusal = security.refused
+    security.start()
+    stack.push_async_callback(security.stop)
+    return Backbone(
+        settings, db, bus, login, EmbeddedBrokerAuth(nats), nats, oversize, sizes, security
+    )
 
 
 def build_access(b: Backbone) -> AccessService:
@@ -237,12 +253,17 @@ def _historian_config(b: Backbone) -> HistorianWorkerConfig:
 class FleetContext:
     assets: AssetRegistry
     devices: DeviceRegistry
+    security: SecurityLedger
 
 
-def build_fleet(b: Backbone) -> FleetContext:
+async def build_fleet(b: Backbone, stack: AsyncExitStack) -> FleetContext:
+    security = SecurityLedger(b.db.security, b.db.devices)
+    subscription = await security.follow(b.bus)
+    stack.push_async_callback(subscription.close)
     return FleetContext(
         AssetRegistry(b.db.assets, b.bus),
         DeviceRegistry(b.db.devices, b.broker_auth, b.bus),
+        security,
     )
 
 

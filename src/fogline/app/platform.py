@@ -432,7 +432,7 @@ class Platform:
         access = build_access(backbone)
         ingest = await build_ingest(backbone, stack)
         disk = await start_disk_guard(backbone, ingest, stack)
-        fleet = build_fleet(backbone)
+        fleet = await build_fleet(backbone, stack)
         models = await build_models(backbone, self._callback_base, stack)
         self._running = _Running(backbone, access, ingest, fleet, models, disk)
         self._readiness = Readiness(
@@ -464,6 +464,7 @@ class Platform:
             access=r.access,
             assets=r.fleet.assets,
             devices=r.fleet.devices,
+            security=r.fleet.security,
             queries=r.ingest.queries,
             retention=r.ingest.retention,
             intake=r.ingest.intake,

@@ -27,6 +27,7 @@ class EventType(StrEnum):
     MAPPINGS_CHANGED = "mappings.changed"
     DEPLOYMENT_STEP = "deployment.step"
     MODEL_RESTARTED = "model.restarted"
+    SECURITY_REFUSED = "security.refused"
 
 
 class Change(StrEnum):
@@ -110,13 +111,32 @@ class ModelRestarted(_Event):
     backoff_s: float = Field(description="how long the monitor waited before this restart")
 
 
+class SecurityEvent(_Event):
+    """nats-server refused a login, a publish or a subscription. Refusals are counted per
+    (user, kind) and published at most once per flush interval (a few seconds) with their
+    `count`: a burst is one event. `tenant` and `device` come from the user name when it is
+    `<tenant>.<device>`; any other name has tenant `_none` and no device. The user name is the
+    client's own claim: for a failed login the device may not exist."""
+
+    type: Literal[EventType.SECURITY_REFUSED] = EventType.SECURITY_REFUSED
+    kind: Literal["login_failed", "publish_denied", "subscribe_denied"]
+    username: str
+    device: str | None = None
+    count: int = Field(ge=1, description="refusals since the previous event of this user and kind")
+    first_at: int = Field(description="the first of them, epoch ms (`at`: the last)")
+    subject: str | None = Field(default=None, description="the NATS subject refused, if any")
+    address: str | None = Field(default=None, description="the client's host:port")
+    protocol: Literal["mqtt", "nats"] = "mqtt"
+
+
 PlatformEvent = Annotated[
     ModelTransitioned
     | RegistryChanged
     | DeviceChanged
     | MappingsChanged
     | DeploymentStep
-    | ModelRestarted,
+    | ModelRestarted
+    | SecurityEvent,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[PlatformEvent] = TypeAdapter(PlatformEvent)

@@ -73,15 +73,23 @@ class ClosedConnection:
 
 class ConnectionEvents:
     """nats-server's disconnect events ($SYS.ACCOUNT.*.DISCONNECT), read with the system
-    account's user: the one place that tells why a device's connection was closed."""
+    account's user: the one place that tells why a device's connection was closed. Its
+    connect events ($SYS.ACCOUNT.*.CONNECT) say whose each connection is: the log's reports
+    of permission violations name only the connection's number."""
 
     def __init__(
-        self, url: str, user: str, password: str, on_closed: Callable[[ClosedConnection], None]
+        self,
+        url: str,
+        user: str,
+        password: str,
+        on_closed: Callable[[ClosedConnection], None],
+        on_connected: Callable[[int, str], None] | None = None,
     ) -> None:
         self.url = url
         self.user = user
         self.password = password
         self.on_closed = on_closed
+        self.on_connected = on_connected
         self._nc: Client | None = None
 
     async def start(self) -> None:
@@ -102,6 +110,34 @@ class ConnectionEvents:
         except (TimeoutError, NatsError, OSError) as exc:
             raise BrokerUnavailable(f"cannot read nats-server's events: {exc}") from None
         await self._nc.subscribe("$SYS.ACCOUNT.*.DISCONNECT", cb=self._on_event)
+        if self.on_connected is not None:
+            await self._nc.subscribe("$SYS.ACCOUNT.*.CONNECT", cb=self._on_connect)
+
+    async def _on_connect(self, msg: Any) -> None:
+        try:
+            client = orjson.loads(msg.data).get("client") or {}
+            connection, user = int(client["id"]), str(client.get("user", ""))
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            return
+        if user and self.on_connected is not None:
+            self.on_connected(connection, user)
+
+    async def user_of(self, connection: int) -> str | None:
+        """Who connection `connection` is (open or recently closed), asked of nats-server
+        (CONNZ): for connections made before the connect events were followed."""
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            return None
+        query = {"cid": connection, "auth": True, "state": 2}  # 2: open and closed
+        try:
+            reply = await nc.request("$SYS.REQ.SERVER.PING.CONNZ", orjson.dumps(query), timeout=2)
+            found = (orjson.loads(reply.data).get("data") or {}).get("connections") or []
+        except (TimeoutError, NatsError, orjson.JSONDecodeError, AttributeError):
+            return None
+        for conn in found:
+            if conn.get("cid") == connection and conn.get("authorized_user"):
+                return str(conn["authorized_user"])
+        return None
 
     async def _on_event(self, msg: Any) -> None:
         try:

@@ -40,6 +40,7 @@ import nats
 from nats.errors import Error as NatsError
 
 from fogline.bus.errors import BrokerUnavailable, PortInUse
+from fogline.bus.security import Refusal, SecurityKind, parse_refusal
 from fogline.bus.subjects import Subjects
 from fogline.retry import Backoff, wait_until
 
@@ -211,6 +212,9 @@ class EmbeddedNats:
         self.state = "stopped"  # starting | running | restarting | failed | stopped
         self.problem: str | None = None
         self.on_store_failure: Callable[[str], None] | None = None
+        # Failed logins and permission violations, as the log reports them (bus/security.py).
+        self.on_refusal: Callable[[Refusal], None] | None = None
+        self._probed: dict[str, float] = {}  # our own logins with a user's name: when last
         self._log_offset = 0
         self._supervisor: asyncio.Task[None] | None = None
         self._restart_lock = asyncio.Lock()
@@ -481,7 +485,8 @@ class EmbeddedNats:
                 await writer.wait_closed()
 
     def _scan_log(self) -> None:
-        """Read what nats-server logged since the last look, for store failures."""
+        """Read what nats-server logged since the last look, for store failures and for the
+        logins and permissions it refused."""
         try:
             size = self.log_path.stat().st_size
             if size < self._log_offset:
@@ -495,12 +500,29 @@ class EmbeddedNats:
         self._log_offset += complete
         for raw in chunk[:complete].splitlines():
             line = raw.decode(errors="replace")
+            if self.on_refusal is not None and (refusal := parse_refusal(line)) is not None:
+                # While devices are shut out (no room for data, a stop) every device's login
+                # fails by the platform's own doing: not the device's failure.
+                if not self._own_refusal(refusal):
+                    self.on_refusal(refusal)
+                continue
             if ("[ERR]" in line or "[FTL]" in line) and any(
                 marker in line for marker in STORE_FAILURE_MARKERS
             ):
                 detail = line.split("]", 2)[-1].strip()
                 if self.on_store_failure is not None:
                     self.on_store_failure(detail)
+
+    def _own_refusal(self, refusal: Refusal) -> bool:
+        """Whether the platform caused this refusal itself: every device's login while devices
+        are shut out (no room for data, a stop), and its own NATS logins with a device's new
+        credentials (`wait_user_accepted`), refused until the reload takes them."""
+        if refusal.kind is not SecurityKind.LOGIN_FAILED:
+            return False
+        if self._devices_locked:
+            return True
+        probed = self._probed.get(refusal.user or "")
+        return not refusal.mqtt and probed is not None and time.monotonic() - probed < 10.0
 
     def health(self) -> dict[str, Any]:
         """What `/api/v1/ready` and `fogline status` show of the embedded nats-server: its
@@ -524,6 +546,11 @@ class EmbeddedNats:
         }
 
     async def _can_log_in(self, username: str, password: str) -> bool:
+        self._probed[username] = time.monotonic()
+        if len(self._probed) > 1000:
+            oldest = sorted(self._probed, key=self._probed.__getitem__)[:500]
+            for name in oldest:
+                del self._probed[name]
         try:
             nc = await nats.connect(
                 self.client_url,

@@ -31,6 +31,8 @@ def status_lines(
     if listeners := system.get("listeners"):
         lines.append(listeners_line(listeners))
     lines.append(_ingest_line(ingest, tenant))
+    if (security := system.get("security")) is not None:
+        lines.append(security_line(security))
     return lines
 
 
@@ -140,3 +142,21 @@ def _ingest_line(stats: dict[str, Any], tenant: str) -> str:
         + (f" ({reasons})" if reasons else "")
         + f", {len(stats.get('devices') or [])} device(s)"
     )
+
+
+def security_line(summary: dict[str, Any]) -> str:
+    """What nats-server refused, in a line: totals per kind, the devices with the most, and
+    the user names that are no device's."""
+    totals = summary.get("totals") or {}
+    if not summary.get("total"):
+        return "security: nothing refused"
+    kinds = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in totals.items() if n)
+    line = f"security: {kinds}"
+    top = summary.get("top_devices") or []
+    if top:
+        line += "; most: " + ", ".join(f"{d['tenant']}/{d['device']} {d['total']}" for d in top[:3])
+    unknown = summary.get("unknown_users_count") or 0
+    if unknown:
+        names = ", ".join(f"{u['username']!r} {u['total']}" for u in summary["unknown_users"][:3])
+        line += f"; {unknown} unknown user name(s): {names}"
+    return line

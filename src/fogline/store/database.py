@@ -12,6 +12,7 @@ from fogline.store.migrations import migrate
 from fogline.store.models import SqlModelMappings, SqlModelStore
 from fogline.store.retention import SqlRetentionStore
 from fogline.store.sagas import SqlSagaStore
+from fogline.store.security import SqlSecurityStore
 from fogline.store.telemetry import SqlTelemetryStore
 from fogline.store.tenants import SqlTenantStore
 
@@ -28,6 +29,7 @@ class Database:
         self.deployments = SqlDeploymentStore(engine)
         self.sagas = SqlSagaStore(engine)
         self.retention = SqlRetentionStore(engine)
+        self.security = SqlSecurityStore(engine)
 
     @classmethod
     def open(cls, url: str) -> Database:

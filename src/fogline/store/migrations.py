@@ -285,6 +285,23 @@ def _v7_output_sources(op: Operations) -> None:
     op.create_index("ix_dead_letters_source", "dead_letters", ["tenant_id", "device_id", "id"])
 
 
+def _v8_security_events(op: Operations) -> None:
+    op.create_table(
+        "security_events",
+        Column("username", String(200), nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("tenant_id", String(64), nullable=False),
+        Column("device_id", String(64), nullable=True),
+        Column("count", BigInteger, nullable=False),
+        Column("first_seen_ms", BigInteger, nullable=False),
+        Column("last_seen_ms", BigInteger, nullable=False),
+        Column("last_subject", String(200), nullable=True),
+        Column("last_address", String(64), nullable=True),
+        PrimaryKeyConstraint("username", "kind"),
+    )
+    op.create_index("ix_security_events_device", "security_events", ["tenant_id", "device_id"])
+
+
 # Version 1 is the first released schema. Append steps here; never edit one that shipped.
 MIGRATIONS: list[Migration] = [
     Migration(2, "model management: registries, models, mappings, events", _v2_model_management),
@@ -297,6 +314,7 @@ MIGRATIONS: list[Migration] = [
         "who writes each telemetry (device or model); longer dead-letter sources",
         _v7_output_sources,
     ),
+    Migration(8, "security events: refused logins and permissions per user", _v8_security_events),
 ]
 
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

@@ -433,3 +433,23 @@ telemetry_aggregates = Table(
     PrimaryKeyConstraint("series_id", "bucket_ts", "name"),
     sqlite_with_rowid=False,
 )
+
+# What nats-server refused (schema version 8): one row per (user name, kind) with the count,
+# the first and the last time, and the last subject and client address. `device_id` is set when
+# the user name was a device's at the last refusal; other names (an unknown user trying to log
+# in) are counted under their own name, with no tenant ('') when the name has none.
+security_events = Table(
+    "security_events",
+    metadata,
+    Column("username", String(200), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("device_id", String(64), nullable=True),
+    Column("count", BigInteger, nullable=False),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False),
+    Column("last_subject", String(200), nullable=True),
+    Column("last_address", String(64), nullable=True),
+    PrimaryKeyConstraint("username", "kind"),
+    Index("ix_security_events_device", "tenant_id", "device_id"),
+)

@@ -25,6 +25,7 @@ from fogline.api.schemas.registry import (
     DevicesImportIn,
     ImportedDeviceOut,
     NewDeviceOut,
+    SecurityCountOut,
 )
 from fogline.domain.ids import MAX_ID_LENGTH, SLUG_PATTERN
 
@@ -176,7 +177,18 @@ async def list_devices(tenant: ScopedTenant, svc: Services) -> list[DeviceOut]:
 async def get_device(device_id: SlugPath, tenant: ScopedTenant, svc: Services) -> DeviceOut:
     device = await svc.devices.get(tenant, device_id)
     stats = await svc.queries.device_stats(tenant)
-    return DeviceOut.of(device, stats.get(device_id))
+    security = await svc.security.device_counts(tenant, device_id)
+    return DeviceOut.of(device, stats.get(device_id), security)
+
+
+@router.get("/tenants/{tenant}/devices/{device_id}/security-events")
+async def device_security_events(
+    device_id: SlugPath, tenant: ScopedTenant, svc: Services
+) -> list[SecurityCountOut]:
+    """What nats-server refused the device, per kind: failed logins (a wrong password),
+    publishes and subscriptions outside its own topics; counts, first and last time."""
+    await svc.devices.get(tenant, device_id)  # an unknown device is a 404, not an empty list
+    return [SecurityCountOut.of(c) for c in await svc.security.device_counts(tenant, device_id)]
 
 
 @router.patch("/tenants/{tenant}/devices/{device_id}", responses=WITH_BODY)

@@ -62,7 +62,8 @@ async def metrics(key: Caller, svc: Services) -> Response:
     status, with their latency."""
     key.require_admin()
     models = svc.deployments.model_figures()
-    body = render(await svc.readiness(), svc.system_info(), models, svc.requests)
+    system = {**svc.system_info(), "security": await svc.security.summary()}
+    body = render(await svc.readiness(), system, models, svc.requests)
     return Response(body, media_type=CONTENT_TYPE)
 
 
@@ -71,7 +72,13 @@ async def system(key: Caller, svc: Services) -> PlatformOut | TenantSystemOut:
     """An admin key: the whole platform (processes, memory, every counter, the hot store).
     A tenant key: its own tenant's ingest counters, and nothing of the platform or of others."""
     if key.role is Role.ADMIN:
-        return PlatformOut.model_validate({**svc.system_info(), "hot_store": await svc.hot_store()})
+        return PlatformOut.model_validate(
+            {
+                **svc.system_info(),
+                "hot_store": await svc.hot_store(),
+                "security": await svc.security.summary(),
+            }
+        )
     tenant = key.tenant or DEFAULT_TENANT
     summary = await svc.queries.summary(tenant)
     return TenantSystemOut(
@@ -79,4 +86,5 @@ async def system(key: Caller, svc: Services) -> PlatformOut | TenantSystemOut:
         tenant=tenant,
         mqtt=svc.system_info().get("mqtt"),
         ingest=TenantIngestOut.of(summary),
+        security=await svc.security.summary(tenant),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -21,6 +21,7 @@ from fogline.api.schemas.common import (
     Short,
     Slug,
     Strict,
+    Timestamp,
     omitted_when_none,
     with_more_problems,
 )
@@ -39,6 +40,7 @@ from fogline.domain.devices import Device, HardwareProfile
 from fogline.domain.errors import Problem
 from fogline.domain.ids import slug_problem
 from fogline.domain.telemetry import DeviceStats
+from fogline.domain.timeseries import iso_from_ms
 from fogline.fleet.devices import (
     MAX_IMPORT_DEVICES,
     MAX_PASSWORD_LENGTH,
@@ -47,6 +49,7 @@ from fogline.fleet.devices import (
     DeviceBatch,
     DeviceCredentials,
 )
+from fogline.store.security import SecurityCount
 
 Password = Annotated[
     str,
@@ -409,6 +412,30 @@ class HardwareOut(Out):
         )
 
 
+class SecurityCountOut(Out):
+    """Refusals of one kind by nats-server for one device (or user name)."""
+
+    kind: Literal["login_failed", "publish_denied", "subscribe_denied"]
+    username: str
+    count: int
+    first_seen: Timestamp
+    last_seen: Timestamp
+    last_subject: str | None = Field(description="the NATS subject last refused, if any")
+    last_address: str | None = Field(description="the client's host:port at the last one")
+
+    @classmethod
+    def of(cls, c: SecurityCount) -> SecurityCountOut:
+        return cls(
+            kind=c.kind,  # type: ignore[arg-type]
+            username=c.username,
+            count=c.count,
+            first_seen=iso_from_ms(c.first_seen_ms),
+            last_seen=iso_from_ms(c.last_seen_ms),
+            last_subject=c.last_subject,
+            last_address=c.last_address,
+        )
+
+
 class DeviceOut(Out):
     id: str
     name: str
@@ -419,9 +446,18 @@ class DeviceOut(Out):
     stats: DeviceStatsOut | None = omitted_when_none(
         "its ingest counters, once it has sent anything (in reads only)"
     )
+    security_events: list[SecurityCountOut] | None = omitted_when_none(
+        "what nats-server refused it (failed logins, denied publishes and subscriptions), "
+        "per kind (in reads of one device only)"
+    )
 
     @classmethod
-    def of(cls, d: Device, stats: DeviceStats | None = None) -> DeviceOut:
+    def of(
+        cls,
+        d: Device,
+        stats: DeviceStats | None = None,
+        security: list[SecurityCount] | None = None,
+    ) -> DeviceOut:
         return cls(
             id=d.id,
             name=d.name,
@@ -430,6 +466,9 @@ class DeviceOut(Out):
             labels=d.labels,
             mqtt_username=d.username,
             stats=DeviceStatsOut.of(stats) if stats is not None else None,
+            security_events=None
+            if security is None
+            else [SecurityCountOut.of(c) for c in security],
         )
 
 

@@ -72,6 +72,11 @@ class PlatformOut(Out):
     historian_health: dict[str, Any] | None
     hot_store: dict[str, Any] = Field(description="the telemetry stream, as JetStream sees it")
     retention: RetentionJobOut = Field(description="the SQL history's retention job")
+    security: dict[str, Any] = Field(
+        description="what nats-server refused (failed logins, denied publishes and "
+        "subscriptions): `totals` per kind, `top_devices`, `unknown_users` (names that are no "
+        "device's)"
+    )
 
 
 class TenantIngestOut(Out):
@@ -97,3 +102,7 @@ class TenantSystemOut(Out):
     tenant: str
     mqtt: str | None
     ingest: TenantIngestOut
+    security: dict[str, Any] = Field(
+        description="what nats-server refused the tenant's devices and user names: `totals` "
+        "per kind, `top_devices`, `unknown_users`"
+    )

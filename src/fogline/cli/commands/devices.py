@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from fogline.cli import output
 from fogline.cli.context import ctx_of
 from fogline.cli.inputs import key_value_pairs, read_bytes
 from fogline.cli.output import console, emit_json, table
@@ -90,9 +91,26 @@ def device_ls(ctx: typer.Context) -> None:
 def device_show(
     ctx: typer.Context, device_id: Annotated[str, typer.Argument(metavar="ID")]
 ) -> None:
-    """Show a device, as JSON (the API's answer, every field: a document to read or pipe)."""
+    """Show a device, as JSON (the API's answer, every field: a document to read or pipe),
+    with what the broker refused it (`security_events`); a summary of those goes to stderr."""
     c = ctx_of(ctx)
-    emit_json(c.client().get(f"/tenants/{c.t()}/devices/{device_id}"))
+    device = c.client().get(f"/tenants/{c.t()}/devices/{device_id}")
+    emit_json(device)
+    if not c.as_json:
+        for line in security_event_lines(device.get("security_events") or []):
+            output.errors.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def security_event_lines(events: list[dict[str, Any]]) -> list[str]:
+    """A line per kind of refusal: how many, when last, on what subject, from where."""
+    return [
+        f"security: {e['count']} {e['kind'].replace('_', ' ')} (first {e['first_seen']}, "
+        f"last {e['last_seen']}"
+        + (f", subject {e['last_subject']}" if e.get("last_subject") else "")
+        + (f", from {e['last_address']}" if e.get("last_address") else "")
+        + ")"
+        for e in events
+    ]
 
 
 @app.command("rotate")
