@@ -57,6 +57,25 @@ def _manifest(
     }
 
 
+# Streaming detectors of any numeric signal (detectors.py): map `value` to the telemetry.
+DETECTORS = [
+    (
+        "robust-anomaly",
+        "rolling (or per-phase) median residual, thresholds from its own quantile band",
+        "Robust streaming anomaly detector for any numeric signal (median and quantiles)",
+    ),
+    (
+        "forecast-anomaly",
+        "Holt-Winters one-step forecast residual (river), calibrated quantile band",
+        "Forecasting-residual anomaly detector for any numeric signal",
+    ),
+    (
+        "discord-anomaly",
+        "subsequence discords: distance of the newest shape to its nearest past one",
+        "Detects shapes never seen before in any numeric signal (left matrix profile)",
+    ),
+]
+
 WINDOW = {"type": "TIME_WINDOW", "frequency": 5000, "timeWindowSize": 30000}
 
 CATALOG = {
@@ -64,10 +83,10 @@ CATALOG = {
     for m in [
         LibraryModel(
             "temperature-anomaly",
-            "stateful streaming z-score of temperature per asset (river)",
+            "robust streaming detector (rolling median, calibrated quantile band) on temperature",
             _manifest(
                 "temperature-anomaly",
-                "Detects anomalies in temperature values with streaming statistics",
+                "Detects anomalies in temperature values with robust streaming statistics",
                 "temperature_anomaly",
                 True,
                 {"type": "REAL_TIME"},
@@ -77,6 +96,25 @@ CATALOG = {
                     {"dataColumnName": "temperature_warning", "readAsString": True},
                 ],
             ),
+        ),
+        *(
+            LibraryModel(
+                name,
+                summary,
+                _manifest(
+                    name,
+                    description,
+                    name.replace("-", "_"),
+                    True,
+                    {"type": "REAL_TIME"},
+                    [{"dataColumnName": "value"}],
+                    [
+                        {"dataColumnName": "value_score"},
+                        {"dataColumnName": "value_level", "readAsString": True},
+                    ],
+                ),
+            )
+            for name, summary, description in DETECTORS
         ),
         LibraryModel(
             "motor-anomaly",

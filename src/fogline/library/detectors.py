@@ -91,6 +91,14 @@ CALIBRATION_PARAMETERS = (
 )
 
 
+def _get(statistic: stats.RollingQuantile) -> float:
+    value = statistic.get()
+    return 0.0 if value is None else float(value)
+
+
+_HoltWinters: Any = time_series.HoltWinters  # river's forecasters are not typed
+
+
 class Calibrator:
     """Scores a deviation against the band of the last `calibration` deviations that were
     "ok" (a warning's or an alarm's deviation is left out, so one anomaly does not hide the
@@ -121,11 +129,11 @@ class Calibrator:
         """Score, then learn: a deviation is judged against the past only."""
         detection = Detection(None, "warming-up")
         if self.seen >= self.warm_up:
-            mid = self.mid.get()
+            mid = _get(self.mid)
             if deviation >= mid:
-                band = self.hi.get() - mid
+                band = _get(self.hi) - mid
             else:
-                band = mid - self.lo.get() if self.lo is not None else math.inf
+                band = mid - _get(self.lo) if self.lo is not None else math.inf
             floor = 1e-9 * max(1.0, abs(mid))
             s = abs(deviation - mid) / max(band, floor)
             level = "alarm" if s >= self.alarm else "warning" if s >= self.warning else "ok"
@@ -176,9 +184,7 @@ class RobustDetector(Detector):
             "has its own median (the first full cycle is warm-up)",
         ),
         Parameter("bins", "int", 48, 4, 1440, "phases of the cycle; more = finer, slower warm-up"),
-        Parameter(
-            "warm_up", "int", 240, 20, 100_000, "residuals seen before the first score"
-        ),
+        Parameter("warm_up", "int", 240, 20, 100_000, "residuals seen before the first score"),
         *CALIBRATION_PARAMETERS,
     )
 
@@ -212,7 +218,7 @@ class RobustDetector(Detector):
         seen = self.counts.get(phase, 0)
         detection = Detection(None, "warming-up")
         if seen >= self.first:
-            detection = self.calibrator.score(value - median.get())
+            detection = self.calibrator.score(value - _get(median))
         median.update(value)
         self.counts[phase] = seen + 1
         return detection
@@ -237,9 +243,7 @@ class ForecastDetector(Detector):
             "readings in one cycle (0: none); a cycle is learned, not alarmed on, after the "
             "first one",
         ),
-        Parameter(
-            "warm_up", "int", 240, 20, 100_000, "residuals seen before the first score"
-        ),
+        Parameter("warm_up", "int", 240, 20, 100_000, "residuals seen before the first score"),
         *CALIBRATION_PARAMETERS,
     )
 
@@ -255,7 +259,7 @@ class ForecastDetector(Detector):
         warning: float = 1.5,
         alarm: float = 2.0,
     ) -> None:
-        self.model = time_series.HoltWinters(
+        self.model: Any = _HoltWinters(
             alpha=alpha, beta=beta, gamma=gamma if season else None, seasonality=season
         )
         self.season = season
@@ -305,9 +309,7 @@ class DiscordDetector(Detector):
             "readings searched for a neighbour; longer = remembers rarer normal shapes, costs "
             "O(history x m) per reading",
         ),
-        Parameter(
-            "warm_up", "int", 240, 20, 100_000, "distances seen before the first score"
-        ),
+        Parameter("warm_up", "int", 240, 20, 100_000, "distances seen before the first score"),
         Parameter(
             "normalize",
             "bool",

@@ -31,6 +31,7 @@ from fogline.library.detectors import (
 from fogline.library.motor_models import TRAINING, MotorAnomaly, MotorFailure
 from fogline.library.motors import precision_recall, simulate
 from fogline.library.scoring import Figures, RollingZBaseline, score
+from fogline.library.temperature_anomaly import TemperatureAnomaly
 from fogline.sim.motors import Fault, Motor
 
 GUTENTAG_SERIES = (
@@ -112,10 +113,12 @@ def fleet_set(
         "5 s, cooling failures",
         series,
         {
-            "temperature-anomaly": lambda: RobustDetector(window=720, calibration=720),
+            # as served: the library's temperature-anomaly is the robust detector's defaults
+            "temperature-anomaly": TemperatureAnomaly.detector,
             "robust-anomaly": lambda: RobustDetector(),
             "forecast-anomaly": lambda: ForecastDetector(),
-            "discord-anomaly": lambda: DiscordDetector(),
+            # m: two minutes of readings, about the motor's thermal time constant (90 s)
+            "discord-anomaly": lambda: DiscordDetector(m=24),
         },
         baseline_window=720,  # one hour
         merge_gap=6,
@@ -143,10 +146,11 @@ def run_set(es: EvaluationSet) -> dict[str, Any]:
         hit, fa = row["hit"], row["false_alarm_episodes"]
         assert isinstance(hit, int) and isinstance(fa, int)
         losses = []
-        if hit < (base_row["hit"] or 0):
-            losses.append("hits fewer windows")
-        if fa >= (base_row["false_alarm_episodes"] or 0):
-            losses.append("no fewer false alarms")
+        if hit < base_row["hit"]:
+            losses.append(f"hits fewer windows ({hit} vs {base_row['hit']})")
+        base_fa = base_row["false_alarm_episodes"]
+        if fa > base_fa or (fa == base_fa and base_fa > 0):
+            losses.append(f"no fewer false alarms ({fa} vs {base_fa})")
         row["vs_baseline"] = "; ".join(losses) if losses else "beats baseline"
     return {"set": es.name, "description": es.description, "detectors": rows}
 

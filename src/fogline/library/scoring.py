@@ -26,6 +26,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 NAB_STANDARD = {"tp": 1.0, "fp": 0.11, "fn": 1.0}
 
@@ -81,7 +82,7 @@ class Figures:
         span = self.nab_perfect - self.nab_null
         return 100.0 * (self.nab_raw - self.nab_null) / span if span else 0.0
 
-    def as_dict(self) -> dict[str, float | int | None]:
+    def as_dict(self) -> dict[str, Any]:
         delays = sorted(self.delays)
         return {
             "windows": self.windows,
@@ -110,9 +111,7 @@ def score(
         if inside:
             f.hit += 1
             f.delays.append(min(inside) - start)
-    f.false_alarms = sum(
-        1 for s, e in eps if not any(s < we and e > ws for ws, we in wide)
-    )
+    f.false_alarms = sum(1 for s, e in eps if not any(s < we and e > ws for ws, we in wide))
     # NAB: detections are the episodes' first readings, windows the widened ones
     f.nab_null = -weights["fn"] * len(wide)
     f.nab_perfect = weights["tp"] * sigma(-1.0) * len(wide)
