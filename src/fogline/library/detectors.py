@@ -53,42 +53,44 @@ class Detection:
     level: str  # one of LEVELS
 
 
-CALIBRATION_PARAMETERS = (
-    Parameter(
-        "calibration",
-        "int",
-        1440,
-        50,
-        100_000,
-        "readings of past deviations the thresholds are calibrated on; longer = steadier "
-        "thresholds, slower to accept a new normal",
-    ),
-    Parameter(
-        "quantile",
-        "float",
-        0.99,
-        0.9,
-        0.9999,
-        "the quantile of past deviations that scores 1.0; higher = fewer alarms on heavy tails",
-    ),
-    Parameter(
-        "warning",
-        "float",
-        1.5,
-        0.5,
-        100.0,
-        "score (in half-bands of past deviations) from which a reading is a warning",
-    ),
-    Parameter(
-        "alarm",
-        "float",
-        2.0,
-        0.5,
-        100.0,
-        "score from which a reading is an alarm; higher = fewer false alarms, later and fewer "
-        "detections",
-    ),
-)
+def _calibration(warning: float, alarm: float) -> tuple[Parameter, ...]:
+    return (
+        Parameter(
+            "calibration",
+            "int",
+            1440,
+            50,
+            100_000,
+            "readings of past deviations the thresholds are calibrated on; longer = steadier "
+            "thresholds, slower to accept a new normal",
+        ),
+        Parameter(
+            "quantile",
+            "float",
+            0.99,
+            0.9,
+            0.9999,
+            "the quantile of past deviations that scores 1.0; higher = a noisier estimate of a "
+            "rarer edge",
+        ),
+        Parameter(
+            "warning",
+            "float",
+            warning,
+            0.5,
+            100.0,
+            "score (in half-bands of past deviations) from which a reading is a warning",
+        ),
+        Parameter(
+            "alarm",
+            "float",
+            alarm,
+            0.5,
+            100.0,
+            "score from which a reading is an alarm; higher = fewer false alarms, later and "
+            "fewer detections",
+        ),
+    )
 
 
 def _get(statistic: stats.RollingQuantile) -> float:
@@ -185,7 +187,7 @@ class RobustDetector(Detector):
         ),
         Parameter("bins", "int", 48, 4, 1440, "phases of the cycle; more = finer, slower warm-up"),
         Parameter("warm_up", "int", 240, 20, 100_000, "residuals seen before the first score"),
-        *CALIBRATION_PARAMETERS,
+        *_calibration(1.3, 1.6),
     )
 
     def __init__(
@@ -196,8 +198,8 @@ class RobustDetector(Detector):
         warm_up: int = 240,
         calibration: int = 1440,
         quantile: float = 0.99,
-        warning: float = 1.5,
-        alarm: float = 2.0,
+        warning: float = 1.3,
+        alarm: float = 1.6,
         min_per_bin: int = 3,
     ) -> None:
         self.period_ms = period_s * 1000 if period_s else None
@@ -244,7 +246,7 @@ class ForecastDetector(Detector):
             "first one",
         ),
         Parameter("warm_up", "int", 240, 20, 100_000, "residuals seen before the first score"),
-        *CALIBRATION_PARAMETERS,
+        *_calibration(1.3, 1.6),
     )
 
     def __init__(
@@ -256,8 +258,8 @@ class ForecastDetector(Detector):
         warm_up: int = 240,
         calibration: int = 1440,
         quantile: float = 0.99,
-        warning: float = 1.5,
-        alarm: float = 2.0,
+        warning: float = 1.3,
+        alarm: float = 1.6,
     ) -> None:
         self.model: Any = _HoltWinters(
             alpha=alpha, beta=beta, gamma=gamma if season else None, seasonality=season
@@ -319,7 +321,7 @@ class DiscordDetector(Detector):
             "compare shapes only (z-normalised, stumpy's default): blind to level and "
             "amplitude, and noise dominates slow signals; off = raw Euclidean distance",
         ),
-        *CALIBRATION_PARAMETERS,
+        *_calibration(1.5, 2.0),
     )
 
     def __init__(
