@@ -126,9 +126,29 @@ def fleet_set(
     )
 
 
+def judge(rows: dict[str, dict[str, Any]]) -> None:
+    """Each detector's `vs_baseline`: "beats baseline" (the issue's target: at least the
+    baseline's hits with fewer false-alarm episodes, none where it has none), or how it
+    loses."""
+    base = rows[BASELINE]
+    for name, row in rows.items():
+        if name == BASELINE:
+            continue
+        hit, fa = row["hit"], row["false_alarm_episodes"]
+        losses = []
+        if hit < base["hit"]:
+            losses.append(f"hits fewer windows ({hit} vs {base['hit']})")
+        base_fa = base["false_alarm_episodes"]
+        if fa > base_fa or (fa == base_fa and base_fa > 0):
+            losses.append(f"no fewer false alarms ({fa} vs {base_fa})")
+        row["vs_baseline"] = "; ".join(losses) if losses else "beats baseline"
+
+
 def run_set(es: EvaluationSet) -> dict[str, Any]:
-    """Every detector and the baseline on every series of the set; figures summed."""
+    """Every detector and the baseline on every series of the set; figures summed over the
+    series (and kept per series), each detector's verdict against the baseline stated."""
     totals: dict[str, Figures] = {name: Figures() for name in [*es.detectors, BASELINE]}
+    per_series: dict[str, dict[str, Any]] = {}
     for s in es.series:
         base = RollingZBaseline(es.baseline_window)
         alarms = {BASELINE: [base.alarm(v) for v in s.values]}
@@ -137,22 +157,21 @@ def run_set(es: EvaluationSet) -> dict[str, Any]:
             alarms[name] = [
                 d.update(v, t).level == "alarm" for v, t in zip(s.values, s.ts_ms, strict=True)
             ]
+        per_series[s.name] = {}
         for name, a in alarms.items():
-            totals[name].add(score(a, s.labels, es.merge_gap, es.tolerance))
+            figures = score(a, s.labels, es.merge_gap, es.tolerance)
+            per_series[s.name][name] = figures.as_dict()
+            totals[name].add(figures)
     rows = {name: f.as_dict() for name, f in totals.items()}
-    base_row = rows[BASELINE]
-    for name in es.detectors:
-        row = rows[name]
-        hit, fa = row["hit"], row["false_alarm_episodes"]
-        assert isinstance(hit, int) and isinstance(fa, int)
-        losses = []
-        if hit < base_row["hit"]:
-            losses.append(f"hits fewer windows ({hit} vs {base_row['hit']})")
-        base_fa = base_row["false_alarm_episodes"]
-        if fa > base_fa or (fa == base_fa and base_fa > 0):
-            losses.append(f"no fewer false alarms ({fa} vs {base_fa})")
-        row["vs_baseline"] = "; ".join(losses) if losses else "beats baseline"
-    return {"set": es.name, "description": es.description, "detectors": rows}
+    judge(rows)
+    for series_rows in per_series.values():
+        judge(series_rows)
+    return {
+        "set": es.name,
+        "description": es.description,
+        "detectors": rows,
+        "series": per_series,  # the same figures series by series
+    }
 
 
 def evaluate_detectors(fleet: EvaluationSet | None = None) -> list[dict[str, Any]]:

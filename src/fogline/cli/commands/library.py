@@ -70,6 +70,14 @@ def library_evaluate(ctx: typer.Context) -> None:
                 )
             else:
                 console.print(f"every detector beats the baseline on {result['set']}")
+            for series, series_rows in result["series"].items():
+                lost = [
+                    f"{name} ({row['vs_baseline']})"
+                    for name, row in series_rows.items()
+                    if name != BASELINE and row["vs_baseline"] != "beats baseline"
+                ]
+                if lost:
+                    console.print(f"  on the series {series} alone: " + ", ".join(lost))
         console.print(
             "delay in readings from the window's start; windows widened by the set's tolerance; "
             "NAB standard profile, 100 = every window at its first reading, 0 = none found"
