@@ -38,7 +38,21 @@ async def test_library_models_import_deploy_and_score(platform: Any, api: Api) -
         assert (
             await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
         ).status_code == 202
-    for name in ("temperature-anomaly", "motor-failure"):
+    # a detector of any signal: its `value` column read from the current, its outputs
+    # written to telemetry the motor type has
+    r = await api.http.post("/tenants/default/library/robust-anomaly/import")
+    assert r.status_code == 201, r.text
+    mapping = {
+        "inputs": {"value": "current"},
+        "outputs": {"value_score": "anomaly_score", "value_level": "anomaly_warning"},
+    }
+    r = await api.http.put(
+        "/tenants/default/models/robust-anomaly/1.0.0/mappings", json={"assets": {"m1": mapping}}
+    )
+    assert r.status_code == 200, r.text
+    r = await api.http.post("/tenants/default/models/robust-anomaly/1.0.0/deploy")
+    assert r.status_code == 202, r.text
+    for name in ("temperature-anomaly", "motor-failure", "robust-anomaly"):
         await k.wait_state(api, name, "active", timeout=90)
 
     now = int(time.time() * 1000)
@@ -61,5 +75,7 @@ async def test_library_models_import_deploy_and_score(platform: Any, api: Api) -
     levels = await async_wait_for(lambda: scored("temperature_warning"), 30, "level")
     assert len(levels) == 10 and {v for _, v in levels} == {"warming-up"}
     assert await scored("temperature_score") == []
+    levels = await async_wait_for(lambda: scored("anomaly_warning"), 30, "robust level")
+    assert len(levels) == 10 and {v for _, v in levels} == {"warming-up"}
     warnings = await async_wait_for(lambda: scored("failure_warning"), 30, "failure warning")
     assert warnings[-1][1] in ("warning", "alarm")
