@@ -17,8 +17,9 @@ value rather than a misleading 0.0) and the level column says "warming-up".
 - `ForecastDetector`: residual of river's Holt-Winters one-step forecast (level, trend and,
   with `season`, an additive seasonal component).
 - `DiscordDetector`: the distance of the newest subsequence to its nearest neighbour in the
-  recent past (the left matrix profile of Yeh et al., z-normalised distances as in stumpy's
-  `stumpi`); a shape never seen before is far from everything.
+  recent past (the left matrix profile of Yeh et al., as stumpy's `stumpi` keeps it; raw
+  Euclidean by default, z-normalised with `normalize`); a shape never seen before is far from
+  everything. stumpy itself is not used: its JIT compile took 41 s and 510 MB (docs/models.md).
 """
 
 from __future__ import annotations
