@@ -1,9 +1,18 @@
-"""The library's models, measured on held-out virtual-fleet faults (smaller runs than
-`fogline library evaluate`, same code)."""
+"""The library's models, measured: the motor models on held-out virtual-fleet faults (smaller
+runs than `fogline library evaluate`, same code), and every anomaly detector against the
+rolling z-score baseline on the same series (the same runs as `fogline library evaluate`)."""
 
-from fogline.library.evaluate import evaluate_motor_models, evaluate_temperature
-from fogline.library.temperature_anomaly import TemperatureAnomaly
-from fogline.sdk import Reading
+from typing import Any
+
+import pytest
+
+from fogline.library.evaluate import (
+    BASELINE,
+    evaluate_motor_models,
+    fleet_set,
+    gutentag_set,
+    run_set,
+)
 
 
 def test_motor_models_find_the_injected_faults() -> None:
@@ -15,13 +24,60 @@ def test_motor_models_find_the_injected_faults() -> None:
     assert figures["motor-anomaly"]["precision"] >= 0.6  # never saw a fault label
 
 
-def test_temperature_anomaly_scores_against_its_own_past() -> None:
-    model = TemperatureAnomaly()
-    steady = [Reading("a", i, {"temperature": 60.0 + (i % 3) * 0.5}) for i in range(200)]
-    assert all(o["temperature_warning"] == "ok" for o in model.score(steady))
-    jump = model.score([Reading("a", 201, {"temperature": 95.0})])[0]
-    assert jump["temperature_warning"] == "alarm" and jump["temperature_score"] > 4
-    other = model.score([Reading("b", 1, {"temperature": 95.0})])[0]
-    assert other["temperature_score"] == 0.0  # every asset has its own baseline
-    figures = evaluate_temperature(motors=3, duration_s=3600, seed=9)
-    assert figures["temperature-anomaly"]["samples"] == 3 * 3600
+@pytest.fixture(scope="module")
+def gutentag() -> dict[str, Any]:
+    return run_set(gutentag_set())
+
+
+@pytest.fixture(scope="module")
+def fleet() -> dict[str, Any]:
+    return run_set(fleet_set())
+
+
+def beats_baseline(result: dict[str, Any], detector: str) -> None:
+    """The issue's target: at least the baseline's hits, fewer false-alarm episodes (none
+    where the baseline has none)."""
+    rows = result["detectors"]
+    row, base = rows[detector], rows[BASELINE]
+    assert row["windows"] == base["windows"] > 0
+    assert row["hit"] >= base["hit"], (detector, row, base)
+    if base["false_alarm_episodes"]:
+        assert row["false_alarm_episodes"] < base["false_alarm_episodes"], (detector, row, base)
+    else:
+        assert row["false_alarm_episodes"] == 0, (detector, row, base)
+    assert row["vs_baseline"] == "beats baseline"
+
+
+@pytest.mark.parametrize("detector", ["robust-anomaly", "forecast-anomaly", "discord-anomaly"])
+def test_detectors_beat_the_baseline_on_gutentag_series(
+    gutentag: dict[str, Any], detector: str
+) -> None:
+    assert gutentag["detectors"][BASELINE]["windows"] == 12
+    beats_baseline(gutentag, detector)
+
+
+@pytest.mark.parametrize(
+    "detector",
+    [
+        "temperature-anomaly",
+        "robust-anomaly",
+        pytest.param(
+            "forecast-anomaly",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="measured: a one-step forecast residual cannot tell a cooling failure "
+                "from a start of the duty cycle; it finds fewer windows than the baseline",
+            ),
+        ),
+        "discord-anomaly",
+    ],
+)
+def test_detectors_beat_the_baseline_on_the_virtual_fleet(
+    fleet: dict[str, Any], detector: str
+) -> None:
+    beats_baseline(fleet, detector)
+
+
+def test_a_loss_is_stated(fleet: dict[str, Any]) -> None:
+    verdict = fleet["detectors"]["forecast-anomaly"]["vs_baseline"]
+    assert verdict.startswith("hits fewer windows")

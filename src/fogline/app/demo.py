@@ -213,7 +213,7 @@ def _view(
         "temperature degC",
         "current A",
         "sound dB",
-        "temp z",
+        "temp level",  # temperature-anomaly: warming-up for its first readings, then ok/...
         "failure p",
         "warning",
     ):
@@ -228,7 +228,7 @@ def _view(
                     "temperature",
                     "current",
                     "sound_level",
-                    "temperature_score",
+                    "temperature_warning",
                     "failure_probability",
                     "failure_warning",
                 )

@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fogline.domain.errors import NotFound
+from fogline.domain.errors import NotFound, Problem
+from fogline.library.detectors import (
+    Detector,
+    DiscordDetector,
+    ForecastDetector,
+    RobustDetector,
+)
 
 MOTOR_INPUTS = [
     {"dataColumnName": "vibration"},
@@ -21,6 +27,21 @@ class LibraryModel:
     name: str
     summary: str
     manifest: dict[str, Any]
+    detector: type[Detector] | None = None
+
+    def parameter_problems(self, values: dict[str, Any]) -> list[Problem]:
+        """What the parameters' types and bounds cannot say (e.g. discord's history must hold
+        two subsequences): the detector is built with the values, as the model will build it
+        at start, so a refusal comes at import and not as a crash loop."""
+        if self.detector is None:
+            return []
+        declared = self.manifest["manifest"].get("parameters") or {}
+        effective = {name: spec["default"] for name, spec in declared.items()} | values
+        try:
+            self.detector(**effective)
+        except (ValueError, TypeError) as exc:
+            return [Problem("parameters", str(exc))]
+        return []
 
 
 def _manifest(
@@ -61,42 +82,44 @@ def _manifest(
     return document
 
 
-# What the temperature detector lets a user set (fogline.library.temperature_anomaly reads
-# them through fogline.sdk.parameters()).
-TEMPERATURE_PARAMETERS: dict[str, dict[str, Any]] = {
-    "warm_up": {
-        "type": "integer",
-        "default": 60,
-        "minimum": 10,
-        "maximum": 100_000,
-        "description": "readings per asset before it scores: longer gives a steadier "
-        "baseline and fewer early false alarms, but nothing is judged meanwhile",
-    },
-    "warning_z": {
-        "type": "number",
-        "default": 2.5,
-        "minimum": 0.5,
-        "maximum": 20,
-        "description": "deviations from the usual for 'warning': lower catches more, "
-        "with more false alarms",
-    },
-    "alarm_z": {
-        "type": "number",
-        "default": 4.0,
-        "minimum": 0.5,
-        "maximum": 50,
-        "description": "deviations from the usual for 'alarm'",
-    },
-    "fading": {
-        "type": "number",
-        "default": 0.002,
-        "minimum": 0.00001,
-        "maximum": 0.5,
-        "description": "how fast the baseline forgets: higher follows slow changes sooner "
-        "and also gets used to a slowly growing fault",
-    },
-}
+_MANIFEST_TYPES = {"int": "integer", "float": "number", "bool": "boolean"}
 
+
+def detector_parameters(detector: type[Detector]) -> dict[str, dict[str, Any]]:
+    """A detector's constructor parameters as a manifest's `parameters` section."""
+    section: dict[str, dict[str, Any]] = {}
+    for p in detector.PARAMETERS:
+        spec: dict[str, Any] = {"type": _MANIFEST_TYPES[p.type], "default": p.default}
+        if p.minimum is not None:
+            spec["minimum"] = p.minimum
+        if p.maximum is not None:
+            spec["maximum"] = p.maximum
+        spec["description"] = p.trades
+        section[p.name] = spec
+    return section
+
+
+# Streaming detectors of any numeric signal (detectors.py): map `value` to the telemetry.
+DETECTORS: list[tuple[str, str, str, type[Detector]]] = [
+    (
+        "robust-anomaly",
+        "rolling (or per-phase) median residual, thresholds from its own quantile band",
+        "Robust streaming anomaly detector for any numeric signal (median and quantiles)",
+        RobustDetector,
+    ),
+    (
+        "forecast-anomaly",
+        "Holt-Winters one-step forecast residual (river), calibrated quantile band",
+        "Forecasting-residual anomaly detector for any numeric signal",
+        ForecastDetector,
+    ),
+    (
+        "discord-anomaly",
+        "subsequence discords: distance of the newest shape to its nearest past one",
+        "Detects shapes never seen before in any numeric signal (left matrix profile)",
+        DiscordDetector,
+    ),
+]
 
 WINDOW = {"type": "TIME_WINDOW", "frequency": 5000, "timeWindowSize": 30000}
 
@@ -105,10 +128,10 @@ CATALOG = {
     for m in [
         LibraryModel(
             "temperature-anomaly",
-            "stateful streaming z-score of temperature per asset (river)",
+            "robust streaming detector (rolling median, calibrated quantile band) on temperature",
             _manifest(
                 "temperature-anomaly",
-                "Detects anomalies in temperature values with streaming statistics",
+                "Detects anomalies in temperature values with robust streaming statistics",
                 "temperature_anomaly",
                 True,
                 {"type": "REAL_TIME"},
@@ -117,8 +140,30 @@ CATALOG = {
                     {"dataColumnName": "temperature_score"},
                     {"dataColumnName": "temperature_warning", "readAsString": True},
                 ],
-                parameters=TEMPERATURE_PARAMETERS,
+                parameters=detector_parameters(RobustDetector),
             ),
+            RobustDetector,
+        ),
+        *(
+            LibraryModel(
+                name,
+                summary,
+                _manifest(
+                    name,
+                    description,
+                    name.replace("-", "_"),
+                    True,
+                    {"type": "REAL_TIME"},
+                    [{"dataColumnName": "value"}],
+                    [
+                        {"dataColumnName": "value_score"},
+                        {"dataColumnName": "value_level", "readAsString": True},
+                    ],
+                    parameters=detector_parameters(detector),
+                ),
+                detector,
+            )
+            for name, summary, description, detector in DETECTORS
         ),
         LibraryModel(
             "motor-anomaly",

@@ -37,7 +37,12 @@ from fogline.api.schemas.models import (
 from fogline.api.streams import while_key_valid
 from fogline.domain.errors import InvalidInput, Problem
 from fogline.library.catalog import CATALOG, library_model
-from fogline.models.manifest import MAX_VERSION_LENGTH, SEMVER_PATTERN, with_parameter_values
+from fogline.models.manifest import (
+    MAX_VERSION_LENGTH,
+    SEMVER_PATTERN,
+    check_manifest,
+    with_parameter_values,
+)
 from fogline.models.model_log import MAX_TAIL_BYTES, follow_lines, size_of, tail_lines
 from fogline.models.outputs import load_answer
 
@@ -387,6 +392,9 @@ async def import_library_model(
     document = entry.manifest
     if body is not None and body.parameters:
         document = with_parameter_values(document, body.parameters)
+        check_manifest(document)  # types and bounds first, every problem at once
+        if problems := entry.parameter_problems(body.parameters):
+            raise InvalidInput.of(problems, "parameters")
     if body is not None and body.version is not None:
         document = {"manifest": {**document["manifest"], "version": body.version}}
     return ModelOut.of(await svc.models.submit(tenant, orjson.dumps(document)))

@@ -1,0 +1,383 @@
+"""Streaming anomaly detectors for unfamiliar signals, one state per asset and column.
+
+Each detector turns a reading into a deviation (a residual, a distance) and scores it against
+the band of its own past deviations: river's rolling quantiles give the median and the
+`quantile` / 1 - `quantile` edges of the last `calibration` deviations, and the score is how
+far the new deviation lies beyond the median in units of that half-band (1.0 = as far as the
+`quantile` of the past). The levels compare the score with `warning` and `alarm`, multiples of
+that half-band: thresholds calibrated on the signal's own history, not fixed z-scores.
+
+Output per reading (`Detection`): `score` is None and `level` is "warming-up" until the
+detector has seen enough readings to score (its warm-up, see each class); then `level` is
+"ok", "warning" or "alarm". Served, the score column is left out while warming up (a missing
+value rather than a misleading 0.0) and the level column says "warming-up".
+
+- `RobustDetector`: residual from a rolling median, or from a per-phase rolling median when
+  the signal has a cycle (`period_s`, e.g. 86400 for a daily one).
+- `ForecastDetector`: residual of river's Holt-Winters one-step forecast (level, trend and,
+  with `season`, an additive seasonal component).
+- `DiscordDetector`: the distance of the newest subsequence to its nearest neighbour in the
+  recent past (the left matrix profile of Yeh et al., as stumpy's `stumpi` keeps it; raw
+  Euclidean by default, z-normalised with `normalize`); a shape never seen before is far from
+  everything. stumpy itself is not used: its JIT compile took 41 s and 510 MB (docs/models.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from river import stats, time_series
+
+LEVELS = ("warming-up", "ok", "warning", "alarm")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One constructor parameter as a manifest may expose it."""
+
+    name: str
+    type: str  # "int", "float", "bool"
+    default: Any
+    minimum: float | None
+    maximum: float | None
+    trades: str  # what raising it buys and costs
+
+
+@dataclass(frozen=True)
+class Detection:
+    score: float | None  # None while warming up
+    level: str  # one of LEVELS
+
+
+def _calibration(warning: float, alarm: float) -> tuple[Parameter, ...]:
+    return (
+        Parameter(
+            "calibration",
+            "int",
+            1440,
+            50,
+            100_000,
+            "readings of past deviations the thresholds are calibrated on; longer = steadier "
+            "thresholds, slower to accept a new normal",
+        ),
+        Parameter(
+            "quantile",
+            "float",
+            0.99,
+            0.9,
+            0.9999,
+            "the quantile of past deviations that scores 1.0; higher = a noisier estimate of a "
+            "rarer edge",
+        ),
+        Parameter(
+            "warning",
+            "float",
+            warning,
+            0.5,
+            100.0,
+            "score (in half-bands of past deviations) from which a reading is a warning",
+        ),
+        Parameter(
+            "alarm",
+            "float",
+            alarm,
+            0.5,
+            100.0,
+            "score from which a reading is an alarm; higher = fewer false alarms, later and "
+            "fewer detections",
+        ),
+    )
+
+
+def _get(statistic: stats.RollingQuantile) -> float:
+    value = statistic.get()
+    return 0.0 if value is None else float(value)
+
+
+_HoltWinters: Any = time_series.HoltWinters  # river's forecasters are not typed
+
+
+class Calibrator:
+    """Scores a deviation against the band of the last `calibration` deviations that were
+    "ok" (a warning's or an alarm's deviation is left out, so one anomaly does not hide the
+    next; a lasting change is followed by the baseline, the median or the forecast)."""
+
+    def __init__(
+        self,
+        calibration: int,
+        quantile: float,
+        warning: float,
+        alarm: float,
+        warm_up: int,
+        two_sided: bool = True,
+    ) -> None:
+        if not 0.5 < quantile < 1:
+            raise ValueError(f"quantile must lie between 0.5 and 1, got {quantile}")
+        if not 0 < warning <= alarm:
+            raise ValueError(f"need 0 < warning <= alarm, got {warning} and {alarm}")
+        self.mid = stats.RollingQuantile(0.5, calibration)
+        self.hi = stats.RollingQuantile(quantile, calibration)
+        self.lo = stats.RollingQuantile(1 - quantile, calibration) if two_sided else None
+        self.warning = warning
+        self.alarm = alarm
+        self.warm_up = warm_up
+        self.seen = 0
+
+    def score(self, deviation: float) -> Detection:
+        """Score, then learn: a deviation is judged against the past only."""
+        detection = Detection(None, "warming-up")
+        if self.seen >= self.warm_up:
+            mid = _get(self.mid)
+            if deviation >= mid:
+                band = _get(self.hi) - mid
+            else:
+                band = mid - _get(self.lo) if self.lo is not None else math.inf
+            floor = 1e-9 * max(1.0, abs(mid))
+            s = abs(deviation - mid) / max(band, floor)
+            level = "alarm" if s >= self.alarm else "warning" if s >= self.warning else "ok"
+            detection = Detection(s, level)
+            if level != "ok":
+                return detection  # an anomaly does not widen the band it is judged by
+        self.mid.update(deviation)
+        self.hi.update(deviation)
+        if self.lo is not None:
+            self.lo.update(deviation)
+        self.seen += 1
+        return detection
+
+
+class Detector:
+    """A streaming detector of one signal (one asset's column)."""
+
+    PARAMETERS: tuple[Parameter, ...] = ()
+
+    def update(self, value: float, ts_ms: int) -> Detection:
+        raise NotImplementedError
+
+
+class RobustDetector(Detector):
+    """Median and quantile based: the residual from a rolling median of the last `window`
+    readings, or, with `period_s`, from the rolling median of the readings at the same phase
+    of the cycle (`bins` phases, `window` readings over all phases) — a seasonal baseline that
+    keeps a daily peak from looking like an anomaly. Warm-up: `window` // 4 readings (with
+    `period_s`: until the reading's phase has been seen `min_per_bin` times), then `warm_up`
+    residuals for the calibration."""
+
+    PARAMETERS = (
+        Parameter(
+            "window",
+            "int",
+            1440,
+            10,
+            100_000,
+            "readings in the median; longer = steadier baseline, slower after a real change",
+        ),
+        Parameter(
+            "period_s",
+            "float",
+            0.0,
+            0.0,
+            31_536_000.0,
+            "the signal's cycle in seconds (86400: daily; 0: none); with a cycle, each phase "
+            "has its own median (the first full cycle is warm-up)",
+        ),
+        Parameter("bins", "int", 48, 4, 1440, "phases of the cycle; more = finer, slower warm-up"),
+        Parameter("warm_up", "int", 240, 20, 100_000, "residuals seen before the first score"),
+        *_calibration(1.3, 1.6),
+    )
+
+    def __init__(
+        self,
+        window: int = 1440,
+        period_s: float = 0.0,  # 0: no cycle
+        bins: int = 48,
+        warm_up: int = 240,
+        calibration: int = 1440,
+        quantile: float = 0.99,
+        warning: float = 1.3,
+        alarm: float = 1.6,
+        min_per_bin: int = 3,
+    ) -> None:
+        self.period_ms = period_s * 1000 if period_s else None
+        self.bins = bins
+        self.min_per_bin = min_per_bin
+        per_bin = max(min_per_bin, window // bins) if period_s else window
+        self.medians: dict[int, stats.RollingQuantile] = {}
+        self.counts: dict[int, int] = {}
+        self.per_bin = per_bin
+        self.first = max(1, window // 4) if not period_s else min_per_bin
+        self.calibrator = Calibrator(calibration, quantile, warning, alarm, warm_up)
+
+    def update(self, value: float, ts_ms: int) -> Detection:
+        phase = int((ts_ms % self.period_ms) * self.bins // self.period_ms) if self.period_ms else 0
+        median = self.medians.get(phase)
+        if median is None:
+            median = self.medians[phase] = stats.RollingQuantile(0.5, self.per_bin)
+        seen = self.counts.get(phase, 0)
+        detection = Detection(None, "warming-up")
+        if seen >= self.first:
+            detection = self.calibrator.score(value - _get(median))
+        median.update(value)
+        self.counts[phase] = seen + 1
+        return detection
+
+
+class ForecastDetector(Detector):
+    """Forecasting residual: river's Holt-Winters (additive level and trend, and a seasonal
+    component of `season` readings when set) forecasts each reading from the ones before;
+    the residual is scored. Warm-up: max(2, `season`) readings to initialise the forecaster,
+    then `warm_up` residuals."""
+
+    PARAMETERS = (
+        Parameter("alpha", "float", 0.3, 0.001, 1.0, "level smoothing; higher = follows faster"),
+        Parameter("beta", "float", 0.01, 0.0001, 1.0, "trend smoothing"),
+        Parameter("gamma", "float", 0.1, 0.001, 1.0, "seasonal smoothing (with `season`)"),
+        Parameter(
+            "season",
+            "int",
+            0,
+            0,
+            100_000,
+            "readings in one cycle (0: none); a cycle is learned, not alarmed on, after the "
+            "first one",
+        ),
+        Parameter("warm_up", "int", 240, 20, 100_000, "residuals seen before the first score"),
+        *_calibration(1.3, 1.6),
+    )
+
+    def __init__(
+        self,
+        alpha: float = 0.3,
+        beta: float = 0.01,
+        gamma: float = 0.1,
+        season: int = 0,
+        warm_up: int = 240,
+        calibration: int = 1440,
+        quantile: float = 0.99,
+        warning: float = 1.3,
+        alarm: float = 1.6,
+    ) -> None:
+        self.model: Any = _HoltWinters(
+            alpha=alpha, beta=beta, gamma=gamma if season else None, seasonality=season
+        )
+        self.season = season
+        self.first: list[float] = []
+        self.calibrator = Calibrator(calibration, quantile, warning, alarm, warm_up)
+
+    def update(self, value: float, ts_ms: int) -> Detection:
+        model = self.model
+        detection = Detection(None, "warming-up")
+        if model._initialized:
+            detection = self.calibrator.score(value - float(model.forecast(horizon=1)[0]))
+            model.learn_one(value)
+            return detection
+        self.first.append(value)
+        model.learn_one(value)
+        if model._initialized and model.season is not None:
+            # river 0.26 starts an additive season from y / level (the multiplicative start);
+            # the additive one is y - level.
+            level = float(model.level[-1])
+            model.season.clear()
+            model.season.extend(y - level for y in self.first)
+        return detection
+
+
+class DiscordDetector(Detector):
+    """Subsequence discords: the z-normalised Euclidean distance of the newest `m` readings to
+    their nearest neighbour among the subsequences of the last `history` readings (the left
+    matrix profile; neighbours overlapping the newest by more than 3/4 are excluded as trivial
+    matches). A level shift, a spike or a changed shape gives a subsequence unlike any before.
+    Warm-up: `history` // 2 readings, then `warm_up` distances."""
+
+    PARAMETERS = (
+        Parameter(
+            "m",
+            "int",
+            60,
+            4,
+            2000,
+            "subsequence length in readings; about the length of the shapes that matter",
+        ),
+        Parameter(
+            "history",
+            "int",
+            1440,
+            50,
+            20_000,
+            "readings searched for a neighbour; longer = remembers rarer normal shapes, costs "
+            "O(history x m) per reading",
+        ),
+        Parameter("warm_up", "int", 240, 20, 100_000, "distances seen before the first score"),
+        Parameter(
+            "normalize",
+            "bool",
+            False,
+            None,
+            None,
+            "compare shapes only (z-normalised, stumpy's default): blind to level and "
+            "amplitude, and noise dominates slow signals; off = raw Euclidean distance",
+        ),
+        *_calibration(1.5, 2.0),
+    )
+
+    def __init__(
+        self,
+        m: int = 60,
+        history: int = 1440,
+        warm_up: int = 240,
+        calibration: int = 1440,
+        quantile: float = 0.99,
+        warning: float = 1.5,
+        alarm: float = 2.0,
+        normalize: bool = False,
+    ) -> None:
+        if history < 2 * m:
+            raise ValueError(f"history ({history}) must be at least 2 x m ({m})")
+        self.m = m
+        self.history = history
+        self.normalize = normalize
+        self.buffer: deque[float] = deque(maxlen=history)
+        self.calibrator = Calibrator(
+            calibration, quantile, warning, alarm, warm_up, two_sided=False
+        )
+
+    def distance(self) -> float:
+        t = np.fromiter(self.buffer, dtype=np.float64, count=len(self.buffer))
+        m = self.m
+        windows = np.lib.stride_tricks.sliding_window_view(t, m)
+        query = windows[-1]
+        past = windows[: len(windows) - max(1, m // 4)]  # the exclusion zone
+        if not self.normalize:
+            diff = past - query
+            return float(math.sqrt(float(np.einsum("ij,ij->i", diff, diff).min())))
+        mu = past.mean(axis=1)
+        sigma = past.std(axis=1)
+        q_mu = query.mean()
+        q_sigma = query.std()
+        floor = 1e-8 * max(1.0, abs(q_mu))
+        if q_sigma < floor:
+            # a flat newest subsequence: its distance to flat past ones is 0, to others 2m
+            d2 = np.where(sigma < floor, 0.0, 2.0 * m)
+        else:
+            corr = (past @ query - m * mu * q_mu) / (m * np.maximum(sigma, floor) * q_sigma)
+            d2 = np.where(sigma < floor, 2.0 * m, 2.0 * m * (1.0 - np.clip(corr, -1.0, 1.0)))
+        return float(math.sqrt(max(float(d2.min()), 0.0)))
+
+    def update(self, value: float, ts_ms: int) -> Detection:
+        self.buffer.append(value)
+        if len(self.buffer) < max(self.history // 2, 2 * self.m):
+            return Detection(None, "warming-up")
+        return self.calibrator.score(self.distance())
+
+
+def parameters_of(cls: type[Detector]) -> list[dict[str, Any]]:
+    """The class's parameters as plain dicts (for a manifest's `parameters` section)."""
+    return [p.__dict__.copy() for p in cls.PARAMETERS]
+
+
+DetectorFactory = Callable[[], Detector]

@@ -1,0 +1,12 @@
+"""discord-anomaly: detectors.DiscordDetector with the manifest's parameters, on the input
+column `value` (map it to any numeric telemetry), one per asset;
+outputs `value_score`, `value_level`."""
+
+from functools import partial
+
+from fogline.library.detectors import DiscordDetector
+from fogline.library.serving import DetectorModel
+from fogline.sdk import parameters, serve
+
+if __name__ == "__main__":
+    serve(DetectorModel(partial(DiscordDetector, **parameters())))

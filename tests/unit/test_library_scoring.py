@@ -1,0 +1,66 @@
+"""Episode scoring and the NAB score on hand-made series (scoring.py)."""
+
+import math
+
+import pytest
+
+from fogline.library.scoring import RollingZBaseline, episodes, score, sigma, windows_of
+
+
+def marks(n: int, *spans: tuple[int, int]) -> list[bool]:
+    out = [False] * n
+    for s, e in spans:
+        for i in range(s, e):
+            out[i] = True
+    return out
+
+
+def test_alarms_merge_into_episodes_across_short_gaps() -> None:
+    alarms = marks(30, (2, 4), (6, 7), (20, 21))
+    assert episodes(alarms) == [(2, 4), (6, 7), (20, 21)]
+    assert episodes(alarms, merge_gap=3) == [(2, 7), (20, 21)]
+    assert windows_of(marks(10, (3, 5))) == [(3, 5)]
+    assert episodes([False] * 5) == []
+
+
+def test_hits_false_alarms_and_delay() -> None:
+    labels = marks(100, (10, 20), (50, 60), (80, 90))
+    # one episode starting 3 readings into the first window, one in no window, the third
+    # window reached only through the tolerance (2 readings after its end)
+    alarms = marks(100, (13, 16), (30, 33), (91, 92))
+    f = score(alarms, labels)
+    assert (f.windows, f.hit, f.false_alarms, f.episodes) == (3, 1, 2, 3)
+    assert f.delays == [3]
+    f = score(alarms, labels, tolerance=2)
+    assert (f.hit, f.false_alarms) == (2, 1)
+    assert f.delays == [3, 11]  # from the window's start, in readings
+    early = score(marks(100, (8, 9)), labels, tolerance=2)
+    assert early.hit == 1 and early.delays == [-2] and early.false_alarms == 0
+
+
+def test_nab_score_standard_profile() -> None:
+    assert sigma(-1.0) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    assert sigma(0.0) == 0.0 and sigma(3.5) == -1.0
+    labels = marks(100, (10, 20), (50, 60))
+    perfect = score(marks(100, (10, 11), (50, 51)), labels)
+    assert perfect.nab == pytest.approx(100.0, abs=1.0)  # first reading of a 10-reading window
+    assert score([False] * 100, labels).nab == 0.0  # the null detector
+    # one window found at its first reading, one missed, one early false alarm (-A_FP)
+    f = score(marks(100, (2, 3), (10, 11)), labels)
+    tp = 2 / (1 + math.exp(5 * (-9 / 10))) - 1
+    assert f.nab_raw == pytest.approx(tp - 1.0 - 0.11)
+    assert f.nab == pytest.approx(100 * (f.nab_raw + 2) / (2 * sigma(-1.0) + 2))
+    # a false alarm right after a window costs less than one far from it
+    near = score(marks(100, (10, 11), (21, 22)), marks(100, (10, 20)))
+    far = score(marks(100, (10, 11), (90, 91)), marks(100, (10, 20)))
+    assert near.nab > far.nab
+    # a late detection earns less than an early one
+    late = score(marks(100, (18, 19)), marks(100, (10, 20)))
+    assert 0 < late.nab < perfect.nab
+
+
+def test_rolling_baseline_is_silent_until_its_window_is_full() -> None:
+    b = RollingZBaseline(window=50, threshold=3.0)
+    values = [10.0 + (i % 5) * 0.1 for i in range(60)] + [20.0, 10.2]
+    alarms = [b.alarm(v) for v in values]
+    assert not any(alarms[:60]) and alarms[60] and not alarms[61]
