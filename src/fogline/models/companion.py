@@ -51,6 +51,7 @@ from typing import Any
 import orjson
 
 from fogline.bus.connection import Bus, Subscription
+from fogline.domain.errors import Conflict, InvalidInput, Problem
 from fogline.domain.models import LossReason, ModelDeadLetter, StaleRequest
 from fogline.domain.timeseries import now_ms
 from fogline.models.manifest import Trigger, TriggerType
@@ -81,6 +82,8 @@ FLUSH_S = 1.0  # dead letters are written to the database at most this often
 PAYLOAD_READINGS = 20  # how many readings a dead letter keeps as a sample
 PAYLOAD_BYTES = 4096
 MAX_UNWRITTEN_LETTERS = 10_000  # kept in memory while the database is away
+MAX_BACKFILL_SPAN_MS = 86_400_000  # a day of history per backfill
+BACKFILL_PAGE = 1000  # readings read from the history at once by a backfill
 
 
 class StuckBusy(CallTimedOut):
@@ -158,6 +161,26 @@ class _Pending:
 class _AssetState:
     mapping: ResolvedAsset
     latest: dict[str, Any] = field(default_factory=dict)  # input column -> latest value
+
+
+@dataclass
+class BackfillReport:
+    """What a backfill did: readings read from the history, windows closed (TIME_WINDOW),
+    calls answered, readings scored, outputs written (at the readings' own times), and what was
+    lost: readings not scored and output values refused, each kept as a dead letter."""
+
+    asset: str
+    start: int
+    end: int
+    readings_read: int = 0
+    incomplete: int = 0  # REAL_TIME: held back, some input not seen yet in the range
+    windows: int = 0
+    calls: int = 0
+    scored: int = 0
+    outputs_written: int = 0
+    refused_outputs: int = 0
+    dead_lettered: int = 0  # readings whose call failed
+    dead_letters: int = 0  # dead-letter records written (failed calls and refused outputs)
 
 
 class ReadingQueue:
@@ -642,15 +665,114 @@ class Companion:
         self.stats.failures += 1
         self.stats.last_error = exc.message
         self._last_call_failed = True
-        if isinstance(exc, CallTimedOut):
-            reason = LossReason.TIMEOUT
-        elif isinstance(exc, MalformedAnswer):
-            reason = LossReason.MALFORMED_ANSWER
-        elif isinstance(exc, ModelAnswered):
-            reason = LossReason.MODEL_ERROR
-        else:
-            reason = LossReason.MODEL_DOWN
-        self._lose(readings, reason, exc.message, request_id)
+        self._lose(readings, _loss_reason(exc), exc.message, request_id)
+
+    # -- backfill -------------------------------------------------------------------------
+
+    async def backfill(self, asset: str, start: int, end: int) -> BackfillReport:
+        """Run the model over the stored history of `asset` in [start, end), as live: event-time
+        windows (every window that overlaps the range, whole) or the readings in order, each
+        completed with the asset's latest values within the range (REAL_TIME). Outputs are
+        written as telemetry at the readings' own times. Reads a page at a time."""
+        state = self._assets.get(asset)
+        if state is None:
+            mapped = ", ".join(self.assets) or "none"
+            raise InvalidInput.of(
+                [Problem("asset", f"{asset!r} is not mapped to this model (mapped: {mapped})")]
+            )
+        if self.is_async:
+            raise Conflict(
+                "an asynchronous model answers on a callback; backfill runs synchronous models only"
+            )
+        report = BackfillReport(asset, start, end)
+        windows = event_windows(self.trigger, self.stateful)
+        read_from, read_to = start, end
+        if windows is not None:
+            read_from = windows.starts_of(start)[0]  # whole windows at the edges
+            read_to = windows.starts_of(end - 1)[-1] + windows.size
+        inputs, latest = state.mapping.inputs, {}
+        batch: list[dict[str, Any]] = []
+        after: int | None = None
+        while True:
+            page = await asyncio.to_thread(
+                self.telemetry.readings_page,
+                self.spec.tenant,
+                asset,
+                read_from,
+                read_to,
+                after,
+                BACKFILL_PAGE,
+            )
+            for row in page:
+                own = {c: row.values[t] for c, t in inputs.items() if t in row.values}
+                if not own:
+                    continue
+                if start <= row.ts < end:
+                    report.readings_read += 1
+                if windows is not None:
+                    reading = {"asset": asset, "ts": row.ts, "values": own}
+                    for window in windows.add(reading, 0.0)[1]:
+                        await self._backfill_window(window, report)
+                    continue
+                latest.update(own)
+                if len(latest) < len(inputs):
+                    report.incomplete += 1
+                    continue
+                batch.append({"asset": asset, "ts": row.ts, "values": dict(latest)})
+                if len(batch) >= self.settings.max_batch:
+                    await self._backfill_call(batch, None, report)
+                    batch = []
+            if len(page) < BACKFILL_PAGE:
+                break
+            after = page[-1].ts
+        if batch:
+            await self._backfill_call(batch, None, report)
+        for window in [] if windows is None else windows.flush():
+            await self._backfill_window(window, report)
+        await self._flush()
+        return report
+
+    async def _backfill_window(self, window: ClosedWindow, report: BackfillReport) -> None:
+        if window.end <= report.start or window.start >= report.end:
+            return  # read only to complete the windows at the edges
+        report.windows += 1
+        await self._backfill_call(
+            window.readings, {"start": window.start, "end": window.end}, report
+        )
+
+    async def _backfill_call(
+        self,
+        readings: list[dict[str, Any]],
+        window: dict[str, int] | None,
+        report: BackfillReport,
+    ) -> None:
+        """One call of a backfill, holding a call slot like a live one (a stateful model's
+        calls stay one at a time). A failed call is one dead letter; nothing is retried beyond
+        what a live call is."""
+        await self._slots.acquire()
+        try:
+            request_id = uuid.uuid4().hex
+            try:
+                answer = await self._send(request_id, self._request(request_id, readings, window))
+                if not isinstance(answer, dict) or not isinstance(answer.get("outputs"), list):
+                    raise MalformedAnswer("the model's answer has no 'outputs' list")
+            except ModelCallFailed as exc:
+                report.dead_lettered += len(readings)
+                report.dead_letters += 1
+                text = f"backfill: {exc.message}"
+                self._keep(self._letter(readings, _loss_reason(exc), text, request_id))
+                return
+            report.calls += 1
+            report.scored += len(readings)
+            mappings = {asset: s.mapping for asset, s in self._assets.items()}
+            result = await self.outputs.write(answer, allowed_timestamps(readings), mappings)
+            report.outputs_written += result.written
+            for refusal in result.refused:
+                report.refused_outputs += 1
+                report.dead_letters += 1
+                self._keep(self._refused_letter(request_id, refusal))
+        finally:
+            self._slots.release()
 
     async def on_answer(self, request_id: str, answer: dict[str, Any]) -> bool:
         """An asynchronous model's answer. False when the request is unknown or went stale."""
@@ -846,6 +968,16 @@ class Companion:
             column=refusal.column,
             payload=refusal.value,
         )
+
+
+def _loss_reason(exc: ModelCallFailed) -> LossReason:
+    if isinstance(exc, CallTimedOut):
+        return LossReason.TIMEOUT
+    if isinstance(exc, MalformedAnswer):
+        return LossReason.MALFORMED_ANSWER
+    if isinstance(exc, ModelAnswered):
+        return LossReason.MODEL_ERROR
+    return LossReason.MODEL_DOWN
 
 
 def event_windows(trigger: Trigger, stateful: bool) -> EventWindows | None:
