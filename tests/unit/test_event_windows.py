@@ -36,7 +36,9 @@ def test_tumbling_out_of_order_within_the_lateness_lands_in_its_window() -> None
     assert w.held_memberships == 3  # 1200, 1499, 1500 in [1000, 2000)
 
 
-def test_late_is_reported_and_the_same_stream_replayed_in_any_order_gives_the_same_windows() -> None:
+def test_late_is_reported_and_the_same_stream_replayed_in_any_order_gives_the_same_windows() -> (
+    None
+):
     times = [0, 250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2250, 5000]
 
     def windows_of(order: list[int]) -> list[tuple[str, int, int, list[int]]]:
