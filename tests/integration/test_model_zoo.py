@@ -288,7 +288,7 @@ async def test_late_readings_are_dead_lettered_for_a_stateful_time_window_model(
     text = k.manifest("echo", [{"dataColumnName": "mean"}], window, stateful=True)
     name = await k.submit(api, text, {"model.py": ECHO})
     await deploy(api, name)
-    now = (int(time.time() * 1000) // 1000) * 1000 + 10_500
+    now = (int(time.time() * 1000) // 1000) * 1000 - 29_500
     await k.send(api, "s1", now, 1.0)
 
     async def scored(count: int) -> Callable[[], Any]:
