@@ -261,6 +261,13 @@ def show_companion(comp: dict[str, Any]) -> None:
         f"{r['queued']} queued + {r['in_flight']} in flight"
         + (f"; oldest queued {oldest:.1f} s" if oldest is not None else "")
     )
+    windowing = comp.get("windowing")
+    if windowing:
+        console.print(
+            f"event-time windows: {comp['windows']} sent, {windowing['open_windows']} open, "
+            f"{comp['late']} readings late (allowedLateness {windowing['allowed_lateness_ms']} "
+            f"ms, idleTimeout {windowing['idle_timeout_ms']} ms)"
+        )
     console.print(
         f"calls: {comp['calls']} answered, {comp['failures']} failed, {comp['timeouts']} timed "
         f"out, {comp['busy']} refused as busy; {comp['outputs']} outputs written"
