@@ -382,7 +382,7 @@ class Companion:
             return f"it cannot keep up: the oldest queued reading has waited {age:.0f} s"
         return None
 
-    # -- feeding: the live feed (REAL_TIME, stateful TIME_WINDOW) ---------------------------
+    # -- feeding: the live feed (both triggers) ---------------------------------------------
 
     async def _on_live(self, data: bytes) -> None:
         event = orjson.loads(data)
