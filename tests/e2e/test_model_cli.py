@@ -182,3 +182,66 @@ def test_init_submit_map_deploy_and_a_sigkill_mid_saga(tmp_path: Path) -> None:
     finally:
         if p.process.poll() is None:
             p.stop()
+
+
+def test_backfill_from_the_cli(platform_process: RunningPlatform, tmp_path: Path) -> None:
+    """History stored before the model existed, scored by `fogline model backfill`: outputs
+    at the readings' own times, read back with `fogline telemetry history`."""
+    p = platform_process
+    start = (int(time.time()) - 7200) * 1000  # two hours ago, whole seconds
+    with api(p) as http:
+        assert http.put("/tenants/default/asset-types/gauge", json=GAUGE).status_code == 201
+        r = http.post("/tenants/default/assets", json={"id": "g1", "asset_type": "gauge"})
+        assert r.status_code == 201
+        assert http.post("/tenants/default/devices", json={"id": "gw"}).status_code == 201
+        readings = [
+            {"asset": "g1", "ts": start + i * 1000, "values": {"value": float(i * 30)}}
+            for i in range(8)
+        ]
+        r = http.post("/tenants/default/devices/gw/telemetry", json={"readings": readings})
+        assert r.status_code == 202
+
+        def stored() -> bool:
+            query = {"keys": "value", "from": str(start), "to": "now"}
+            got = http.get("/tenants/default/assets/g1/telemetry/history", params=query).json()
+            return len(got["series"].get("value", {}).get("points", [])) == 8
+
+        wait_for(stored, 20, "the history stored")
+    project = tmp_path / "press"
+    ok(p.cli("model", "init", "press", "--dir", str(project)))
+    ok(p.cli("model", "submit", str(project)))
+    ok(p.cli("model", "map", "press", "0.1.0", "--type", "gauge"))
+    assert "active" in ok(p.cli("model", "deploy", "press", "0.1.0"))
+
+    begin, end = str(start), str(start + 5000)  # the first five readings
+    text = ok(
+        p.cli("model", "backfill", "press", "0.1.0", "--asset", "g1", "--from", begin, "--to", end)
+    )
+    assert "5 readings read, 1 calls, 5 scored, 10 outputs written" in " ".join(text.split())
+    history = json.loads(
+        ok(
+            p.cli(
+                "--json",
+                "telemetry",
+                "history",
+                "g1",
+                "--keys",
+                "label",
+                "--from",
+                begin,
+                "--to",
+                "now",
+            )
+        )
+    )
+    points = history["series"]["label"]["points"]
+    assert points == [[start + i * 1000, "high" if i * 30 > 100 else "ok"] for i in range(5)]
+
+    inverted = p.cli(
+        "model", "backfill", "press", "0.1.0", "--asset", "g1", "--from", end, "--to", begin
+    )
+    said = " ".join(inverted.stderr.split())
+    assert inverted.returncode != 0 and "empty or inverted" in said, said
+    unmapped = p.cli("model", "backfill", "press", "0.1.0", "--asset", "nope", "--from", "-1h")
+    said = " ".join(unmapped.stderr.split())
+    assert unmapped.returncode != 0 and "not mapped" in said, said

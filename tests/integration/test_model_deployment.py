@@ -204,15 +204,20 @@ async def test_a_crashed_model_is_restarted_and_an_unrecoverable_one_goes_to_dra
 
 async def test_time_window_async_model_and_stale_requests(platform: Any, api: Api) -> None:
     await k.sensors(api, "s1")
-    window = {"type": "TIME_WINDOW", "frequency": 400, "timeWindowSize": 60_000}
+    window = {
+        "type": "TIME_WINDOW",
+        "frequency": 60_000,
+        "timeWindowSize": 60_000,
+        "idleTimeout": 500,
+    }
     text = k.manifest("window-mean", [{"dataColumnName": "mean"}], window, **{"async": True})
     name = await k.submit(api, text, {"model.py": k.WINDOW_MEAN})
     await k.map_type(api, name)
-    now = int(time.time() * 1000)
-    for i, value in enumerate([10.0, 20.0, 30.0]):
-        await k.send(api, "s1", now - 3000 + i, value)
     assert (await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")).status_code == 202
     await k.wait_state(api, name, "active")
+    start = (int(time.time() * 1000) // 60_000 - 1) * 60_000  # a minute's window, past
+    for i, value in enumerate([10.0, 20.0, 30.0]):
+        await k.send(api, "s1", start + 3000 + i, value)
     points = await outputs_of(api, "s1", "mean")  # answered on the callback URL
     assert points[0][1] == pytest.approx(20.0)
     status = await k.deployment(api, name)

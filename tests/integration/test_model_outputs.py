@@ -21,8 +21,14 @@ from fogline.models.runtimes.base import ModelSpec
 from tests import model_kit as k
 from tests.conftest import Api, async_wait_for
 
-# A stateful TIME_WINDOW model is sent what was committed since its last window.
-ONCE = {"type": "TIME_WINDOW", "frequency": 500, "timeWindowSize": 600_000}
+# A stateful TIME_WINDOW model: readings of one 10-minute window come in one call, once the
+# asset has been quiet for half a second.
+ONCE = {
+    "type": "TIME_WINDOW",
+    "frequency": 600_000,
+    "timeWindowSize": 600_000,
+    "idleTimeout": 500,
+}
 
 CARELESS = """
 import math
@@ -125,8 +131,8 @@ async def refused_outputs(api: Api, name: str, count: int) -> list[tuple[Any, ..
 
 async def deploy_on_window(api: Api, name: str, script: str, count: int) -> int:
     """A stateful TIME_WINDOW model deployed on s1, then `count` readings of s1 (temperature
-    0 .. count-1, a second apart, in the last minutes) in one message: committed together, they
-    reach the model in one call (a stateful window gets what was committed since the last)."""
+    0 .. count-1, a second apart, in one past 10-minute window) in one message: they reach the
+    model in one call."""
     await k.sensors(api, "s1")
     text = k.manifest(name, None, ONCE, stateful=True)
     await k.submit(api, text, {"model.py": script})
@@ -134,7 +140,7 @@ async def deploy_on_window(api: Api, name: str, script: str, count: int) -> int:
     r = await api.http.post(f"/tenants/default/models/{name}/1.0.0/deploy")
     assert r.status_code == 202, r.text
     await k.wait_state(api, name, "active")
-    t0 = int(time.time() * 1000) - count * 1000 - 5000
+    t0 = (int(time.time() * 1000) // 600_000 - 1) * 600_000 + 1000
     await post(
         api,
         [{"asset": "s1", "ts": t0 + i * 1000, "values": {"temperature": i}} for i in range(count)],

@@ -56,7 +56,7 @@ def score(readings):
 serve(score=score)
 """
 
-# A stateful window model that echoes every reading it gets (late ones included).
+# A stateful window model that echoes every reading it gets.
 ECHO = """
 from fogline.sdk import serve
 
@@ -274,15 +274,21 @@ async def test_a_model_that_answers_errors_is_degraded_and_its_readings_dead_let
     assert f'fogline_model_readings_total{{model="{name}",outcome="dead-lettered",' in metrics
 
 
-async def test_late_readings_reach_a_stateful_time_window_model(platform: Any, api: Api) -> None:
+async def test_late_readings_are_dead_lettered_for_a_stateful_time_window_model(
+    platform: Any, api: Api
+) -> None:
     await k.sensors(api, "s1")
-    window = {"type": "TIME_WINDOW", "frequency": 300, "timeWindowSize": 1000}
+    window = {
+        "type": "TIME_WINDOW",
+        "frequency": 1000,
+        "timeWindowSize": 1000,
+        "allowedLateness": 0,
+        "idleTimeout": 500,
+    }
     text = k.manifest("echo", [{"dataColumnName": "mean"}], window, stateful=True)
     name = await k.submit(api, text, {"model.py": ECHO})
     await deploy(api, name)
-    # The first reading a little ahead (a reading whose time falls in a window already sent,
-    # even by a millisecond, is late: this one must not be).
-    now = int(time.time() * 1000) + 10_000
+    now = (int(time.time() * 1000) // 1000) * 1000 - 29_500
     await k.send(api, "s1", now, 1.0)
 
     async def scored(count: int) -> Callable[[], Any]:
@@ -292,24 +298,24 @@ async def test_late_readings_reach_a_stateful_time_window_model(platform: Any, a
 
         return check
 
-    await async_wait_for(await scored(1), 20, "the first reading scored")
-    # Readings from an hour and a minute ago: long after their windows passed.
+    await async_wait_for(await scored(1), 20, "the first reading scored (its window idle)")
+    # Readings from an hour and a minute ago: long after their windows closed. Counted and
+    # dead-lettered as late, never dropped unseen; a later reading is scored.
     await k.send(api, "s1", now - 3_600_000, 2.0)
     await k.send(api, "s1", now - 60_000, 3.0)
-    await async_wait_for(await scored(3), 20, "the late readings scored")
+    await k.send(api, "s1", now + 2000, 4.0)
+    await async_wait_for(await scored(2), 20, "the next window scored")
     companion = (await k.deployment(api, name))["companion"]
     accounted(companion)
     assert companion["late"] == 2
+    assert companion["readings"]["dead_lettered_by_reason"] == {"late": 2}
 
-    async def stored() -> bool:
-        return len(await k.history(api, "s1", "mean")) == 3
+    async def letters() -> list[Any]:
+        return [d for d in await dead_letters(api, name) if d["reason_code"] == "late"]
 
-    await async_wait_for(stored, 20, "three outputs")
-    assert await k.history(api, "s1", "mean") == [
-        [now - 3_600_000, 2.0],
-        [now - 60_000, 3.0],
-        [now, 1.0],
-    ]
+    found = await async_wait_for(letters, 10, "the late readings' dead letter")
+    assert sum(d["readings"] for d in found) == 2
+    assert await k.history(api, "s1", "mean") == [[now, 1.0], [now + 2000, 4.0]]
 
 
 async def test_readings_queued_at_stop_are_dead_lettered_as_discarded(
@@ -358,20 +364,23 @@ async def test_a_large_asynchronous_answer_is_taken_whole(platform: Any, api: Ap
     1 MiB default for documents); a callback to an address no companion gave out is refused
     before its body is read."""
     await k.sensors(api, "s1")
-    now = int(time.time() * 1000)
-    readings = [{"asset": "s1", "ts": now - i, "values": {"temperature": 1.0}} for i in range(300)]
-    r = await api.http.post("/tenants/default/devices/gw/telemetry", json=readings)
-    assert r.status_code == 202, r.text
-
-    async def stored() -> bool:
-        return len(await k.history(api, "s1", "temperature")) == 300
-
-    await async_wait_for(stored, 20, "the readings stored")
-    window = {"type": "TIME_WINDOW", "frequency": 500, "timeWindowSize": 600_000}
+    window = {
+        "type": "TIME_WINDOW",
+        "frequency": 600_000,
+        "timeWindowSize": 600_000,
+        "idleTimeout": 500,
+    }
     outputs = [{"dataColumnName": "level", "readAsString": True}]
     text = k.manifest("long-text", outputs, window, **{"async": True})
     name = await k.submit(api, text, {"model.py": LONG_TEXT})
     await deploy(api, name)
+    # 300 readings in one 10-minute window: one call, one answer of 1.2 MB.
+    start = (int(time.time() * 1000) // 600_000 - 1) * 600_000
+    readings = [
+        {"asset": "s1", "ts": start + 1000 + i, "values": {"temperature": 1.0}} for i in range(300)
+    ]
+    r = await api.http.post("/tenants/default/devices/gw/telemetry", json=readings)
+    assert r.status_code == 202, r.text
 
     async def written() -> bool:
         return len(await k.history(api, "s1", "level")) == 300

@@ -278,3 +278,51 @@ def test_parameter_values_set_from_outside_name_declared_parameters_only() -> No
         with_parameter_values(document, {"threshold": 5, "thresold": 4, "other": 1})
     assert [p.field for p in caught.value.problems] == ["parameters.thresold", "parameters.other"]
     assert "it has: threshold" in caught.value.problems[0].reason
+
+
+def _window_manifest(trigger: dict[str, object]) -> str:
+    return json.dumps(
+        {
+            "name": "m",
+            "version": "1.0.0",
+            "model": {"hosted": "external", "url": "http://example.com"},
+            "trigger": trigger,
+            "inputs": [{"dataColumnName": "x"}],
+            "outputs": [{"dataColumnName": "y"}],
+        }
+    )
+
+
+def test_event_time_window_fields_have_defaults_and_every_problem_is_named() -> None:
+    ok = parse_manifest(
+        _window_manifest({"type": "TIME_WINDOW", "frequency": 5, "timeWindowSize": 30})
+    )
+    trigger = ok.manifest.trigger
+    assert (trigger.lateness_ms, trigger.idle_ms) == (10_000, 30_000)
+    tuned = {"type": "TIME_WINDOW", "frequency": 5, "timeWindowSize": 5, "allowedLateness": 0}
+    assert parse_manifest(_window_manifest(tuned)).manifest.trigger.lateness_ms == 0
+    bad = {
+        "type": "TIME_WINDOW",
+        "frequency": 60,
+        "timeWindowSize": 30,
+        "allowedLateness": -1,
+        "idleTimeout": 10,
+    }
+    with pytest.raises(InvalidInput) as err:
+        parse_manifest(_window_manifest(bad))
+    assert {p.field for p in err.value.problems} == {
+        "manifest.trigger.frequency",
+        "manifest.trigger.allowedLateness",
+        "manifest.trigger.idleTimeout",
+    }
+    too_many = {"type": "TIME_WINDOW", "frequency": 1, "timeWindowSize": 1000}
+    with pytest.raises(InvalidInput, match="sliding windows"):
+        parse_manifest(_window_manifest(too_many))
+    real_time = {"type": "REAL_TIME", "allowedLateness": 100}
+    with pytest.raises(InvalidInput) as err:
+        parse_manifest(_window_manifest(real_time))
+    [problem] = err.value.problems
+    assert (problem.field, problem.reason) == (
+        "manifest.trigger.allowedLateness",
+        "applies to TIME_WINDOW only",
+    )

@@ -93,6 +93,7 @@ class LossReason(StrEnum):
     REFUSED_OUTPUT = "refused-output"  # an output value refused; the detail code says why
     OVERLOAD = "dropped-on-overload"  # the companion's queue was full
     DISCARDED_AT_STOP = "discarded-at-stop"  # still queued when the model stopped or restarted
+    LATE = "late"  # TIME_WINDOW: every window holding the reading had closed (past the lateness)
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,15 @@ DETECTORS: list[tuple[str, str, str, type[Detector]]] = [
     ),
 ]
 
-WINDOW = {"type": "TIME_WINDOW", "frequency": 5000, "timeWindowSize": 30000}
+# 30 s windows every 5 s on the readings' own times; a reading up to 10 s out of order still
+# counts, and a motor that goes quiet has its last windows scored 15 s later.
+WINDOW = {
+    "type": "TIME_WINDOW",
+    "frequency": 5000,
+    "timeWindowSize": 30000,
+    "allowedLateness": 10000,
+    "idleTimeout": 15000,
+}
 
 CATALOG = {
     m.name: m

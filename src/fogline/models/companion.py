@@ -4,10 +4,18 @@ for, calls the model, and writes the model's outputs back as telemetry of the ma
 - REAL_TIME: every committed reading of a mapped asset (the historian's live events), each
   completed with the asset's latest values of the other inputs, micro-batched: while a call is
   in flight, what arrives is gathered into the next one.
-- TIME_WINDOW: every `frequency` ms. A stateless model gets the last `timeWindowSize` ms of the
-  mapped telemetry from the history (self-contained windows). A stateful model gets the stream:
-  what was committed since its last window, in commit order, late readings included (a reading
-  whose time is before the previous window's end is counted as late and still delivered).
+- TIME_WINDOW: windows on the readings' own timestamps (event time, `windows.py`): every
+  committed reading of a mapped asset (the same live feed, so history replayed, readings
+  backfilled through the API and a device's late store-and-forward go the same way) joins the
+  windows of `timeWindowSize` ms, starting every `frequency` ms, that hold its time. Each asset
+  is its own stream: a window closes when the asset's newest reading time minus
+  `allowedLateness` passes its end, or when the asset sent nothing for `idleTimeout` ms, and
+  the call carries the window's readings in time order with `window: {start, end}` (windows of
+  several assets closing together with the same span share a call). A stateless model gets
+  every reading of each window; a stateful one each reading once, in its first open window. A
+  reading whose windows have all closed is dead-lettered as `late`, never dropped unseen.
+  Values are the reading's own (readings of an asset at one ts merge), never completed with
+  other readings' values: the window is the same whatever order the readings came in.
 - A stateful model gets one call at a time, in order; a stateless one up to the manifest's
   `concurrency`, which is also what the SDK's server runs at once: no call waits inside it.
 - A synchronous model answers the call; an asynchronous one answers on the callback URL the
@@ -43,9 +51,10 @@ from typing import Any
 import orjson
 
 from fogline.bus.connection import Bus, Subscription
+from fogline.domain.errors import Conflict, InvalidInput, Problem
 from fogline.domain.models import LossReason, ModelDeadLetter, StaleRequest
 from fogline.domain.timeseries import now_ms
-from fogline.models.manifest import TriggerType
+from fogline.models.manifest import Trigger, TriggerType
 from fogline.models.mappings import ResolvedAsset
 from fogline.models.outputs import OutputRefusal, OutputWriter, RefusedOutput, allowed_timestamps
 from fogline.models.runtimes.base import ModelSpec
@@ -58,6 +67,7 @@ from fogline.models.transport import (
     ModelClient,
     ModelUnreachable,
 )
+from fogline.models.windows import ClosedWindow, EventWindows
 from fogline.store.deployments import DeploymentStore
 from fogline.store.telemetry import TelemetryStore
 
@@ -72,6 +82,8 @@ FLUSH_S = 1.0  # dead letters are written to the database at most this often
 PAYLOAD_READINGS = 20  # how many readings a dead letter keeps as a sample
 PAYLOAD_BYTES = 4096
 MAX_UNWRITTEN_LETTERS = 10_000  # kept in memory while the database is away
+MAX_BACKFILL_SPAN_MS = 86_400_000  # a day of history per backfill
+BACKFILL_PAGE = 1000  # readings read from the history at once by a backfill
 
 
 class StuckBusy(CallTimedOut):
@@ -105,8 +117,10 @@ class CompanionStats:
     refused_outputs: int = 0  # output values (or items) not written, unmapped ones included
     stale: int = 0  # asynchronous requests never answered in time
     pending: int = 0  # asynchronous requests waiting for their answer
-    windows: int = 0
-    late: int = 0  # stateful TIME_WINDOW: readings delivered after their window had passed
+    windows: int = 0  # TIME_WINDOW: windows closed and sent
+    late: int = 0  # TIME_WINDOW: readings dead-lettered as late (all their windows had closed)
+    late_missed_windows: int = 0  # sliding windows a reading came too late for (it got others)
+    merged: int = 0  # TIME_WINDOW: readings merged into one of the asset at the same ts
     last_call_ms: float | None = None
     last_error: str | None = None
 
@@ -147,6 +161,26 @@ class _Pending:
 class _AssetState:
     mapping: ResolvedAsset
     latest: dict[str, Any] = field(default_factory=dict)  # input column -> latest value
+
+
+@dataclass
+class BackfillReport:
+    """What a backfill did: readings read from the history, windows closed (TIME_WINDOW),
+    calls answered, readings scored, outputs written (at the readings' own times), and what was
+    lost: readings not scored and output values refused, each kept as a dead letter."""
+
+    asset: str
+    start: int
+    end: int
+    readings_read: int = 0
+    incomplete: int = 0  # REAL_TIME: held back, some input not seen yet in the range
+    windows: int = 0
+    calls: int = 0
+    scored: int = 0
+    outputs_written: int = 0
+    refused_outputs: int = 0
+    dead_lettered: int = 0  # readings whose call failed
+    dead_letters: int = 0  # dead-letter records written (failed calls and refused outputs)
 
 
 class ReadingQueue:
@@ -217,7 +251,12 @@ class Companion:
         self.concurrency = 1 if self.stateful else m.model.concurrency
         self.outputs = OutputWriter(spec, bus, self.settings.max_message_bytes)
         self.since_ms = now_ms()
-        self._streamed = self.trigger.type is TriggerType.REAL_TIME or self.stateful
+        self._windows = event_windows(self.trigger, self.stateful)
+        self._closed: deque[ClosedWindow] = deque()  # closed windows waiting for their call
+        self._closed_readings = 0
+        self._window_ready = asyncio.Event()
+        self._late: dict[str, list[dict[str, Any]]] = {}  # asset -> late readings, to dead-letter
+        self._late_count: Counter[str] = Counter()
         self._assets: dict[str, _AssetState] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._queue = ReadingQueue(self.settings.max_queue)
@@ -231,7 +270,6 @@ class Companion:
         self._generation = 0  # the model's incarnation: one more at each restart
         self._restarted = asyncio.Condition()
         self._last_call_failed = False
-        self._window_end = 0  # stateful TIME_WINDOW: the end of the window last sent
         self._letters: list[ModelDeadLetter] = []
         self._overload = 0  # drops not yet written as a dead letter
         self._overload_sample: list[dict[str, Any]] = []
@@ -244,7 +282,8 @@ class Companion:
         if self.trigger.type is TriggerType.REAL_TIME:
             self._spawn(self._send_loop(), "companion")
         else:
-            self._spawn(self._window_loop(), "window")
+            self._spawn(self._window_send_loop(), "window")
+            self._spawn(self._idle_loop(), "idle")
         if self.is_async:
             self._spawn(self._stale_loop(), "stale")
         self._spawn(self._flush_loop(), "dead-letters")
@@ -267,6 +306,12 @@ class Companion:
         discarded = f"{why} while these readings waited for the model"
         queued = self._queue.take_now()
         self._lose(queued, LossReason.DISCARDED_AT_STOP, discarded, in_flight=False)
+        if self._windows is not None:
+            held = [r for w in [*self._closed, *self._windows.flush()] for r in w.readings]
+            self._closed.clear()
+            self._closed_readings = 0
+            text = f"{why} while these readings waited for their window to close"
+            self._lose(held, LossReason.DISCARDED_AT_STOP, text, in_flight=False)
         for request_id, pending in list(self._pending.items()):
             self._forget_pending(request_id)
             self._lose(pending.readings, LossReason.DISCARDED_AT_STOP, discarded, request_id)
@@ -303,6 +348,10 @@ class Companion:
             resolved = {r.asset: r for r in await self.resolve() if r.inputs}
             for asset in set(self._assets) - set(resolved):
                 del self._assets[asset]
+                if self._windows is not None:
+                    held = [r for w in self._windows.forget(asset) for r in w.readings]
+                    text = "the asset is no longer mapped to the model"
+                    self._lose(held, LossReason.DISCARDED_AT_STOP, text, in_flight=False)
                 sub = self._subscriptions.pop(asset, None)
                 if sub is not None:
                     await sub.close()
@@ -312,7 +361,7 @@ class Companion:
                     self._assets[asset] = _AssetState(mapping)
                 else:
                     state.mapping = mapping
-                if self._streamed and asset not in self._subscriptions:
+                if asset not in self._subscriptions:
                     self._subscriptions[asset] = await self.bus.subscribe_live(
                         self.spec.tenant, asset, self._on_live
                     )
@@ -333,7 +382,7 @@ class Companion:
             return f"it cannot keep up: the oldest queued reading has waited {age:.0f} s"
         return None
 
-    # -- feeding: the live feed (REAL_TIME, stateful TIME_WINDOW) ---------------------------
+    # -- feeding: the live feed (both triggers) ---------------------------------------------
 
     async def _on_live(self, data: bytes) -> None:
         event = orjson.loads(data)
@@ -343,6 +392,14 @@ class Companion:
         inputs = state.mapping.inputs
         for reading in event.get("readings", ()):
             values = reading.get("values", {})
+            if self._windows is not None:
+                own = {c: values[t] for c, t in inputs.items() if t in values}
+                if own:  # not e.g. the model's own outputs, or telemetry it does not read
+                    self.stats.received += 1
+                    self._to_window(
+                        {"asset": state.mapping.asset, "ts": reading["ts"], "values": own}
+                    )
+                continue
             seen = False
             for column, telemetry in inputs.items():
                 if telemetry in values:
@@ -362,6 +419,9 @@ class Companion:
         self.account.accepted += 1
         if self._queue.put(reading):
             return
+        self._overloaded(reading)
+
+    def _overloaded(self, reading: dict[str, Any]) -> None:
         self.account.dead_lettered[LossReason.OVERLOAD.value] += 1
         self._overload += 1
         if len(self._overload_sample) < PAYLOAD_READINGS:
@@ -377,58 +437,62 @@ class Companion:
 
     # -- feeding: TIME_WINDOW -------------------------------------------------------------
 
-    async def _window_loop(self) -> None:
-        assert self.trigger.frequency is not None and self.trigger.time_window_size is not None
-        period = self.trigger.frequency / 1000
-        size = self.trigger.time_window_size
-        next_at = time.monotonic() + period
-        self._window_end = now_ms()
+    def _to_window(self, reading: dict[str, Any]) -> None:
+        assert self._windows is not None
+        if self._queued() >= self.settings.max_queue:
+            self.account.accepted += 1
+            self._overloaded(reading)
+            return
+        added, closed = self._windows.add(reading, time.monotonic())
+        self.stats.late_missed_windows += added.missed if added.windows else 0
+        if added.merged:
+            self.stats.merged += 1
+        elif added.late:
+            self.account.accepted += 1
+            self.account.dead_lettered[LossReason.LATE.value] += 1
+            self.stats.late += 1
+            asset = reading["asset"]
+            self._late_count[asset] += 1
+            sample = self._late.setdefault(asset, [])
+            if len(sample) < PAYLOAD_READINGS:
+                sample.append(reading)
+        else:
+            self.account.accepted += added.windows  # one per window holding it
+        self._enqueue(closed)
+
+    def _enqueue(self, closed: list[ClosedWindow]) -> None:
+        for window in closed:
+            self._closed.append(window)
+            self._closed_readings += len(window.readings)
+        if closed:
+            self._window_ready.set()
+
+    async def _idle_loop(self) -> None:
+        assert self._windows is not None
+        tick = min(1.0, self.trigger.idle_ms / 4000)
         while True:
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            # A window that could not be sent on time (the model was busy) is not made up in a
-            # burst: the next one is a period from now.
-            next_at = max(next_at + period, time.monotonic() + period / 2)
-            end = now_ms()
-            window = {"start": end - size, "end": end}
-            if self.stateful:
-                await self._send_stream_window(window)
-                continue
-            try:
-                readings = await asyncio.to_thread(self._window, end - size, end)
-            except Exception as exc:  # the database may be briefly away: next window
-                self.stats.last_error = f"reading the window failed: {exc}"
-                continue
+            await asyncio.sleep(tick)
+            self._enqueue(self._windows.idle(time.monotonic()))
+
+    async def _window_send_loop(self) -> None:
+        """Closed windows to calls, in the order they closed; windows of several assets with
+        the same span go in one call, up to `max_batch` readings (a window is never split)."""
+        while True:
+            while not self._closed:
+                self._window_ready.clear()
+                await self._window_ready.wait()
+            first = self._closed.popleft()
+            readings = list(first.readings)
+            while (
+                self._closed
+                and (self._closed[0].start, self._closed[0].end) == (first.start, first.end)
+                and len(readings) + len(self._closed[0].readings) <= self.settings.max_batch
+            ):
+                readings += self._closed.popleft().readings
+            self._closed_readings -= len(readings)
             self.stats.windows += 1
-            if readings:
-                self.stats.received += len(readings)  # each window's readings, afresh
-                self.account.accepted += len(readings)
-                self.account.in_flight += len(readings)
-                await self._dispatch(readings, window)
-
-    async def _send_stream_window(self, window: dict[str, int]) -> None:
-        """A stateful model's window: everything committed since the last one, in order."""
-        self.stats.windows += 1
-        late_before, self._window_end = self._window_end, window["end"]
-        while len(self._queue):
-            batch = self._queue.take_now(self.settings.max_batch)
-            self.stats.late += sum(1 for r in batch if r["ts"] <= late_before)
-            self.account.in_flight += len(batch)
-            await self._dispatch(batch, window)
-
-    def _window(self, start: int, end: int) -> list[dict[str, Any]]:
-        readings: list[dict[str, Any]] = []
-        for state in list(self._assets.values()):
-            inputs = state.mapping.inputs
-            by_name = self.telemetry.history(
-                self.spec.tenant, state.mapping.asset, list(inputs.values()), start, end, 100_000
-            )
-            rows: dict[int, dict[str, Any]] = {}
-            for column, telemetry in inputs.items():
-                for point in by_name.get(telemetry, []):
-                    rows.setdefault(point.ts, {})[column] = point.value
-            for ts in sorted(rows):
-                readings.append({"asset": state.mapping.asset, "ts": ts, "values": rows[ts]})
-        return readings
+            self.account.in_flight += len(readings)
+            await self._dispatch(readings, {"start": first.start, "end": first.end})
 
     # -- calling the model ----------------------------------------------------------------
 
@@ -601,15 +665,114 @@ class Companion:
         self.stats.failures += 1
         self.stats.last_error = exc.message
         self._last_call_failed = True
-        if isinstance(exc, CallTimedOut):
-            reason = LossReason.TIMEOUT
-        elif isinstance(exc, MalformedAnswer):
-            reason = LossReason.MALFORMED_ANSWER
-        elif isinstance(exc, ModelAnswered):
-            reason = LossReason.MODEL_ERROR
-        else:
-            reason = LossReason.MODEL_DOWN
-        self._lose(readings, reason, exc.message, request_id)
+        self._lose(readings, _loss_reason(exc), exc.message, request_id)
+
+    # -- backfill -------------------------------------------------------------------------
+
+    async def backfill(self, asset: str, start: int, end: int) -> BackfillReport:
+        """Run the model over the stored history of `asset` in [start, end), as live: event-time
+        windows (every window that overlaps the range, whole) or the readings in order, each
+        completed with the asset's latest values within the range (REAL_TIME). Outputs are
+        written as telemetry at the readings' own times. Reads a page at a time."""
+        state = self._assets.get(asset)
+        if state is None:
+            mapped = ", ".join(self.assets) or "none"
+            raise InvalidInput.of(
+                [Problem("asset", f"{asset!r} is not mapped to this model (mapped: {mapped})")]
+            )
+        if self.is_async:
+            raise Conflict(
+                "an asynchronous model answers on a callback; backfill runs synchronous models only"
+            )
+        report = BackfillReport(asset, start, end)
+        windows = event_windows(self.trigger, self.stateful)
+        read_from, read_to = start, end
+        if windows is not None:
+            read_from = windows.starts_of(start)[0]  # whole windows at the edges
+            read_to = windows.starts_of(end - 1)[-1] + windows.size
+        inputs, latest = state.mapping.inputs, {}
+        batch: list[dict[str, Any]] = []
+        after: int | None = None
+        while True:
+            page = await asyncio.to_thread(
+                self.telemetry.readings_page,
+                self.spec.tenant,
+                asset,
+                read_from,
+                read_to,
+                after,
+                BACKFILL_PAGE,
+            )
+            for row in page:
+                own = {c: row.values[t] for c, t in inputs.items() if t in row.values}
+                if not own:
+                    continue
+                if start <= row.ts < end:
+                    report.readings_read += 1
+                if windows is not None:
+                    reading = {"asset": asset, "ts": row.ts, "values": own}
+                    for window in windows.add(reading, 0.0)[1]:
+                        await self._backfill_window(window, report)
+                    continue
+                latest.update(own)
+                if len(latest) < len(inputs):
+                    report.incomplete += 1
+                    continue
+                batch.append({"asset": asset, "ts": row.ts, "values": dict(latest)})
+                if len(batch) >= self.settings.max_batch:
+                    await self._backfill_call(batch, None, report)
+                    batch = []
+            if len(page) < BACKFILL_PAGE:
+                break
+            after = page[-1].ts
+        if batch:
+            await self._backfill_call(batch, None, report)
+        for window in [] if windows is None else windows.flush():
+            await self._backfill_window(window, report)
+        await self._flush()
+        return report
+
+    async def _backfill_window(self, window: ClosedWindow, report: BackfillReport) -> None:
+        if window.end <= report.start or window.start >= report.end:
+            return  # read only to complete the windows at the edges
+        report.windows += 1
+        await self._backfill_call(
+            window.readings, {"start": window.start, "end": window.end}, report
+        )
+
+    async def _backfill_call(
+        self,
+        readings: list[dict[str, Any]],
+        window: dict[str, int] | None,
+        report: BackfillReport,
+    ) -> None:
+        """One call of a backfill, holding a call slot like a live one (a stateful model's
+        calls stay one at a time). A failed call is one dead letter; nothing is retried beyond
+        what a live call is."""
+        await self._slots.acquire()
+        try:
+            request_id = uuid.uuid4().hex
+            try:
+                answer = await self._send(request_id, self._request(request_id, readings, window))
+                if not isinstance(answer, dict) or not isinstance(answer.get("outputs"), list):
+                    raise MalformedAnswer("the model's answer has no 'outputs' list")
+            except ModelCallFailed as exc:
+                report.dead_lettered += len(readings)
+                report.dead_letters += 1
+                text = f"backfill: {exc.message}"
+                self._keep(self._letter(readings, _loss_reason(exc), text, request_id))
+                return
+            report.calls += 1
+            report.scored += len(readings)
+            mappings = {asset: s.mapping for asset, s in self._assets.items()}
+            result = await self.outputs.write(answer, allowed_timestamps(readings), mappings)
+            report.outputs_written += result.written
+            for refusal in result.refused:
+                report.refused_outputs += 1
+                report.dead_letters += 1
+                self._keep(self._refused_letter(request_id, refusal))
+        finally:
+            self._slots.release()
 
     async def on_answer(self, request_id: str, answer: dict[str, Any]) -> bool:
         """An asynchronous model's answer. False when the request is unknown or went stale."""
@@ -723,6 +886,16 @@ class Companion:
             letter = self._letter(self._overload_sample, LossReason.OVERLOAD, text, None)
             self._keep(replace(letter, readings=self._overload))
             self._overload, self._overload_sample = 0, []
+        for asset, late in self._late.items():
+            count = self._late_count.pop(asset)
+            text = (
+                f"{count} readings of {asset} came after every window holding them had closed "
+                f"(more than allowedLateness {self.trigger.lateness_ms} ms behind the asset's "
+                "newest reading, or after its windows closed on idleTimeout)"
+            )
+            letter = self._letter(late, LossReason.LATE, text, None)
+            self._keep(replace(letter, readings=count))
+        self._late.clear()
         letters, self._letters = self._letters, []
         if not letters:
             return
@@ -736,8 +909,13 @@ class Companion:
             )
 
     def readings(self) -> dict[str, Any]:
-        """Where the readings it accepted are (see `Accounting`)."""
-        return self.account.describe(len(self._queue), self._queue.oldest_age_s())
+        """Where the readings it accepted are (see `Accounting`): waiting in a window still
+        open, or in a closed one not yet sent, counts as queued."""
+        return self.account.describe(self._queued(), self._queue.oldest_age_s())
+
+    def _queued(self) -> int:
+        held = 0 if self._windows is None else self._windows.held_memberships
+        return len(self._queue) + held + self._closed_readings
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -746,6 +924,13 @@ class Companion:
             "concurrency": self.concurrency,
             "since_ms": self.since_ms,
             "readings": self.readings(),
+            "windowing": None
+            if self._windows is None
+            else {
+                "allowed_lateness_ms": self.trigger.lateness_ms,
+                "idle_timeout_ms": self.trigger.idle_ms,
+                "open_windows": self._windows.open_windows(),
+            },
             "dead_letters_unwritten": len(self._letters) + self.unwritten_letters,
             "assets": self.assets,
         }
@@ -783,6 +968,30 @@ class Companion:
             column=refusal.column,
             payload=refusal.value,
         )
+
+
+def _loss_reason(exc: ModelCallFailed) -> LossReason:
+    if isinstance(exc, CallTimedOut):
+        return LossReason.TIMEOUT
+    if isinstance(exc, MalformedAnswer):
+        return LossReason.MALFORMED_ANSWER
+    if isinstance(exc, ModelAnswered):
+        return LossReason.MODEL_ERROR
+    return LossReason.MODEL_DOWN
+
+
+def event_windows(trigger: Trigger, stateful: bool) -> EventWindows | None:
+    """The event-time windows of a TIME_WINDOW trigger (None for REAL_TIME)."""
+    if trigger.type is not TriggerType.TIME_WINDOW:
+        return None
+    assert trigger.frequency is not None and trigger.time_window_size is not None
+    return EventWindows(
+        trigger.time_window_size,
+        trigger.frequency,
+        trigger.lateness_ms,
+        trigger.idle_ms,
+        each_once=stateful,
+    )
 
 
 def _sample(readings: list[dict[str, Any]]) -> str:

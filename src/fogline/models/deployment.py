@@ -45,7 +45,12 @@ from fogline.domain.lifecycle import ModelEvent, ModelState, allowed_events, nex
 from fogline.domain.models import ModelRecord, StoredModelDeadLetter, output_source
 from fogline.domain.sagas import SagaKey, SagaName, SagaOwner, StepStatus
 from fogline.domain.timeseries import now_ms
-from fogline.models.companion import Companion, CompanionSettings
+from fogline.models.companion import (
+    MAX_BACKFILL_SPAN_MS,
+    BackfillReport,
+    Companion,
+    CompanionSettings,
+)
 from fogline.models.health import Health, HealthMonitor, HealthSettings
 from fogline.models.lifecycle import ModelLifecycle
 from fogline.models.manifest import check_manifest
@@ -69,6 +74,7 @@ from fogline.store.models import ModelStore
 from fogline.store.telemetry import TelemetryStore
 
 log = logging.getLogger(__name__)
+RUNNING_STATES = (ModelState.ACTIVE, ModelState.DEGRADED, ModelState.UPDATING)
 
 # States a saga ends in; SETTLE_S is how long a call waits for such a saga to finish recording.
 SETTLED = (ModelState.ACTIVE, ModelState.STOPPED, ModelState.DRAFT)
@@ -928,6 +934,34 @@ class DeploymentManager:
             "steps": [{**asdict(s), "status": str(s.status)} for s in steps],
             "stale_requests": [asdict(s) for s in stale],
         }
+
+    async def backfill(
+        self, tenant: str, name: str, version: str, asset: str, start: int, end: int
+    ) -> BackfillReport:
+        """Run a deployed model over the stored history of one of its assets (see
+        `Companion.backfill`). Refused: an inverted or empty range, one longer than
+        MAX_BACKFILL_SPAN_MS, a model not running here, an asset not mapped to it."""
+        problems = []
+        if end <= start:
+            problems.append(Problem("to", "must be after from: the range is empty or inverted"))
+        elif end - start > MAX_BACKFILL_SPAN_MS:
+            problems.append(
+                Problem(
+                    "to",
+                    f"at most {MAX_BACKFILL_SPAN_MS // 3_600_000} h per backfill; run one per "
+                    "day for a longer range",
+                )
+            )
+        if problems:
+            raise InvalidInput.of(problems)
+        model = await asyncio.to_thread(self.models.get_model, tenant, name, version)
+        r = self._running.get(model.id)
+        if r is None or r.companion is None or model.state not in RUNNING_STATES:
+            raise Conflict(
+                f"model {name} {version} is {model.state.value}, not running: deploy it "
+                f"first (`fogline model deploy {name} {version}`)"
+            )
+        return await r.companion.backfill(asset, start, end)
 
     async def dead_letters(
         self, tenant: str, name: str, version: str, limit: int, before_id: int | None

@@ -150,10 +150,34 @@ class ModelSection(_Strict):
     concurrency: int = Field(default=1, ge=1, le=32)
 
 
+DEFAULT_ALLOWED_LATENESS_MS = 10_000
+DEFAULT_IDLE_TIMEOUT_MS = 30_000
+MAX_LATENESS_MS = 86_400_000  # a day: readings older than that past the newest are late anyway
+MAX_WINDOWS_PER_READING = 100  # timeWindowSize / frequency: how many windows hold one reading
+
+
 class Trigger(_Strict):
+    """REAL_TIME, or TIME_WINDOW on the readings' own times (event time, see
+    `models.windows`): windows of `timeWindowSize` ms starting every `frequency` ms (tumbling
+    when equal, sliding when smaller), closed when the asset's newest reading time minus
+    `allowedLateness` passes their end, or when the asset has sent nothing for `idleTimeout`
+    ms of wall-clock time."""
+
     type: TriggerType
     frequency: int | None = Field(default=None, description="ms, TIME_WINDOW only")
     time_window_size: int | None = Field(default=None, alias="timeWindowSize")
+    allowed_lateness: int | None = Field(default=None, alias="allowedLateness")
+    idle_timeout: int | None = Field(default=None, alias="idleTimeout")
+
+    @property
+    def lateness_ms(self) -> int:
+        return (
+            DEFAULT_ALLOWED_LATENESS_MS if self.allowed_lateness is None else self.allowed_lateness
+        )
+
+    @property
+    def idle_ms(self) -> int:
+        return DEFAULT_IDLE_TIMEOUT_MS if self.idle_timeout is None else self.idle_timeout
 
 
 ParameterType = Literal["number", "integer", "boolean", "string"]
@@ -332,8 +356,34 @@ def _trigger_problems(t: Trigger) -> list[Problem]:
     for name, ms in timing:
         if t.type is TriggerType.TIME_WINDOW and (ms is None or ms <= 0):
             p.append(Problem(f"manifest.trigger.{name}", "TIME_WINDOW needs a positive ms"))
-        if t.type is TriggerType.REAL_TIME and ms is not None:
-            p.append(Problem(f"manifest.trigger.{name}", "applies to TIME_WINDOW only"))
+    optional = (("allowedLateness", t.allowed_lateness, 0), ("idleTimeout", t.idle_timeout, 100))
+    for name, ms, least in optional:
+        if ms is not None and not least <= ms <= MAX_LATENESS_MS:
+            p.append(
+                Problem(f"manifest.trigger.{name}", f"ms from {least} to {MAX_LATENESS_MS} (a day)")
+            )
+    if t.type is TriggerType.REAL_TIME:
+        for name, ms in (*timing, *((n, v) for n, v, _ in optional)):
+            if ms is not None:
+                p.append(Problem(f"manifest.trigger.{name}", "applies to TIME_WINDOW only"))
+    freq, size = t.frequency, t.time_window_size
+    if t.type is TriggerType.TIME_WINDOW and freq and size and freq > 0 and size > 0:
+        if freq > size:
+            p.append(
+                Problem(
+                    "manifest.trigger.frequency",
+                    f"windows start every {freq} ms but last {size} ms: readings between "
+                    "them would be in no window; frequency may be at most timeWindowSize",
+                )
+            )
+        elif size / freq > MAX_WINDOWS_PER_READING:
+            p.append(
+                Problem(
+                    "manifest.trigger.frequency",
+                    f"each reading would be in {size // freq} sliding windows; at most "
+                    f"{MAX_WINDOWS_PER_READING} (timeWindowSize / frequency)",
+                )
+            )
     return p
 
 

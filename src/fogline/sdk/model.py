@@ -16,6 +16,12 @@ class Model:
     def score(self, readings: list[Reading]) -> list[Any]:
         raise NotImplementedError("a model must implement score(readings)")
 
+    def score_window(self, readings: list[Reading], window: dict[str, int]) -> list[Any]:
+        """A TIME_WINDOW call: the window's readings in time order, and the window itself,
+        {"start": ms, "end": ms} on the readings' own time. Override to use the window; by
+        default `score(readings)`."""
+        return self.score(readings)
+
     def learn(self, readings: list[Reading], labels: list[Any] | None = None) -> None:
         """Optional: learn from labelled (or unlabelled) readings sent to POST /learn."""
         raise NotImplementedError("this model does not learn")

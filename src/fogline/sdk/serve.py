@@ -84,7 +84,14 @@ class ModelHost:
         self.in_flight += 1
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self.executor, self.model.score, request.readings)
+            if request.window is not None:
+                result = await loop.run_in_executor(
+                    self.executor, self.model.score_window, request.readings, request.window
+                )
+            else:
+                result = await loop.run_in_executor(
+                    self.executor, self.model.score, request.readings
+                )
             outputs = outputs_of(request.readings, result)
         except Exception:
             self.failures += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Annotated
 
 import orjson
@@ -21,6 +22,8 @@ from fogline.api.problems import (
 )
 from fogline.api.routing import FoglineRoute
 from fogline.api.schemas.models import (
+    BackfillIn,
+    BackfillOut,
     DeploymentOut,
     LibraryEntryOut,
     LibraryImportIn,
@@ -36,6 +39,7 @@ from fogline.api.schemas.models import (
 )
 from fogline.api.streams import while_key_valid
 from fogline.domain.errors import InvalidInput, Problem
+from fogline.domain.timeseries import now_ms, parse_query_time
 from fogline.library.catalog import CATALOG, library_model
 from fogline.models.manifest import (
     MAX_VERSION_LENGTH,
@@ -312,6 +316,25 @@ async def follow_model_logs(
 
 def _log_event(line: str) -> dict[str, str]:
     return {"event": "line", "data": line}
+
+
+@router.post(
+    "/tenants/{tenant}/models/{name}/{version:semver}/backfills",
+    responses={**IN_TENANT, **WITH_BODY, **CONFLICT},
+)
+async def backfill_model(
+    name: SlugPath, version: VersionPath, body: BackfillIn, tenant: ScopedTenant, svc: Services
+) -> BackfillOut:
+    """Run the deployed model over the stored history of one mapped asset in [from, to), as
+    it would have run live (event-time windows, or the readings in order), writing its
+    outputs as telemetry at the readings' own times; answers when done, with the counts. At
+    most a day per request. 409 when the model is not running, 422 for a bad range or an
+    asset not mapped to it."""
+    now = now_ms()
+    start = parse_query_time(body.from_, now, "from")
+    end = parse_query_time(body.to, now, "to")
+    report = await svc.deployments.backfill(tenant, name, version, body.asset, start, end)
+    return BackfillOut.model_validate(asdict(report))
 
 
 @router.get("/tenants/{tenant}/models/{name}/{version:semver}/dead-letters", responses=IN_TENANT)

@@ -78,6 +78,35 @@ class UpdateBody(Strict):
     to_version: str = Field(max_length=MAX_VERSION_LENGTH, pattern=SEMVER_PATTERN)
 
 
+class BackfillIn(Strict):
+    asset: str = Field(min_length=1, max_length=200, description="a mapped asset")
+    from_: str = Field(
+        alias="from",
+        min_length=1,
+        max_length=64,
+        description="epoch ms, ISO 8601, `now`, or relative like `-2h`",
+    )
+    to: str = Field(min_length=1, max_length=64, description="as `from`; the range is [from, to)")
+
+
+class BackfillOut(Out):
+    """What a backfill did. Outputs are written as telemetry at the readings' own times;
+    what was lost is in the model's dead letters."""
+
+    asset: str
+    start: int = Field(description="epoch ms, the range's start (inclusive)")
+    end: int = Field(description="epoch ms, the range's end (exclusive)")
+    readings_read: int = Field(description="stored readings of the model's inputs in the range")
+    incomplete: int = Field(description="REAL_TIME: held back, an input not seen yet")
+    windows: int = Field(description="TIME_WINDOW: windows (overlapping the range) scored")
+    calls: int
+    scored: int = Field(description="readings the model answered (per window for sliding ones)")
+    outputs_written: int
+    refused_outputs: int
+    dead_lettered: int = Field(description="readings whose call failed")
+    dead_letters: int = Field(description="dead-letter records written")
+
+
 class PackageOut(Out):
     files: list[str] = Field(description="the files of the package, as unpacked")
 

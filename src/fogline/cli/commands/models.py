@@ -261,6 +261,13 @@ def show_companion(comp: dict[str, Any]) -> None:
         f"{r['queued']} queued + {r['in_flight']} in flight"
         + (f"; oldest queued {oldest:.1f} s" if oldest is not None else "")
     )
+    windowing = comp.get("windowing")
+    if windowing:
+        console.print(
+            f"event-time windows: {comp['windows']} sent, {windowing['open_windows']} open, "
+            f"{comp['late']} readings late (allowedLateness {windowing['allowed_lateness_ms']} "
+            f"ms, idleTimeout {windowing['idle_timeout_ms']} ms)"
+        )
     console.print(
         f"calls: {comp['calls']} answered, {comp['failures']} failed, {comp['timeouts']} timed "
         f"out, {comp['busy']} refused as busy; {comp['outputs']} outputs written"
@@ -297,6 +304,51 @@ def model_logs(
             print(line)
 
     c.show(log, human)
+
+
+BACKFILL_TIMEOUT_S = 3600.0  # a day of history through a slow model takes a while
+
+
+@app.command("backfill")
+def model_backfill(
+    ctx: typer.Context,
+    name: str,
+    version: str,
+    asset: Annotated[str, typer.Option("--asset", help="a mapped asset")],
+    start: Annotated[str, typer.Option("--from", help="epoch ms, ISO 8601, now, -15m or +24h")],
+    end: Annotated[str, typer.Option("--to", help="epoch ms, ISO 8601, now, -15m or +24h")] = "now",
+) -> None:
+    """Run a deployed model over an asset's stored history [from, to) as it would have run
+    live, writing its outputs as telemetry at the readings' own times (at most a day)."""
+    c = ctx_of(ctx)
+    report = c.client().post(
+        f"/tenants/{c.t()}/models/{name}/{version}/backfills",
+        {"asset": asset, "from": start, "to": end},
+        timeout=BACKFILL_TIMEOUT_S,
+    )
+
+    def human() -> None:
+        from fogline.domain.timeseries import iso_from_ms
+
+        r = report
+        console.print(
+            f"{name} {version} over {asset} from {iso_from_ms(r['start'])} to "
+            f"{iso_from_ms(r['end'])}: {r['readings_read']} readings read"
+            + (f", {r['windows']} windows" if r["windows"] else "")
+            + f", {r['calls']} calls, {r['scored']} scored, {r['outputs_written']} outputs written"
+        )
+        lost = r["dead_lettered"] + r["refused_outputs"]
+        if lost or r["incomplete"]:
+            console.print(
+                f"lost: {r['dead_lettered']} readings in failed calls, {r['refused_outputs']} "
+                f"outputs refused, {r['incomplete']} readings held back as incomplete; see "
+                f"`fogline model dead-letters {name} {version}`"
+            )
+        console.print(
+            f"read them: `fogline telemetry history {asset} --from {r['start']} --to {r['end']}`"
+        )
+
+    c.show(report, human)
 
 
 @app.command("dead-letters")
