@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fogline.library.motors import Window, features, simulate
-from fogline.sdk import Model, Reading, serve
+from fogline.sdk import Model, Reading, parameters, serve
 
 TRAINING = {"motors": 12, "duration_s": 4 * 3600, "seed": 7}
 
@@ -55,12 +55,13 @@ class _WindowModel(Model):
 
 
 class MotorAnomaly(_WindowModel):
-    def __init__(self, windows: list[Window] | None = None) -> None:
+    def __init__(
+        self, windows: list[Window] | None = None, contamination: float = 0.01, trees: int = 200
+    ) -> None:
         windows = windows if windows is not None else simulate(**TRAINING)
         healthy = np.array([w.features for w in windows if w.fault is None])
-        self.forest: Pipeline = make_pipeline(
-            StandardScaler(), IsolationForest(n_estimators=200, contamination=0.01, random_state=0)
-        )
+        forest = IsolationForest(n_estimators=trees, contamination=contamination, random_state=0)
+        self.forest: Pipeline = make_pipeline(StandardScaler(), forest)
         self.forest.fit(healthy)
 
     def anomalous(self, rows: list[list[float]]) -> list[bool]:
@@ -76,7 +77,14 @@ class MotorAnomaly(_WindowModel):
 
 
 class MotorFailure(_WindowModel):
-    def __init__(self, windows: list[Window] | None = None) -> None:
+    def __init__(
+        self,
+        windows: list[Window] | None = None,
+        warning_probability: float = 0.5,
+        alarm_probability: float = 0.9,
+    ) -> None:
+        self.warning_probability = warning_probability
+        self.alarm_probability = alarm_probability
         windows = windows if windows is not None else simulate(**TRAINING)
         x = np.array([w.features for w in windows])
         y = np.array([w.fault is not None for w in windows])
@@ -91,14 +99,20 @@ class MotorFailure(_WindowModel):
     def predict(self, rows: list[list[float]]) -> list[dict[str, Any]]:
         out = []
         for p in self.probabilities(rows):
-            level = "alarm" if p >= 0.9 else "warning" if p >= 0.5 else "ok"
+            level = (
+                "alarm"
+                if p >= self.alarm_probability
+                else "warning"
+                if p >= self.warning_probability
+                else "ok"
+            )
             out.append({"failure_probability": round(p, 4), "failure_warning": level})
         return out
 
 
 def main_anomaly() -> None:
-    serve(MotorAnomaly())
+    serve(MotorAnomaly(**parameters()))
 
 
 def main_failure() -> None:
-    serve(MotorFailure())
+    serve(MotorFailure(**parameters()))
