@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -319,3 +320,22 @@ def test_cli_for_a_person_and_for_a_script(platform_process: RunningPlatform) ->
     rows = [line.split("│") for line in shown.stdout.splitlines() if line.startswith("│")]
     assert long_id in "".join(cells[1].strip() for cells in rows), shown.stdout
     assert "site=n" in shown.stdout
+
+
+def test_local_mistakes_are_messages_not_tracebacks(tmp_path: Path) -> None:
+    """What the CLI itself can see is wrong is said before any platform is asked (here none
+    runs), with exit 2: a number JSON cannot carry, a folder that is not there."""
+    env = {**os.environ, "FOGLINE_URL": f"http://127.0.0.1:{free_port()}", "FOGLINE_API_KEY": "k"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([FOGLINE, *args], env=env, capture_output=True, text=True)
+
+    r = run("asset", "create", "m2", "--type", "motor", "--attr", "power_kw=1e999")
+    assert r.returncode == 2 and "'1e999' is not a finite number" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    missing = tmp_path / "nowhere" / "f.parquet"
+    r = run("telemetry", "export", "m1", "--format", "parquet", "--out", str(missing))
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and f"the folder {missing.parent} does not exist" in said, said
+    r = run("--json", "device", "import", str(tmp_path / "no-such.csv"), "--credentials", "c")
+    assert r.returncode == 2 and json.loads(r.stderr)["status"] == 422, r.stderr

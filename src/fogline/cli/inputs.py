@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,13 @@ def key_value_pairs(values: list[str] | None, what: str) -> dict[str, Any]:
             continue
         try:
             parsed = json.loads(value)
-            result[key] = parsed if isinstance(parsed, int | float | bool) else value
         except ValueError:
             result[key] = value
+            continue
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            problems.append(Problem(f"{what} {key}", f"{value!r} is not a finite number"))
+            continue
+        result[key] = parsed if isinstance(parsed, int | float | bool) else value
     if problems:
         raise InvalidInput.of(problems)
     return result

@@ -31,7 +31,7 @@ from fogline.cli.commands import (
 )
 from fogline.cli.context import Context
 from fogline.cli.next_steps import next_step_for
-from fogline.domain.errors import FoglineError
+from fogline.domain.errors import FoglineError, InvalidInput, Problem
 
 app = typer.Typer(
     name="fogline",
@@ -142,6 +142,12 @@ def main() -> None:
         # kill the whole platform without a word.)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    except OSError as exc:
+        # A local file the command reads or writes (a folder that is not there, no right to
+        # write): the user's to fix, said as such, not a traceback.
+        where = str(exc.filename) if exc.filename else "file"
+        problem = Problem(where, exc.strerror or str(exc))
+        sys.exit(output.fail(InvalidInput.of([problem], "file"), as_json))
     except typer.TyperException as exc:
         show = getattr(exc, "show", None)
         if as_json:

@@ -118,6 +118,11 @@ def telemetry_export(
             [Problem("--out", "Parquet is a binary file: give the file to write with --out")],
             "export",
         )
+    if out is not None and not out.parent.is_dir():
+        raise InvalidInput.of(
+            [Problem("--out", f"the folder {out.parent} does not exist: make it first")],
+            "export",
+        )
     c = ctx_of(ctx)
     path = f"/tenants/{c.t()}/assets/{asset}/telemetry/export"
     params = {"keys": keys, "from": start, "to": end, "format": file_format.value}
