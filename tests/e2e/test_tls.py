@@ -169,6 +169,14 @@ def test_the_cli_finds_the_https_platform_through_client_json(site: TlsSite) -> 
     )
     assert refused.returncode != 0
     assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "its TLS certificate is not one this machine trusts" in said, said
+    assert "FOGLINE_CA_FILE" in said and "start one with" not in said
+    # Plain HTTP to the HTTPS port: told to use https://.
+    env = {**site.running.env, "FOGLINE_URL": f"http://127.0.0.1:{site.running.http_port}"}
+    plain = subprocess.run([FOGLINE, "status"], env=env, capture_output=True, text=True)
+    said = " ".join(plain.stderr.split())
+    assert plain.returncode != 0 and "use https://" in said, said
 
 
 @pytest.mark.skipif(MOSQUITTO_PUB is None, reason="mosquitto_pub is not installed")

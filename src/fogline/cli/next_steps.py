@@ -26,6 +26,17 @@ def next_step_for(exc: FoglineError) -> str | None:
         return exc.next_step
     if isinstance(exc, Unreachable):
         url = exc.url.removesuffix("/api/v1")
+        said = exc.message.lower()
+        if "certificate" in said:
+            return (
+                f"the platform at {url} answered, but its TLS certificate is not one this "
+                "machine trusts: give the certificate (or its CA) with FOGLINE_CA_FILE=PATH"
+            )
+        if url.startswith("http://") and ("disconnected" in said or "reset" in said):
+            return (
+                f"something at {url} closed the connection at once: if the platform serves "
+                "HTTPS (TLS on), use https:// in --url (or FOGLINE_URL)"
+            )
         return (
             f"no platform runs at {url}: start one with `fogline up` (it saves its URL and key "
             "for this CLI in the data dir), or point at a running one with --url URL "
