@@ -71,3 +71,18 @@ def test_next_steps_name_the_command() -> None:
 def test_json_is_seen_wherever_it_stands_but_not_after_a_double_dash() -> None:
     assert wants_json(["--json", "asset", "ls"])
     assert not wants_json(["telemetry", "send", "--", "--json"])
+
+
+def test_what_was_stored_cannot_drive_the_operators_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fogline.cli.output import table, visible
+
+    assert visible("\x1b[31mFW") == "\\x1b[31mFW"
+    assert visible("line\nfake row") == "line\\nfake row"
+    assert visible("x\u202ey") == "x\\u202ey"  # a right-to-left override
+    assert visible("Pümpe 1") == "Pümpe 1"
+    table([{"id": "d1", "firmware": "\x1b[31mFW\x07"}], ["id", "firmware"])
+    shown = capsys.readouterr().out
+    assert "\x1b[31m" not in shown and "\x07" not in shown
+    assert "\\x1b[31mFW\\x07" in shown.replace("\n", "").replace("│", "").replace(" ", "")

@@ -49,9 +49,11 @@ def fail(exc: FoglineError, as_json: bool = False, next_step: str | None = None)
             document["next_step"] = next_step
         sys.stderr.write(json.dumps(document, default=str) + "\n")
         return EXIT_CODES[exc.kind]
-    errors.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
+    errors.print(
+        f"[bold red]error:[/] {escape(visible(exc.message))}", highlight=False, soft_wrap=True
+    )
     for p in exc.problems:
-        errors.print(f"  - {p}", highlight=False, markup=False, soft_wrap=True)
+        errors.print(f"  - {visible(str(p))}", highlight=False, markup=False, soft_wrap=True)
     if next_step:
         errors.print(f"next: {next_step}", highlight=False, markup=False, soft_wrap=True)
     return EXIT_CODES[exc.kind]
@@ -99,8 +101,19 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | N
     for c in columns:
         t.add_column(c, overflow="fold")
     for row in rows:
-        t.add_row(*(escape(cell(row.get(c))) for c in columns))
+        t.add_row(*(escape(visible(cell(row.get(c)))) for c in columns))
     console.print(t)
+
+
+def visible(text: str) -> str:
+    """Text with its control characters (a terminal's escape sequences, new lines that would
+    fake a row, bidirectional overrides that reorder what is shown) written as escapes: what
+    a device or a tenant stored must not drive the operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
 
 
 def cell(value: Any) -> str:
