@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -928,3 +929,29 @@ def test_security_counts_add_up_per_user_and_kind(db: Database) -> None:
     store.forget_security_device("acme", "d1")
     assert store.device_security_counts("acme", "d1") == []
     assert store.security_totals("acme") == {"publish_denied": 203, "login_failed": 1}
+    assert store.security_user_known("stranger") and not store.security_user_known("nobody")
+    assert store.unknown_security_users() == 2  # stranger, and acme.d1 now no device's
+
+
+async def test_made_up_user_names_are_capped_in_the_store_and_in_the_log(
+    db: Database, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone who reaches the MQTT port can try new user names: they are kept one by one up
+    to a cap, then folded into one; the log has one line per kind for all of them."""
+    from fogline.bus.events import SecurityEvent
+    from fogline.fleet import security
+    from fogline.fleet.security import OTHER_UNKNOWN_USERS, SecurityLedger
+
+    monkeypatch.setattr(security, "MAX_UNKNOWN_USERS", 20)
+    ledger = SecurityLedger(db.security, db.devices)
+    caplog.set_level(logging.WARNING, logger="fogline.fleet.security")
+    for i in range(50):
+        event = SecurityEvent(
+            tenant="_none", kind="login_failed", username=f"spray-{i}", count=1, first_at=T0
+        )
+        await ledger.record(event)
+    counts = db.security.security_counts()
+    assert len(counts) == 21
+    assert {c.username for c in counts} == {f"spray-{i}" for i in range(20)} | {OTHER_UNKNOWN_USERS}
+    assert db.security.security_totals() == {"login_failed": 50}
+    assert len([r for r in caplog.records if r.getMessage() == "security.refused"]) == 1

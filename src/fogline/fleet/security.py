@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 LOG_INTERVAL_S = 60.0
 TOP_DEVICES = 5
+# User names that are no device's: anyone who reaches the MQTT port can make up new ones, so
+# they are kept one by one up to this many, and folded into one name past it; their log lines
+# share one window per kind, however many names there are.
+MAX_UNKNOWN_USERS = 1_000
+OTHER_UNKNOWN_USERS = "(other unknown users)"
+UNKNOWN_USERS_LOG_KEY = "(unknown users)"
 
 
 @dataclass
@@ -62,8 +68,11 @@ class SecurityLedger:
             known = await asyncio.to_thread(self.devices.device_password_hash, tenant, device)
             if known is None:
                 device = None
+        username = event.username[:200]
+        if device is None:
+            username = await asyncio.to_thread(self._unknown_user_name, username)
         count = SecurityCount(
-            username=event.username[:200],
+            username=username,
             kind=event.kind,
             tenant=tenant,
             device=device,
@@ -77,8 +86,16 @@ class SecurityLedger:
         self.recorded += 1
         self._log(count)
 
+    def _unknown_user_name(self, username: str) -> str:
+        """The name an unknown user's counts are kept under: its own while there is room."""
+        if self.store.security_user_known(username):
+            return username
+        if self.store.unknown_security_users() >= MAX_UNKNOWN_USERS:
+            return OTHER_UNKNOWN_USERS
+        return username
+
     def _log(self, c: SecurityCount) -> None:
-        key = (c.tenant, c.device or c.username, c.kind)
+        key = (c.tenant, c.device or UNKNOWN_USERS_LOG_KEY, c.kind)
         now = time.monotonic()
         window = self._windows.get(key)
         if window is not None and now - window.last < self.log_interval_s:

@@ -37,6 +37,8 @@ class SecurityStore(Protocol):
     ) -> list[SecurityCount]: ...
     def security_totals(self, tenant: str | None = None) -> dict[str, int]: ...
     def forget_security_device(self, tenant: str, device: str) -> None: ...
+    def security_user_known(self, username: str) -> bool: ...
+    def unknown_security_users(self) -> int: ...
 
 
 def _count_of(row: Any) -> SecurityCount:
@@ -131,3 +133,17 @@ class SqlSecurityStore:
                 .where(t.c.tenant_id == tenant, t.c.device_id == device)
                 .values(device_id=None)
             )
+
+    def security_user_known(self, username: str) -> bool:
+        """Whether this user name has counts already (of any kind)."""
+        t = s.security_events
+        with self.engine.connect() as conn:
+            found = conn.execute(select(t.c.kind).where(t.c.username == username).limit(1))
+            return found.first() is not None
+
+    def unknown_security_users(self) -> int:
+        """How many user names that are no device's have counts."""
+        t = s.security_events
+        query = select(func.count(func.distinct(t.c.username))).where(t.c.device_id.is_(None))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
