@@ -87,3 +87,21 @@ def test_temperature_anomaly_says_it_is_warming_up_then_scores_per_asset() -> No
     assert model.score([Reading("a", 2, {"temperature": "ERR"})])[0] == {
         "temperature_warning": "no-value"
     }
+
+
+def test_forecast_finds_a_slow_ramp_by_its_level_residual() -> None:
+    """A forecaster with a trend follows a slow ramp (its one-step residual stays within the
+    noise); the residual from the slow level does not."""
+    rng = random.Random(3)
+    steady = [50 + rng.gauss(0, 0.3) for _ in range(1000)]
+    ramp = [50 + 0.05 * i + rng.gauss(0, 0.3) for i in range(1, 201)]
+    levels: dict[float, list[str]] = {}
+    for level_alpha in (0.0, 0.01):
+        d = ForecastDetector(level_alpha=level_alpha, calibration=500, warm_up=100)
+        for i, v in enumerate(steady):
+            d.update(v, i * 5000)
+        levels[level_alpha] = [d.update(v, (1000 + i) * 5000).level for i, v in enumerate(ramp)]
+    assert levels[0.0].count("alarm") <= 2  # the one-step residual alone misses it
+    assert levels[0.01].count("alarm") > 50
+    with pytest.raises(ValueError, match="level_alpha"):
+        ForecastDetector(level_alpha=-0.1)

@@ -14,8 +14,9 @@ value rather than a misleading 0.0) and the level column says "warming-up".
 
 - `RobustDetector`: residual from a rolling median, or from a per-phase rolling median when
   the signal has a cycle (`period_s`, e.g. 86400 for a daily one).
-- `ForecastDetector`: residual of river's Holt-Winters one-step forecast (level, trend and,
-  with `season`, an additive seasonal component).
+- `ForecastDetector`: residuals of river's Holt-Winters one-step forecast (level, trend and,
+  with `season`, an additive seasonal component) and of a slow level of the deseasonalised
+  readings, for drifts the forecast follows; the larger score counts.
 - `DiscordDetector`: the distance of the newest subsequence to its nearest neighbour in the
   recent past (the left matrix profile of Yeh et al., as stumpy's `stumpi` keeps it; raw
   Euclidean by default, z-normalised with `normalize`); a shape never seen before is far from
@@ -228,9 +229,21 @@ class RobustDetector(Detector):
 
 
 class ForecastDetector(Detector):
-    """Forecasting residual: river's Holt-Winters (additive level and trend, and a seasonal
-    component of `season` readings when set) forecasts each reading from the ones before;
-    the residual is scored. Warm-up: max(2, `season`) readings to initialise the forecaster,
+    """Forecasting residuals: river's Holt-Winters (additive level and trend, and a seasonal
+    component of `season` readings when set) forecasts each reading from the ones before, and
+    two residuals are scored, each against the band of its own past:
+
+    - the one-step residual, reading minus forecast: a sudden change (a spike, a step, a
+      changed shape);
+    - the level residual, the deseasonalised reading (reading minus the forecast's seasonal
+      component) minus a slow level, an exponentially weighted mean of the deseasonalised
+      readings: level += `level_alpha` x (deseasonalised reading - level), about 1 /
+      `level_alpha` readings of memory. A forecaster with a trend follows a slow ramp, so the
+      one-step residual of a ramp stays small (a cooling failure's temperature creeping
+      above its usual ceiling); the level residual is where such a drift shows.
+
+    The score is the larger of the two, the level from it. `level_alpha` 0 scores the
+    one-step residual only. Warm-up: max(2, `season`) readings to initialise the forecaster,
     then `warm_up` residuals."""
 
     PARAMETERS = (
@@ -246,6 +259,16 @@ class ForecastDetector(Detector):
             "readings in one cycle (0: none); a cycle is learned, not alarmed on, after the "
             "first one",
         ),
+        Parameter(
+            "level_alpha",
+            "float",
+            0.01,
+            0.0,
+            1.0,
+            "smoothing of the slow level the drift residual is taken from (about 1 / "
+            "level_alpha readings of memory; 0: one-step residual only); lower = a longer "
+            "memory of the usual level, slower to accept a new one",
+        ),
         Parameter("warm_up", "int", 240, 20, 100_000, "residuals seen before the first score"),
         *_calibration(1.3, 1.6),
     )
@@ -256,24 +279,40 @@ class ForecastDetector(Detector):
         beta: float = 0.01,
         gamma: float = 0.1,
         season: int = 0,
+        level_alpha: float = 0.01,
         warm_up: int = 240,
         calibration: int = 1440,
         quantile: float = 0.99,
         warning: float = 1.3,
         alarm: float = 1.6,
     ) -> None:
+        if not 0 <= level_alpha <= 1:
+            raise ValueError(f"level_alpha must lie between 0 and 1, got {level_alpha}")
         self.model: Any = _HoltWinters(
             alpha=alpha, beta=beta, gamma=gamma if season else None, seasonality=season
         )
         self.season = season
         self.first: list[float] = []
         self.calibrator = Calibrator(calibration, quantile, warning, alarm, warm_up)
+        self.level_alpha = level_alpha
+        self.level: float | None = None  # the slow level of the deseasonalised readings
+        self.level_calibrator = Calibrator(calibration, quantile, warning, alarm, warm_up)
 
     def update(self, value: float, ts_ms: int) -> Detection:
         model = self.model
         detection = Detection(None, "warming-up")
         if model._initialized:
-            detection = self.calibrator.score(value - float(model.forecast(horizon=1)[0]))
+            forecast = float(model.forecast(horizon=1)[0])
+            detection = self.calibrator.score(value - forecast)
+            if self.level_alpha:
+                trend = float(model.trend[-1]) if model.trend is not None else 0.0
+                deseasonalised = value - (forecast - float(model.level[-1]) - trend)
+                if self.level is None:
+                    self.level = deseasonalised
+                drift = self.level_calibrator.score(deseasonalised - self.level)
+                self.level += self.level_alpha * (deseasonalised - self.level)
+                if detection.score is not None and drift.score is not None:
+                    detection = max(detection, drift, key=lambda d: d.score or 0.0)
             model.learn_one(value)
             return detection
         self.first.append(value)
