@@ -188,7 +188,15 @@ class RobustDetector(Detector):
             "has its own median (the first full cycle is warm-up)",
         ),
         Parameter("bins", "int", 48, 4, 1440, "phases of the cycle; more = finer, slower warm-up"),
-        Parameter("warm_up", "int", 240, 20, 100_000, "residuals seen before the first score"),
+        Parameter(
+            "warm_up",
+            "int",
+            240,
+            20,
+            100_000,
+            "residuals seen before the first score; longer = steadier thresholds and fewer early "
+            "false alarms, but nothing is judged meanwhile",
+        ),
         *_calibration(1.3, 1.6),
     )
 
@@ -247,9 +255,32 @@ class ForecastDetector(Detector):
     then `warm_up` residuals."""
 
     PARAMETERS = (
-        Parameter("alpha", "float", 0.3, 0.001, 1.0, "level smoothing; higher = follows faster"),
-        Parameter("beta", "float", 0.01, 0.0001, 1.0, "trend smoothing"),
-        Parameter("gamma", "float", 0.1, 0.001, 1.0, "seasonal smoothing (with `season`)"),
+        Parameter(
+            "alpha",
+            "float",
+            0.3,
+            0.001,
+            1.0,
+            "level smoothing; higher = follows real changes faster, and hides slow faults",
+        ),
+        Parameter(
+            "beta",
+            "float",
+            0.01,
+            0.0001,
+            1.0,
+            "trend smoothing; higher = follows a trend sooner, and also gets used to a slowly "
+            "growing fault",
+        ),
+        Parameter(
+            "gamma",
+            "float",
+            0.1,
+            0.001,
+            1.0,
+            "seasonal smoothing (with `season`); higher = a changed cycle is learned sooner, and "
+            "a repeated anomaly too",
+        ),
         Parameter(
             "season",
             "int",
@@ -269,7 +300,15 @@ class ForecastDetector(Detector):
             "level_alpha readings of memory; 0: one-step residual only); lower = a longer "
             "memory of the usual level, slower to accept a new one",
         ),
-        Parameter("warm_up", "int", 240, 20, 100_000, "residuals seen before the first score"),
+        Parameter(
+            "warm_up",
+            "int",
+            240,
+            20,
+            100_000,
+            "residuals seen before the first score; longer = steadier thresholds and fewer early "
+            "false alarms, but nothing is judged meanwhile",
+        ),
         *_calibration(1.3, 1.6),
     )
 
@@ -351,7 +390,15 @@ class DiscordDetector(Detector):
             "readings searched for a neighbour; longer = remembers rarer normal shapes, costs "
             "O(history x m) per reading",
         ),
-        Parameter("warm_up", "int", 240, 20, 100_000, "distances seen before the first score"),
+        Parameter(
+            "warm_up",
+            "int",
+            240,
+            20,
+            100_000,
+            "distances seen before the first score; longer = steadier thresholds and fewer early "
+            "false alarms, but nothing is judged meanwhile",
+        ),
         Parameter(
             "normalize",
             "bool",
