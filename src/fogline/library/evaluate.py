@@ -76,7 +76,10 @@ def gutentag_set(names: tuple[str, ...] = GUTENTAG_SERIES) -> EvaluationSet:
     """A reading a minute; a user of these signals knows that the day is their cycle."""
     return EvaluationSet(
         "gutentag",
-        "GutenTAG series, 1 reading/min, 6 days each, daily cycle (" + ", ".join(names) + ")",
+        "GutenTAG series, 1 reading/min, 6 days each, daily cycle (" + ", ".join(names) + "); "
+        "settings a user of such a signal gives: robust period_s=86400, forecast season=1440, "
+        "discord history=1560, the rest defaults (temperature-anomaly reads a motor's "
+        "temperature: fleet set only)",
         [read_gutentag(n) for n in names],
         {
             "robust-anomaly": lambda: RobustDetector(period_s=86_400),
@@ -109,7 +112,9 @@ def fleet_set(
     return EvaluationSet(
         "virtual-fleet",
         f"virtual fleet, {motors} held-out motors x {duration_s // 3600} h, temperature every "
-        "5 s, cooling failures",
+        "5 s, cooling failures; settings: discord m=24 (two minutes, the motor's thermal time "
+        "constant), the rest defaults (temperature-anomaly is robust-anomaly with its defaults, "
+        "so their rows match)",
         series,
         {
             # as served: the library's temperature-anomaly is the robust detector's defaults
