@@ -205,7 +205,9 @@ async def test_metrics_are_for_an_admin_in_prometheus_text(platform: Any, api: A
     # The API's own requests: by route template (never the raw path), status and latency.
     for _ in range(3):
         assert (await api.http.get("/tenants/default/assets/no-such-asset")).status_code == 404
-    assert (await api.http.get("/no/such/route")).status_code == 404
+    unmatched = await api.http.get("/no/such/route")
+    assert unmatched.status_code == 404
+    assert unmatched.json()["detail"].startswith("nothing at GET /api/v1/no/such/route")
     text = (await api.http.get("/metrics")).text
     asset = 'method="GET",route="/tenants/{tenant}/assets/{asset_id}",status="404"'
     assert f"fogline_api_requests_total{{{asset}}} 3.0" in text

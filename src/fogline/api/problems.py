@@ -239,7 +239,14 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             # The router names only the one route it tried; the resource may take more.
             headers["Allow"] = allowed_methods(app, request.url.path) or headers.get("Allow", "")
-        return problem(exc.status_code, str(exc.detail), headers=headers)
+        detail = str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            # No route took the path: say what was asked, and the usual cause.
+            detail = (
+                f"nothing at {request.method} {request.url.path}: check the ids in it "
+                "(model versions are like 1.0.0) against /api/v1/docs"
+            )
+        return problem(exc.status_code, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
