@@ -10,7 +10,7 @@ import typer
 from fogline.cli.context import Context, ctx_of
 from fogline.cli.inputs import read_bytes, read_bytes_or_stdin, read_document
 from fogline.cli.next_steps import mapping_needed
-from fogline.cli.output import console, emit_json, table
+from fogline.cli.output import console, emit_json, errors, table
 from fogline.client.http import ApiError
 from fogline.client.packaging import manifest_in, pack_directory
 from fogline.domain.errors import InvalidInput, Problem, Unavailable
@@ -302,6 +302,9 @@ def model_logs(
     def human() -> None:
         for line in log["lines"]:
             print(line)
+        if not log["lines"]:
+            # On stderr: a script reading the lines gets none, a person gets told so.
+            errors.print(f"(model {name} {version} has printed nothing yet)", highlight=False)
 
     c.show(log, human)
 
