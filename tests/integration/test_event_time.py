@@ -187,7 +187,11 @@ async def test_backfill_runs_a_deployed_model_over_stored_history(platform: Any,
     assert report["scored"] == 30 and report["outputs_written"] == 3
     assert report["dead_lettered"] == 0 and report["refused_outputs"] == 0
     expected = [[base + w * WINDOW + 9500, sum(range(10 * w, 10 * w + 10))] for w in (1, 2, 3)]
-    assert await k.history(api, "s1", "total") == expected
+
+    async def stored() -> bool:  # written to the stream: the historian stores them next
+        return await k.history(api, "s1", "total") == expected
+
+    await async_wait_for(stored, timeout=30, what="the backfill's outputs in the history")
 
     # Refused, clearly.
     inverted = {**body, "from": body["to"], "to": body["from"]}

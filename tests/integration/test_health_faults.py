@@ -179,6 +179,7 @@ async def test_a_database_outage_is_told_answered_503_and_loses_nothing(
         # /system: the admin key is known from before the outage.
         system = await api.http.get("/system")
         assert system.status_code == 200, system.text
+        assert system.json()["security"] == {"unavailable": True}
         assert system.json()["historian_pid"] == platform.historian.pid
 
         # History, latest, ingest stats: 503 problem+json, each with Retry-After.

@@ -147,6 +147,8 @@ def _ingest_line(stats: dict[str, Any], tenant: str) -> str:
 def security_line(summary: dict[str, Any]) -> str:
     """What nats-server refused, in a line: totals per kind, the devices with the most, and
     the user names that are no device's."""
+    if summary.get("unavailable"):
+        return "security: not known now (the database does not answer)"
     totals = summary.get("totals") or {}
     if not summary.get("total"):
         return "security: nothing refused"

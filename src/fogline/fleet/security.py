@@ -20,6 +20,7 @@ from fogline.bus.connection import Bus, Subscription
 from fogline.bus.events import Change, DeviceChanged, EventType, PlatformEvent, SecurityEvent
 from fogline.bus.security import NO_TENANT
 from fogline.store.devices import DeviceStore
+from fogline.store.errors import DatabaseUnavailable
 from fogline.store.security import SecurityCount, SecurityStore
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,12 @@ class SecurityLedger:
     async def summary(self, tenant: str | None = None) -> dict[str, Any]:
         """Totals per kind, the devices with the most refusals, and the user names that are
         no device's (of one tenant, or of all and of no tenant)."""
-        totals = await asyncio.to_thread(self.store.security_totals, tenant)
-        counts = await asyncio.to_thread(self.store.security_counts, tenant)
+        try:
+            totals = await asyncio.to_thread(self.store.security_totals, tenant)
+            counts = await asyncio.to_thread(self.store.security_counts, tenant)
+        except DatabaseUnavailable:
+            # /system and /metrics answer during an outage: this part says it cannot tell.
+            return {"unavailable": True}
         per_device: dict[tuple[str, str], dict[str, int]] = {}
         unknown: dict[str, int] = {}
         for c in counts:

@@ -394,7 +394,7 @@ async def list_library() -> list[LibraryEntryOut]:
     return [LibraryEntryOut.of(m) for m in CATALOG.values()]
 
 
-@router.get("/library/{name}", responses=problem_responses(404))
+@router.get("/library/{name}", responses=problem_responses(404, 422))
 async def show_library_model(name: SlugPath) -> LibraryEntryOut:
     """One library model: what it reads and writes, and the parameters it takes."""
     return LibraryEntryOut.of(library_model(name))

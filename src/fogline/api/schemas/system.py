@@ -75,7 +75,7 @@ class PlatformOut(Out):
     security: dict[str, Any] = Field(
         description="what nats-server refused (failed logins, denied publishes and "
         "subscriptions): `totals` per kind, `top_devices`, `unknown_users` (names that are no "
-        "device's)"
+        'device\'s); `{"unavailable": true}` while the database is away'
     )
 
 
