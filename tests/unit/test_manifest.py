@@ -341,6 +341,39 @@ def test_parameter_values_set_from_outside_name_declared_parameters_only() -> No
     assert "it has: threshold" in caught.value.problems[0].reason
 
 
+def test_parameter_values_get_every_problem_in_one_answer() -> None:
+    """Unknown names, types and bounds, and the check of the values together (run with those
+    that passed, the defaults standing in for the others), all under `parameters.<name>`."""
+    from fogline.library.catalog import CATALOG
+    from fogline.models.manifest import with_parameter_values
+
+    entry = CATALOG["robust-anomaly"]
+    values = {"nope": 1, "period_s": -5, "window": "abc", "bins": 1e9, "warning": "nan"}
+    with pytest.raises(InvalidInput) as caught:
+        with_parameter_values(entry.manifest, values | {"alarm": 1.1}, entry.parameter_problems)
+    found = {p.field: p.reason for p in caught.value.problems}
+    assert list(found) == [
+        "parameters.nope",
+        "parameters.period_s",
+        "parameters.window",
+        "parameters.bins",
+        "parameters.warning",
+        "parameters",
+    ]
+    assert found["parameters.bins"] == "1000000000 is above the maximum 1440"
+    assert found["parameters.window"] == "'abc' is not a whole number"
+    assert found["parameters.warning"] == "'nan' is not a number"
+    assert found["parameters"] == "need 0 < warning <= alarm, got 1.3 and 1.1"
+    # Without the alarm, the defaults agree: the cross check has nothing to say.
+    with pytest.raises(InvalidInput) as caught:
+        with_parameter_values(entry.manifest, values, entry.parameter_problems)
+    assert "parameters" not in [p.field for p in caught.value.problems]
+    # A whole float for an integer parameter is passed on as the integer.
+    changed = with_parameter_values(entry.manifest, {"bins": 96.0}, entry.parameter_problems)
+    bins = changed["manifest"]["parameters"]["bins"]["value"]
+    assert bins == 96 and isinstance(bins, int)
+
+
 def _window_manifest(trigger: dict[str, object]) -> str:
     return json.dumps(
         {

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, TypeVar
@@ -585,23 +586,39 @@ def _value_problems(where: str, spec: Parameter, value: Any) -> list[Problem]:
     return []
 
 
-def with_parameter_values(document: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A manifest document with these parameters' values set (checked with the whole manifest
-    afterwards); a name the manifest does not declare is a problem, all of them at once."""
+def with_parameter_values(
+    document: dict[str, Any],
+    values: dict[str, Any],
+    together: Callable[[dict[str, Any]], list[Problem]] | None = None,
+) -> dict[str, Any]:
+    """A manifest document with these parameters' values set, or InvalidInput naming every
+    problem at once, each under `parameters.<name>` (the name given): a name the manifest does
+    not declare, each value's type, bounds and choices, and `together` (what the values say
+    together, e.g. warning <= alarm) run with the values that passed, the defaults standing in
+    for the refused ones. A whole number given as a float (1e9) for an integer parameter is
+    judged, and passed on, as the integer it is."""
     document = copy.deepcopy(document)
     body = document.get("manifest", document)
     declared = body.get("parameters") or {}
-    unknown = [
-        Problem(
-            f"parameters.{name}",
-            "the model has no such parameter"
-            + (f"; it has: {', '.join(sorted(declared))}" if declared else "; it has none"),
-        )
-        for name in values
-        if name not in declared
-    ]
-    if unknown:
-        raise InvalidInput.of(unknown, "parameters")
+    problems: list[Problem] = []
+    accepted: dict[str, Any] = {}
     for name, value in values.items():
+        where = f"parameters.{name}"
+        if name not in declared:
+            has = f"; it has: {', '.join(sorted(declared))}" if declared else "; it has none"
+            problems.append(Problem(where, "the model has no such parameter" + has))
+            continue
+        spec = Parameter.model_validate(declared[name])
+        if spec.type == "integer" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if found := _value_problems(where, spec, value):
+            problems += found
+        else:
+            accepted[name] = value
+    if together is not None:
+        problems += together(accepted)
+    if problems:
+        raise InvalidInput.of(problems, "parameters")
+    for name, value in accepted.items():
         declared[name]["value"] = value
     return document
