@@ -116,7 +116,7 @@ async def test_a_library_model_runs_with_the_parameters_given_at_import(
         "/tenants/default/library/robust-anomaly/import", json={"parameters": reviewed}
     )
     assert r.status_code == 422
-    errors = {e["field"]: e["message"] for e in r.json()["errors"]}
+    errors = {e["field"]: e["reason"] for e in r.json()["errors"]}
     assert sorted(errors) == [
         "parameters",
         "parameters.bins",
