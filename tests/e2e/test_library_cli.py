@@ -20,9 +20,22 @@ def test_library_parameters_shown_and_set_at_import(platform_process: RunningPla
 
     r = p.cli("library", "import", "temperature-anomaly", "--param", "warm_up=5")
     assert r.returncode == 2
-    assert "manifest.parameters.warm_up.value: 5 is below the minimum 20" in " ".join(
-        r.stderr.split()
-    )
+    assert "parameters.warm_up: 5 is below the minimum 20" in " ".join(r.stderr.split())
+    # The outside review's values: every problem in one answer, under parameters.<name>.
+    given = ["nope=1", "period_s=-5", "window=abc", "bins=1e9", "warning=nan", "alarm=1.1"]
+    r = p.cli("library", "import", "robust-anomaly", *(a for g in given for a in ("--param", g)))
+    assert r.returncode == 2
+    err = " ".join(r.stderr.split())
+    for expected in (
+        "6 problems",
+        "parameters.nope: the model has no such parameter",
+        "parameters.period_s: -5 is below the minimum 0",
+        "parameters.window: 'abc' is not a whole number",
+        "parameters.bins: 1000000000 is above the maximum 1440",
+        "parameters.warning: 'nan' is not a number",
+        "parameters: need 0 < warning <= alarm, got 1.3 and 1.1",
+    ):
+        assert expected in err, err
     r = p.cli("library", "import", "temperature-anomaly", "--param", "warm_upp=20")
     assert r.returncode == 2 and "it has: alarm, bins, calibration" in " ".join(r.stderr.split())
 

@@ -18,13 +18,14 @@ from tests.conftest import MOTOR_TYPE, wait_for
 from tests.e2e.conftest import FOGLINE, RunningPlatform
 from tests.mqtt_client import Device
 
-BAD_FILE = """id,name,labels,cpu_cores
-pump-1,Pump 1,site=north;line=2,4
-Pump 2,Bad id,,
-pump-3,,site,
-pump-4,,,four
-pump-1,twice,,
-taken,exists,,
+BAD_FILE = """id,name,labels,cpu_cores,colour
+pump-1,Pump 1,site=north;line=2,4,red
+Pump 2,Bad id,,,
+pump-3,,site,,
+pump-4,,,four,
+pump-1,twice,,,
+taken,exists,,,
+pump-7,,,0,
 """
 
 
@@ -47,14 +48,20 @@ def test_device_import_all_or_nothing_and_credentials_file(
     r = p.cli("device", "import", str(bad), "--credentials", str(creds))
     assert r.returncode == 2, (r.stdout, r.stderr)
     err = " ".join(r.stderr.split())  # rich may wrap long lines
+    # One answer: the unknown column with the rows' problems, the count the list's, each row
+    # and column named as the file has them.
     for expected in [
+        "7 problems",
+        "column 'colour': unknown: the columns are id,",
         "row 2 (line 3) id: 'Pump 2' is not a slug",
         "row 3 (line 4) labels: 'site' is not key=value",
         "row 4 (line 5) cpu_cores: 'four' is not a whole number",
-        "row 5 (line 6) id: 'pump-1' is also the id of row 0",
+        "row 5 (line 6) id: 'pump-1' is also the id of row 1 (line 2)",
         "row 6 (line 7) id: device 'taken' already exists",
+        "row 7 (line 8) cpu_cores:",
     ]:
         assert expected in err, err
+    assert "hardware." not in err and "devices." not in err, err
     assert not creds.exists()
     assert [d["id"] for d in api.get("/tenants/default/devices").json()] == ["taken"]
 

@@ -97,13 +97,36 @@ async def test_a_library_model_runs_with_the_parameters_given_at_import(
     bad = {"parameters": {"warm_up": 5, "alarm": "high", "nope": 1}}
     r = await api.http.post(path, json=bad)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
-    assert [e["field"] for e in r.json()["errors"]] == ["parameters.nope"]
-    r = await api.http.post(path, json={"parameters": {"warm_up": 5, "alarm": "high"}})
-    assert r.status_code == 422
-    assert {e["field"] for e in r.json()["errors"]} == {
-        "manifest.parameters.warm_up.value",
-        "manifest.parameters.alarm.value",
+    assert [e["field"] for e in r.json()["errors"]] == [
+        "parameters.warm_up",
+        "parameters.alarm",
+        "parameters.nope",
+    ]
+    # The outside review's values: one answer names them all, and the cross check runs with
+    # those that passed (alarm 1.1), the defaults standing in for the refused (warning 1.3).
+    reviewed = {
+        "nope": 1,
+        "period_s": -5,
+        "window": "abc",
+        "bins": 1e9,  # a whole number: judged by its value
+        "warning": "nan",
+        "alarm": 1.1,
     }
+    r = await api.http.post(
+        "/tenants/default/library/robust-anomaly/import", json={"parameters": reviewed}
+    )
+    assert r.status_code == 422
+    errors = {e["field"]: e["reason"] for e in r.json()["errors"]}
+    assert sorted(errors) == [
+        "parameters",
+        "parameters.bins",
+        "parameters.nope",
+        "parameters.period_s",
+        "parameters.warning",
+        "parameters.window",
+    ], errors
+    assert "1000000000 is above the maximum 1440" in errors["parameters.bins"]
+    assert "need 0 < warning <= alarm, got 1.3 and 1.1" in errors["parameters"]
     # What types and bounds cannot say is checked by building the detector, at import.
     discord = {"parameters": {"m": 1000, "history": 1500}}
     r = await api.http.post("/tenants/default/library/discord-anomaly/import", json=discord)

@@ -50,7 +50,7 @@ async def test_a_batch_with_bad_rows_reports_every_problem_and_creates_nothing(
     ], found
     assert "not a slug" in found[0][1]
     assert found[2][1] == "device 'taken' already exists"
-    assert found[3][1] == "'ok-1' is also the id of row 0"
+    assert found[3][1] == "'ok-1' is also the id of devices.0"
     assert await device_ids(api) == ["taken"]
 
     # Only conflicts: 409, each listed.

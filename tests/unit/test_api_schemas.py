@@ -1,6 +1,7 @@
 """The API's schemas on their own: every route documents what it answers, and a mapping body
 is read into what the models context checks, with the same messages as before it was typed."""
 
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -91,3 +92,58 @@ def test_an_asset_type_names_every_problem_in_one_answer() -> None:
         "telemetry.2.name",
         "telemetry.3",
     ]
+
+
+REVIEWED_ASSET_TYPE = """
+id: Bad.Type
+telemetry:
+  - {name: temp, dtype: flot, min: 300, max: 200}
+  - {name: temp}
+"""
+
+
+def test_a_bad_dtype_hides_neither_the_range_nor_the_duplicate() -> None:
+    """The outside review's asset type: the definition pydantic cannot read still has its
+    range and its name checked (the default dtype standing in), in the same answer."""
+    import pytest
+    import yaml
+    from pydantic import ValidationError
+
+    from fogline.api.schemas.registry import AssetTypeIn
+
+    with pytest.raises(ValidationError) as caught:
+        AssetTypeIn.model_validate(yaml.safe_load(REVIEWED_ASSET_TYPE))
+    found = {".".join(str(p) for p in e["loc"]): e["msg"] for e in caught.value.errors()}
+    assert sorted(found) == ["id", "telemetry.0.dtype", "telemetry.0.min", "telemetry.1.name"]
+    assert found["telemetry.0.min"] == "min 300.0 is above max 200.0"
+    assert found["telemetry.1.name"] == "duplicate telemetry name 'temp'"
+
+
+def test_asset_type_apply_names_a_bad_id_as_the_file_does(tmp_path: Path) -> None:
+    """The id goes in the URL; a bad one is reported as `id` (not `path.type_id`), beside
+    every problem of the rest, before any request (no platform is needed to say so)."""
+    import os
+    import subprocess
+    import sys
+
+    file = tmp_path / "type.yaml"
+    file.write_text(REVIEWED_ASSET_TYPE)
+    env = {**os.environ, "HOME": str(tmp_path), "FOGLINE_URL": "http://127.0.0.1:9"}
+    code = "from fogline.cli.main import main; main()"
+    r = subprocess.run(
+        [sys.executable, "-c", code, "asset-type", "apply", str(file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "invalid input: 4 problems" in r.stderr
+    for line in (
+        "- id: 'Bad.Type' is not a slug",
+        "- telemetry.0.dtype: Input should be 'float', 'int', 'bool' or 'string'",
+        "- telemetry.0.min: min 300.0 is above max 200.0",
+        "- telemetry.1.name: duplicate telemetry name 'temp'",
+    ):
+        assert line in r.stderr, r.stderr
+    assert "path.type_id" not in r.stderr

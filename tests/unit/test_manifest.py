@@ -205,6 +205,67 @@ def test_every_problem_of_a_manifest_in_one_answer() -> None:
     ]
 
 
+REVIEWED_MANIFEST = """
+manifest:
+  name: ../evil
+  version: 0.1
+  model:
+    type: grpc
+    scoreEndpoint: score
+    local:
+      command: python serve.py
+      limits: {memoryMb: -5, cpus: 1000, processes: 8}
+  trigger: {type: REAL_TIME}
+  inputs: [{dataColumnName: t}, {dataColumnName: t}]
+"""
+
+
+@pytest.mark.parametrize("version", ["0.1", "'0.1'"])
+def test_the_reviewed_manifest_gets_every_problem_in_one_answer(version: str) -> None:
+    """The outside review's manifest: every problem, pydantic's and the rules', in the first
+    answer, each once, under its dotted path (YAML reads 0.1 as a number: pydantic's problem;
+    quoted, it is a string: the version rule's)."""
+    from fogline.models.manifest import LimitCaps
+
+    text = REVIEWED_MANIFEST.replace("version: 0.1", f"version: {version}")
+    with pytest.raises(InvalidInput) as caught:
+        parse_manifest(text, LimitCaps())
+    fields = [p.field for p in caught.value.problems]
+    assert sorted(fields) == [
+        "manifest.inputs.1.dataColumnName",  # duplicate column
+        "manifest.model.local.command",  # a string, not a list (pydantic)
+        "manifest.model.local.limits.cpus",  # over the operator's cap, beside a bad limit
+        "manifest.model.local.limits.memoryMb",  # below 64 (pydantic)
+        "manifest.model.scoreEndpoint",  # no leading '/', beside a bad model type
+        "manifest.model.type",  # grpc (pydantic)
+        "manifest.name",  # not a slug, beside a version pydantic refused
+        "manifest.outputs",  # missing (pydantic)
+        "manifest.version",
+    ]
+    reasons = {p.field: p.reason for p in caught.value.problems}
+    assert "model_max_cpus" in reasons["manifest.model.local.limits.cpus"]
+    assert "'t'" in reasons["manifest.inputs.1.dataColumnName"]
+
+
+def test_a_readable_part_gets_no_problem_of_a_default_standing_in() -> None:
+    """An unreadable `hosted` or `local` does not make up problems about the url or the missing
+    command; the limits that read and are within the caps are not reported."""
+    from fogline.models.manifest import LimitCaps
+
+    text = REVIEWED_MANIFEST.replace("type: grpc", "hosted: outside\n    url: http://x")
+    text = text.replace("version: 0.1", "version: 1.0.0").replace("name: ../evil", "name: ok")
+    text = text.replace("{dataColumnName: t}]", "{dataColumnName: u}]\n  outputs: [x]")
+    with pytest.raises(InvalidInput) as caught:
+        parse_manifest(text, LimitCaps(cpus=2000, memory_mb=10))
+    assert sorted(p.field for p in caught.value.problems) == [
+        "manifest.model.hosted",
+        "manifest.model.local.command",
+        "manifest.model.local.limits.memoryMb",
+        "manifest.model.scoreEndpoint",
+        "manifest.outputs.0",
+    ]
+
+
 def _with_parameters(parameters: object) -> dict[str, Any]:
     """A valid manifest (the library's temperature detector) with these parameters."""
     from fogline.library.catalog import CATALOG
@@ -278,6 +339,39 @@ def test_parameter_values_set_from_outside_name_declared_parameters_only() -> No
         with_parameter_values(document, {"threshold": 5, "thresold": 4, "other": 1})
     assert [p.field for p in caught.value.problems] == ["parameters.thresold", "parameters.other"]
     assert "it has: threshold" in caught.value.problems[0].reason
+
+
+def test_parameter_values_get_every_problem_in_one_answer() -> None:
+    """Unknown names, types and bounds, and the check of the values together (run with those
+    that passed, the defaults standing in for the others), all under `parameters.<name>`."""
+    from fogline.library.catalog import CATALOG
+    from fogline.models.manifest import with_parameter_values
+
+    entry = CATALOG["robust-anomaly"]
+    values = {"nope": 1, "period_s": -5, "window": "abc", "bins": 1e9, "warning": "nan"}
+    with pytest.raises(InvalidInput) as caught:
+        with_parameter_values(entry.manifest, values | {"alarm": 1.1}, entry.parameter_problems)
+    found = {p.field: p.reason for p in caught.value.problems}
+    assert list(found) == [
+        "parameters.nope",
+        "parameters.period_s",
+        "parameters.window",
+        "parameters.bins",
+        "parameters.warning",
+        "parameters",
+    ]
+    assert found["parameters.bins"] == "1000000000 is above the maximum 1440"
+    assert found["parameters.window"] == "'abc' is not a whole number"
+    assert found["parameters.warning"] == "'nan' is not a number"
+    assert found["parameters"] == "need 0 < warning <= alarm, got 1.3 and 1.1"
+    # Without the alarm, the defaults agree: the cross check has nothing to say.
+    with pytest.raises(InvalidInput) as caught:
+        with_parameter_values(entry.manifest, values, entry.parameter_problems)
+    assert "parameters" not in [p.field for p in caught.value.problems]
+    # A whole float for an integer parameter is passed on as the integer.
+    changed = with_parameter_values(entry.manifest, {"bins": 96.0}, entry.parameter_problems)
+    bins = changed["manifest"]["parameters"]["bins"]["value"]
+    assert bins == 96 and isinstance(bins, int)
 
 
 def _window_manifest(trigger: dict[str, object]) -> str:

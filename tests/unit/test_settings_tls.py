@@ -92,8 +92,8 @@ def test_files_that_are_not_pem_and_ports_said_twice(
         tls_client_ca_file=junk,
         mqtt_tls_port=8470,
     )
-    assert set(found) == {"tls_key_file", "tls_client_ca_file", "mqtt_tls_port"}
-    assert found["tls_key_file"].endswith("not a PEM certificate and its key (PEM, not encrypted)")
+    assert set(found) == {"tls_cert_file", "tls_client_ca_file", "mqtt_tls_port"}
+    assert found["tls_cert_file"] == f"{junk} is not a PEM certificate"
     assert found["tls_client_ca_file"] == f"{junk} is not a PEM CA certificate"
     assert found["mqtt_tls_port"] == "8470 is also http_port"
     # Without TLS the TLS port is not used, so it may be anything.
@@ -156,4 +156,34 @@ def test_an_encrypted_key_is_refused_not_prompted_for(
         )
     )
     found = problems_of(data_dir=tmp_path, tls_cert_file=cert, tls_key_file=encrypted)
-    assert found["tls_key_file"].endswith("(PEM, not encrypted)")
+    assert found == {
+        "tls_key_file": f"{encrypted} is an encrypted key: give the key unencrypted (PEM, not "
+        "encrypted; e.g. `openssl pkey -in KEY -out KEY.plain`), nats-server cannot read an "
+        "encrypted one"
+    }
+
+
+def test_a_file_that_is_no_certificate_is_named_as_the_certificate(
+    tmp_path: Path, pki: tuple[TestCA, Path, Path, Path]
+) -> None:
+    """The outside review: /etc/passwd as the certificate with a good key is the certificate's
+    problem; with the key unset or missing, the certificate's own problem is said too."""
+    _, _, key, _ = pki
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    found = problems_of(data_dir=tmp_path, tls_cert_file=passwd, tls_key_file=key)
+    assert found == {"tls_cert_file": f"{passwd} is not a PEM certificate"}
+    found = problems_of(data_dir=tmp_path, tls_cert_file=passwd)
+    assert found == {
+        "tls_cert_file": f"{passwd} is not a PEM certificate",
+        "tls_key_file": "tls_cert_file is set: its key is needed too",
+    }
+    missing = tmp_path / "missing-key.pem"
+    found = problems_of(data_dir=tmp_path, tls_cert_file=passwd, tls_key_file=missing)
+    assert found["tls_cert_file"] == f"{passwd} is not a PEM certificate"
+    assert found["tls_key_file"].startswith(f"cannot read {missing}")
+    found = problems_of(data_dir=tmp_path, tls_cert_file=key, tls_key_file=passwd)
+    assert found == {
+        "tls_cert_file": f"{key} is not a PEM certificate",
+        "tls_key_file": f"{passwd} is not a PEM private key (PEM, not encrypted)",
+    }

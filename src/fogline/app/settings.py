@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,32 @@ def _readable(path: Path, field: str) -> Problem | None:
     return None
 
 
+def _certificate_problem(cert: Path) -> Problem | None:
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=cert)
+    except ssl.SSLError:
+        return Problem("tls_cert_file", f"{cert} is not a PEM certificate")
+    return None
+
+
+def _key_problem(key: Path) -> Problem | None:
+    """A PEM private key, not encrypted: nats-server cannot read an encrypted one, and the
+    platform does not prompt for a passphrase."""
+    try:
+        text = key.read_text("ascii", errors="replace")
+    except OSError as exc:
+        return Problem("tls_key_file", f"cannot read {key}: {exc.strerror or exc}")
+    if "-----BEGIN ENCRYPTED PRIVATE KEY-----" in text or "Proc-Type: 4,ENCRYPTED" in text:
+        return Problem(
+            "tls_key_file",
+            f"{key} is an encrypted key: give the key unencrypted (PEM, not encrypted; "
+            "e.g. `openssl pkey -in KEY -out KEY.plain`), nats-server cannot read an encrypted one",
+        )
+    if not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text):
+        return Problem("tls_key_file", f"{key} is not a PEM private key (PEM, not encrypted)")
+    return None
+
+
 def _tls_problems(settings: Settings) -> list[Problem]:
     """A certificate needs its key (and the reverse), each file readable, the key the
     certificate's own, and a client CA a server certificate to go with."""
@@ -255,15 +282,21 @@ def _tls_problems(settings: Settings) -> list[Problem]:
     key_problem = _readable(key, "tls_key_file") if key is not None else None
     ca_problem = _readable(client_ca, "tls_client_ca_file") if client_ca is not None else None
     problems += [p for p in (cert_problem, key_problem, ca_problem) if p is not None]
+    # Each file on its own first (so that one's problem does not hide or take the other's
+    # name), then the two together.
+    if cert is not None and cert_problem is None:
+        cert_problem = _certificate_problem(cert)
+    if key is not None and key_problem is None:
+        key_problem = _key_problem(key)
+    problems += [p for p in (cert_problem, key_problem) if p is not None]
     if cert is not None and key is not None and cert_problem is None and key_problem is None:
         try:
-            # An encrypted key is refused (nats-server cannot read one), not prompted for.
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(cert, key, password=lambda: b"")
         except ssl.SSLError as exc:
             reason = "the key does not match the certificate"
             if "KEY_VALUES_MISMATCH" not in str(exc):
-                reason = "not a PEM certificate and its key (PEM, not encrypted)"
+                reason = f"cannot be used together ({exc.reason or exc})"
             problems.append(Problem("tls_key_file", f"{cert} with {key}: {reason}"))
     if client_ca is not None and ca_problem is None:
         try:

@@ -157,7 +157,7 @@ class DeviceRegistry:
             if (p := slug_problem(device_id, f"devices.{row}.id")) is not None:
                 problems.append(p)
             elif device_id in first_row:
-                reason = f"{device_id!r} is also the id of row {first_row[device_id]}"
+                reason = f"{device_id!r} is also the id of devices.{first_row[device_id]}"
                 problems.append(Problem(f"devices.{row}.id", reason))
             else:
                 first_row[device_id] = row

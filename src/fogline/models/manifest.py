@@ -11,9 +11,10 @@ import contextlib
 import copy
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -278,8 +279,8 @@ def check_manifest(document: Any, caps: LimitCaps | None = None) -> Manifest:
         reported = {p.field for p in problems}
         problems += [
             p
-            for p in _readable_part_problems(document)
-            if not any(p.field.startswith(r) for r in reported)
+            for p in _readable_part_problems(document, caps)
+            if not any(p.field == r or p.field.startswith(f"{r}.") for r in reported)
         ]
         raise InvalidInput.of(problems, "manifest") from None
     problems = _semantic_problems(manifest.manifest)
@@ -296,8 +297,8 @@ def _semantic_problems(m: ManifestBody) -> list[Problem]:
         _identity_problems(m.name, m.version)
         + _model_problems(m.model)
         + _trigger_problems(m.trigger)
-        + _column_problems("inputs", m.inputs)
-        + _column_problems("outputs", m.outputs)
+        + _column_problems("inputs", list(enumerate(m.inputs)), empty=not m.inputs)
+        + _column_problems("outputs", list(enumerate(m.outputs)), empty=not m.outputs)
         + parameter_problems(m.parameters)
     )
 
@@ -306,18 +307,27 @@ def _identity_problems(name: str, version: str) -> list[Problem]:
     p: list[Problem] = []
     if (slug := slug_problem(name, "manifest.name")) is not None:
         p.append(slug)
+    return p + _version_problems(version)
+
+
+def _version_problems(version: str) -> list[Problem]:
     if not _SEMVER.fullmatch(version) or len(version) > MAX_VERSION_LENGTH:
-        p.append(
+        return [
             Problem(
                 "manifest.version",
                 f"{version[:80]!r} is not a version like 1.0.0 "
                 f"(at most {MAX_VERSION_LENGTH} characters)",
             )
-        )
-    return p
+        ]
+    return []
 
 
-def _model_problems(model: ModelSection) -> list[Problem]:
+def _model_problems(
+    model: ModelSection, unread: frozenset[str] | set[str] = frozenset()
+) -> list[Problem]:
+    """The rules of the model section; those that depend on a field in `unread` (one pydantic
+    refused, its default standing in) are left out, except the endpoints' (checked unless the
+    model is known to be amqp)."""
     p: list[Problem] = []
     if model.type == "http":
         for field, value in (
@@ -326,14 +336,18 @@ def _model_problems(model: ModelSection) -> list[Problem]:
         ):
             if not value.startswith("/"):
                 p.append(Problem(f"manifest.model.{field}", "must be a path starting with '/'"))
-    if model.stateful and model.concurrency > 1:
+    if {"stateful", "concurrency"} & unread:
+        pass
+    elif model.stateful and model.concurrency > 1:
         p.append(
             Problem(
                 "manifest.model.concurrency",
                 "a stateful model is called one call at a time, in order; drop concurrency",
             )
         )
-    if model.hosted == "external":
+    if {"hosted", "url"} & unread:
+        pass
+    elif model.hosted == "external":
         if not model.url:
             p.append(Problem("manifest.model.url", "an external model needs its url"))
         elif not _URL.match(model.url):
@@ -341,7 +355,7 @@ def _model_problems(model: ModelSection) -> list[Problem]:
     else:
         if model.url:
             p.append(Problem("manifest.model.url", "only an external model has a url"))
-        if model.container is None and model.local is None:
+        if model.container is None and model.local is None and not {"container", "local"} & unread:
             p.append(
                 Problem("manifest.model", "an internal model needs a container or a local command")
             )
@@ -387,12 +401,12 @@ def _trigger_problems(t: Trigger) -> list[Problem]:
     return p
 
 
-def _column_problems(side: str, columns: list[Column]) -> list[Problem]:
+def _column_problems(side: str, columns: list[tuple[int, Column]], empty: bool) -> list[Problem]:
     p: list[Problem] = []
-    if not columns:
+    if empty:
         p.append(Problem(f"manifest.{side}", "at least one column is needed"))
     seen: set[str] = set()
-    for i, c in enumerate(columns):
+    for i, c in columns:
         where = f"manifest.{side}.{i}.dataColumnName"
         if (slug := slug_problem(c.data_column_name, where)) is not None:
             p.append(slug)
@@ -402,30 +416,91 @@ def _column_problems(side: str, columns: list[Column]) -> list[Problem]:
     return p
 
 
-def _readable_part_problems(document: Any) -> list[Problem]:
-    """When the manifest as a whole cannot be read, the rules of the parts that can (so that
-    one answer names every problem, not those of the first pass only)."""
+def _readable_part_problems(document: Any, caps: LimitCaps | None) -> list[Problem]:
+    """When the manifest as a whole cannot be read, the rules of every field that can (so that
+    one answer names every problem, not those of the first pass only): each field is read on
+    its own, and the rules run on those that read, the defaults standing in for the others."""
     body = document.get("manifest") if isinstance(document, dict) else None
     if not isinstance(body, dict):
         return []
     p: list[Problem] = []
     name, version = body.get("name"), body.get("version")
-    if isinstance(name, str) and isinstance(version, str):
-        p += _identity_problems(name, version)
-    with contextlib.suppress(ValidationError):
-        p += _model_problems(ModelSection.model_validate(body.get("model")))
-    with contextlib.suppress(ValidationError):
-        p += _trigger_problems(Trigger.model_validate(body.get("trigger")))
+    if isinstance(name, str) and (slug := slug_problem(name, "manifest.name")) is not None:
+        p.append(slug)
+    if isinstance(version, str):
+        p += _version_problems(version)
+    if isinstance(model := body.get("model"), dict):
+        p += _readable_model_problems(model, caps)
+    trigger = body.get("trigger")
+    if isinstance(trigger, dict):
+        read = _readable(Trigger, trigger, {"type": trigger.get("type")})
+        if read is not None:
+            p += _trigger_problems(read[0])
     for side in ("inputs", "outputs"):
-        with contextlib.suppress(ValidationError):
-            columns = [Column.model_validate(c) for c in body.get(side) or []]
-            p += _column_problems(side, columns)
+        if isinstance(columns := body.get(side), list):
+            readable = []
+            for i, c in enumerate(columns):
+                with contextlib.suppress(ValidationError):
+                    readable.append((i, Column.model_validate(c)))
+            p += _column_problems(side, readable, empty=not columns)
     parameters = body.get("parameters")
     if isinstance(parameters, dict):
         for name, spec in parameters.items():
             with contextlib.suppress(ValidationError):
                 p += parameter_problems({str(name): Parameter.model_validate(spec)})
     return p
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _readable(
+    cls: type[_M], data: dict[str, Any], fill: dict[str, Any]
+) -> tuple[_M, set[str]] | None:
+    """`cls` from the fields of `data` that read on their own (beside `fill`, what a field
+    needs to be read at all), the defaults standing in for the others; with the names of the
+    fields that did not read. None when even `fill` does not read."""
+    good: dict[str, Any] = {}
+    unread: set[str] = set()
+    for key, value in data.items():
+        try:
+            cls.model_validate({**fill, key: value})
+            good[key] = value
+        except ValidationError:
+            unread.add(str(key))
+    try:
+        return cls.model_validate({**fill, **good}), unread
+    except ValidationError:
+        return None
+
+
+def _readable_model_problems(model: dict[str, Any], caps: LimitCaps | None) -> list[Problem]:
+    local = model.get("local")
+    rest = {k: v for k, v in model.items() if k != "local"}
+    read = _readable(ModelSection, rest, {})
+    if read is None:
+        return []
+    section, unread = read
+    p: list[Problem] = []
+    if isinstance(local, dict):
+        filler = {"command": ["python"]}  # stands in for an unreadable command
+        limits = local.get("limits")
+        others = {k: v for k, v in local.items() if k != "limits"}
+        process = _readable(LocalProcess, others, filler)
+        if process is not None:
+            section = section.model_copy(update={"local": process[0]})
+            if isinstance(limits, dict):
+                read_limits = _readable(Limits, limits, {})
+                if read_limits is not None and caps is not None:
+                    given = set(limits) - read_limits[1]
+                    p += [
+                        c
+                        for c in caps.problems(read_limits[0])
+                        if c.field.rsplit(".", 1)[1] in given
+                    ]
+    elif local is not None:
+        unread.add("local")
+    return _model_problems(section, unread) + p
 
 
 # -- parameters -----------------------------------------------------------------------------
@@ -511,23 +586,39 @@ def _value_problems(where: str, spec: Parameter, value: Any) -> list[Problem]:
     return []
 
 
-def with_parameter_values(document: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A manifest document with these parameters' values set (checked with the whole manifest
-    afterwards); a name the manifest does not declare is a problem, all of them at once."""
+def with_parameter_values(
+    document: dict[str, Any],
+    values: dict[str, Any],
+    together: Callable[[dict[str, Any]], list[Problem]] | None = None,
+) -> dict[str, Any]:
+    """A manifest document with these parameters' values set, or InvalidInput naming every
+    problem at once, each under `parameters.<name>` (the name given): a name the manifest does
+    not declare, each value's type, bounds and choices, and `together` (what the values say
+    together, e.g. warning <= alarm) run with the values that passed, the defaults standing in
+    for the refused ones. A whole number given as a float (1e9) for an integer parameter is
+    judged, and passed on, as the integer it is."""
     document = copy.deepcopy(document)
     body = document.get("manifest", document)
     declared = body.get("parameters") or {}
-    unknown = [
-        Problem(
-            f"parameters.{name}",
-            "the model has no such parameter"
-            + (f"; it has: {', '.join(sorted(declared))}" if declared else "; it has none"),
-        )
-        for name in values
-        if name not in declared
-    ]
-    if unknown:
-        raise InvalidInput.of(unknown, "parameters")
+    problems: list[Problem] = []
+    accepted: dict[str, Any] = {}
     for name, value in values.items():
+        where = f"parameters.{name}"
+        if name not in declared:
+            has = f"; it has: {', '.join(sorted(declared))}" if declared else "; it has none"
+            problems.append(Problem(where, "the model has no such parameter" + has))
+            continue
+        spec = Parameter.model_validate(declared[name])
+        if spec.type == "integer" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if found := _value_problems(where, spec, value):
+            problems += found
+        else:
+            accepted[name] = value
+    if together is not None:
+        problems += together(accepted)
+    if problems:
+        raise InvalidInput.of(problems, "parameters")
+    for name, value in accepted.items():
         declared[name]["value"] = value
     return document

@@ -44,7 +44,6 @@ from fogline.library.catalog import CATALOG, library_model
 from fogline.models.manifest import (
     MAX_VERSION_LENGTH,
     SEMVER_PATTERN,
-    check_manifest,
     with_parameter_values,
 )
 from fogline.models.model_log import MAX_TAIL_BYTES, follow_lines, size_of, tail_lines
@@ -414,10 +413,9 @@ async def import_library_model(
     entry = library_model(name)
     document = entry.manifest
     if body is not None and body.parameters:
-        document = with_parameter_values(document, body.parameters)
-        check_manifest(document)  # types and bounds first, every problem at once
-        if problems := entry.parameter_problems(body.parameters):
-            raise InvalidInput.of(problems, "parameters")
+        # Every problem at once, under `parameters.<name>`: unknown names, types and bounds,
+        # and what the values that passed say together (built as the model builds them).
+        document = with_parameter_values(document, body.parameters, entry.parameter_problems)
     if body is not None and body.version is not None:
         document = {"manifest": {**document["manifest"], "version": body.version}}
     return ModelOut.of(await svc.models.submit(tenant, orjson.dumps(document)))

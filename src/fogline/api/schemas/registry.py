@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -121,11 +122,26 @@ class AssetTypeBody(Strict):
 def _readable(
     items: Any, model: type[TelemetryDefinitionIn] | type[AttributeDefinitionIn]
 ) -> list[tuple[int, Any]]:
-    """The items of a list that can be read as `model`, with their places."""
+    """The items of a list as `model`, with their places: each from its fields that can be read
+    on their own, the defaults standing in for the others (so a bad dtype does not hide the
+    item's range or its name's duplicate). An unreadable name is left empty: pydantic has
+    reported its place already, so the rules' problems there are left out."""
     readable = []
     for i, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, dict):
+            continue
+        good: dict[str, Any] = {}
+        for key, value in item.items():
+            probe = {"name": "x", key: value}
+            with contextlib.suppress(ValidationError):
+                model.model_validate(probe)
+                good[key] = value
+        if "dtype" not in good:
+            good.pop("default", None)  # judged by the dtype: not without it
+        named = "name" in good
         with contextlib.suppress(ValidationError):
-            readable.append((i, model.model_validate(item).to_domain()))
+            definition = model.model_validate({"name": "x", **good}).to_domain()
+            readable.append((i, definition if named else replace(definition, name="")))
     return readable
 
 

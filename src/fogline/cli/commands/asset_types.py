@@ -6,11 +6,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
+from fogline.api.problems import field_problems
+from fogline.api.schemas.registry import AssetTypeBody
 from fogline.cli.context import ctx_of
 from fogline.cli.inputs import read_document
 from fogline.cli.output import console, emit_json, table
 from fogline.domain.errors import InvalidInput, Problem
+from fogline.domain.ids import slug_problem
 
 app = typer.Typer(help="Asset types: telemetry definitions and attributes.", no_args_is_help=True)
 
@@ -20,9 +24,17 @@ def type_apply(ctx: typer.Context, file: Path) -> None:
     """Create or replace an asset type from a JSON or YAML file (with an `id`)."""
     c = ctx_of(ctx)
     document = read_document(file)
-    if not isinstance(document, dict) or not isinstance(document.get("id"), str):
+    if not isinstance(document, dict) or "id" not in document:
         raise InvalidInput.of([Problem("id", "the file must be a mapping with an 'id'")])
     type_id = document.pop("id")
+    if (bad_id := slug_problem(type_id, "id")) is not None:
+        # The id goes in the URL: a bad one is named as the file has it, beside every problem
+        # of the rest (the API's own schema, read here), in one answer.
+        try:
+            AssetTypeBody.model_validate(document)
+        except ValidationError as exc:
+            raise InvalidInput.of([bad_id, *field_problems(exc.errors())]) from None
+        raise InvalidInput.of([bad_id])
     result = c.client().put(f"/tenants/{c.t()}/asset-types/{type_id}", document)
     c.show(result, lambda: console.print(f"asset type [bold]{type_id}[/] applied"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -145,9 +146,14 @@ class ImportFile:
     rows: list[dict[str, Any]] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     problems: list[tuple[int, Problem]] = field(default_factory=list)  # (row index, problem)
+    header_problems: list[Problem] = field(default_factory=list)  # unknown columns
 
     def where(self, row: int) -> str:
         return f"row {row + 1} (line {self.lines[row]})"
+
+    @property
+    def bad(self) -> bool:
+        return bool(self.problems or self.header_problems)
 
 
 def read_import_file(path: Path) -> ImportFile:
@@ -160,20 +166,22 @@ def read_import_file(path: Path) -> ImportFile:
         raise InvalidInput.of([problem], "file") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = reader.fieldnames or []
+    if "id" not in header:
+        raise InvalidInput.of(
+            [Problem("columns", "an 'id' column is required")], f"import file {path}"
+        )
+    found = ImportFile()
+    # An unknown column is reported with the rows' problems (its cells are not read), so the
+    # one answer names both.
     unknown = [c for c in header if c not in IMPORT_COLUMNS]
-    header_problems = [
+    found.header_problems = [
         Problem(f"column {c!r}", f"unknown: the columns are {', '.join(IMPORT_COLUMNS)}")
         for c in unknown
     ]
-    if "id" not in header:
-        header_problems.append(Problem("columns", "an 'id' column is required"))
-    if header_problems:
-        raise InvalidInput.of(header_problems, f"import file {path}")
-    found = ImportFile()
     for cells in reader:
         index = len(found.rows)
         found.lines.append(reader.line_num)
-        row, problems = _import_row(cells)
+        row, problems = _import_row({k: v for k, v in cells.items() if k not in unknown})
         found.rows.append(row)
         found.problems += [(index, p) for p in problems]
     if not found.rows:
@@ -231,21 +239,37 @@ def _api_row(field_path: str) -> tuple[int, str] | None:
     return None
 
 
-def _rows_problems(
-    found: ImportFile, local: list[tuple[int, Problem]], remote: list[Problem]
-) -> list[Problem]:
-    """Every problem, the file's and the platform's, in row order, each naming its row."""
-    numbered = list(local)
-    unplaced = []
+_API_ROW_REFERENCE = re.compile(r"\bdevices\.([0-9]+)\b")
+
+
+def _rows_problems(found: ImportFile, remote: list[Problem]) -> list[Problem]:
+    """Every problem, the file's and the platform's, in row order, each naming its row and its
+    column as the file has them (the API's `devices.<i>.hardware.cpu_cores` is `row i+1 (line
+    n) cpu_cores`, and so is a row the API's reason names)."""
+    numbered = list(found.problems)
+    unplaced = list(found.header_problems)
     for p in remote:
         place = _api_row(p.field)
+        reason = _API_ROW_REFERENCE.sub(lambda m: _where(found, int(m.group(1))), p.reason)
         if place is None:
-            unplaced.append(p)
+            unplaced.append(Problem(p.field, reason))
         else:
-            numbered.append((place[0], Problem(place[1], p.reason)))
+            column = place[1].removeprefix("hardware.")
+            numbered.append((place[0], Problem(column, reason)))
     numbered.sort(key=lambda item: item[0])
     placed = [Problem(f"{found.where(row)} {p.field}".strip(), p.reason) for row, p in numbered]
     return unplaced + placed
+
+
+def _where(found: ImportFile, row: int) -> str:
+    return found.where(row) if 0 <= row < len(found.rows) else f"devices.{row}"
+
+
+def _counted(message: str, count: int) -> str:
+    """The API's headline with the number of problems listed (the file's and the API's)."""
+    noun = "problem" if count == 1 else "problems"
+    head = re.sub(r":\s*[0-9]+ problems?$", "", message)
+    return f"{head}: {count} {noun}"
 
 
 def _open_credentials(path: Path) -> int:
@@ -285,14 +309,16 @@ def device_import(
     path = f"/tenants/{c.t()}/device-imports"
     # A row the file itself got wrong is still checked by the platform (as a dry run), so the
     # answer lists every problem of every row at once.
-    checking_only = dry_run or bool(found.problems)
+    checking_only = dry_run or found.bad
     descriptor = None if checking_only or credentials is None else _open_credentials(credentials)
     try:
         try:
             answer = client.post(path, {"devices": found.rows, "dry_run": checking_only})
         except ApiError as exc:
-            problems = _rows_problems(found, found.problems, exc.problems)
-            raise ApiError(exc.status, exc.message, problems, exc.body) from None
+            problems = _rows_problems(found, exc.problems)
+            message = _counted(exc.message, len(problems)) if exc.problems else exc.message
+            status = 422 if found.bad else exc.status  # a file problem is no mere conflict
+            raise ApiError(status, message, problems, exc.body) from None
         except Unreachable as exc:
             if checking_only:
                 raise
@@ -303,8 +329,8 @@ def device_import(
                 f"was lost: `fogline device ls` shows whether they exist; if they do, "
                 f"`fogline device rotate ID` gives each one a password you can keep"
             ) from None
-        if found.problems:
-            problems = _rows_problems(found, found.problems, [])
+        if found.bad:
+            problems = _rows_problems(found, [])
             raise InvalidInput.of(problems, f"import file {file}")
         if descriptor is not None:
             # The devices exist now: the file is kept whatever happens while it is written.
