@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port, pid_alive, wait_for
+from tests.conftest import MOTOR_TYPE, free_port, pid_alive, wait_for
 from tests.e2e.conftest import FOGLINE, RunningPlatform, start_platform
 from tests.mqtt_client import Device
 
@@ -158,6 +158,21 @@ def test_cli_errors_are_clear(platform_process: RunningPlatform, tmp_path: Path)
     assert r.returncode == 5 and "API key" in r.stderr
     r = p.cli("asset", "create", "x", "--type", "t", "--label", "novalue")
     assert r.returncode == 2 and "key=value" in r.stderr
+
+    # Telemetry that is refused whole: exit 2, each value's reason on stderr.
+    headers = {"Authorization": f"Bearer {p.api_key()}"}
+    with httpx.Client(base_url=f"{p.url}/api/v1", headers=headers) as api:
+        assert api.put("/tenants/default/asset-types/motor", json=MOTOR_TYPE).status_code == 201
+        motor = {"id": "m9", "asset_type": "motor", "attributes": {"power_kw": 7.5}}
+        assert api.post("/tenants/default/assets", json=motor).status_code == 201
+        assert api.post("/tenants/default/devices", json={"id": "gw9"}).status_code == 201
+    refused = '[{"asset": "m9", "values": {"rpm": "fast"}}]'
+    r = p.cli("telemetry", "send", "gw9", "-", stdin=refused)
+    assert r.returncode == 2 and "accepted 0 value(s)" in r.stdout, (r.stdout, r.stderr)
+    assert "rejected:" in r.stderr and "rpm" in r.stderr
+    half = '[{"asset": "m9", "values": {"rpm": 1200, "temperature": "hot"}}]'
+    r = p.cli("telemetry", "send", "gw9", "-", stdin=half)
+    assert r.returncode == 0 and "accepted 1 value(s)" in r.stdout, (r.stdout, r.stderr)
 
 
 def test_up_refuses_a_taken_port(platform_process: RunningPlatform, tmp_path: Path) -> None:

@@ -47,3 +47,13 @@ def test_library_parameters_shown_and_set_at_import(platform_process: RunningPla
     manifest = json.loads(r.stdout)["manifest"]["manifest"]
     assert manifest["version"] == "1.1.0"
     assert manifest["parameters"]["warm_up"]["value"] == 30
+
+    r = p.cli(
+        "library", "import", "temperature-anomaly", "--param", "warm_up=40", "--version", "1.1.0"
+    )
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 4 and "--version X.Y.Z" in said, said
+    r = p.cli(
+        "library", "import", "temperature-anomaly", "--param", "window=10", "--param", "window=20"
+    )
+    assert r.returncode == 2 and "given twice" in r.stderr

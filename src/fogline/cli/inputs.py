@@ -49,6 +49,9 @@ def key_value_pairs(values: list[str] | None, what: str) -> dict[str, Any]:
         if not sep or not key:
             problems.append(Problem(what, f"{item!r} is not key=value"))
             continue
+        if key in result:
+            problems.append(Problem(f"{what} {key}", "given twice: which one is meant?"))
+            continue
         try:
             parsed = json.loads(value)
         except ValueError:

@@ -8,7 +8,10 @@ import typer
 
 from fogline.cli.context import ctx_of
 from fogline.cli.inputs import key_value_pairs
+from fogline.cli.next_steps import Advised
 from fogline.cli.output import console, table
+from fogline.client.http import ApiError
+from fogline.domain.errors import ErrorKind
 
 app = typer.Typer(help="Ready-made models shipped with Fogline.", no_args_is_help=True)
 
@@ -85,7 +88,16 @@ def library_import(
     body: dict[str, Any] = {"parameters": key_value_pairs(param, "--param")}
     if version is not None:
         body["version"] = version
-    created = c.client().post(f"/tenants/{c.t()}/library/{name}/import", body)
+    try:
+        created = c.client().post(f"/tenants/{c.t()}/library/{name}/import", body)
+    except ApiError as exc:
+        if exc.kind is ErrorKind.CONFLICT:
+            raise Advised(
+                exc,
+                f"this version is in your tenant already: import it as another with "
+                f"`fogline library import {name} --version X.Y.Z` (with your --param values)",
+            ) from None
+        raise
     c.show(
         created,
         lambda: console.print(

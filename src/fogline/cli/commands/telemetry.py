@@ -11,7 +11,7 @@ import typer
 
 from fogline.cli.context import ctx_of
 from fogline.cli.inputs import read_bytes_or_stdin
-from fogline.cli.output import console, table
+from fogline.cli.output import console, errors, table
 from fogline.domain.errors import InvalidInput, Problem
 
 app = typer.Typer(help="Send and read telemetry.", no_args_is_help=True)
@@ -28,7 +28,8 @@ def telemetry_send(
     device_id: Annotated[str, typer.Argument(metavar="DEVICE")],
     file: Annotated[Path, typer.Argument(help="JSON file of readings, or - for stdin")],
 ) -> None:
-    """Send telemetry over HTTP on a device's behalf."""
+    """Send telemetry over HTTP on a device's behalf. Exits 2 when every value was refused
+    (each with its reason); values refused beside accepted ones are listed, exit 0."""
     c = ctx_of(ctx)
     payload = read_bytes_or_stdin(file)
     receipt = c.client().send_telemetry(c.t(), device_id, payload)
@@ -38,9 +39,11 @@ def telemetry_send(
             f"accepted {receipt['accepted_values']} value(s) (stream seq {receipt['stream_seq']})"
         )
         for r in receipt["rejected"]:
-            console.print(f"  rejected: {r['reason']}")
+            errors.print(f"  rejected: {r['reason']}", highlight=False, markup=False)
 
     c.show(receipt, human)
+    if receipt["rejected"] and not receipt["accepted_values"]:
+        raise typer.Exit(2)  # nothing of it was stored: a script must notice
 
 
 @app.command("latest")
