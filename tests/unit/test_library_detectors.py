@@ -90,6 +90,10 @@ def test_temperature_anomaly_says_it_is_warming_up_then_scores_per_asset() -> No
     assert model.score([Reading("a", 2, {"temperature": "ERR"})])[0] == {
         "temperature_warning": "no-value"
     }
+    for bad in (math.nan, math.inf, 10**400):
+        assert model.score([Reading("a", 3, {"temperature": bad})])[0] == {
+            "temperature_warning": "no-value"
+        }
 
 
 def test_forecast_finds_a_slow_ramp_by_its_level_residual() -> None:

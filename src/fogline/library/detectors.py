@@ -255,8 +255,10 @@ class RobustDetector(Detector):
             240,
             20,
             100_000,
-            "residuals seen before the first score; longer = steadier thresholds and fewer early "
-            "false alarms, but nothing is judged meanwhile",
+            "residuals seen before the first score, after window // 4 readings for the "
+            "median: with the defaults the first score comes at the 601st reading (10 min at "
+            "1 Hz; with period_s, after the first cycle); longer = steadier thresholds and "
+            "fewer early false alarms, but nothing is judged meanwhile",
         ),
         *_calibration(1.3, 1.6),
     )
@@ -374,8 +376,10 @@ class ForecastDetector(Detector):
             240,
             20,
             100_000,
-            "residuals seen before the first score; longer = steadier thresholds and fewer early "
-            "false alarms, but nothing is judged meanwhile",
+            "residuals seen before the first score, after max(2, season) readings for the "
+            "forecaster: with the defaults the first score comes at the 243rd reading (4 min "
+            "at 1 Hz); longer = steadier thresholds and fewer early false alarms, but nothing "
+            "is judged meanwhile",
         ),
         *_calibration(1.3, 1.6),
     )
@@ -473,8 +477,9 @@ class DiscordDetector(Detector):
             240,
             20,
             100_000,
-            "distances seen before the first score; longer = steadier thresholds and fewer early "
-            "false alarms, but nothing is judged meanwhile",
+            "distances seen before the first score, after history // 2 readings: with the "
+            "defaults the first score comes at the 960th reading (16 min at 1 Hz); longer = "
+            "steadier thresholds and fewer early false alarms, but nothing is judged meanwhile",
         ),
         Parameter(
             "normalize",
