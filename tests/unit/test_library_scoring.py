@@ -6,7 +6,14 @@ import random
 import pytest
 
 from fogline.library.evaluate import BASELINE, judge
-from fogline.library.scoring import RollingZBaseline, episodes, score, sigma, windows_of
+from fogline.library.scoring import (
+    RollingZBaseline,
+    SeasonalZBaseline,
+    episodes,
+    score,
+    sigma,
+    windows_of,
+)
 
 
 def marks(n: int, *spans: tuple[int, int]) -> list[bool]:
@@ -109,3 +116,21 @@ def test_a_detector_always_in_alarm_does_not_beat_the_baseline(case: str) -> Non
     verdict = rows[case]["vs_baseline"]
     assert "no fewer false alarms" in verdict and "lower alarm precision" in verdict, verdict
     assert rows[case]["time_in_alarm"] > 0.15
+
+
+def test_the_seasonal_baseline_scores_each_phase_against_its_own_past() -> None:
+    """Told the cycle (as the detectors are), the baseline compares a reading with the same
+    phase of earlier cycles: a value usual at the peak is an alarm in the trough."""
+    rng = random.Random(9)
+    period = 200  # readings a cycle, one a second
+    b = SeasonalZBaseline(window=400, period_ms=period * 1000, bins=10)
+    values = [10 * math.sin(2 * math.pi * i / period) + rng.gauss(0, 0.5) for i in range(2000)]
+    alarms = [b.alarm(v, i * 1000) for i, v in enumerate(values)]
+    assert not any(alarms[:period])  # silent until each phase's window is full
+    assert sum(alarms) < 20
+    trough = 2000 + 3 * period // 4  # sin = -1 there; 10 is the peak's value
+    assert b.alarm(10.0, trough * 1000)
+    plain = RollingZBaseline(window=400)
+    for v in values:
+        plain.alarm(v)
+    assert not plain.alarm(10.0)  # blind to the cycle: 10 is within 3 sigma of all phases

@@ -194,3 +194,24 @@ class RollingZBaseline:
         self.total += value
         self.squares += value * value
         return alarm
+
+
+class SeasonalZBaseline:
+    """The baseline told the cycle, as the detectors are: a rolling z-score per phase of the
+    cycle (`bins` phases of `period_ms`), against the mean and standard deviation of the last
+    `window` // `bins` readings at the same phase; silent until that phase's window is
+    full (the first cycles)."""
+
+    def __init__(self, window: int, period_ms: float, bins: int = 48, threshold: float = 3.0):
+        self.period_ms = period_ms
+        self.bins = bins
+        self.per_bin = max(3, window // bins)
+        self.threshold = threshold
+        self.phases: dict[int, RollingZBaseline] = {}
+
+    def alarm(self, value: float, ts_ms: int) -> bool:
+        phase = int((ts_ms % self.period_ms) * self.bins // self.period_ms)
+        baseline = self.phases.get(phase)
+        if baseline is None:
+            baseline = self.phases[phase] = RollingZBaseline(self.per_bin, self.threshold)
+        return baseline.alarm(value)
