@@ -47,6 +47,7 @@ def beats_baseline(result: dict[str, Any], detector: str) -> None:
         assert row["false_alarm_episodes"] < base["false_alarm_episodes"], (detector, row, base)
     else:
         assert row["false_alarm_episodes"] == 0, (detector, row, base)
+    assert row["alarm_precision"] is not None and base["alarm_precision"] is not None
     assert row["alarm_precision"] >= base["alarm_precision"], (detector, row, base)
     assert row["vs_baseline"] == "beats baseline"
 

@@ -137,9 +137,9 @@ def judge(rows: dict[str, dict[str, Any]]) -> None:
     """Each detector's `vs_baseline`: "beats baseline" (the issue's target: at least the
     baseline's hits with fewer false-alarm episodes, none where it has none; and, so that a
     detector in alarm for long stretches loses however many windows it overlaps, an alarm
-    precision by readings at least the baseline's: the range-based precision of Tatbul et
-    al.), or how it loses. False-alarm episodes include the parts of an episode outside the
-    widened windows (scoring.py)."""
+    precision by readings at least the baseline's, where both raised alarms: the range-based
+    precision of Tatbul et al.), or how it loses. False-alarm episodes include the parts of an
+    episode outside the widened windows (scoring.py)."""
     base = rows[BASELINE]
     for name, row in rows.items():
         if name == BASELINE:
@@ -151,11 +151,9 @@ def judge(rows: dict[str, dict[str, Any]]) -> None:
         base_fa = base["false_alarm_episodes"]
         if fa > base_fa or (fa == base_fa and base_fa > 0):
             losses.append(f"no fewer false alarms ({fa} vs {base_fa})")
-        if row["alarm_precision"] < base["alarm_precision"]:
-            losses.append(
-                f"lower alarm precision ({row['alarm_precision']:.3f} vs "
-                f"{base['alarm_precision']:.3f})"
-            )
+        precision, base_precision = row["alarm_precision"], base["alarm_precision"]
+        if precision is not None and base_precision is not None and precision < base_precision:
+            losses.append(f"lower alarm precision ({precision:.3f} vs {base_precision:.3f})")
         row["vs_baseline"] = "; ".join(losses) if losses else "beats baseline"
 
 

@@ -115,7 +115,8 @@ class Figures:
             "median_delay": delays[len(delays) // 2] if delays else None,
             "nab_standard": round(self.nab, 1),
             "time_in_alarm": round(self.time_in_alarm, 5),
-            "alarm_precision": round(self.alarm_precision, 3),
+            # None without alarms: a silent detector's precision says nothing
+            "alarm_precision": round(self.alarm_precision, 3) if self.alarms else None,
         }
 
 
