@@ -8,6 +8,9 @@ import pytest
 
 from fogline.library.detectors import (
     LEVELS,
+    NO_VALUE,
+    SCORE_CAP,
+    Detection,
     Detector,
     DiscordDetector,
     ForecastDetector,
@@ -87,6 +90,10 @@ def test_temperature_anomaly_says_it_is_warming_up_then_scores_per_asset() -> No
     assert model.score([Reading("a", 2, {"temperature": "ERR"})])[0] == {
         "temperature_warning": "no-value"
     }
+    for bad in (math.nan, math.inf, 10**400):
+        assert model.score([Reading("a", 3, {"temperature": bad})])[0] == {
+            "temperature_warning": "no-value"
+        }
 
 
 def test_forecast_finds_a_slow_ramp_by_its_level_residual() -> None:
@@ -105,3 +112,74 @@ def test_forecast_finds_a_slow_ramp_by_its_level_residual() -> None:
     assert levels[0.01].count("alarm") > 50
     with pytest.raises(ValueError, match="level_alpha"):
         ForecastDetector(level_alpha=-0.1)
+
+
+def levels(d: Detector, values: list[float]) -> list[Detection]:
+    return [d.update(v, i * 1000) for i, v in enumerate(values)]
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_a_flat_start_does_not_make_an_alarm_that_never_ends(cls: type[Detector]) -> None:
+    """A signal flat for the whole calibration has a band of zero width: without a floor
+    every later step, however small, scored 1e8 and was an alarm for ever."""
+    flat_then_alternating = [10.0] * 60 + [9.9 if i % 2 else 10.1 for i in range(3000)]
+    out = levels(cls(), flat_then_alternating)
+    scored = [o.score for o in out if o.score is not None]
+    assert scored and max(scored) < 2.0
+    assert not any(o.level == "alarm" for o in out)
+    # a quantised sensor (steps of 0.1) after a long flat start: no alarm on every step
+    rng = random.Random(1)
+    quantised = [10.0] * 1500 + [10.0 + 0.1 * rng.choice((-1, 0, 1)) for _ in range(3000)]
+    out = levels(cls(), quantised)
+    alarms = [o.level == "alarm" for o in out[1500:]]
+    assert sum(alarms) <= 0.15 * len(alarms) and not any(alarms[-1500:])
+    # a real step on the flat signal is still an alarm
+    step = levels(cls(), [10.0] * 1500 + [12.0] * 100)
+    assert any(o.level == "alarm" for o in step[1500:])
+
+
+def test_a_band_that_proved_too_narrow_widens() -> None:
+    """Near zero the relative floor is no help: a lasting non-ok state is learned once more
+    than half of the last `accept` readings were non-ok (the new normal), not alarmed for
+    ever."""
+    d = RobustDetector(window=200, warm_up=100, calibration=400, accept=200)
+    out = levels(d, [0.0] * 500 + [0.1 if i % 2 else -0.1 for i in range(2000)])
+    alarms = [i for i, o in enumerate(out) if o.level == "alarm"]
+    assert alarms and alarms[0] >= 500
+    assert alarms[-1] < 500 + 200  # about accept / 2 readings, plus the band's quantile
+    assert all(o.level == "ok" for o in out[-1000:])
+    with pytest.raises(ValueError, match="resolution"):
+        RobustDetector(resolution=-1.0)
+    # with the sensor's resolution given, its steps are never alarms
+    d = RobustDetector(window=200, warm_up=100, calibration=400, resolution=0.1)
+    out = levels(d, [0.0] * 500 + [0.1 if i % 2 else -0.1 for i in range(2000)])
+    assert not any(o.level == "alarm" for o in out)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("glitch", [65535.0, 1e308])
+def test_one_glitch_does_not_poison_the_detector(cls: type[Detector], glitch: float) -> None:
+    """2,500 readings N(50, 1), one glitch, then normal again: the glitch is an alarm with a
+    finite score, and what follows is judged as before it (the forecaster used to learn the
+    glitch: 548 non-ok readings after 65535, alarms with infinite scores after 1e308)."""
+    rng = random.Random(2)
+    values = [rng.gauss(50, 1) for _ in range(2500)] + [glitch]
+    values += [rng.gauss(50, 1) for _ in range(2900)]
+    out = levels(cls(), values)
+    assert out[2500].level == "alarm" and out[2500].score == SCORE_CAP
+    after = out[2501:]
+    assert all(o.score is not None and math.isfinite(o.score) for o in after)
+    # the discord's subsequences hold the glitch for m readings (60 by default)
+    allowed = 30 + (60 if cls is DiscordDetector else 0)
+    assert sum(o.level != "ok" for o in after) <= allowed
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_a_reading_that_is_not_a_number_is_not_scored_nor_learned(cls: type[Detector]) -> None:
+    rng = random.Random(4)
+    d = cls()
+    levels(d, [rng.gauss(50, 1) for _ in range(2000)])
+    for bad in (math.nan, math.inf, -math.inf):
+        assert d.update(bad, 2_000_000) == Detection(None, NO_VALUE)
+    after = [d.update(rng.gauss(50, 1), (2001 + i) * 1000) for i in range(200)]
+    assert all(o.score is not None and o.level != "alarm" for o in after[:5])

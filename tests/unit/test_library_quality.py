@@ -36,7 +36,9 @@ def fleet() -> dict[str, Any]:
 
 def beats_baseline(result: dict[str, Any], detector: str) -> None:
     """The issue's target: at least the baseline's hits, fewer false-alarm episodes (none
-    where the baseline has none)."""
+    where the baseline has none; the parts of an episode outside the widened windows count),
+    and an alarm precision by readings at least the baseline's (so that a detector in alarm
+    for long stretches loses)."""
     rows = result["detectors"]
     row, base = rows[detector], rows[BASELINE]
     assert row["windows"] == base["windows"] > 0
@@ -45,6 +47,8 @@ def beats_baseline(result: dict[str, Any], detector: str) -> None:
         assert row["false_alarm_episodes"] < base["false_alarm_episodes"], (detector, row, base)
     else:
         assert row["false_alarm_episodes"] == 0, (detector, row, base)
+    assert row["alarm_precision"] is not None and base["alarm_precision"] is not None
+    assert row["alarm_precision"] >= base["alarm_precision"], (detector, row, base)
     assert row["vs_baseline"] == "beats baseline"
 
 
@@ -59,11 +63,23 @@ def test_detectors_beat_the_baseline_on_gutentag_series(
 FLEET_DETECTORS = ["temperature-anomaly", "robust-anomaly", "forecast-anomaly", "discord-anomaly"]
 
 
-@pytest.mark.parametrize("detector", FLEET_DETECTORS)
+@pytest.mark.parametrize("detector", FLEET_DETECTORS[:-1])
 def test_detectors_beat_the_baseline_on_the_virtual_fleet(
     fleet: dict[str, Any], detector: str
 ) -> None:
     beats_baseline(fleet, detector)
+
+
+def test_discord_loses_on_the_virtual_fleet_by_its_long_alarms(fleet: dict[str, Any]) -> None:
+    """Measured, not hidden: a discord's alarm lasts while its subsequence (m = 24 readings)
+    holds the anomaly, and a motor stays hot for a few thermal time constants after a cooling
+    failure, so its episodes overrun the windows (30 s of tolerance); counted as false alarms,
+    discord-anomaly loses to the baseline on this seed (it did not before those parts were
+    counted: 12 hits, 4 false-alarm episodes)."""
+    row, base = fleet["detectors"]["discord-anomaly"], fleet["detectors"][BASELINE]
+    assert row["hit"] > base["hit"]
+    assert row["false_alarm_episodes"] > base["false_alarm_episodes"]
+    assert row["vs_baseline"].startswith("no fewer false alarms")
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,28 @@ class Detection:
 def _calibration(warning: float, alarm: float) -> tuple[Parameter, ...]:
     return (
         Parameter(
+            "resolution",
+            "float",
+            0.0,
+            0.0,
+            1e12,
+            "the smallest change of the signal that matters (a quantised sensor's step), in "
+            "the signal's unit; the band is never narrower (nor narrower than 1% of the "
+            "signal's level); higher = a flat or quantised signal does not alarm on its own "
+            "steps, and changes smaller than it are not seen",
+        ),
+        Parameter(
+            "accept",
+            "int",
+            720,
+            20,
+            100_000,
+            "readings after which a lasting non-ok state is the new normal: when more than "
+            "half of the last `accept` readings were warning or alarm, their deviations are "
+            "learned and the band widens; lower = a wrong band or a new normal is accepted "
+            "sooner, and so is a lasting fault",
+        ),
+        Parameter(
             "calibration",
             "int",
             1440,
@@ -103,10 +125,27 @@ def _get(statistic: stats.RollingQuantile) -> float:
 _HoltWinters: Any = time_series.HoltWinters  # river's forecasters are not typed
 
 
+SCORE_CAP = 1000.0  # scores are capped: finite however far out a reading lies
+RELATIVE_RESOLUTION = 0.01  # the band is never narrower than 1% of the signal's level
+NO_VALUE = "no-value"  # a reading that is not a finite number: not scored, not learned
+
+
+def accept_of(recent: deque[bool]) -> int:
+    return recent.maxlen or 0
+
+
 class Calibrator:
     """Scores a deviation against the band of the last `calibration` deviations that were
     "ok" (a warning's or an alarm's deviation is left out, so one anomaly does not hide the
-    next; a lasting change is followed by the baseline, the median or the forecast)."""
+    next; a lasting change is followed by the baseline, the median or the forecast).
+
+    The half-band is never narrower than `resolution` nor than 1% of the signal's level
+    (`scale`, given by the detector): a signal that was flat (or repeated itself exactly) for
+    the whole calibration has a band of zero width, and every later change, however small,
+    would score as far out as a real fault, for ever, since non-ok deviations are not learned.
+    And a band that proved too narrow widens: when more than half of the last `accept`
+    readings were non-ok, the deviations are learned again (the lasting state becomes the new
+    normal, as the median does after a level shift). Scores are capped at SCORE_CAP."""
 
     def __init__(
         self,
@@ -116,33 +155,55 @@ class Calibrator:
         alarm: float,
         warm_up: int,
         two_sided: bool = True,
+        resolution: float = 0.0,
+        accept: int = 720,
     ) -> None:
         if not 0.5 < quantile < 1:
             raise ValueError(f"quantile must lie between 0.5 and 1, got {quantile}")
         if not 0 < warning <= alarm:
             raise ValueError(f"need 0 < warning <= alarm, got {warning} and {alarm}")
+        if not (resolution >= 0 and math.isfinite(resolution)):
+            raise ValueError(f"resolution must be a finite number >= 0, got {resolution}")
+        if accept < 2:
+            raise ValueError(f"accept must be at least 2, got {accept}")
         self.mid = stats.RollingQuantile(0.5, calibration)
         self.hi = stats.RollingQuantile(quantile, calibration)
         self.lo = stats.RollingQuantile(1 - quantile, calibration) if two_sided else None
         self.warning = warning
         self.alarm = alarm
         self.warm_up = warm_up
+        self.resolution = resolution
+        self.recent: deque[bool] = deque(maxlen=accept)  # non-ok or not, newest last
+        self.non_ok = 0
         self.seen = 0
+        self.edges = (-math.inf, math.inf)  # the deviations a warning starts at, last scored
 
-    def score(self, deviation: float) -> Detection:
-        """Score, then learn: a deviation is judged against the past only."""
+    def clip(self, deviation: float) -> float:
+        """The deviation clipped to the alarm edges of the band it was last scored by (for
+        a forecaster to learn from: one glitch must not drag its state)."""
+        return min(max(deviation, self.edges[0]), self.edges[1])
+
+    def score(self, deviation: float, scale: float = 0.0) -> Detection:
+        """Score, then learn: a deviation is judged against the past only. `scale`: the
+        signal's level (its median, its forecast), for the relative floor of the band."""
         detection = Detection(None, "warming-up")
+        deviation = min(max(deviation, -1e300), 1e300)  # an overflow (inf) stays a number
         if self.seen >= self.warm_up:
             mid = _get(self.mid)
-            if deviation >= mid:
-                band = _get(self.hi) - mid
-            else:
-                band = mid - _get(self.lo) if self.lo is not None else math.inf
-            floor = 1e-9 * max(1.0, abs(mid))
-            s = abs(deviation - mid) / max(band, floor)
+            floor = max(self.resolution, RELATIVE_RESOLUTION * abs(scale), 1e-9)
+            hi = max(_get(self.hi) - mid, floor)
+            lo = max(mid - _get(self.lo), floor) if self.lo is not None else math.inf
+            self.edges = (mid - self.alarm * lo, mid + self.alarm * hi)
+            band = hi if deviation >= mid else lo
+            s = min(abs(deviation - mid) / band, SCORE_CAP)
             level = "alarm" if s >= self.alarm else "warning" if s >= self.warning else "ok"
             detection = Detection(s, level)
-            if level != "ok":
+            bad = level != "ok"
+            if len(self.recent) == self.recent.maxlen:
+                self.non_ok -= self.recent[0]
+            self.recent.append(bad)
+            self.non_ok += bad
+            if bad and 2 * self.non_ok <= accept_of(self.recent):
                 return detection  # an anomaly does not widen the band it is judged by
         self.mid.update(deviation)
         self.hi.update(deviation)
@@ -194,8 +255,10 @@ class RobustDetector(Detector):
             240,
             20,
             100_000,
-            "residuals seen before the first score; longer = steadier thresholds and fewer early "
-            "false alarms, but nothing is judged meanwhile",
+            "residuals seen before the first score, after window // 4 readings for the "
+            "median: with the defaults the first score comes at the 601st reading (10 min at "
+            "1 Hz; with period_s, after the first cycle); longer = steadier thresholds and "
+            "fewer early false alarms, but nothing is judged meanwhile",
         ),
         *_calibration(1.3, 1.6),
     )
@@ -210,6 +273,8 @@ class RobustDetector(Detector):
         quantile: float = 0.99,
         warning: float = 1.3,
         alarm: float = 1.6,
+        resolution: float = 0.0,
+        accept: int = 720,
         min_per_bin: int = 3,
     ) -> None:
         self.period_ms = period_s * 1000 if period_s else None
@@ -220,9 +285,13 @@ class RobustDetector(Detector):
         self.counts: dict[int, int] = {}
         self.per_bin = per_bin
         self.first = max(1, window // 4) if not period_s else min_per_bin
-        self.calibrator = Calibrator(calibration, quantile, warning, alarm, warm_up)
+        self.calibrator = Calibrator(
+            calibration, quantile, warning, alarm, warm_up, True, resolution, accept
+        )
 
     def update(self, value: float, ts_ms: int) -> Detection:
+        if not math.isfinite(value):
+            return Detection(None, NO_VALUE)
         phase = int((ts_ms % self.period_ms) * self.bins // self.period_ms) if self.period_ms else 0
         median = self.medians.get(phase)
         if median is None:
@@ -230,7 +299,8 @@ class RobustDetector(Detector):
         seen = self.counts.get(phase, 0)
         detection = Detection(None, "warming-up")
         if seen >= self.first:
-            detection = self.calibrator.score(value - _get(median))
+            level = _get(median)
+            detection = self.calibrator.score(value - level, level)
         median.update(value)
         self.counts[phase] = seen + 1
         return detection
@@ -306,8 +376,10 @@ class ForecastDetector(Detector):
             240,
             20,
             100_000,
-            "residuals seen before the first score; longer = steadier thresholds and fewer early "
-            "false alarms, but nothing is judged meanwhile",
+            "residuals seen before the first score, after max(2, season) readings for the "
+            "forecaster: with the defaults the first score comes at the 243rd reading (4 min "
+            "at 1 Hz); longer = steadier thresholds and fewer early false alarms, but nothing "
+            "is judged meanwhile",
         ),
         *_calibration(1.3, 1.6),
     )
@@ -324,6 +396,8 @@ class ForecastDetector(Detector):
         quantile: float = 0.99,
         warning: float = 1.3,
         alarm: float = 1.6,
+        resolution: float = 0.0,
+        accept: int = 720,
     ) -> None:
         if not 0 <= level_alpha <= 1:
             raise ValueError(f"level_alpha must lie between 0 and 1, got {level_alpha}")
@@ -332,23 +406,30 @@ class ForecastDetector(Detector):
         )
         self.season = season
         self.first: list[float] = []
-        self.calibrator = Calibrator(calibration, quantile, warning, alarm, warm_up)
+        calibrate = (calibration, quantile, warning, alarm, warm_up, True, resolution, accept)
+        self.calibrator = Calibrator(*calibrate)
         self.level_alpha = level_alpha
         self.level: float | None = None  # the slow level of the deseasonalised readings
-        self.level_calibrator = Calibrator(calibration, quantile, warning, alarm, warm_up)
+        self.level_calibrator = Calibrator(*calibrate)
 
     def update(self, value: float, ts_ms: int) -> Detection:
+        if not math.isfinite(value):
+            return Detection(None, NO_VALUE)
         model = self.model
         detection = Detection(None, "warming-up")
         if model._initialized:
             forecast = float(model.forecast(horizon=1)[0])
-            detection = self.calibrator.score(value - forecast)
+            detection = self.calibrator.score(value - forecast, forecast)
+            if detection.level == "alarm":
+                # learn the reading clipped to the band's warning edge (as robust
+                # Holt-Winters does): one glitch must not drag the level, trend and season
+                value = forecast + self.calibrator.clip(value - forecast)
             if self.level_alpha:
                 trend = float(model.trend[-1]) if model.trend is not None else 0.0
                 deseasonalised = value - (forecast - float(model.level[-1]) - trend)
                 if self.level is None:
                     self.level = deseasonalised
-                drift = self.level_calibrator.score(deseasonalised - self.level)
+                drift = self.level_calibrator.score(deseasonalised - self.level, self.level)
                 self.level += self.level_alpha * (deseasonalised - self.level)
                 if detection.score is not None and drift.score is not None:
                     detection = max(detection, drift, key=lambda d: d.score or 0.0)
@@ -396,8 +477,9 @@ class DiscordDetector(Detector):
             240,
             20,
             100_000,
-            "distances seen before the first score; longer = steadier thresholds and fewer early "
-            "false alarms, but nothing is judged meanwhile",
+            "distances seen before the first score, after history // 2 readings: with the "
+            "defaults the first score comes at the 960th reading (16 min at 1 Hz); longer = "
+            "steadier thresholds and fewer early false alarms, but nothing is judged meanwhile",
         ),
         Parameter(
             "normalize",
@@ -421,6 +503,8 @@ class DiscordDetector(Detector):
         warning: float = 1.5,
         alarm: float = 2.0,
         normalize: bool = False,
+        resolution: float = 0.0,
+        accept: int = 720,
     ) -> None:
         if history < 2 * m:
             raise ValueError(f"history ({history}) must be at least 2 x m ({m})")
@@ -429,7 +513,7 @@ class DiscordDetector(Detector):
         self.normalize = normalize
         self.buffer: deque[float] = deque(maxlen=history)
         self.calibrator = Calibrator(
-            calibration, quantile, warning, alarm, warm_up, two_sided=False
+            calibration, quantile, warning, alarm, warm_up, False, resolution, accept
         )
 
     def distance(self) -> float:
@@ -455,10 +539,18 @@ class DiscordDetector(Detector):
         return float(math.sqrt(max(float(d2.min()), 0.0)))
 
     def update(self, value: float, ts_ms: int) -> Detection:
+        if not math.isfinite(value):
+            return Detection(None, NO_VALUE)
         self.buffer.append(value)
         if len(self.buffer) < max(self.history // 2, 2 * self.m):
             return Detection(None, "warming-up")
-        return self.calibrator.score(self.distance())
+        with np.errstate(over="ignore", invalid="ignore"):
+            distance = self.distance()
+        if self.normalize:
+            return self.calibrator.score(distance)
+        # raw distances are in the signal's unit: the band's floor is relative to its level
+        newest = [self.buffer[i] for i in range(len(self.buffer) - self.m, len(self.buffer))]
+        return self.calibrator.score(distance, float(np.median(newest)))
 
 
 def parameters_of(cls: type[Detector]) -> list[dict[str, Any]]:

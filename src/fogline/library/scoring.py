@@ -7,7 +7,15 @@ Indices are reading positions in one series. A window is `(start, end)`, end exc
 - Alarm readings closer than `merge_gap` readings merge into one episode.
 - A window is hit when an alarm episode overlaps it, widened by `tolerance` readings on each
   side (a discord is found when its subsequence ends; a forecast error right at the edge).
-- A false-alarm episode overlaps no widened window.
+- A false-alarm episode is a run of alarm readings outside every widened window (runs
+  closer than `merge_gap` merged): an episode that overlaps no widened window, and also the
+  part of an episode that starts earlier or lasts longer than a widened window (more than
+  `tolerance` readings past the labelled window's end). An alarm that never ends is not one
+  true detection: its parts before, between and after the windows are false alarms, as in the
+  range-based precision of Tatbul et al. (NeurIPS 2018), where a predicted range is only as
+  precise as its overlap with the real ones.
+- Time in alarm: the share of readings outside every widened window that are alarms (what
+  an operator lives with when nothing is wrong; 1.0 for a detector that is always in alarm).
 - Detection delay: first alarm reading in the widened window minus the window's start (in
   readings; negative when a little early).
 - NAB score, standard application profile (A_TP = 1, A_FP = 0.11, A_FN = 1): each episode's
@@ -66,6 +74,18 @@ class Figures:
     nab_raw: float = 0.0
     nab_null: float = 0.0
     nab_perfect: float = 0.0
+    normal_readings: int = 0  # readings outside every widened window
+    normal_alarms: int = 0  # alarms among them
+    alarms: int = 0  # alarm readings in all
+
+    @property
+    def alarm_precision(self) -> float:
+        """The share of alarm readings that lie in a widened window (1.0 without alarms)."""
+        return 1.0 - self.normal_alarms / self.alarms if self.alarms else 1.0
+
+    @property
+    def time_in_alarm(self) -> float:
+        return self.normal_alarms / self.normal_readings if self.normal_readings else 0.0
 
     def add(self, other: Figures) -> None:
         self.windows += other.windows
@@ -76,6 +96,9 @@ class Figures:
         self.nab_raw += other.nab_raw
         self.nab_null += other.nab_null
         self.nab_perfect += other.nab_perfect
+        self.normal_readings += other.normal_readings
+        self.normal_alarms += other.normal_alarms
+        self.alarms += other.alarms
 
     @property
     def nab(self) -> float:
@@ -91,6 +114,9 @@ class Figures:
             "alarm_episodes": self.episodes,
             "median_delay": delays[len(delays) // 2] if delays else None,
             "nab_standard": round(self.nab, 1),
+            "time_in_alarm": round(self.time_in_alarm, 5),
+            # None without alarms: a silent detector's precision says nothing
+            "alarm_precision": round(self.alarm_precision, 3) if self.alarms else None,
         }
 
 
@@ -111,7 +137,14 @@ def score(
         if inside:
             f.hit += 1
             f.delays.append(min(inside) - start)
-    f.false_alarms = sum(1 for s, e in eps if not any(s < we and e > ws for ws, we in wide))
+    normal = [True] * len(alarms)
+    for ws, we in wide:
+        normal[ws:we] = [False] * (min(we, len(alarms)) - min(ws, len(alarms)))
+    outside = [a and n for a, n in zip(alarms, normal, strict=True)]
+    f.false_alarms = len(episodes(outside, merge_gap))
+    f.normal_readings = normal.count(True)
+    f.normal_alarms = outside.count(True)
+    f.alarms = sum(1 for a in alarms if a)
     # NAB: detections are the episodes' first readings, windows the widened ones
     f.nab_null = -weights["fn"] * len(wide)
     f.nab_perfect = weights["tp"] * sigma(-1.0) * len(wide)
@@ -162,3 +195,24 @@ class RollingZBaseline:
         self.total += value
         self.squares += value * value
         return alarm
+
+
+class SeasonalZBaseline:
+    """The baseline told the cycle, as the detectors are: a rolling z-score per phase of the
+    cycle (`bins` phases of `period_ms`), against the mean and standard deviation of the last
+    `window` // `bins` readings at the same phase; silent until that phase's window is
+    full (the first cycles)."""
+
+    def __init__(self, window: int, period_ms: float, bins: int = 48, threshold: float = 3.0):
+        self.period_ms = period_ms
+        self.bins = bins
+        self.per_bin = max(3, window // bins)
+        self.threshold = threshold
+        self.phases: dict[int, RollingZBaseline] = {}
+
+    def alarm(self, value: float, ts_ms: int) -> bool:
+        phase = int((ts_ms % self.period_ms) * self.bins // self.period_ms)
+        baseline = self.phases.get(phase)
+        if baseline is None:
+            baseline = self.phases[phase] = RollingZBaseline(self.per_bin, self.threshold)
+        return baseline.alarm(value)

@@ -2,10 +2,12 @@
 
 Outputs per reading: `<column>_score` (left out while the detector warms up: no misleading
 0.0) and `<column>_level` ("warming-up", "ok", "warning" or "alarm"); a reading without a
-number in the column gets level "no-value" and no score."""
+number in the column (or a non-finite one: NaN, infinity) gets level "no-value" and no
+score, and is not learned."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +39,11 @@ class DetectorModel(Model):
             detector = self.assets.get(r.asset)
             if detector is None:
                 detector = self.assets[r.asset] = self.make()
-            d = detector.update(float(value), r.ts)
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond a float: not a reading a sensor makes
+                number = math.nan
+            d = detector.update(number, r.ts)
             out: dict[str, Any] = {self.level_column: d.level}
             if d.score is not None:
                 out[self.score_column] = round(d.score, 3)
