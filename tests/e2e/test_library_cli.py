@@ -37,7 +37,9 @@ def test_library_parameters_shown_and_set_at_import(platform_process: RunningPla
     ):
         assert expected in err, err
     r = p.cli("library", "import", "temperature-anomaly", "--param", "warm_upp=20")
-    assert r.returncode == 2 and "it has: alarm, bins, calibration" in " ".join(r.stderr.split())
+    assert r.returncode == 2 and "it has: accept, alarm, bins, calibration" in " ".join(
+        r.stderr.split()
+    )
 
     r = p.cli(
         "library", "import", "temperature-anomaly", "--param", "warm_up=30", "--version", "1.1.0"
