@@ -84,6 +84,7 @@ PAYLOAD_BYTES = 4096
 MAX_UNWRITTEN_LETTERS = 10_000  # kept in memory while the database is away
 MAX_BACKFILL_SPAN_MS = 86_400_000  # a day of history per backfill
 RECENT_READINGS = 100  # TIME_WINDOW: the last readings looked at for trouble (late en masse)
+RECENT_S = 300.0  # ... within this many seconds
 RECENT_TROUBLE = 0.5  # ... of which at least this share dead-lettered late or future is trouble
 WRITTEN_MEMORY = 20_000  # (asset, ts) of the latest outputs written, to count overwrites
 BACKFILL_PAGE = 1000  # readings read from the history at once by a backfill
@@ -281,7 +282,8 @@ class Companion:
         # (asset, late or future) -> such readings, to dead-letter
         self._late: dict[tuple[str, LossReason], list[dict[str, Any]]] = {}
         self._late_count: Counter[tuple[str, LossReason]] = Counter()
-        self._recent: deque[bool] = deque(maxlen=RECENT_READINGS)  # each: late or future?
+        # (when, late or future?) of the last readings: trouble when many were
+        self._recent: deque[tuple[float, bool]] = deque(maxlen=RECENT_READINGS)
         self._written_at: deque[tuple[str, int]] = deque(maxlen=WRITTEN_MEMORY)
         self._written_set: Counter[tuple[str, int]] = Counter()
         self._assets: dict[str, _AssetState] = {}
@@ -409,11 +411,13 @@ class Companion:
         limit = max(self.settings.backlog_age_s, 3 * self.timeout_s)
         if age is not None and age > limit:
             return f"it cannot keep up: the oldest queued reading has waited {age:.0f} s"
-        lost = sum(self._recent)
-        if len(self._recent) >= 10 and lost >= RECENT_TROUBLE * len(self._recent):
+        since = time.monotonic() - RECENT_S
+        recent = [lost for at, lost in self._recent if at >= since]
+        lost = sum(recent)
+        if lost >= 10 and lost >= RECENT_TROUBLE * len(recent):
             return (
-                f"{lost} of the last {len(self._recent)} readings were dead-lettered as late or "
-                "future (see `fogline model dead-letters`): a device clock is wrong, or its "
+                f"{lost} of its last {len(recent)} readings were dead-lettered as late or "
+                "future (see `fogline model dead-letters`): a device's clock is wrong, or its "
                 "readings come after their windows closed"
             )
         return None
@@ -498,7 +502,7 @@ class Companion:
                 sample.append(reading)
         else:
             self.account.accepted += 1  # once, however many windows hold it
-        self._recent.append(added.late or added.future)
+        self._recent.append((time.monotonic(), added.late or added.future))
         self._enqueue(closed)
 
     def _enqueue(self, closed: list[ClosedWindow]) -> None:
