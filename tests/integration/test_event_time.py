@@ -287,3 +287,32 @@ async def test_sliding_windows_a_clock_ahead_and_late_readings_en_masse(
     companion = (await k.deployment(api, "slider"))["companion"]
     assert companion["late"] == 60
     accounted(companion)
+
+
+async def test_backfill_of_a_stateful_model_is_refused_unless_acknowledged(
+    platform: Any, api: Api
+) -> None:
+    """Its state would learn the old readings in the middle of the live stream, and the past
+    outputs would come from today's state: 409 unless `stateful_ok`."""
+    await k.sensors(api, "t1")
+    base = window_start_in_the_past(2) - HOUR
+    await post(api, readings("t1", base, 5))
+
+    async def stored() -> bool:
+        return len(await k.history(api, "t1", "temperature")) == 5
+
+    await async_wait_for(stored, 20, "the history stored")
+    await k.submit(api, k.manifest("keeper", stateful=True), {"model.py": k.DOUBLER})
+    await k.map_type(api, "keeper")
+    r = await api.http.post("/tenants/default/models/keeper/1.0.0/deploy")
+    assert r.status_code == 202, r.text
+    await k.wait_state(api, "keeper", "active", timeout=60)
+
+    path = "/tenants/default/models/keeper/1.0.0/backfills"
+    body = {"asset": "t1", "from": str(base), "to": str(base + WINDOW)}
+    r = await api.http.post(path, json=body)
+    assert r.status_code == 409 and "stateful" in r.text and "stateful_ok" in r.text, r.text
+    assert await k.history(api, "t1", "doubled") == []
+    r = await api.http.post(path, json={**body, "stateful_ok": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["scored"] == 5 and r.json()["outputs_written"] == 10

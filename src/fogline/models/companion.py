@@ -720,7 +720,9 @@ class Companion:
 
     # -- backfill -------------------------------------------------------------------------
 
-    async def backfill(self, asset: str, start: int, end: int) -> BackfillReport:
+    async def backfill(
+        self, asset: str, start: int, end: int, stateful_ok: bool = False
+    ) -> BackfillReport:
         """Run the model over the stored history of `asset` in [start, end), as live: event-time
         windows (every window that overlaps the range, whole) or the readings in order, each
         completed with the asset's latest values within the range (REAL_TIME). Outputs are
@@ -734,6 +736,14 @@ class Companion:
         if self.is_async:
             raise Conflict(
                 "an asynchronous model answers on a callback; backfill runs synchronous models only"
+            )
+        if self.stateful and not stateful_ok:
+            raise Conflict(
+                f"model {self.spec.name} {self.spec.version} is stateful: a backfill runs on "
+                "the live process, so its state would learn these old readings in the middle "
+                "of the live stream (polluting what it scores live from now on), and the past "
+                "outputs would be scored from today's state, not as they were live; pass "
+                "stateful_ok (CLI: --stateful-ok) to run it anyway"
             )
         report = BackfillReport(asset, start, end)
         windows = event_windows(self.trigger, self.stateful)

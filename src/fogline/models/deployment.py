@@ -973,15 +973,7 @@ class DeploymentManager:
                 f"model {name} {version} is {model.state.value}, not running: deploy it "
                 f"first (`fogline model deploy {name} {version}`)"
             )
-        if r.companion.stateful and not stateful_ok:
-            raise Conflict(
-                f"model {name} {version} is stateful: a backfill runs on the live process, so its "
-                "state would learn these old readings in the middle of the live stream (polluting "
-                "what it scores live from now on), and the past outputs would be scored from "
-                "today's state, not as they were live; pass stateful_ok (CLI: --stateful-ok) to "
-                "run it anyway"
-            )
-        return await r.companion.backfill(asset, start, end)
+        return await r.companion.backfill(asset, start, end, stateful_ok)
 
     async def dead_letters(
         self, tenant: str, name: str, version: str, limit: int, before_id: int | None
