@@ -13,7 +13,11 @@ for, calls the model, and writes the model's outputs back as telemetry of the ma
   the call carries the window's readings in time order with `window: {start, end}` (windows of
   several assets closing together with the same span share a call). A stateless model gets
   every reading of each window; a stateful one each reading once, in its first open window. A
-  reading whose windows have all closed is dead-lettered as `late`, never dropped unseen.
+  reading whose windows have all closed is dead-lettered as `late`, never dropped unseen; one
+  more than a minute ahead of the wall clock as `future` (the watermark never passes the wall
+  clock, so a clock that runs ahead cannot make the readings after it late). A window with no
+  reading of its own (all in an earlier window) is not sent; each reading is counted once.
+  Many readings dead-lettered late or future lately make the model degraded (`trouble`).
   Values are the reading's own (readings of an asset at one ts merge), never completed with
   other readings' values: the window is the same whatever order the readings came in.
 - A stateful model gets one call at a time, in order; a stateless one up to the manifest's
