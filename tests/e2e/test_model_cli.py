@@ -214,9 +214,12 @@ def test_backfill_from_the_cli(platform_process: RunningPlatform, tmp_path: Path
     assert "active" in ok(p.cli("model", "deploy", "press", "0.1.0"))
 
     begin, end = str(start), str(start + 5000)  # the first five readings
-    text = ok(
-        p.cli("model", "backfill", "press", "0.1.0", "--asset", "g1", "--from", begin, "--to", end)
-    )
+    command = ["model", "backfill", "press", "0.1.0", "--asset", "g1", "--from", begin, "--to", end]
+    # The template's model is stateful: its live state would learn the old readings.
+    refused = p.cli(*command)
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode != 0 and "is stateful" in said and "--stateful-ok" in said, said
+    text = ok(p.cli(*command, "--stateful-ok"))
     assert "5 readings read, 1 calls, 5 scored, 10 outputs written" in " ".join(text.split())
     history = json.loads(
         ok(
@@ -242,6 +245,11 @@ def test_backfill_from_the_cli(platform_process: RunningPlatform, tmp_path: Path
     )
     said = " ".join(inverted.stderr.split())
     assert inverted.returncode != 0 and "empty or inverted" in said, said
+    future = p.cli(
+        "model", "backfill", "press", "0.1.0", "--asset", "g1", "--from", "+1h", "--to", "+2h"
+    )
+    said = " ".join(future.stderr.split())
+    assert future.returncode != 0 and "in the future" in said, said
     unmapped = p.cli("model", "backfill", "press", "0.1.0", "--asset", "nope", "--from", "-1h")
     said = " ".join(unmapped.stderr.split())
     assert unmapped.returncode != 0 and "not mapped" in said, said

@@ -203,8 +203,116 @@ async def test_backfill_runs_a_deployed_model_over_stored_history(platform: Any,
     assert r.status_code == 422 and "not mapped" in r.text
     r = await api.http.post(path, json={**body, "from": "yesterday-ish"})
     assert r.status_code == 422
+    r = await api.http.post(path, json={**body, "from": "+1h", "to": "+2h"})
+    assert r.status_code == 422 and "in the future" in r.text
     await k.submit(
         api, k.manifest("summer", None, TRIGGER, version="2.0.0"), {"model.py": WINDOW_SUM}
     )
     r = await api.http.post("/tenants/default/models/summer/2.0.0/backfills", json=body)
     assert r.status_code == 409 and "deploy it first" in r.text
+
+
+SLIDING = {**TRIGGER, "frequency": 2000}  # 10 s windows every 2 s
+
+
+async def test_sliding_windows_a_clock_ahead_and_late_readings_en_masse(
+    platform: Any, api: Api
+) -> None:
+    """Point 4 reviewed: trailing sliding windows never overwrite a full window's output; a
+    reading from a clock 23 h ahead is dead-lettered as `future` and does not make the next
+    readings late; a stream dead-lettered as late en masse makes the model degraded."""
+    await sensors(api, "slide", "ahead")
+    text = k.manifest("slider", OUTPUTS, SLIDING)
+    await k.submit(api, text, {"model.py": WINDOW_STATS})
+    await k.map_type(api, "slider")
+    r = await api.http.post("/tenants/default/models/slider/1.0.0/deploy")
+    assert r.status_code == 202, r.text
+    await k.wait_state(api, "slider", "active", timeout=60)
+
+    # 30 readings a second apart, an hour ago: 19 windows hold them, the last 4 of which only
+    # hold readings of earlier windows (they would all end at the last reading).
+    base = window_start_in_the_past(6) - HOUR
+    await post(api, readings("slide", base))
+    got = await outputs(api, "slide", 15)
+    last = base + 29_500
+    assert [ts for ts, _ in got["count"]] == [
+        min(base - 8000 + 2000 * w + 9500, last) for w in range(15)
+    ]
+    assert got["count"][-1] == [last, 10.0]  # the full window [base + 20 s, base + 30 s)
+
+    async def quiet() -> dict[str, Any] | None:
+        c = (await k.deployment(api, "slider"))["companion"]
+        return c if c["windowing"]["open_windows"] == 0 and c["windows"] == 15 else None
+
+    companion = await async_wait_for(quiet, 15, "every window of slide closed")
+    assert companion["covered_windows"] == 4 and companion["outputs_overwritten"] == 0
+    assert companion["window_memberships"] == 130  # 5 windows a reading, less the 4 covered
+    assert companion["readings"]["accepted"] == 30 and companion["readings"]["scored"] == 30
+    accounted(companion)
+    assert len(await k.history(api, "slide", "count")) == 15
+
+    # One reading from a clock 23 h ahead, then 15 right ones: only the first is lost.
+    now = int(time.time() * 1000)
+    await post(api, [{"asset": "ahead", "ts": now + 23 * HOUR, "values": {"temperature": 1.0}}])
+    await post(api, readings("ahead", now - 16_000, 15))
+
+    async def scored() -> dict[str, Any] | None:
+        c = (await k.deployment(api, "slider"))["companion"]
+        return c if c["readings"]["scored"] == 45 else None
+
+    companion = await async_wait_for(scored, 20, "the 15 right readings of ahead scored")
+    assert companion["future"] == 1 and companion["late"] == 0
+    assert companion["readings"]["dead_lettered_by_reason"] == {"future": 1}
+    accounted(companion)
+
+    async def letters(reason: str) -> list[dict[str, Any]]:
+        r = await api.http.get("/tenants/default/models/slider/1.0.0/dead-letters")
+        return [d for d in r.json()["items"] if d["reason_code"] == reason]
+
+    [letter] = await async_wait_for(lambda: letters("future"), 15, "the future one")
+    assert letter["ts"] == now + 23 * HOUR and "ahead of the platform's clock" in letter["reason"]
+    assert await k.state_of(api, "slider") == "active"
+
+    # 60 readings for windows of slide that closed long ago: late, and the model says so.
+    await post(
+        api,
+        [
+            {"asset": "slide", "ts": base + 100 + i * 400, "values": {"temperature": 0.0}}
+            for i in range(60)
+        ],
+    )
+    await k.wait_state(api, "slider", "degraded", timeout=20)
+    model = (await api.http.get("/tenants/default/models/slider/1.0.0")).json()
+    assert "dead-lettered as late or future" in model["state_reason"], model
+    companion = (await k.deployment(api, "slider"))["companion"]
+    assert companion["late"] == 60
+    accounted(companion)
+
+
+async def test_backfill_of_a_stateful_model_is_refused_unless_acknowledged(
+    platform: Any, api: Api
+) -> None:
+    """Its state would learn the old readings in the middle of the live stream, and the past
+    outputs would come from today's state: 409 unless `stateful_ok`."""
+    await k.sensors(api, "t1")
+    base = window_start_in_the_past(2) - HOUR
+    await post(api, readings("t1", base, 5))
+
+    async def stored() -> bool:
+        return len(await k.history(api, "t1", "temperature")) == 5
+
+    await async_wait_for(stored, 20, "the history stored")
+    await k.submit(api, k.manifest("keeper", stateful=True), {"model.py": k.DOUBLER})
+    await k.map_type(api, "keeper")
+    r = await api.http.post("/tenants/default/models/keeper/1.0.0/deploy")
+    assert r.status_code == 202, r.text
+    await k.wait_state(api, "keeper", "active", timeout=60)
+
+    path = "/tenants/default/models/keeper/1.0.0/backfills"
+    body = {"asset": "t1", "from": str(base), "to": str(base + WINDOW)}
+    r = await api.http.post(path, json=body)
+    assert r.status_code == 409 and "stateful" in r.text and "stateful_ok" in r.text, r.text
+    assert await k.history(api, "t1", "doubled") == []
+    r = await api.http.post(path, json={**body, "stateful_ok": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["scored"] == 5 and r.json()["outputs_written"] == 10

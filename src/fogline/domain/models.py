@@ -94,6 +94,7 @@ class LossReason(StrEnum):
     OVERLOAD = "dropped-on-overload"  # the companion's queue was full
     DISCARDED_AT_STOP = "discarded-at-stop"  # still queued when the model stopped or restarted
     LATE = "late"  # TIME_WINDOW: every window holding the reading had closed (past the lateness)
+    FUTURE = "future"  # TIME_WINDOW: the reading is too far ahead of the platform's clock
 
 
 @dataclass(frozen=True)

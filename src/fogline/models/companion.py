@@ -13,7 +13,11 @@ for, calls the model, and writes the model's outputs back as telemetry of the ma
   the call carries the window's readings in time order with `window: {start, end}` (windows of
   several assets closing together with the same span share a call). A stateless model gets
   every reading of each window; a stateful one each reading once, in its first open window. A
-  reading whose windows have all closed is dead-lettered as `late`, never dropped unseen.
+  reading whose windows have all closed is dead-lettered as `late`, never dropped unseen; one
+  more than a minute ahead of the wall clock as `future` (the watermark never passes the wall
+  clock, so a clock that runs ahead cannot make the readings after it late). A window with no
+  reading of its own (all in an earlier window) is not sent; each reading is counted once.
+  Many readings dead-lettered late or future lately make the model degraded (`trouble`).
   Values are the reading's own (readings of an asset at one ts merge), never completed with
   other readings' values: the window is the same whatever order the readings came in.
 - A stateful model gets one call at a time, in order; a stateless one up to the manifest's
@@ -67,7 +71,7 @@ from fogline.models.transport import (
     ModelClient,
     ModelUnreachable,
 )
-from fogline.models.windows import ClosedWindow, EventWindows
+from fogline.models.windows import FUTURE_MS, ClosedWindow, EventWindows
 from fogline.store.deployments import DeploymentStore
 from fogline.store.telemetry import TelemetryStore
 
@@ -83,7 +87,25 @@ PAYLOAD_READINGS = 20  # how many readings a dead letter keeps as a sample
 PAYLOAD_BYTES = 4096
 MAX_UNWRITTEN_LETTERS = 10_000  # kept in memory while the database is away
 MAX_BACKFILL_SPAN_MS = 86_400_000  # a day of history per backfill
+RECENT_READINGS = 100  # TIME_WINDOW: the last readings looked at for trouble (late en masse)
+RECENT_S = 300.0  # ... within this many seconds
+RECENT_TROUBLE = 0.5  # ... of which at least this share dead-lettered late or future is trouble
+WRITTEN_MEMORY = 20_000  # (asset, ts) of the latest outputs written, to count overwrites
 BACKFILL_PAGE = 1000  # readings read from the history at once by a backfill
+
+
+class Batch(list[dict[str, Any]]):
+    """The readings of one call, with how many of them the accounting counts there: a reading
+    in several sliding windows is counted once, by its first window (the rest were counted by
+    an earlier call)."""
+
+    def __init__(self, readings: list[dict[str, Any]], counted: int) -> None:
+        super().__init__(readings)
+        self.counted = counted
+
+
+def counted(readings: list[dict[str, Any]]) -> int:
+    return readings.counted if isinstance(readings, Batch) else len(readings)
 
 
 class StuckBusy(CallTimedOut):
@@ -119,6 +141,10 @@ class CompanionStats:
     pending: int = 0  # asynchronous requests waiting for their answer
     windows: int = 0  # TIME_WINDOW: windows closed and sent
     late: int = 0  # TIME_WINDOW: readings dead-lettered as late (all their windows had closed)
+    future: int = 0  # TIME_WINDOW: readings dead-lettered as too far ahead of the wall clock
+    covered_windows: int = 0  # TIME_WINDOW: windows not sent, every reading in an earlier one
+    window_memberships: int = 0  # TIME_WINDOW: (reading, window) pairs sent (sliding overlap)
+    outputs_overwritten: int = 0  # output items written where this companion wrote one before
     late_missed_windows: int = 0  # sliding windows a reading came too late for (it got others)
     merged: int = 0  # TIME_WINDOW: readings merged into one of the asset at the same ts
     last_call_ms: float | None = None
@@ -175,9 +201,11 @@ class BackfillReport:
     readings_read: int = 0
     incomplete: int = 0  # REAL_TIME: held back, some input not seen yet in the range
     windows: int = 0
+    covered_windows: int = 0  # TIME_WINDOW: not sent, every reading in an earlier window
     calls: int = 0
-    scored: int = 0
+    scored: int = 0  # readings, each once (sliding windows overlap)
     outputs_written: int = 0
+    outputs_overwritten: int = 0  # output items at an (asset, time) this backfill wrote before
     refused_outputs: int = 0
     dead_lettered: int = 0  # readings whose call failed
     dead_letters: int = 0  # dead-letter records written (failed calls and refused outputs)
@@ -255,8 +283,13 @@ class Companion:
         self._closed: deque[ClosedWindow] = deque()  # closed windows waiting for their call
         self._closed_readings = 0
         self._window_ready = asyncio.Event()
-        self._late: dict[str, list[dict[str, Any]]] = {}  # asset -> late readings, to dead-letter
-        self._late_count: Counter[str] = Counter()
+        # (asset, late or future) -> such readings, to dead-letter
+        self._late: dict[tuple[str, LossReason], list[dict[str, Any]]] = {}
+        self._late_count: Counter[tuple[str, LossReason]] = Counter()
+        # (when, late or future?) of the last readings: trouble when many were
+        self._recent: deque[tuple[float, bool]] = deque(maxlen=RECENT_READINGS)
+        self._written_at: deque[tuple[str, int]] = deque(maxlen=WRITTEN_MEMORY)
+        self._written_set: Counter[tuple[str, int]] = Counter()
         self._assets: dict[str, _AssetState] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._queue = ReadingQueue(self.settings.max_queue)
@@ -307,7 +340,8 @@ class Companion:
         queued = self._queue.take_now()
         self._lose(queued, LossReason.DISCARDED_AT_STOP, discarded, in_flight=False)
         if self._windows is not None:
-            held = [r for w in [*self._closed, *self._windows.flush()] for r in w.readings]
+            windows = [*self._closed, *self._windows.flush()]
+            held = Batch([r for w in windows for r in w.readings], sum(w.new for w in windows))
             self._closed.clear()
             self._closed_readings = 0
             text = f"{why} while these readings waited for their window to close"
@@ -349,7 +383,8 @@ class Companion:
             for asset in set(self._assets) - set(resolved):
                 del self._assets[asset]
                 if self._windows is not None:
-                    held = [r for w in self._windows.forget(asset) for r in w.readings]
+                    gone = self._windows.forget(asset)
+                    held = Batch([r for w in gone for r in w.readings], sum(w.new for w in gone))
                     text = "the asset is no longer mapped to the model"
                     self._lose(held, LossReason.DISCARDED_AT_STOP, text, in_flight=False)
                 sub = self._subscriptions.pop(asset, None)
@@ -380,6 +415,15 @@ class Companion:
         limit = max(self.settings.backlog_age_s, 3 * self.timeout_s)
         if age is not None and age > limit:
             return f"it cannot keep up: the oldest queued reading has waited {age:.0f} s"
+        since = time.monotonic() - RECENT_S
+        recent = [lost for at, lost in self._recent if at >= since]
+        lost = sum(recent)
+        if lost >= 10 and lost >= RECENT_TROUBLE * len(recent):
+            return (
+                f"{lost} of its last {len(recent)} readings were dead-lettered as late or "
+                "future (see `fogline model dead-letters`): a device's clock is wrong, or its "
+                "readings come after their windows closed"
+            )
         return None
 
     # -- feeding: the live feed (both triggers) ---------------------------------------------
@@ -443,29 +487,36 @@ class Companion:
             self.account.accepted += 1
             self._overloaded(reading)
             return
-        added, closed = self._windows.add(reading, time.monotonic())
+        added, closed = self._windows.add(reading, time.monotonic(), now_ms())
         self.stats.late_missed_windows += added.missed if added.windows else 0
         if added.merged:
             self.stats.merged += 1
-        elif added.late:
+        elif added.late or added.future:
+            reason = LossReason.LATE if added.late else LossReason.FUTURE
             self.account.accepted += 1
-            self.account.dead_lettered[LossReason.LATE.value] += 1
-            self.stats.late += 1
-            asset = reading["asset"]
-            self._late_count[asset] += 1
-            sample = self._late.setdefault(asset, [])
+            self.account.dead_lettered[reason.value] += 1
+            if added.late:
+                self.stats.late += 1
+            else:
+                self.stats.future += 1
+            key = (reading["asset"], reason)
+            self._late_count[key] += 1
+            sample = self._late.setdefault(key, [])
             if len(sample) < PAYLOAD_READINGS:
                 sample.append(reading)
         else:
-            self.account.accepted += added.windows  # one per window holding it
+            self.account.accepted += 1  # once, however many windows hold it
+        self._recent.append((time.monotonic(), added.late or added.future))
         self._enqueue(closed)
 
     def _enqueue(self, closed: list[ClosedWindow]) -> None:
         for window in closed:
             self._closed.append(window)
-            self._closed_readings += len(window.readings)
+            self._closed_readings += window.new
         if closed:
             self._window_ready.set()
+        assert self._windows is not None
+        self.stats.covered_windows = self._windows.covered_windows
 
     async def _idle_loop(self) -> None:
         assert self._windows is not None
@@ -482,16 +533,20 @@ class Companion:
                 self._window_ready.clear()
                 await self._window_ready.wait()
             first = self._closed.popleft()
-            readings = list(first.readings)
+            together, new = list(first.readings), first.new
             while (
                 self._closed
                 and (self._closed[0].start, self._closed[0].end) == (first.start, first.end)
-                and len(readings) + len(self._closed[0].readings) <= self.settings.max_batch
+                and len(together) + len(self._closed[0].readings) <= self.settings.max_batch
             ):
-                readings += self._closed.popleft().readings
-            self._closed_readings -= len(readings)
+                window = self._closed.popleft()
+                together += window.readings
+                new += window.new
+            readings = Batch(together, new)
+            self._closed_readings -= new
             self.stats.windows += 1
-            self.account.in_flight += len(readings)
+            self.stats.window_memberships += len(readings)
+            self.account.in_flight += new
             await self._dispatch(readings, {"start": first.start, "end": first.end})
 
     # -- calling the model ----------------------------------------------------------------
@@ -654,9 +709,9 @@ class Companion:
             return
         self.stats.calls += 1
         self._last_call_failed = False
-        self.account.in_flight -= len(readings)
-        self.account.scored += len(readings)
-        self.stats.scored += len(readings)
+        self.account.in_flight -= counted(readings)
+        self.account.scored += counted(readings)
+        self.stats.scored += counted(readings)
         await self._write(request_id, readings, answer)
 
     def _failed(
@@ -669,7 +724,9 @@ class Companion:
 
     # -- backfill -------------------------------------------------------------------------
 
-    async def backfill(self, asset: str, start: int, end: int) -> BackfillReport:
+    async def backfill(
+        self, asset: str, start: int, end: int, stateful_ok: bool = False
+    ) -> BackfillReport:
         """Run the model over the stored history of `asset` in [start, end), as live: event-time
         windows (every window that overlaps the range, whole) or the readings in order, each
         completed with the asset's latest values within the range (REAL_TIME). Outputs are
@@ -684,6 +741,14 @@ class Companion:
             raise Conflict(
                 "an asynchronous model answers on a callback; backfill runs synchronous models only"
             )
+        if self.stateful and not stateful_ok:
+            raise Conflict(
+                f"model {self.spec.name} {self.spec.version} is stateful: a backfill runs on "
+                "the live process, so its state would learn these old readings in the middle "
+                "of the live stream (polluting what it scores live from now on), and the past "
+                "outputs would be scored from today's state, not as they were live; pass "
+                "stateful_ok (CLI: --stateful-ok) to run it anyway"
+            )
         report = BackfillReport(asset, start, end)
         windows = event_windows(self.trigger, self.stateful)
         read_from, read_to = start, end
@@ -691,6 +756,7 @@ class Companion:
             read_from = windows.starts_of(start)[0]  # whole windows at the edges
             read_to = windows.starts_of(end - 1)[-1] + windows.size
         inputs, latest = state.mapping.inputs, {}
+        written: set[tuple[str, int]] = set()  # (asset, ts) of the outputs it wrote
         batch: list[dict[str, Any]] = []
         after: int | None = None
         while True:
@@ -712,7 +778,7 @@ class Companion:
                 if windows is not None:
                     reading = {"asset": asset, "ts": row.ts, "values": own}
                     for window in windows.add(reading, 0.0)[1]:
-                        await self._backfill_window(window, report)
+                        await self._backfill_window(window, report, written)
                     continue
                 latest.update(own)
                 if len(latest) < len(inputs):
@@ -720,24 +786,31 @@ class Companion:
                     continue
                 batch.append({"asset": asset, "ts": row.ts, "values": dict(latest)})
                 if len(batch) >= self.settings.max_batch:
-                    await self._backfill_call(batch, None, report)
+                    await self._backfill_call(batch, None, report, written)
                     batch = []
             if len(page) < BACKFILL_PAGE:
                 break
             after = page[-1].ts
         if batch:
-            await self._backfill_call(batch, None, report)
+            await self._backfill_call(batch, None, report, written)
         for window in [] if windows is None else windows.flush():
-            await self._backfill_window(window, report)
+            await self._backfill_window(window, report, written)
+        if windows is not None:
+            report.covered_windows = windows.covered_windows
         await self._flush()
         return report
 
-    async def _backfill_window(self, window: ClosedWindow, report: BackfillReport) -> None:
+    async def _backfill_window(
+        self, window: ClosedWindow, report: BackfillReport, written: set[tuple[str, int]]
+    ) -> None:
         if window.end <= report.start or window.start >= report.end:
             return  # read only to complete the windows at the edges
         report.windows += 1
         await self._backfill_call(
-            window.readings, {"start": window.start, "end": window.end}, report
+            Batch(window.readings, window.new),
+            {"start": window.start, "end": window.end},
+            report,
+            written,
         )
 
     async def _backfill_call(
@@ -745,6 +818,7 @@ class Companion:
         readings: list[dict[str, Any]],
         window: dict[str, int] | None,
         report: BackfillReport,
+        written: set[tuple[str, int]],
     ) -> None:
         """One call of a backfill, holding a call slot like a live one (a stateful model's
         calls stay one at a time). A failed call is one dead letter; nothing is retried beyond
@@ -757,16 +831,19 @@ class Companion:
                 if not isinstance(answer, dict) or not isinstance(answer.get("outputs"), list):
                     raise MalformedAnswer("the model's answer has no 'outputs' list")
             except ModelCallFailed as exc:
-                report.dead_lettered += len(readings)
+                report.dead_lettered += counted(readings)
                 report.dead_letters += 1
                 text = f"backfill: {exc.message}"
                 self._keep(self._letter(readings, _loss_reason(exc), text, request_id))
                 return
             report.calls += 1
-            report.scored += len(readings)
+            report.scored += counted(readings)
             mappings = {asset: s.mapping for asset, s in self._assets.items()}
             result = await self.outputs.write(answer, allowed_timestamps(readings), mappings)
             report.outputs_written += result.written
+            for key in result.written_at:
+                report.outputs_overwritten += key in written
+                written.add(key)
             for refusal in result.refused:
                 report.refused_outputs += 1
                 report.dead_letters += 1
@@ -829,8 +906,8 @@ class Companion:
         if not readings:
             return
         if in_flight:
-            self.account.in_flight -= len(readings)
-        self.account.dead_lettered[reason.value] += len(readings)
+            self.account.in_flight -= counted(readings)
+        self.account.dead_lettered[reason.value] += counted(readings)
         self._keep(self._letter(readings, reason, text, request_id))
         log.warning(
             "companion.readings_lost",
@@ -838,7 +915,7 @@ class Companion:
                 "fields": {
                     "model": self.spec.key,
                     "reason": reason.value,
-                    "readings": len(readings),
+                    "readings": counted(readings),
                     "detail": text[:300],
                 }
             },
@@ -858,7 +935,7 @@ class Companion:
             at=now_ms(),
             reason_code=reason,
             reason=text[:2000],
-            readings=len(readings),
+            readings=counted(readings),
             request_id=request_id,
             asset=one["asset"] if one else None,
             ts=one["ts"] if one else None,
@@ -886,14 +963,21 @@ class Companion:
             letter = self._letter(self._overload_sample, LossReason.OVERLOAD, text, None)
             self._keep(replace(letter, readings=self._overload))
             self._overload, self._overload_sample = 0, []
-        for asset, late in self._late.items():
-            count = self._late_count.pop(asset)
-            text = (
-                f"{count} readings of {asset} came after every window holding them had closed "
-                f"(more than allowedLateness {self.trigger.lateness_ms} ms behind the asset's "
-                "newest reading, or after its windows closed on idleTimeout)"
-            )
-            letter = self._letter(late, LossReason.LATE, text, None)
+        for (asset, reason), late in self._late.items():
+            count = self._late_count.pop((asset, reason))
+            if reason is LossReason.LATE:
+                text = (
+                    f"{count} readings of {asset} came after every window holding them had "
+                    f"closed (more than allowedLateness {self.trigger.lateness_ms} ms behind "
+                    "the asset's newest reading, or after its windows closed on idleTimeout)"
+                )
+            else:
+                text = (
+                    f"{count} readings of {asset} were more than {FUTURE_MS // 1000} s ahead "
+                    "of the platform's clock: the device's clock is wrong; they would close "
+                    "windows that have not happened yet"
+                )
+            letter = self._letter(late, reason, text, None)
             self._keep(replace(letter, readings=count))
         self._late.clear()
         letters, self._letters = self._letters, []
@@ -914,7 +998,7 @@ class Companion:
         return self.account.describe(self._queued(), self._queue.oldest_age_s())
 
     def _queued(self) -> int:
-        held = 0 if self._windows is None else self._windows.held_memberships
+        held = 0 if self._windows is None else self._windows.held_readings
         return len(self._queue) + held + self._closed_readings
 
     def describe(self) -> dict[str, Any]:
@@ -945,6 +1029,7 @@ class Companion:
         mappings = {asset: state.mapping for asset, state in self._assets.items()}
         result = await self.outputs.write(answer, allowed_timestamps(readings), mappings)
         self.stats.outputs += result.written
+        self.stats.outputs_overwritten += self._overwrites(result.written_at)
         for refusal in result.refused:
             self.stats.refused_outputs += 1
             if refusal.reason_code == OutputRefusal.UNMAPPED:
@@ -952,6 +1037,27 @@ class Companion:
             elif refusal.reason_code == OutputRefusal.PUBLISH_FAILED:
                 self.stats.last_error = refusal.reason
             self._keep(self._refused_letter(request_id, refusal))
+
+    def _overwrites(self, written_at: list[tuple[str, int]]) -> int:
+        """How many of the output items just written are at an (asset, time) this companion
+        wrote an output at before (among the latest WRITTEN_MEMORY): each replaced it."""
+        again = 0
+        for key in written_at:
+            if self._written_set[key]:
+                again += 1
+            if len(self._written_at) == self._written_at.maxlen:
+                old = self._written_at[0]
+                self._written_set[old] -= 1
+                if not self._written_set[old]:
+                    del self._written_set[old]
+            self._written_at.append(key)
+            self._written_set[key] += 1
+        if again:
+            log.warning(
+                "companion.outputs_overwritten",
+                extra={"fields": {"model": self.spec.key, "items": again}},
+            )
+        return again
 
     def _refused_letter(self, request_id: str, refusal: RefusedOutput) -> ModelDeadLetter:
         return ModelDeadLetter(

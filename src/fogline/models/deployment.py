@@ -936,13 +936,25 @@ class DeploymentManager:
         }
 
     async def backfill(
-        self, tenant: str, name: str, version: str, asset: str, start: int, end: int
+        self,
+        tenant: str,
+        name: str,
+        version: str,
+        asset: str,
+        start: int,
+        end: int,
+        stateful_ok: bool = False,
     ) -> BackfillReport:
         """Run a deployed model over the stored history of one of its assets (see
         `Companion.backfill`). Refused: an inverted or empty range, one longer than
-        MAX_BACKFILL_SPAN_MS, a model not running here, an asset not mapped to it."""
+        MAX_BACKFILL_SPAN_MS, one that starts in the future, a model not running here, an
+        asset not mapped to it, a stateful model unless `stateful_ok`."""
         problems = []
-        if end <= start:
+        if start > now_ms():
+            problems.append(
+                Problem("from", "is in the future: there is no stored history there to score")
+            )
+        elif end <= start:
             problems.append(Problem("to", "must be after from: the range is empty or inverted"))
         elif end - start > MAX_BACKFILL_SPAN_MS:
             problems.append(
@@ -961,7 +973,7 @@ class DeploymentManager:
                 f"model {name} {version} is {model.state.value}, not running: deploy it "
                 f"first (`fogline model deploy {name} {version}`)"
             )
-        return await r.companion.backfill(asset, start, end)
+        return await r.companion.backfill(asset, start, end, stateful_ok)
 
     async def dead_letters(
         self, tenant: str, name: str, version: str, limit: int, before_id: int | None

@@ -87,6 +87,7 @@ class RefusedOutput:
 class OutputResult:
     written: int  # values JetStream acknowledged
     refused: list[RefusedOutput]
+    written_at: list[tuple[str, int]] = field(default_factory=list)  # (asset, ts) per item
 
 
 Allowed = dict[str, set[int]]  # asset -> the times of its readings in the request
@@ -386,8 +387,12 @@ class OutputWriter:
         plan = self.planner.plan(answer, allowed, mappings)
         refused = plan.refused
         written = 0
+        written_at: list[tuple[str, int]] = []
         for chunk in plan.chunks:
-            written += await self._publish(chunk, refused)
+            published = await self._publish(chunk, refused)
+            written += published
+            if published:
+                written_at += [(piece.asset, piece.ts) for piece in chunk.pieces]
         if refused:
             by_reason: dict[str, int] = {}
             for r in refused:
@@ -396,7 +401,7 @@ class OutputWriter:
                 "companion.outputs_refused",
                 extra={"fields": {"model": self.spec.key, "written": written, **by_reason}},
             )
-        return OutputResult(written, refused)
+        return OutputResult(written, refused, written_at)
 
     async def _publish(self, chunk: OutputChunk, refused: list[RefusedOutput]) -> int:
         """Publish one chunk: the number of values written, or 0 with each of its values

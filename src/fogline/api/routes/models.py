@@ -327,12 +327,15 @@ async def backfill_model(
     """Run the deployed model over the stored history of one mapped asset in [from, to), as
     it would have run live (event-time windows, or the readings in order), writing its
     outputs as telemetry at the readings' own times; answers when done, with the counts. At
-    most a day per request. 409 when the model is not running, 422 for a bad range or an
-    asset not mapped to it."""
+    most a day per request. 409 when the model is not running, or is stateful without
+    `stateful_ok`; 422 for a bad range (empty, inverted, over a day, or starting in the
+    future) or an asset not mapped to it."""
     now = now_ms()
     start = parse_query_time(body.from_, now, "from")
     end = parse_query_time(body.to, now, "to")
-    report = await svc.deployments.backfill(tenant, name, version, body.asset, start, end)
+    report = await svc.deployments.backfill(
+        tenant, name, version, body.asset, start, end, body.stateful_ok
+    )
     return BackfillOut.model_validate(asdict(report))
 
 

@@ -87,6 +87,11 @@ class BackfillIn(Strict):
         description="epoch ms, ISO 8601, `now`, or relative like `-2h`",
     )
     to: str = Field(min_length=1, max_length=64, description="as `from`; the range is [from, to)")
+    stateful_ok: bool = Field(
+        False,
+        description="run a stateful model anyway, knowing that its live state learns the old "
+        "readings and the outputs are scored from its current state (refused with 409 without)",
+    )
 
 
 class BackfillOut(Out):
@@ -99,9 +104,15 @@ class BackfillOut(Out):
     readings_read: int = Field(description="stored readings of the model's inputs in the range")
     incomplete: int = Field(description="REAL_TIME: held back, an input not seen yet")
     windows: int = Field(description="TIME_WINDOW: windows (overlapping the range) scored")
+    covered_windows: int = Field(
+        description="TIME_WINDOW: windows not sent, every reading of theirs in an earlier window"
+    )
     calls: int
-    scored: int = Field(description="readings the model answered (per window for sliding ones)")
+    scored: int = Field(description="readings the model answered, each once")
     outputs_written: int
+    outputs_overwritten: int = Field(
+        description="output items written at an (asset, time) this backfill had written before"
+    )
     refused_outputs: int
     dead_lettered: int = Field(description="readings whose call failed")
     dead_letters: int = Field(description="dead-letter records written")
@@ -269,7 +280,7 @@ class ModelDeadLetterOut(Out):
     at: int = Field(description="epoch ms")
     reason_code: str = Field(
         description="model-error, model-down, timeout, malformed-answer, "
-        "refused-output, dropped-on-overload or discarded-at-stop"
+        "refused-output, dropped-on-overload, discarded-at-stop, late or future"
     )
     detail_code: str | None = Field(description="for refused-output: why the value was refused")
     reason: str

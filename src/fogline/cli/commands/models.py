@@ -256,7 +256,7 @@ def show_companion(comp: dict[str, Any]) -> None:
     )
     lost = ", ".join(f"{k} {v}" for k, v in sorted(r["dead_lettered_by_reason"].items()))
     console.print(
-        f"readings: {r['accepted']} accepted = {r['scored']} scored + "
+        f"readings: {r['accepted']} accepted (each counted once) = {r['scored']} scored + "
         f"{r['dead_lettered']} dead-lettered{f' ({lost})' if lost else ''} + "
         f"{r['queued']} queued + {r['in_flight']} in flight"
         + (f"; oldest queued {oldest:.1f} s" if oldest is not None else "")
@@ -264,13 +264,21 @@ def show_companion(comp: dict[str, Any]) -> None:
     windowing = comp.get("windowing")
     if windowing:
         console.print(
-            f"event-time windows: {comp['windows']} sent, {windowing['open_windows']} open, "
-            f"{comp['late']} readings late (allowedLateness {windowing['allowed_lateness_ms']} "
-            f"ms, idleTimeout {windowing['idle_timeout_ms']} ms)"
+            f"event-time windows: {comp['windows']} sent holding "
+            f"{comp.get('window_memberships', 0)} reading-window memberships, "
+            f"{windowing['open_windows']} open, {comp.get('covered_windows', 0)} not sent "
+            f"(no reading of their own); {comp['late']} readings late (allowedLateness "
+            f"{windowing['allowed_lateness_ms']} ms, idleTimeout "
+            f"{windowing['idle_timeout_ms']} ms), {comp.get('future', 0)} ahead of the clock"
         )
     console.print(
         f"calls: {comp['calls']} answered, {comp['failures']} failed, {comp['timeouts']} timed "
         f"out, {comp['busy']} refused as busy; {comp['outputs']} outputs written"
+        + (
+            f" ({comp['outputs_overwritten']} items replaced an earlier output at the same time)"
+            if comp.get("outputs_overwritten")
+            else ""
+        )
         + (f"; last error: {comp['last_error']}" if comp["last_error"] else "")
     )
 
@@ -320,13 +328,21 @@ def model_backfill(
     asset: Annotated[str, typer.Option("--asset", help="a mapped asset")],
     start: Annotated[str, typer.Option("--from", help="epoch ms, ISO 8601, now, -15m or +24h")],
     end: Annotated[str, typer.Option("--to", help="epoch ms, ISO 8601, now, -15m or +24h")] = "now",
+    stateful_ok: Annotated[
+        bool,
+        typer.Option(
+            "--stateful-ok",
+            help="run a stateful model anyway: its live state learns the old readings, and "
+            "the outputs are scored from its current state, not as they were live",
+        ),
+    ] = False,
 ) -> None:
     """Run a deployed model over an asset's stored history [from, to) as it would have run
     live, writing its outputs as telemetry at the readings' own times (at most a day)."""
     c = ctx_of(ctx)
     report = c.client().post(
         f"/tenants/{c.t()}/models/{name}/{version}/backfills",
-        {"asset": asset, "from": start, "to": end},
+        {"asset": asset, "from": start, "to": end, "stateful_ok": stateful_ok},
         timeout=BACKFILL_TIMEOUT_S,
     )
 
@@ -340,6 +356,12 @@ def model_backfill(
             + (f", {r['windows']} windows" if r["windows"] else "")
             + f", {r['calls']} calls, {r['scored']} scored, {r['outputs_written']} outputs written"
         )
+        if r.get("outputs_overwritten"):
+            console.print(
+                f"warning: {r['outputs_overwritten']} output items were written at a time this "
+                "backfill had written outputs at already, replacing them (the model places the "
+                "outputs of several calls at one reading)"
+            )
         lost = r["dead_lettered"] + r["refused_outputs"]
         if lost or r["incomplete"]:
             console.print(
