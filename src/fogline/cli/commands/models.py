@@ -255,8 +255,10 @@ def show_companion(comp: dict[str, Any]) -> None:
         f"companion{stopped}: {len(comp['assets'])} assets, concurrency {comp['concurrency']}"
     )
     lost = ", ".join(f"{k} {v}" for k, v in sorted(r["dead_lettered_by_reason"].items()))
+    # With overlapping windows a reading is in several: still counted once here.
+    once = " (each once, in however many windows)" if comp.get("windowing") else ""
     console.print(
-        f"readings: {r['accepted']} accepted (each counted once) = {r['scored']} scored + "
+        f"readings: {r['accepted']} accepted{once} = {r['scored']} scored + "
         f"{r['dead_lettered']} dead-lettered{f' ({lost})' if lost else ''} + "
         f"{r['queued']} queued + {r['in_flight']} in flight"
         + (f"; oldest queued {oldest:.1f} s" if oldest is not None else "")
