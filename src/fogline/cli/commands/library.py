@@ -37,6 +37,8 @@ def library_show(ctx: typer.Context, name: str) -> None:
         console.print(f"trigger  {entry['trigger']}", highlight=False)
         console.print(f"inputs   {', '.join(entry['inputs'])}", highlight=False)
         console.print(f"outputs  {', '.join(entry['outputs'])}", highlight=False)
+        if entry.get("expects"):
+            console.print(f"expects  {entry['expects']}", highlight=False)
         rows = [
             {
                 "parameter": pname,
