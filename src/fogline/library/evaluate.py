@@ -9,6 +9,9 @@ same series, scored by episodes (scoring.py) on two kinds of evaluation set:
   minute over 6 days, daily cycle, trend and noise, with level shifts, amplitude, variance,
   frequency, platform, extremum and shape anomalies labelled.
 
+- a user's own labelled series (`--series FILE.csv`: ts, value, label), read by
+  `read_series` and set up by `series_set` (the cycle and `--param`s as a user gives them).
+
 Motor models: precision and recall on held-out virtual-fleet windows (motor_models.py).
 """
 
