@@ -42,3 +42,19 @@ def test_the_motor_models_take_their_parameters() -> None:
     rows = [w.features for w in windows[:50]]
     assert {o["failure_warning"] for o in lenient.predict(rows)} - {"alarm"} == {"warning"}
     assert "warning" not in {o["failure_warning"] for o in strict.predict(rows)}
+
+
+@pytest.mark.parametrize("name", ["motor-failure", "motor-anomaly"])
+def test_the_motor_models_say_they_know_only_the_simulators_motor(name: str) -> None:
+    from fogline.api.schemas.models import LibraryEntryOut
+    from fogline.sim.motors import AMBIENT_C, RATED_CURRENT_A
+
+    entry = LibraryEntryOut.of(CATALOG[name])  # what `fogline library show` prints
+    assert "simulator's motor" in entry.summary and "not" in entry.summary
+    assert entry.expects is not None
+    assert f"{RATED_CURRENT_A:g} A rated current" in entry.expects
+    assert f"{AMBIENT_C:g} °C ambient" in entry.expects
+    for column in ("vibration (mm/s)", "temperature (°C)", "current (A)", "sound_level (dB)"):
+        assert column in entry.expects
+    assert "fogline model backfill" in entry.expects
+    assert LibraryEntryOut.of(CATALOG["robust-anomaly"]).expects is None

@@ -183,3 +183,22 @@ def test_a_reading_that_is_not_a_number_is_not_scored_nor_learned(cls: type[Dete
         assert d.update(bad, 2_000_000) == Detection(None, NO_VALUE)
     after = [d.update(rng.gauss(50, 1), (2001 + i) * 1000) for i in range(200)]
     assert all(o.score is not None and o.level != "alarm" for o in after[:5])
+
+
+def test_a_discord_alarms_once_then_warns_until_it_clears() -> None:
+    """A lasting anomaly (the signal 15 higher for 80 readings, m = 20): one alarm of at most
+    m // 4 readings at its onset, then warnings while the subsequences still hold the step
+    (the score unchanged); once the score has fallen below the warning level (the plateau has
+    become its own neighbour), the step back down is a new discord and alarms again."""
+    d = DiscordDetector(m=20, history=400, calibration=400, warm_up=100)
+    values = noisy_cycle(1400, seed=11)
+    values[1200:1280] = [v + 15 for v in values[1200:1280]]
+    out = [d.update(v, i * 60_000) for i, v in enumerate(values)]
+    assert sum(o.level == "alarm" for o in out[:1200]) <= 3
+    onset = [i for i in range(1200, 1280) if out[i].level == "alarm"]
+    assert onset and len(onset) <= 20 // 4 and onset[-1] - onset[0] < 20 // 4, onset
+    held = out[onset[-1] + 1 : 1280]
+    still = [o for o in held if o.score is not None and o.score >= d.calibrator.alarm]
+    assert len(still) > 10 and all(o.level == "warning" for o in still)  # said, not alarmed
+    assert any(o.level == "ok" for o in held)  # cleared: re-armed
+    assert any(o.level == "alarm" for o in out[1280:1290])  # the step down: a new discord

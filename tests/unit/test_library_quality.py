@@ -63,23 +63,23 @@ def test_detectors_beat_the_baseline_on_gutentag_series(
 FLEET_DETECTORS = ["temperature-anomaly", "robust-anomaly", "forecast-anomaly", "discord-anomaly"]
 
 
-@pytest.mark.parametrize("detector", FLEET_DETECTORS[:-1])
+@pytest.mark.parametrize("detector", FLEET_DETECTORS)
 def test_detectors_beat_the_baseline_on_the_virtual_fleet(
     fleet: dict[str, Any], detector: str
 ) -> None:
     beats_baseline(fleet, detector)
 
 
-def test_discord_loses_on_the_virtual_fleet_by_its_long_alarms(fleet: dict[str, Any]) -> None:
-    """Measured, not hidden: a discord's alarm lasts while its subsequence (m = 24 readings)
-    holds the anomaly, and a motor stays hot for a few thermal time constants after a cooling
-    failure, so its episodes overrun the windows (30 s of tolerance); counted as false alarms,
-    discord-anomaly loses to the baseline on this seed (it did not before those parts were
-    counted: 12 hits, 4 false-alarm episodes)."""
+def test_discord_alarms_once_per_discord_on_the_virtual_fleet(fleet: dict[str, Any]) -> None:
+    """A motor stays hot for a few thermal time constants (90 s) after a cooling failure,
+    so the discord's subsequences stay unlike the past after the window has ended; while each
+    of them alarmed, discord-anomaly lost on this seed (12 hits, 12 false-alarm episodes,
+    precision 0.602 vs the baseline's 10, 8, 0.780). One alarm per discord (at most m // 4
+    readings, then warnings until the score clears) keeps the hits and drops the overruns."""
     row, base = fleet["detectors"]["discord-anomaly"], fleet["detectors"][BASELINE]
-    assert row["hit"] > base["hit"]
-    assert row["false_alarm_episodes"] > base["false_alarm_episodes"]
-    assert row["vs_baseline"].startswith("no fewer false alarms")
+    assert row["hit"] >= 12 > base["hit"]
+    assert row["false_alarm_episodes"] <= 3 < base["false_alarm_episodes"]
+    assert row["alarm_precision"] >= 0.85 > base["alarm_precision"]
 
 
 @pytest.fixture(scope="module")

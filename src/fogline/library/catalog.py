@@ -22,6 +22,19 @@ MOTOR_INPUTS = [
     {"dataColumnName": "sound_level"},
 ]
 
+# What both motor models were trained on (fogline.sim.motors): they know no other motor.
+MOTOR_EXPECTS = (
+    "vibration (mm/s), temperature (°C), current (A) and sound_level (dB) of one motor per "
+    "asset, about one reading a second (30 s windows). Trained when it starts on the virtual "
+    "fleet's simulated motor, not on yours: 12 A rated current (4.8-12 A running, 0 stopped), "
+    "24 °C ambient, winding up to about 69 °C at full load (90 s thermal time constant), "
+    "vibration 1-2.4 mm/s and sound 77-81 dB running. On a motor of another size, ambient or "
+    "sensor scale its outputs are not calibrated (a larger motor's normal current looks like "
+    "a phase imbalance, a hotter room like a cooling failure): run it over your history first "
+    "(fogline model backfill) and compare with known faults, or use the streaming detectors, "
+    "which learn each signal's own normal."
+)
+
 
 @dataclass(frozen=True)
 class LibraryModel:
@@ -31,6 +44,8 @@ class LibraryModel:
     # Raises ValueError for values that together make no sense (a detector class: built with
     # them, as the model builds it at start).
     check: Callable[..., object] | None = None
+    # What the model expects of its inputs beyond their names (`library show` prints it).
+    expects: str = ""
 
     def parameter_problems(self, values: dict[str, Any]) -> list[Problem]:
         """What the parameters' types and bounds cannot say (e.g. discord's history must hold
@@ -224,7 +239,8 @@ CATALOG = {
         ),
         LibraryModel(
             "motor-anomaly",
-            "isolation forest over 30 s windows of motor telemetry (scikit-learn)",
+            "isolation forest over 30 s windows of motor telemetry (scikit-learn), trained on "
+            "the simulator's motor, not yours",
             _manifest(
                 "motor-anomaly",
                 "Multivariate anomaly detector for induction motors",
@@ -239,13 +255,17 @@ CATALOG = {
                 memory_mb=1536,
                 parameters=MOTOR_ANOMALY_PARAMETERS,
             ),
+            expects=MOTOR_EXPECTS,
         ),
         LibraryModel(
             "motor-failure",
-            "logistic regression on windowed features, trained on the virtual fleet's faults",
+            "logistic regression on windowed features, trained on the simulator's motor "
+            "(12 A rated, 24 °C ambient) and its faults, not on yours",
             _manifest(
                 "motor-failure",
-                "Predicts motor faults (bearing wear, cooling failure, phase imbalance)",
+                "Predicts motor faults (bearing wear, cooling failure, phase imbalance) of the "
+                "virtual fleet's simulated motor (12 A rated, 24 °C ambient); trained on it, not "
+                "on yours: check it on your history (fogline model backfill) before trusting it",
                 "motor_failure",
                 False,
                 WINDOW,
@@ -258,6 +278,7 @@ CATALOG = {
                 parameters=MOTOR_FAILURE_PARAMETERS,
             ),
             _motor_failure_check,
+            MOTOR_EXPECTS,
         ),
     ]
 }

@@ -512,6 +512,8 @@ class DiscordDetector(Detector):
         self.history = history
         self.normalize = normalize
         self.buffer: deque[float] = deque(maxlen=history)
+        self.hold = max(1, m // 4) - 1  # readings an alarm holds after its onset
+        self.alarmed: int | None = None  # readings since the alarm's onset; None: armed
         self.calibrator = Calibrator(
             calibration, quantile, warning, alarm, warm_up, False, resolution, accept
         )
@@ -547,10 +549,32 @@ class DiscordDetector(Detector):
         with np.errstate(over="ignore", invalid="ignore"):
             distance = self.distance()
         if self.normalize:
-            return self.calibrator.score(distance)
+            return self.once(self.calibrator.score(distance))
         # raw distances are in the signal's unit: the band's floor is relative to its level
         newest = [self.buffer[i] for i in range(len(self.buffer) - self.m, len(self.buffer))]
-        return self.calibrator.score(distance, float(np.median(newest)))
+        return self.once(self.calibrator.score(distance, float(np.median(newest))))
+
+    def once(self, detection: Detection) -> Detection:
+        """One alarm per discord: the alarm lasts at most m // 4 readings from its onset (the
+        discord and its trivial matches: the exclusion zone of the distance, stumpy's
+        default), then the level is "warning" for as long as the score stays at or above
+        the warning threshold; a new alarm needs the score to have fallen below it first
+        (re-armed, the deadband of alarm management). The subsequences after a discord
+        overlap it and hold the same anomaly, and a signal with memory (a motor cooling down
+        after a cooling failure) stays unlike its past after the anomaly has ended: without
+        this, the alarm would last as long, past the anomaly. The score is not changed."""
+        if detection.score is None:
+            return detection
+        if self.alarmed is not None:
+            self.alarmed += 1
+            if detection.score < self.calibrator.warning:
+                self.alarmed = None  # cleared: the next alarm is a new discord
+            elif detection.level == "alarm" and self.alarmed > self.hold:
+                return Detection(detection.score, "warning")
+            return detection
+        if detection.level == "alarm":
+            self.alarmed = 0
+        return detection
 
 
 def parameters_of(cls: type[Detector]) -> list[dict[str, Any]]:

@@ -362,6 +362,11 @@ class LibraryEntryOut(Out):
     name: str
     version: str
     summary: str
+    expects: str | None = Field(
+        default=None,
+        description="what the model expects of its inputs beyond their names (units, ranges, "
+        "the machine it was trained on), where that matters",
+    )
     trigger: str
     inputs: list[str]
     outputs: list[str]
@@ -376,6 +381,7 @@ class LibraryEntryOut(Out):
             name=m.name,
             version=manifest["version"],
             summary=m.summary,
+            expects=m.expects or None,
             trigger=manifest["trigger"]["type"],
             inputs=[c["dataColumnName"] for c in manifest["inputs"]],
             outputs=[c["dataColumnName"] for c in manifest["outputs"]],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,7 +12,7 @@ from fogline.cli.inputs import key_value_pairs
 from fogline.cli.next_steps import Advised
 from fogline.cli.output import console, table
 from fogline.client.http import ApiError
-from fogline.domain.errors import ErrorKind
+from fogline.domain.errors import ErrorKind, InvalidInput, Problem
 
 app = typer.Typer(help="Ready-made models shipped with Fogline.", no_args_is_help=True)
 
@@ -36,6 +37,8 @@ def library_show(ctx: typer.Context, name: str) -> None:
         console.print(f"trigger  {entry['trigger']}", highlight=False)
         console.print(f"inputs   {', '.join(entry['inputs'])}", highlight=False)
         console.print(f"outputs  {', '.join(entry['outputs'])}", highlight=False)
+        if entry.get("expects"):
+            console.print(f"expects  {entry['expects']}", highlight=False)
         rows = [
             {
                 "parameter": pname,
@@ -108,15 +111,61 @@ def library_import(
 
 
 @app.command("evaluate")
-def library_evaluate(ctx: typer.Context) -> None:
+def library_evaluate(
+    ctx: typer.Context,
+    series: Annotated[
+        Path | None,
+        typer.Option(
+            "--series",
+            help="your own labelled series, a CSV with the columns ts (epoch ms or ISO 8601), "
+            "value, label (1 inside an anomaly window, 0 not): the detectors and the baseline "
+            "are scored on it instead of the built-in sets",
+        ),
+    ] = None,
+    cycle_s: Annotated[
+        float,
+        typer.Option(
+            "--cycle-s",
+            min=0.0,
+            help="with --series: the signal's cycle in seconds (86400: daily), told to the "
+            "detectors as a user would (robust period_s, forecast season, discord history)",
+        ),
+    ] = 0.0,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="with --series, repeatable: DETECTOR.NAME=VALUE for one detector "
+            "(discord-anomaly.m=24), NAME=VALUE for every detector that has NAME",
+        ),
+    ] = None,
+    tolerance: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="with --series: readings a window is widened by on each side, and the gap "
+            "that still merges alarms into one episode (default: 1% of the readings, 1..30)",
+        ),
+    ] = None,
+) -> None:
     """Measured quality of the library's models: each anomaly detector against a rolling
-    z-score baseline on the same series (virtual fleet and GutenTAG series), scored by
-    episodes; the motor models' precision and recall on held-out virtual-fleet faults. A
-    report: exits 0 whether or not a detector beats the baseline."""
-    from fogline.library.evaluate import evaluate_all
+    z-score baseline on the same series (virtual fleet and GutenTAG series, or your own with
+    --series), scored by episodes; the motor models' precision and recall on held-out
+    virtual-fleet faults (not with --series). A report: exits 0 whether or not a detector
+    beats the baseline."""
+    from fogline.library.evaluate import evaluate_all, read_series, run_set, series_set
 
     c = ctx_of(ctx)
-    figures = evaluate_all()
+    if series is None and (cycle_s or param or tolerance is not None):
+        raise InvalidInput.of(
+            [Problem("--cycle-s/--param/--tolerance", "only with --series FILE.csv")], "options"
+        )
+    if series is not None:
+        params = key_value_pairs(param, "--param")
+        evaluation_set = series_set(read_series(series), cycle_s, params, tolerance)
+        figures: dict[str, Any] = {"anomaly_detectors": [run_set(evaluation_set)]}
+    else:
+        figures = evaluate_all()
 
     def human() -> None:
         short = {
@@ -151,6 +200,8 @@ def library_evaluate(ctx: typer.Context) -> None:
             else:
                 console.print(f"every detector beats the baseline on {result['set']}")
             for series, series_rows in result["series"].items():
+                if len(result["series"]) == 1:
+                    break  # the set's verdict is the series'
                 lost = [
                     f"{name} ({row['vs_baseline']})"
                     for name, row in series_rows.items()
@@ -167,7 +218,9 @@ def library_evaluate(ctx: typer.Context) -> None:
             "told it where the set has one; there the seasonal rolling-z baseline (a z-score "
             "per phase of the cycle) is shown too, judged against the plain one"
         )
-        motors = figures["motor_models"]
+        motors = figures.get("motor_models")
+        if motors is None:
+            return
         rows = [{"model": name, **values} for name, values in motors.items()]
         table(rows, ["model", "precision", "recall", "positives", "samples"], title="motor models")
 
