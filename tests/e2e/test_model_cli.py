@@ -144,9 +144,11 @@ def test_init_submit_map_deploy_and_a_sigkill_mid_saga(tmp_path: Path) -> None:
         slow = tmp_path / "slow"
         ok(p.cli("model", "init", "slow", "--dir", str(slow)))
         model_py = (slow / "model.py").read_text()
-        (slow / "model.py").write_text("import time\ntime.sleep(4)\n" + model_py)
+        # Long enough that a loaded machine cannot finish the wait before the kill below.
+        (slow / "model.py").write_text("import time\ntime.sleep(15)\n" + model_py)
         ok(p.cli("model", "submit", str(slow)))
         ok(p.cli("model", "map", "slow", "0.1.0", "--asset", "g2"))
+        press_pid = deployment(p, "press")["runtime"]["pid"]
         ok(p.cli("model", "deploy", "slow", "0.1.0", "--no-wait"))
 
         def waiting_for_health() -> dict[str, Any] | None:
@@ -156,7 +158,6 @@ def test_init_submit_map_deploy_and_a_sigkill_mid_saga(tmp_path: Path) -> None:
 
         status = wait_for(waiting_for_health, 30, "the saga to wait for health")
         slow_pid = status["runtime"]["pid"]
-        press_pid = deployment(p, "press")["runtime"]["pid"]
         p.process.send_signal(signal.SIGKILL)
         p.process.wait(10)
         # Every model process dies with the platform: nothing is left half-deployed.
@@ -168,7 +169,7 @@ def test_init_submit_map_deploy_and_a_sigkill_mid_saga(tmp_path: Path) -> None:
         def active(name: str) -> bool:
             return bool(deployment(p, name)["state"] == "active")
 
-        wait_for(lambda: active("slow"), 60, "the interrupted deployment to resume")
+        wait_for(lambda: active("slow"), 90, "the interrupted deployment to resume")
         wait_for(lambda: active("press"), 60, "the active model to be restored")
         steps = [(s["saga"], s["step"], s["status"]) for s in deployment(p, "slow")["steps"]]
         assert ("recover", "resume", "started") in steps
