@@ -202,3 +202,20 @@ def test_a_discord_alarms_once_then_warns_until_it_clears() -> None:
     assert len(still) > 10 and all(o.level == "warning" for o in still)  # said, not alarmed
     assert any(o.level == "ok" for o in held)  # cleared: re-armed
     assert any(o.level == "alarm" for o in out[1280:1290])  # the step down: a new discord
+
+
+def test_a_signal_far_from_zero_is_watched_as_closely_as_one_near_it_when_told() -> None:
+    """1% of a level of 1000 is 10: with noise of 1 the default floor hides a 10-sigma shift;
+    relative_resolution=0 lets the data set the band, as it does near zero."""
+    rng = random.Random(5)
+
+    def alarms(level: float, **settings: float) -> int:
+        d = RobustDetector(window=200, warm_up=100, calibration=500, **settings)
+        for i in range(1500):
+            d.update(level + rng.gauss(0, 1), i * 5000)
+        shifted = [d.update(level + 10 + rng.gauss(0, 1), (1500 + i) * 5000) for i in range(30)]
+        return sum(x.level == "alarm" for x in shifted)
+
+    assert alarms(0.0) >= 20
+    assert alarms(1000.0) == 0  # the default 1% floor: documented in the parameter's text
+    assert alarms(1000.0, relative_resolution=0.0) >= 20

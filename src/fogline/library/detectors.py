@@ -55,6 +55,9 @@ class Detection:
     level: str  # one of LEVELS
 
 
+RELATIVE_RESOLUTION = 0.01  # by default the band is never narrower than 1% of the level
+
+
 def _calibration(warning: float, alarm: float) -> tuple[Parameter, ...]:
     return (
         Parameter(
@@ -64,9 +67,20 @@ def _calibration(warning: float, alarm: float) -> tuple[Parameter, ...]:
             0.0,
             1e12,
             "the smallest change of the signal that matters (a quantised sensor's step), in "
-            "the signal's unit; the band is never narrower (nor narrower than 1% of the "
-            "signal's level); higher = a flat or quantised signal does not alarm on its own "
-            "steps, and changes smaller than it are not seen",
+            "the signal's unit; the band is never narrower (nor narrower than "
+            "relative_resolution x the signal's level); higher = a flat or quantised signal "
+            "does not alarm on its own steps, and changes smaller than it are not seen",
+        ),
+        Parameter(
+            "relative_resolution",
+            "float",
+            RELATIVE_RESOLUTION,
+            0.0,
+            0.5,
+            "the band is never narrower than this share of the signal's level (0.01: 1%): it "
+            "keeps a flat signal's band from being zero wide; lower it for a signal far from "
+            "zero (a temperature in K, a pressure of 1000 with noise of 1), where 1% of the "
+            "level hides faults; 0 = only `resolution` and the data set the band",
         ),
         Parameter(
             "accept",
@@ -126,7 +140,6 @@ _HoltWinters: Any = time_series.HoltWinters  # river's forecasters are not typed
 
 
 SCORE_CAP = 1000.0  # scores are capped: finite however far out a reading lies
-RELATIVE_RESOLUTION = 0.01  # the band is never narrower than 1% of the signal's level
 NO_VALUE = "no-value"  # a reading that is not a finite number: not scored, not learned
 
 
@@ -139,7 +152,8 @@ class Calibrator:
     "ok" (a warning's or an alarm's deviation is left out, so one anomaly does not hide the
     next; a lasting change is followed by the baseline, the median or the forecast).
 
-    The half-band is never narrower than `resolution` nor than 1% of the signal's level
+    The half-band is never narrower than `resolution` nor than `relative_resolution` (1%) of
+    the signal's level
     (`scale`, given by the detector): a signal that was flat (or repeated itself exactly) for
     the whole calibration has a band of zero width, and every later change, however small,
     would score as far out as a real fault, for ever, since non-ok deviations are not learned.
@@ -157,6 +171,7 @@ class Calibrator:
         two_sided: bool = True,
         resolution: float = 0.0,
         accept: int = 720,
+        relative_resolution: float = 0.01,
     ) -> None:
         if not 0.5 < quantile < 1:
             raise ValueError(f"quantile must lie between 0.5 and 1, got {quantile}")
@@ -166,6 +181,11 @@ class Calibrator:
             raise ValueError(f"resolution must be a finite number >= 0, got {resolution}")
         if accept < 2:
             raise ValueError(f"accept must be at least 2, got {accept}")
+        if not 0 <= relative_resolution <= 0.5:
+            raise ValueError(
+                f"relative_resolution must lie between 0 and 0.5, got {relative_resolution}"
+            )
+        self.relative_resolution = relative_resolution
         self.mid = stats.RollingQuantile(0.5, calibration)
         self.hi = stats.RollingQuantile(quantile, calibration)
         self.lo = stats.RollingQuantile(1 - quantile, calibration) if two_sided else None
@@ -190,7 +210,7 @@ class Calibrator:
         deviation = min(max(deviation, -1e300), 1e300)  # an overflow (inf) stays a number
         if self.seen >= self.warm_up:
             mid = _get(self.mid)
-            floor = max(self.resolution, RELATIVE_RESOLUTION * abs(scale), 1e-9)
+            floor = max(self.resolution, self.relative_resolution * abs(scale), 1e-9)
             hi = max(_get(self.hi) - mid, floor)
             lo = max(mid - _get(self.lo), floor) if self.lo is not None else math.inf
             self.edges = (mid - self.alarm * lo, mid + self.alarm * hi)
@@ -275,6 +295,7 @@ class RobustDetector(Detector):
         alarm: float = 1.6,
         resolution: float = 0.0,
         accept: int = 720,
+        relative_resolution: float = 0.01,
         min_per_bin: int = 3,
     ) -> None:
         self.period_ms = period_s * 1000 if period_s else None
@@ -286,7 +307,15 @@ class RobustDetector(Detector):
         self.per_bin = per_bin
         self.first = max(1, window // 4) if not period_s else min_per_bin
         self.calibrator = Calibrator(
-            calibration, quantile, warning, alarm, warm_up, True, resolution, accept
+            calibration,
+            quantile,
+            warning,
+            alarm,
+            warm_up,
+            True,
+            resolution,
+            accept,
+            relative_resolution,
         )
 
     def update(self, value: float, ts_ms: int) -> Detection:
@@ -398,6 +427,7 @@ class ForecastDetector(Detector):
         alarm: float = 1.6,
         resolution: float = 0.0,
         accept: int = 720,
+        relative_resolution: float = 0.01,
     ) -> None:
         if not 0 <= level_alpha <= 1:
             raise ValueError(f"level_alpha must lie between 0 and 1, got {level_alpha}")
@@ -406,7 +436,17 @@ class ForecastDetector(Detector):
         )
         self.season = season
         self.first: list[float] = []
-        calibrate = (calibration, quantile, warning, alarm, warm_up, True, resolution, accept)
+        calibrate = (
+            calibration,
+            quantile,
+            warning,
+            alarm,
+            warm_up,
+            True,
+            resolution,
+            accept,
+            relative_resolution,
+        )
         self.calibrator = Calibrator(*calibrate)
         self.level_alpha = level_alpha
         self.level: float | None = None  # the slow level of the deseasonalised readings
@@ -505,6 +545,7 @@ class DiscordDetector(Detector):
         normalize: bool = False,
         resolution: float = 0.0,
         accept: int = 720,
+        relative_resolution: float = 0.01,
     ) -> None:
         if history < 2 * m:
             raise ValueError(f"history ({history}) must be at least 2 x m ({m})")
@@ -515,7 +556,15 @@ class DiscordDetector(Detector):
         self.hold = max(1, m // 4) - 1  # readings an alarm holds after its onset
         self.alarmed: int | None = None  # readings since the alarm's onset; None: armed
         self.calibrator = Calibrator(
-            calibration, quantile, warning, alarm, warm_up, False, resolution, accept
+            calibration,
+            quantile,
+            warning,
+            alarm,
+            warm_up,
+            False,
+            resolution,
+            accept,
+            relative_resolution,
         )
 
     def distance(self) -> float:
