@@ -47,7 +47,7 @@ TEST_WORKERS ?= 2
 
 # pytest exits 5 when it collected nothing: that must never pass silently.
 test: sandbox-tools lint typecheck
-	@$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) tests; rc=$$?; \
+	@$(BIN)/python -m pytest -p no:cacheprovider --durations=20 -n $(TEST_WORKERS) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 unit: $(STAMP)
