@@ -117,3 +117,15 @@ def test_query_time_limits() -> None:
 def test_reading_timestamps_that_overflow_are_refused() -> None:
     ts, why = reading_timestamp_problem("0001-01-01T00:00:00+05:00", NOW)
     assert ts is None and why is not None
+
+
+def test_a_bad_range_names_both_bounds_at_once() -> None:
+    import pytest
+
+    from fogline.domain.errors import InvalidInput
+    from fogline.domain.timeseries import parse_query_range
+
+    assert parse_query_range("-1h", "now", 10_000_000) == (10_000_000 - 3_600_000, 10_000_000)
+    with pytest.raises(InvalidInput) as caught:
+        parse_query_range("yesterday", "later", 10_000_000)
+    assert [p.field for p in caught.value.problems] == ["from", "to"]

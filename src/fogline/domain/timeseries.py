@@ -121,6 +121,21 @@ def parse_query_time(text: str, now: int, field: str) -> int:
     return ts
 
 
+def parse_query_range(start: str, end: str, now: int) -> tuple[int, int]:
+    """A query's `from` and `to` bounds, both checked: a bad pair is one answer with both
+    problems."""
+    bounds: list[int] = []
+    problems: list[Problem] = []
+    for text, field in ((start, "from"), (end, "to")):
+        try:
+            bounds.append(parse_query_time(text, now, field))
+        except InvalidInput as exc:
+            problems += exc.problems
+    if problems:
+        raise InvalidInput.of(problems)
+    return bounds[0], bounds[1]
+
+
 def check_bucketing(start_ms: int, end_ms: int, bucket_ms: int) -> None:
     if end_ms <= start_ms:
         raise InvalidInput.of([Problem("to", "must be after 'from'")])

@@ -39,7 +39,7 @@ from fogline.api.schemas.models import (
 )
 from fogline.api.streams import while_key_valid
 from fogline.domain.errors import InvalidInput, Problem
-from fogline.domain.timeseries import now_ms, parse_query_time
+from fogline.domain.timeseries import now_ms, parse_query_range
 from fogline.library.catalog import CATALOG, library_model
 from fogline.models.manifest import (
     MAX_VERSION_LENGTH,
@@ -330,9 +330,7 @@ async def backfill_model(
     most a day per request. 409 when the model is not running, or is stateful without
     `stateful_ok`; 422 for a bad range (empty, inverted, over a day, or starting in the
     future) or an asset not mapped to it."""
-    now = now_ms()
-    start = parse_query_time(body.from_, now, "from")
-    end = parse_query_time(body.to, now, "to")
+    start, end = parse_query_range(body.from_, body.to, now_ms())
     report = await svc.deployments.backfill(
         tenant, name, version, body.asset, start, end, body.stateful_ok
     )

@@ -31,7 +31,12 @@ from fogline.api.schemas.telemetry import (
 )
 from fogline.api.streams import while_key_valid
 from fogline.domain.ids import SLUG_PATTERN
-from fogline.domain.timeseries import now_ms, parse_duration_ms, parse_query_time
+from fogline.domain.timeseries import (
+    now_ms,
+    parse_duration_ms,
+    parse_query_range,
+    parse_query_time,
+)
 from fogline.ingest.export import CSV_MEDIA_TYPE, PARQUET_MEDIA_TYPE
 from fogline.ingest.intake import TelemetryFateUnknown, TelemetryNotStored
 from fogline.ingest.queries import MAX_RAW_POINTS
@@ -136,9 +141,7 @@ async def history(
         int, Query(ge=1, le=MAX_RAW_POINTS, description="raw points per telemetry at most")
     ] = 10_000,
 ) -> RawHistoryOut | BucketedHistoryOut:
-    now = now_ms()
-    start_ms = parse_query_time(start, now, "from")
-    end_ms = parse_query_time(end, now, "to")
+    start_ms, end_ms = parse_query_range(start, end, now_ms())
     if bucket is None:
         series = await svc.queries.history(tenant, asset, _keys(keys), start_ms, end_ms, limit)
         return RawHistoryOut(
@@ -190,15 +193,8 @@ async def export(
 ) -> StreamingResponse:
     """An asset's raw history as a file, streamed: the whole range, however long, read from
     the store a page at a time. The request is checked before the first byte is sent."""
-    now = now_ms()
     exporter = svc.queries.exporter
-    plan = await exporter.plan(
-        tenant,
-        asset,
-        _keys(keys),
-        parse_query_time(start, now, "from"),
-        parse_query_time(end, now, "to"),
-    )
+    plan = await exporter.plan(tenant, asset, _keys(keys), *parse_query_range(start, end, now_ms()))
     filename = f"{asset}-{plan.start}-{plan.end}.{file_format}"
     parquet = file_format == "parquet"
     return StreamingResponse(
