@@ -366,9 +366,9 @@ class Platform:
         if self.settings.mqtt_url:
             return redact_url(self.settings.mqtt_url)
         if self.nats is not None:
-            scheme, _, rest = self.nats.mqtt_url.partition("://")
-            host, _, port = rest.rpartition(":")
-            return f"{scheme}://{self._public(host)}:{port}"
+            n = self.nats.settings
+            scheme = "mqtts" if n.mqtt_tls else "mqtt"
+            return f"{scheme}://{self._public(n.mqtt_host)}:{n.mqtt_port}"
         return None
 
     def _public(self, host: str) -> str:

@@ -230,11 +230,6 @@ class EmbeddedNats:
         return _reachable(self.settings.mqtt_host), self.settings.mqtt_port
 
     @property
-    def mqtt_url(self) -> str:
-        scheme = "mqtts" if self.settings.mqtt_tls else "mqtt"
-        return f"{scheme}://{self.settings.mqtt_host}:{self.settings.mqtt_port}"
-
-    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
